@@ -1,0 +1,3 @@
+from p2p_desktop.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The one interface every attack implements (built-in or plugin).
+
+An attack is a small class with a frozen ``Config`` and a ``run`` method::
+
+    class PGD(Attack):
+        name = "pgd"
+        Config = PGDConfig
+        def run(self, x, ctx) -> AttackOutput: ...
+
+``run`` receives the image as a (1, C, H, W) float tensor in [0, 1] in the source's geometry
+and an :class:`AttackContext`. It must call ``ctx.step(...)`` once per iteration (which
+reports progress and raises :class:`~p2p_desktop.errors.Cancelled` when the user cancels),
+and return the adversarial image — in the source's geometry, or at the attack's working
+resolution (the runner maps it back). It never writes files.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from p2p_desktop.cancel import CancelToken
+from p2p_desktop.config import Config, param
+from p2p_desktop.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from p2p_desktop.models.classifier import Classifier
+
+__all__ = ["AttackConfig", "StepEvent", "StepCallback", "AttackContext", "AttackOutput", "Attack"]
+
+
+@dataclass(frozen=True)
+class AttackConfig(Config):
+    """Fields every attack has."""
+
+    seed: int = param(0, help="Random seed: same seed + same device gives the same output.", min=0)
+    target: str | None = param(
+        None, help="Target class for a targeted attack; empty means untargeted (any wrong class)."
+    )
+
+
+@dataclass
+class StepEvent:
+    """One iteration of an attack, as reported to the CLI progress bar and the GUI."""
+
+    step: int  # 1-based
+    total: int
+    loss: float
+    probs: dict[str, float]
+    success: bool | None = None
+    message: str = ""
+    elapsed: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "total": self.total, "loss": self.loss, "probs": self.probs,
+                "success": self.success, "message": self.message, "elapsed": self.elapsed,
+                **({"extra": self.extra} if self.extra else {})}
+
+
+StepCallback = Callable[[StepEvent], None]
+
+
+@dataclass
+class AttackContext:
+    """What an attack needs besides the image: the model, labels, backbone, reporting."""
+
+    classifier: "Classifier"
+    label: int  # index of the true class
+    target: int | None  # index of the target class (targeted mode) or None
+    device: str = "cpu"
+    backbone: Any = None  # p2p_desktop.models.backbone.Backbone for diffusion attacks
+    on_step: StepCallback | None = None
+    cancel: CancelToken = field(default_factory=CancelToken)
+    generator: Any = None  # torch.Generator seeded from the config
+    history: list[StepEvent] = field(default_factory=list)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.classifier.classes
+
+    def is_adversarial(self, pred: int) -> bool:
+        """Targeted: predicted == target. Untargeted: predicted != true label."""
+        return pred == self.target if self.target is not None else pred != self.label
+
+    def step(self, step: int, total: int, loss: float, probs, *, success: bool | None = None,
+             message: str = "", **extra: Any) -> None:
+        """Report one iteration, then honour a pending cancel (raises ``Cancelled``)."""
+        if hasattr(probs, "detach"):
+            probs = probs.detach().float().cpu().reshape(-1).tolist()
+        if not isinstance(probs, dict):
+            probs = {c: float(p) for c, p in zip(self.classes, probs)}
+        event = StepEvent(step=step, total=total, loss=float(loss), probs=probs, success=success,
+                          message=message, elapsed=time.perf_counter() - self._t0, extra=extra)
+        self.history.append(event)
+        if self.on_step is not None:
+            self.on_step(event)
+        self.cancel.check()
+
+
+@dataclass
+class AttackOutput:
+    """What ``Attack.run`` returns."""
+
+    adversarial: "torch.Tensor"  # (1, C, h, w) in [0,1]
+    iterations: int
+    info: dict[str, Any] = field(default_factory=dict)  # e.g. nearest words, chosen t
+
+
+class Attack(ABC):
+    """Base class: subclasses set ``name``, ``Config``, ``summary`` and implement ``run``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    summary: ClassVar[str] = ""
+    requires_backbone: ClassVar[bool] = False
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.Config(**overrides)
+        elif overrides:
+            config = config.replace(**overrides)
+        if not isinstance(config, self.Config):
+            raise InputError(f"{self.name}: expected {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **overrides: Any) -> "Attack":
+        base: dict[str, Any] = {}
+        if preset:
+            if preset not in cls.presets:
+                known = ", ".join(cls.presets) or "none"
+                raise InputError(f"{cls.name}: unknown preset {preset!r} (known: {known})")
+            base = dict(cls.presets[preset])
+        return cls(cls.Config.from_dict({**base, **overrides}))
+
+    @abstractmethod
+    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
+        """Attack the (1, C, H, W) image ``x`` in [0,1]; report each step with ``ctx.step``."""
+
+    def total_steps(self) -> int:
+        """How many steps ``run`` will report at most (for progress bars)."""
+        return int(getattr(self.config, "steps", 1))

@@ -1,0 +1,220 @@
+"""Run one attack on one study and judge it on the image as it will be written.
+
+The same function serves the CLI, the GUI worker, batch evaluation and re-runs::
+
+    result = run_attack(study, classifier, attack, backbone=None, on_step=print, cancel=token)
+
+Steps:
+1. seed torch and a generator from ``config.seed`` (same seed + same device -> same output);
+2. classify the clean image; the true label is the study's class folder when known, else the
+   clean prediction;
+3. ``attack.run`` on the image in the source's geometry;
+4. map the output back to the source geometry (an attack working at another resolution
+   contributes its perturbation, upsampled) and quantise it to the source's bit depth;
+5. classify that written image again: ``success`` is judged there; the attack's internal
+   verdict is kept as ``success_internal`` when they differ;
+6. metrics (SSIM, PSNR, L2, L∞, LPIPS-or-why-not).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
+from p2p_desktop.cancel import CancelToken
+from p2p_desktop.errors import InputError
+from p2p_desktop.io.study import Study
+from p2p_desktop.metrics import compute_metrics
+from p2p_desktop.models.classifier import Classifier, to_numpy, to_tensor
+
+__all__ = ["AttackResult", "run_attack", "software_versions"]
+
+
+@dataclass
+class AttackResult:
+    """Config + outcome of one run; arrays are (H, W, C) float32 in [0,1] (perturbation signed)."""
+
+    attack: str
+    config: dict[str, Any]
+    classes: tuple[str, ...]
+    true_label: str
+    original_label: str
+    original_probs: dict[str, float]
+    adversarial_label: str
+    adversarial_probs: dict[str, float]
+    success: bool
+    internal_label: str
+    internal_probs: dict[str, float]
+    success_internal: bool
+    original: np.ndarray
+    adversarial: np.ndarray
+    perturbation: np.ndarray
+    metrics: dict[str, Any]
+    notes: list[str]
+    history: list[StepEvent]
+    info: dict[str, Any]
+    seconds: float
+    iterations: int
+    seed: int
+    device: str
+    classifier: dict[str, Any]
+    backbone: dict[str, Any] | None = None
+    study_path: str = ""
+    frame: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str | None:
+        return self.config.get("target")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description without the image arrays (per the CLI ``attack`` contract)."""
+        return {
+            "attack": self.attack,
+            "config": self.config,
+            "classifier": self.classifier,
+            "backbone": self.backbone,
+            "true_label": self.true_label,
+            "original": {"label": self.original_label, "probs": self.original_probs},
+            "adversarial": {"label": self.adversarial_label, "probs": self.adversarial_probs},
+            "success": self.success,
+            "internal": {"label": self.internal_label, "probs": self.internal_probs,
+                         "success": self.success_internal},
+            "metrics": self.metrics,
+            "timing": {"seconds": round(self.seconds, 4), "iterations": self.iterations},
+            "seed": self.seed,
+            "device": self.device,
+            "info": _jsonable(self.info),
+            "notes": list(self.notes),
+            "frame": self.frame,
+            "versions": self.versions,
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return obj.tolist()
+    return obj
+
+
+def software_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    from p2p_desktop import __version__
+
+    out = {"p2p-desktop": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "diffusers", "transformers", "pydicom", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _to_source_geometry(adv, x):
+    """Bring an attack output to x's (1, C, H, W) geometry, keeping source detail."""
+    import torch.nn.functional as F
+
+    if adv.shape[1] != x.shape[1]:
+        adv = adv.mean(dim=1, keepdim=True) if x.shape[1] == 1 else adv.expand(-1, x.shape[1], -1, -1)
+    if adv.shape[-2:] == x.shape[-2:]:
+        return adv.clamp(0, 1)
+    x_small = F.interpolate(x, size=adv.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+    delta = F.interpolate(adv - x_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return (x + delta).clamp(0, 1)
+
+
+def run_attack(
+    study: Study,
+    classifier: Classifier,
+    attack: Attack,
+    *,
+    backbone: Any = None,
+    on_step: StepCallback | None = None,
+    cancel: CancelToken | None = None,
+    true_label: str | None = None,
+) -> AttackResult:
+    """Run ``attack`` on ``study``; raises ``Cancelled`` (nothing produced) when cancelled."""
+    import torch
+
+    cfg = attack.config
+    cancel = cancel or CancelToken()
+    if attack.requires_backbone and backbone is None:
+        raise InputError(f"attack {attack.name!r} needs a diffusion backbone (--backbone demo or a folder)")
+    device = str(classifier.device)
+    classes = classifier.classes
+
+    # 1. seeds
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    # 2. the clean verdict
+    x = to_tensor(study.image).to(classifier.device)
+    with torch.no_grad():
+        p0 = classifier.probs(x)[0].float().cpu().numpy()
+    orig_idx = int(p0.argmax())
+    label_name = true_label or (study.label if study.label in classes else None) or classes[orig_idx]
+    if label_name not in classes:
+        raise InputError(f"true label {label_name!r} is not a class of {classifier.name} ({', '.join(classes)})")
+    label_idx = classes.index(label_name)
+    target_idx = None
+    if cfg.target:
+        target_idx = classifier.class_index(cfg.target)
+        if target_idx == label_idx:
+            raise InputError(f"target class {cfg.target!r} is the image's own class; choose another target")
+    notes: list[str] = []
+    if orig_idx != label_idx:
+        notes.append(f"the clean image is already misclassified ({classes[orig_idx]} instead of {label_name})")
+
+    ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
+                        backbone=backbone, on_step=on_step, cancel=cancel, generator=generator)
+
+    # 3. the attack
+    cancel.check()
+    t0 = time.perf_counter()
+    out = attack.run(x, ctx)
+    seconds = time.perf_counter() - t0
+    cancel.check()
+
+    # 4. back to the source geometry, quantised as it will be written
+    with torch.no_grad():
+        adv = out.adversarial.detach().to(x.device, dtype=torch.float32)
+        p_int = classifier.probs(adv)[0].float().cpu().numpy()
+        adv_src = _to_source_geometry(adv, x)
+    written = study.quantise(to_numpy(adv_src))
+    # 5. the verdict on the written image
+    with torch.no_grad():
+        p1 = classifier.probs(to_tensor(written).to(classifier.device))[0].float().cpu().numpy()
+    adv_idx, int_idx = int(p1.argmax()), int(p_int.argmax())
+    success, success_internal = ctx.is_adversarial(adv_idx), ctx.is_adversarial(int_idx)
+    if success != success_internal:
+        notes.append("the attack's internal image and the written (resampled, quantised) image disagree: "
+                     f"internal {'success' if success_internal else 'failure'}, written "
+                     f"{'success' if success else 'failure'}; the written verdict is reported")
+    # 6. metrics
+    original = study.image.astype(np.float32)
+    metrics, metric_notes = compute_metrics(original, written)
+    notes += metric_notes
+    backbone_id = backbone.identity() if backbone is not None and hasattr(backbone, "identity") else None
+    return AttackResult(
+        attack=attack.name, config=cfg.to_dict(), classes=tuple(classes), true_label=label_name,
+        original_label=classes[orig_idx], original_probs=dict(zip(classes, map(float, p0))),
+        adversarial_label=classes[adv_idx], adversarial_probs=dict(zip(classes, map(float, p1))),
+        success=success, internal_label=classes[int_idx], internal_probs=dict(zip(classes, map(float, p_int))),
+        success_internal=success_internal, original=original, adversarial=written,
+        perturbation=(written - original).astype(np.float32), metrics=metrics, notes=notes,
+        history=list(ctx.history), info=dict(out.info), seconds=seconds, iterations=out.iterations,
+        seed=cfg.seed, device=device, classifier=classifier.identity(), backbone=backbone_id,
+        study_path=str(study.path), frame=study.frame_index, versions=software_versions(),
+    )

@@ -1,0 +1,1 @@
+"""Headless command-line surface (see the CLI contract in the README)."""

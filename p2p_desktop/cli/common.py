@@ -1,0 +1,36 @@
+"""Helpers shared by the sub-commands: JSON on stdout, progress bars on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+__all__ = ["emit_json", "progress_bar", "add_device_arg", "split_list"]
+
+
+def emit_json(obj: Any) -> None:
+    """Exactly one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def progress_bar(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar on stderr (shows count, rate and ETA); silent when stderr is not a TTY and
+    P2P_PROGRESS is unset, so logs stay clean."""
+    from tqdm import tqdm
+
+    import os
+
+    disable = not (sys.stderr.isatty() or os.environ.get("P2P_PROGRESS"))
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
+                dynamic_ncols=True, leave=False)
+
+
+def add_device_arg(p) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="compute device (default: auto = CUDA, then MPS, then CPU)")
+
+
+def split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]

@@ -1,0 +1,109 @@
+"""``p2p-desktop`` entry point.
+
+With no arguments it opens the desktop app. Sub-commands live one per module,
+``p2p_desktop.cli.cmd_<name>``, each exposing ``add_parser(subparsers)`` and ``run(args) -> int``.
+
+Exit codes: 0 ran, 1 internal error (log file named), 2 bad input (one line), 3 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from p2p_desktop import __version__
+
+__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+
+# Order = order in --help.
+COMMAND_MODULES = ("classify", "attack", "evaluate", "phantoms", "models", "plugins", "audit", "rerun")
+
+# Offline by construction: nothing in this program talks to a model hub.
+for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("TRANSFORMERS_OFFLINE", "1"),
+               ("DIFFUSERS_OFFLINE", "1"), ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"),
+               ("PYQTGRAPH_QT_LIB", "PySide6")):
+    os.environ.setdefault(_k, _v)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"p2p-desktop: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="p2p-desktop", description=(
+        "Measure how breast-ultrasound classifiers can be fooled: Prompt2Perturb (P2P), "
+        "FGSM, PGD and Diff-PGD. Without a sub-command, opens the desktop app."))
+    parser.add_argument("--version", action="version", version=f"p2p-desktop {__version__}")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="open the main window, load the demo sample, run a quick attack, exit 0/1")
+    parser.add_argument("--screenshot", metavar="FILE", help="with --smoke-test: save a window screenshot")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log debug output to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        module_name = f"p2p_desktop.cli.cmd_{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).add_parser(sub)
+    return parser
+
+
+def log_dir() -> Path:
+    from p2p_desktop.paths import user_data_dir
+
+    return user_data_dir() / "logs"
+
+
+def _write_crash_log(exc: BaseException) -> Path | None:
+    import datetime
+
+    try:
+        d = log_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = d / f"crash-{stamp}-{os.getpid()}.log"
+        path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        return path
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from p2p_desktop.errors import Cancelled, P2PError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            if args.screenshot and not args.smoke_test:
+                parser.error("--screenshot needs --smoke-test")
+            from p2p_desktop.gui.app import run_app
+
+            return run_app(smoke_test=args.smoke_test, screenshot=args.screenshot)
+        return int(args.handler(args) or 0)
+    except Cancelled as exc:
+        sys.stderr.write(f"p2p-desktop: cancelled: {exc}\n")
+        return 3
+    except KeyboardInterrupt:
+        sys.stderr.write("p2p-desktop: cancelled (Ctrl-C); nothing half-written was left behind\n")
+        return 3
+    except P2PError as exc:
+        sys.stderr.write(f"p2p-desktop: error: {exc}\n")
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last line of defence: short message + log
+        log = _write_crash_log(exc)
+        where = f"; details in {log}" if log else ""
+        sys.stderr.write(f"p2p-desktop: internal error: {type(exc).__name__}: {exc}{where}\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

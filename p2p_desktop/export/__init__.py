@@ -1,0 +1,1 @@
+"""Writing results: adversarial images, perturbations, DICOM, reports, provenance."""

@@ -1,0 +1,103 @@
+"""Image-similarity metrics between an original and an adversarial image (both [0,1], HxWxC).
+
+LPIPS needs torchvision's ImageNet AlexNet weights, which cannot be downloaded here: it is
+computed only when the file is already in the torch hub cache, otherwise it is ``None`` and
+a note says which file is missing and where it goes. No number is ever made up.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "ALEXNET_FILE"]
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+_lpips_model = None
+_lpips_lock = threading.Lock()
+
+
+def _as3d(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    a, b = _as3d(a), _as3d(b)
+    if min(a.shape[:2]) < 7:
+        return float("nan")
+    if a.shape[2] == 1:
+        return float(structural_similarity(a[:, :, 0], b[:, :, 0], data_range=1.0))
+    return float(structural_similarity(a, b, data_range=1.0, channel_axis=2))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((_as3d(a) - _as3d(b)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _alexnet_path() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+def lpips_status() -> tuple[bool, str]:
+    """(available, note). Available only when AlexNet's weights are on local disk."""
+    path = _alexnet_path()
+    if path.is_file():
+        return True, ""
+    return False, (f"LPIPS not computed: its AlexNet backbone weights ({ALEXNET_FILE}) are not on this "
+                   f"machine; put the file in {path.parent} to enable LPIPS")
+
+
+def lpips_distance(a: np.ndarray, b: np.ndarray) -> float | None:
+    """LPIPS (AlexNet) distance, or None when the backbone weights are missing."""
+    global _lpips_model
+    ok, _ = lpips_status()
+    if not ok:
+        return None
+    import torch
+
+    with _lpips_lock:
+        if _lpips_model is None:
+            import lpips
+
+            _lpips_model = lpips.LPIPS(net="alex", verbose=False).eval()
+
+    def prep(x):
+        x = _as3d(x).astype(np.float32)
+        if x.shape[2] == 1:
+            x = np.repeat(x, 3, axis=2)
+        return torch.from_numpy(x.transpose(2, 0, 1))[None] * 2 - 1
+
+    with torch.no_grad():
+        return float(_lpips_model(prep(a), prep(b)).item())
+
+
+def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict, list[str]]:
+    """SSIM, PSNR (dB), L2, L∞ of the perturbation and LPIPS; returns (metrics, notes)."""
+    o, a = _as3d(original), _as3d(adversarial)
+    d = a - o
+    notes: list[str] = []
+    p = psnr(o, a)
+    if math.isinf(p):
+        notes.append("PSNR is infinite (the images are identical); reported as null")
+    m = {
+        "ssim": ssim(o, a),
+        "psnr": None if math.isinf(p) else p,
+        "l2": float(np.sqrt(np.sum(d * d))),
+        "linf": float(np.max(np.abs(d))) if d.size else 0.0,
+        "lpips": None,
+    }
+    ok, note = lpips_status()
+    if ok:
+        m["lpips"] = lpips_distance(o, a)
+    else:
+        notes.append(note)
+    return m, notes

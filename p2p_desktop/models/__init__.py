@@ -1,0 +1,1 @@
+"""Model loading: classifiers (torchvision + local weights), diffusion backbones, registry."""

@@ -1,0 +1,340 @@
+"""The frozen latent diffusion backbone (Stable Diffusion 1.x/2.x architecture) of P2P and Diff-PGD.
+
+A backbone is an ordinary diffusers folder on local disk (``model_index.json`` plus ``vae/``,
+``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``), the embedded ``demo`` bundle
+(which is one of them), or a single-file ``.safetensors`` checkpoint with a local diffusers
+config folder. Loading is offline and never runs code from the model files::
+
+    bb = load_backbone("demo")                 # resources/models/demo, hashes verified
+    bb = load_backbone("/models/sd15")         # a local diffusers folder
+    bb = load_backbone("/models/sd15.safetensors", config_dir="/models/sd15-configs")
+
+Components are loaded one by one (so a folder without a safety checker works), frozen
+(``requires_grad=False``, ``eval()``), fp16 on CUDA and fp32 elsewhere unless ``dtype``
+says otherwise, and cached per (folder, device, dtype) for the life of the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2p_desktop.errors import ModelError, UnsafeFileError
+
+__all__ = ["Backbone", "load_backbone", "clear_backbone_cache", "check_backbone_folder",
+           "COMPONENTS", "PICKLE_SUFFIXES"]
+
+for _k in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE"):
+    os.environ.setdefault(_k, "1")
+
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
+WEIGHT_SUFFIXES = (".safetensors",) + PICKLE_SUFFIXES
+
+# component -> (config file, weight file stems); the tokenizer has no weights.
+COMPONENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "vae": ("config.json", ("diffusion_pytorch_model",)),
+    "unet": ("config.json", ("diffusion_pytorch_model",)),
+    "text_encoder": ("config.json", ("model",)),
+    "tokenizer": ("tokenizer_config.json", ()),
+    "scheduler": ("scheduler_config.json", ()),
+}
+
+
+@dataclass
+class Backbone:
+    """A loaded, frozen latent diffusion model (VAE + UNet + CLIP text encoder + DDPM schedule)."""
+
+    vae: Any
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any  # diffusers.DDPMScheduler (the training noise schedule)
+    device: str
+    dtype: Any  # torch.dtype of the frozen components
+    resolution: int  # image side in pixels = unet sample_size x VAE downsampling factor
+    prediction_type: str  # "epsilon" or "v_prediction"
+    scaling_factor: float
+    name: str
+    path: str
+    shift_factor: float = 0.0
+    _sha256: str | None = field(default=None, repr=False)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def alphas_cumprod(self):
+        """ᾱ_t for t = 0..T-1 (float32, on the backbone's device)."""
+        import torch
+
+        return self.scheduler.alphas_cumprod.to(device=self.device, dtype=torch.float32)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    def weights_sha256(self) -> str:
+        """SHA-256 over the sorted (relative path, SHA-256) of every weight file (computed once)."""
+        if self._sha256 is None:
+            self._sha256 = _weights_digest(Path(self.path))
+        return self._sha256
+
+    def identity(self) -> dict[str, Any]:
+        """Name, path, weight hash, prediction type and resolution, for reports and provenance."""
+        return {"name": self.name, "path": self.path, "sha256": self.weights_sha256(),
+                "prediction_type": self.prediction_type, "resolution": self.resolution}
+
+
+# -- checks ---------------------------------------------------------------------------------
+def _weights_digest(path: Path) -> str:
+    from p2p_desktop.hashing import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path).as_posix()}:{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _weight_file(sub: Path, stems: tuple[str, ...], allow_pickle: bool) -> tuple[str | None, bool]:
+    """Find a component's weights: returns (variant or None, use_safetensors)."""
+    for stem in stems:
+        for variant in (None, "fp16"):
+            name = stem + (f".{variant}" if variant else "")
+            if (sub / f"{name}.safetensors").is_file():
+                return variant, True
+            if (sub / f"{name}.safetensors.index.json").is_file():
+                return variant, True
+    pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES) if sub.is_dir() else []
+    if pickles:
+        if not allow_pickle:
+            raise UnsafeFileError(
+                f"{sub.name}/ holds only pickle weights ({', '.join(pickles)}), which can run code when "
+                "loaded; refused. Convert them to .safetensors, or opt in with --allow-pickle if you "
+                "trust the source"
+            )
+        plain = any(n.startswith(stems) and ".fp16." not in n for n in pickles)
+        return (None if plain else "fp16"), False
+    raise ModelError(
+        f"backbone component '{sub.name}' has no weights: expected {sub / (stems[0] + '.safetensors')} "
+        f"(copy the {sub.name}/ folder of a diffusers Stable Diffusion checkpoint there)"
+    )
+
+
+def check_backbone_folder(folder: str | Path, allow_pickle: bool = False) -> dict[str, tuple[str | None, bool]]:
+    """Refuse unsafe or incomplete diffusers folders; return {component: (variant, use_safetensors)}."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ModelError(f"backbone folder not found: {folder}")
+    if not folder.is_dir():
+        raise ModelError(f"backbone {folder} is neither a diffusers folder nor a .safetensors checkpoint")
+    code = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.py"))
+    if code:
+        raise UnsafeFileError(
+            f"backbone folder {folder} carries Python code ({', '.join(code[:3])}"
+            f"{', …' if len(code) > 3 else ''}); custom pipeline code is never run. Remove the .py files "
+            "or use a standard Stable Diffusion folder"
+        )
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(
+            f"{folder} is not a diffusers folder: model_index.json is missing "
+            f"(expected {folder / 'model_index.json'} next to vae/, unet/, text_encoder/, tokenizer/, scheduler/)"
+        )
+    found: dict[str, tuple[str | None, bool]] = {}
+    for comp, (config_name, stems) in COMPONENTS.items():
+        sub = folder / comp
+        if not sub.is_dir():
+            raise ModelError(
+                f"backbone component '{comp}' is missing: expected the folder {sub} "
+                f"(copy {comp}/ from a diffusers Stable Diffusion 1.x/2.x checkpoint)"
+            )
+        if comp == "tokenizer":
+            has_files = (sub / "tokenizer.json").is_file() or (
+                (sub / "vocab.json").is_file() and (sub / "merges.txt").is_file())
+            if not has_files:
+                raise ModelError(
+                    f"tokenizer files are missing: expected {sub / 'vocab.json'} and {sub / 'merges.txt'} "
+                    f"(or {sub / 'tokenizer.json'})"
+                )
+            continue
+        if not (sub / config_name).is_file():
+            raise ModelError(f"backbone component '{comp}' is incomplete: {sub / config_name} is missing")
+        if stems:
+            found[comp] = _weight_file(sub, stems, allow_pickle)
+    return found
+
+
+# -- loading --------------------------------------------------------------------------------
+_cache: dict[tuple[str, str, str], Backbone] = {}
+_lock = threading.Lock()
+
+
+def clear_backbone_cache() -> None:
+    """Forget every loaded backbone (frees memory once no attack holds a reference)."""
+    with _lock:
+        _cache.clear()
+
+
+def _resolve_dtype(dtype: Any, device: str):
+    import torch
+
+    if dtype is None:
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    try:
+        return names[str(dtype).lower().removeprefix("torch.")]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}: choose float16, bfloat16 or float32") from None
+
+
+def _resolve_spec(spec: str | Path) -> tuple[Path, str]:
+    """A registered name (e.g. ``demo``) -> its verified folder; a path -> itself."""
+    path = Path(str(spec)).expanduser()
+    if path.exists() or os.sep in str(spec) or str(spec).endswith((".safetensors", ".ckpt")):
+        return path, path.name
+    from p2p_desktop.models import registry
+
+    entry = registry.find(str(spec))
+    if entry is None or entry.kind != "backbone":
+        known = ", ".join(registry.names("backbone")) or "none installed"
+        raise ModelError(
+            f"backbone {str(spec)!r} not found: give a registered name ({known}), a diffusers "
+            "Stable Diffusion folder, or a .safetensors checkpoint with --backbone-config DIR"
+        )
+    status = registry.verify_entry(entry)
+    if status != "verified":
+        raise ModelError(
+            f"backbone {entry.name!r} in {entry.folder} is {status}: its files do not match card.json "
+            "(run `p2p-desktop models verify`, or reinstall the bundle with `make retrain-demo`)"
+        )
+    return entry.folder, entry.name
+
+
+def _freeze(module, device: str, dtype):
+    module.to(device=device, dtype=dtype)
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool) -> Backbone:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    found = check_backbone_folder(folder, allow_pickle)
+    common = {"local_files_only": True}
+
+    def kw(comp: str) -> dict[str, Any]:
+        variant, safe = found[comp]
+        return {**common, "subfolder": comp, "use_safetensors": safe,
+                **({"variant": variant} if variant else {})}
+
+    try:
+        vae = AutoencoderKL.from_pretrained(str(folder), **kw("vae"))
+        unet = UNet2DConditionModel.from_pretrained(str(folder), **kw("unet"))
+        text_encoder = CLIPTextModel.from_pretrained(str(folder), trust_remote_code=False, **kw("text_encoder"))
+        tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", **common)
+        scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", **common)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"backbone {folder} could not be loaded: {first}") from None
+    return _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, str(folder))
+
+
+def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dtype,
+                      allow_pickle: bool) -> Backbone:
+    if not path.is_file():
+        raise ModelError(f"backbone checkpoint not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise UnsafeFileError(
+            f"{path.name} is a pickle checkpoint, which can run code when loaded; refused. Use the "
+            ".safetensors version, or opt in with --allow-pickle if you trust the source"
+        )
+    if suffix not in (".safetensors",) + PICKLE_SUFFIXES:
+        raise ModelError(f"{path.name}: unsupported checkpoint format {suffix!r} (use .safetensors)")
+    if config_dir is None:
+        raise ModelError(
+            f"{path.name} is a single-file checkpoint: also give a local diffusers config folder "
+            "(--backbone-config DIR, a Stable Diffusion folder with model_index.json and the component "
+            "config.json files); nothing is downloaded"
+        )
+    config_dir = Path(config_dir)
+    if not (config_dir / "model_index.json").is_file():
+        raise ModelError(f"config folder {config_dir}: model_index.json is missing")
+    code = sorted(p.name for p in config_dir.rglob("*.py"))
+    if code:
+        raise UnsafeFileError(f"config folder {config_dir} carries Python code ({', '.join(code[:3])}); refused")
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), config=str(config_dir), local_files_only=True, safety_checker=None,
+            requires_safety_checker=False, load_safety_checker=False)
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"checkpoint {path.name} could not be loaded with configs from {config_dir}: {first}") from None
+    return _assemble(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, device, dtype,
+                     path.stem, str(path))
+
+
+def _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, path) -> Backbone:
+    for module in (vae, unet, text_encoder):
+        _freeze(module, device, dtype)
+    prediction_type = str(scheduler.config.get("prediction_type", "epsilon"))
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ModelError(f"backbone {name}: prediction type {prediction_type!r} is not supported "
+                         "(epsilon or v_prediction)")
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    sample = unet.config.sample_size
+    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+    scaling = float(getattr(vae.config, "scaling_factor", None) or 0.18215)
+    shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+    return Backbone(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                    device=device, dtype=dtype, resolution=int(sample) * factor,
+                    prediction_type=prediction_type, scaling_factor=scaling, shift_factor=shift,
+                    name=name, path=path)
+
+
+def load_backbone(spec: str | Path, device: str = "auto", config_dir: str | Path | None = None,
+                  dtype: Any = None, allow_pickle: bool = False) -> Backbone:
+    """Load (or reuse) a frozen backbone: ``demo``, a diffusers folder, or a single ``.safetensors``.
+
+    Raises :class:`ModelError` naming the missing file and where it belongs, and
+    :class:`UnsafeFileError` for folders with ``*.py`` files or pickle-only weights
+    (unless ``allow_pickle``).
+    """
+    from p2p_desktop.device import resolve_device
+
+    dev = resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, dev)
+    path, name = _resolve_spec(spec)
+    resolved = str(path.resolve())
+    key = (resolved, dev, str(torch_dtype))
+    with _lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached
+        if path.is_file() or path.suffix.lower() in (".safetensors", ".ckpt"):
+            backbone = _load_single_file(path, config_dir, dev, torch_dtype, allow_pickle)
+        else:
+            backbone = _load_folder(path, name, dev, torch_dtype, allow_pickle)
+        backbone.path = resolved
+        _cache[key] = backbone
+        return backbone

@@ -1,0 +1,42 @@
+"""Where bundled resources live (source checkout, installed package, or frozen bundle)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["resources_dir", "models_dir", "samples_dir", "user_data_dir"]
+
+
+def resources_dir() -> Path:
+    """The ``resources/`` folder: $P2P_DESKTOP_RESOURCES, the frozen bundle, or the checkout."""
+    env = os.environ.get("P2P_DESKTOP_RESOURCES")
+    if env:
+        return Path(env)
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def models_dir() -> Path:
+    return resources_dir() / "models"
+
+
+def samples_dir() -> Path:
+    return resources_dir() / "samples"
+
+
+def user_data_dir() -> Path:
+    """Per-user folder for logs, the audit log and user plugins ($P2P_DESKTOP_HOME overrides)."""
+    env = os.environ.get("P2P_DESKTOP_HOME")
+    if env:
+        return Path(env)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "p2p-desktop"

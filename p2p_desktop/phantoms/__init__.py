@@ -1,0 +1,149 @@
+"""Synthetic breast-ultrasound phantoms: labelled B-mode images with lesion masks and prompts.
+
+A phantom is fully determined by ``(seed, label, size)``. The breast (tissue layers and their
+speckle) depends on the seed alone and the mass on the seed and the label, so
+``generate_phantom(s, "benign")`` and ``generate_phantom(s, "normal")`` show the same breast
+with and without a mass. The anatomy is drawn in millimetres, so one seed gives the same
+scene at 128 and at 256 pixels (the speckle is resampled).
+
+>>> ph = generate_phantom(7)                      # label from the seed (7 % 3 -> "malignant")
+>>> ph.image.shape, ph.image.dtype, ph.label
+((128, 128), dtype('float32'), 'malignant')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from p2p_desktop.errors import InputError
+
+__all__ = ["Phantom", "CLASSES", "generate_phantom", "generate_batch", "class_prompt",
+           "write_png_dataset", "write_dicom_dataset", "MIN_SIZE", "MAX_SIZE"]
+
+CLASSES = ("benign", "malignant", "normal")
+MIN_SIZE, MAX_SIZE = 32, 1024
+_MAX_SEED = 2 ** 63 - 1
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """One synthetic B-mode image with its ground truth."""
+
+    image: np.ndarray              # float32 (H, W) in [0, 1], B-mode grey
+    mask: np.ndarray               # bool (H, W), the lesion; all False for normal
+    label: str                     # "benign" | "malignant" | "normal"
+    descriptors: tuple[str, ...]   # BI-RADS words of what was drawn
+    prompt: str                    # class prompt + descriptors
+    seed: int
+    params: dict                   # sampled parameters (JSON-serialisable)
+
+
+def class_prompt(label: str) -> str:
+    """``"ultrasound image of {benign|malignant|no} tumor in breast"``."""
+    _check_label(label)
+    word = "no" if label == "normal" else label
+    return f"ultrasound image of {word} tumor in breast"
+
+
+def _check_label(label) -> str:
+    if label not in CLASSES:
+        raise InputError(f"unknown phantom label {label!r}; expected one of {', '.join(CLASSES)}")
+    return label
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"phantom seed must be an integer, got {seed!r}")
+    if not 0 <= int(seed) <= _MAX_SEED:
+        raise InputError(f"phantom seed must be in 0..2**63-1, got {seed}")
+    return int(seed)
+
+
+def _check_size(size) -> int:
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+        raise InputError(f"phantom size must be an integer number of pixels, got {size!r}")
+    if not MIN_SIZE <= int(size) <= MAX_SIZE:
+        raise InputError(f"phantom size must be {MIN_SIZE}..{MAX_SIZE} pixels, got {size}")
+    return int(size)
+
+
+def _round(obj):
+    """Floats rounded for a readable, JSON-serialisable parameter record."""
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _round(obj.item())
+    return obj
+
+
+def generate_phantom(seed: int, label: str | None = None, size: int = 128) -> Phantom:
+    """Simulate one ``size``×``size`` breast B-mode phantom.
+
+    ``label`` None takes ``CLASSES[seed % 3]`` (balanced thirds over consecutive seeds).
+    """
+    from p2p_desktop.phantoms import anatomy, simulate
+
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    label = CLASSES[seed % 3] if label is None else _check_label(label)
+
+    # Independent streams: breast (seed), mass (seed, label), probe (seed), speckle (seed, size).
+    rng_tissue = np.random.default_rng([seed, 1])
+    rng_lesion = np.random.default_rng([seed, 2, CLASSES.index(label)])
+    rng_probe = np.random.default_rng([seed, 3])
+    rng_speckle = np.random.default_rng([seed, 4, size])
+
+    tissue = anatomy.sample_tissue(rng_tissue)
+    grid = anatomy.Grid(size, size, tissue["depth_mm"], tissue["depth_mm"])
+    imaging = simulate.sample_imaging(rng_probe, grid.depth_mm)
+    maps, layout = anatomy.build_tissue(grid, tissue, rng_tissue)
+    params: dict = {"label": label, "size": size, "field_of_view_mm": [grid.depth_mm, grid.width_mm],
+                    "tissue": tissue, **layout["info"], "imaging": imaging}
+    if label == "normal":
+        descriptors = anatomy.tissue_descriptors(tissue)
+    else:
+        lesion = anatomy.sample_lesion(rng_lesion, label)
+        placement = anatomy.add_lesion(maps, grid, lesion, layout["bounds"], imaging["f0_mhz"], rng_lesion)
+        descriptors = anatomy.lesion_descriptors(lesion)
+        params["lesion"] = {**lesion, **placement}
+    image, _envelope = simulate.form_bmode(maps, grid, imaging, rng_speckle)
+    prompt = ", ".join([class_prompt(label), *descriptors])
+    image.setflags(write=False)
+    mask = maps.mask.copy()
+    mask.setflags(write=False)
+    return Phantom(image=image, mask=mask, label=label, descriptors=tuple(descriptors), prompt=prompt,
+                   seed=seed, params=_round(params))
+
+
+def generate_batch(seeds: Iterable[int], labels: Sequence[str | None] | str | None = None,
+                   size: int = 128) -> list[Phantom]:
+    """Phantoms for each seed; ``labels`` is None, one label for all, or one per seed."""
+    seeds = list(seeds)
+    if labels is None or isinstance(labels, str):
+        labels = [labels] * len(seeds)
+    labels = list(labels)
+    if len(labels) != len(seeds):
+        raise InputError(f"generate_batch: {len(seeds)} seeds but {len(labels)} labels")
+    return [generate_phantom(s, lab, size) for s, lab in zip(seeds, labels)]
+
+
+def write_png_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256) -> list[Path]:
+    """Write ``n`` phantoms in BUSI layout (see :mod:`p2p_desktop.phantoms.dataset`)."""
+    from p2p_desktop.phantoms.dataset import write_png_dataset as _write
+
+    return _write(out_dir, n, seed, size)
+
+
+def write_dicom_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256) -> list[Path]:
+    """Write ``n`` phantoms as ultrasound DICOM files (see :mod:`p2p_desktop.phantoms.dataset`)."""
+    from p2p_desktop.phantoms.dataset import write_dicom_dataset as _write
+
+    return _write(out_dir, n, seed, size)
