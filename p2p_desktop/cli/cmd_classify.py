@@ -46,8 +46,8 @@ def _expand(inputs: list[str]) -> tuple[list[Path], list[dict]]:
         path = Path(item)
         if path.is_dir():
             scan = scan_folder(path)
-            files += [e.path for e in scan.items]
-            skipped += [{"input": str(e.path), "error": e.reason} for e in scan.errors]
+            files += [e.path for e in scan.entries]
+            skipped += [{"input": str(e.path), "error": e.reason} for e in scan.skipped]
         elif path.exists():
             files.append(path)
         else:

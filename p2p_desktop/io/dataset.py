@@ -13,6 +13,10 @@ from pathlib import Path
 
 from p2p_desktop.errors import Cancelled, InputError
 
+# Never swallowed; everything else a decoder raises (incl. Rust panics, which are
+# BaseException) becomes a one-line InputError.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 __all__ = ["ScanEntry", "SkippedFile", "FolderScan", "DatasetItem", "scan_folder", "load_dataset"]
 
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -146,7 +150,9 @@ def scan_folder(path: str | os.PathLike, *, verify: bool = False,
                 kind, frames, shape = probe.kind, probe.n_frames, (probe.rows, probe.columns)
         except Cancelled:
             raise
-        except Exception as exc:  # one bad file never stops the scan
+        except _PASS_THROUGH:
+            raise
+        except BaseException as exc:  # one bad file never stops the scan
             skipped.append(SkippedFile(f, _reason(exc, f)))
         else:
             if mask_paths:
@@ -154,7 +160,9 @@ def scan_folder(path: str | os.PathLike, *, verify: bool = False,
             if verify and mask_paths:
                 try:
                     load_masks(mask_paths, shape)
-                except Exception as exc:
+                except _PASS_THROUGH:
+                    raise
+                except BaseException as exc:
                     skipped.extend(SkippedFile(m, _reason(exc, m)) for m in mask_paths)
                     mask_paths = ()
             entries.append(ScanEntry(f, kind, label, mask_paths, frames))

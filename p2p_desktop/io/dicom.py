@@ -24,6 +24,10 @@ import numpy as np
 from p2p_desktop.errors import InputError
 from p2p_desktop.io.study import Study, StudyMetadata
 
+# Never swallowed; everything else a decoder raises (incl. Rust panics, which are
+# BaseException) becomes a one-line InputError.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 __all__ = [
     "DicomGeometry",
     "MAX_DIMENSION",
@@ -62,6 +66,10 @@ SUPPORTED_TRANSFER_SYNTAXES: dict[str, str] = {
     "1.2.840.10008.1.2.5": "RLE Lossless",
 }
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
+
+# pydicom's own RLE decoder: on corrupt segments it raises, where pylibjpeg-rle panics
+# (a Rust panic, caught below, but it prints a backtrace to stderr).
+_PREFERRED_PLUGIN = {"1.2.840.10008.1.2.5": "pydicom"}
 
 _GREY = {"MONOCHROME1", "MONOCHROME2"}
 _COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
@@ -188,7 +196,9 @@ def _check_elements(ds: Any, path: Path) -> None:
         for elem in ds.iterall():
             tag = elem.tag
             _ = elem.value
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         where = f" {tag}" if tag is not None else ""
         raise _error(path, f"corrupt header element{where} ({_describe(exc)})") from exc
 
@@ -285,14 +295,18 @@ def _header(path: Path) -> tuple[Any, DicomGeometry]:
         ds = _dcmread(path, stop_before_pixels=True)
     except InputError:
         raise
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"unreadable DICOM header ({_describe(exc)})") from exc
     try:
         _check_elements(ds, path)
         geo = _geometry(ds, path)
     except InputError:
         raise
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"invalid image header ({_describe(exc)})") from exc
     return ds, geo
 
@@ -328,7 +342,8 @@ def _decode(path: Path, geo: DicomGeometry, index: int, size: int) -> tuple[np.n
         if len(value) < expected:
             raise _error(path, f"truncated pixel data ({len(value)} of {expected} bytes)")
     decoder = get_decoder(geo.transfer_syntax)
-    arr, meta = decoder.as_array(ds, index=index, validate=True, raw=False)
+    plugin = _PREFERRED_PLUGIN.get(geo.transfer_syntax, "")
+    arr, meta = decoder.as_array(ds, index=index, validate=True, raw=False, decoding_plugin=plugin)
     photometric_out = str(meta.get("photometric_interpretation", geo.photometric))
     return arr, photometric_out, ds
 
@@ -487,7 +502,9 @@ def load_dicom(path: str | os.PathLike, frame: int | None = None) -> Study:
         raise
     except MemoryError as exc:
         raise _error(path, "not enough memory to decode the pixel data") from exc
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"cannot decode the pixel data ({_describe(exc)})") from exc
     return Study(
         path=path,

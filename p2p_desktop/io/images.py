@@ -20,6 +20,10 @@ from PIL import Image
 from p2p_desktop.errors import InputError
 from p2p_desktop.io.study import Study
 
+# Never swallowed; everything else a decoder raises (incl. Rust panics, which are
+# BaseException) becomes a one-line InputError.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
@@ -107,7 +111,9 @@ def _open(path: Path):
         raise _error(path, "not a PNG, JPEG, BMP or TIFF image") from exc
     except OSError as exc:
         raise _error(path, exc.strerror or _describe(exc)) from exc
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"unreadable image header ({_describe(exc)})") from exc
     _check_size(path, im)
     return im
@@ -131,7 +137,9 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
     try:
         return ImageProbe(str(im.format), int(im.size[0]), int(im.size[1]),
                           int(getattr(im, "n_frames", 1) or 1), str(im.mode))
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"unreadable image header ({_describe(exc)})") from exc
     finally:
         im.close()
@@ -187,7 +195,9 @@ def load_image(path: str | os.PathLike, frame: int | None = None) -> Study:
         raise _error(path, f"image too large (decompression bomb guard: {_describe(exc)})") from exc
     except MemoryError as exc:
         raise _error(path, "not enough memory to decode the image") from exc
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"cannot decode the image ({_describe(exc)})") from exc
     finally:
         im.close()
@@ -249,7 +259,9 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
             stored, _bits, _ph = _pixels(im)
     except InputError:
         raise
-    except Exception as exc:
+    except _PASS_THROUGH:
+        raise
+    except BaseException as exc:
         raise _error(path, f"cannot decode the mask ({_describe(exc)})") from exc
     finally:
         im.close()

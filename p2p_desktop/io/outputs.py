@@ -101,10 +101,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 class OutputSet:
     """The files one job writes, removed together if the job does not finish."""
 
-    def __init__(self, out_dir: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    def __init__(self, out_dir: str | Path, inputs: Iterable[str | Path] = (), cancel=None) -> None:
         self.out_dir = check_output_dir(out_dir, inputs)
         self.records: list[dict[str, str]] = []
         self._created_dir = False
+        self.cancel = cancel  # optional CancelToken: checked before each file is written
 
     def __enter__(self) -> "OutputSet":
         if not self.out_dir.exists():
@@ -123,6 +124,8 @@ class OutputSet:
         return unique_path(self.out_dir / name)
 
     def write_bytes(self, name: str, data: bytes, kind: str) -> Path:
+        if self.cancel is not None:
+            self.cancel.check()  # raises Cancelled; the with-block then rolls everything back
         path = atomic_write_bytes(self.out_dir / name, data)
         self.records.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
         return path

@@ -225,8 +225,36 @@ def _resolve_spec(spec: str | Path) -> tuple[Path, str]:
     return entry.folder, entry.name
 
 
+def _quiet_loaders() -> None:
+    """No download progress bars from the libraries: our own progress reporting is the only one."""
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    except (ImportError, AttributeError):  # pragma: no cover - older libraries
+        pass
+
+
+def _low_mem_kw() -> dict[str, Any]:
+    """Ask for plain loading when ``accelerate`` is absent (avoids a warning; same result)."""
+    import importlib.util
+
+    return {} if importlib.util.find_spec("accelerate") else {"low_cpu_mem_usage": False}
+
+
+def _transformers_dtype_kw(dtype) -> dict[str, Any]:
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}
+
+
 def _freeze(module, device: str, dtype):
-    module.to(device=device, dtype=dtype)
+    if next(module.parameters()).dtype != dtype:  # loaded in another precision (single file)
+        module.to(dtype=dtype)
+    module.to(device=device)
     module.eval()
     module.requires_grad_(False)
     return module
@@ -237,6 +265,7 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
     from transformers import CLIPTextModel, CLIPTokenizer
 
     found = check_backbone_folder(folder, allow_pickle)
+    _quiet_loaders()
     common = {"local_files_only": True}
 
     def kw(comp: str) -> dict[str, Any]:
@@ -244,10 +273,12 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
         return {**common, "subfolder": comp, "use_safetensors": safe,
                 **({"variant": variant} if variant else {})}
 
+    diffusers_kw = {"torch_dtype": dtype, **_low_mem_kw()}
     try:
-        vae = AutoencoderKL.from_pretrained(str(folder), **kw("vae"))
-        unet = UNet2DConditionModel.from_pretrained(str(folder), **kw("unet"))
-        text_encoder = CLIPTextModel.from_pretrained(str(folder), trust_remote_code=False, **kw("text_encoder"))
+        vae = AutoencoderKL.from_pretrained(str(folder), **kw("vae"), **diffusers_kw)
+        unet = UNet2DConditionModel.from_pretrained(str(folder), **kw("unet"), **diffusers_kw)
+        text_encoder = CLIPTextModel.from_pretrained(str(folder), trust_remote_code=False,
+                                                     **kw("text_encoder"), **_transformers_dtype_kw(dtype))
         tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", **common)
         scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", **common)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
@@ -282,10 +313,11 @@ def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dt
         raise UnsafeFileError(f"config folder {config_dir} carries Python code ({', '.join(code[:3])}); refused")
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
+    _quiet_loaders()
     try:
         pipe = StableDiffusionPipeline.from_single_file(
             str(path), config=str(config_dir), local_files_only=True, safety_checker=None,
-            requires_safety_checker=False, load_safety_checker=False)
+            requires_safety_checker=False, load_safety_checker=False, torch_dtype=dtype)
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

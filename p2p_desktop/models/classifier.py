@@ -318,6 +318,9 @@ def load_classifier(
             )
         return entry.load(device=device)
 
+    if card.architecture not in ARCHITECTURES:
+        raise ModelError(f"{card.name}: unknown architecture {card.architecture!r}: "
+                         f"choose one of {', '.join(ARCHITECTURES)}")
     weights = card.weights_path
     if not weights.is_file():
         raise ModelError(f"weights file for {card.name!r} not found: {weights}")

@@ -111,7 +111,8 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128) -> Ph
         descriptors = anatomy.tissue_descriptors(tissue)
     else:
         lesion = anatomy.sample_lesion(rng_lesion, label)
-        placement = anatomy.add_lesion(maps, grid, lesion, layout["bounds"], imaging["f0_mhz"], rng_lesion)
+        placement = anatomy.add_lesion(maps, grid, lesion, tissue, layout["bounds"], imaging["f0_mhz"],
+                                       rng_lesion)
         descriptors = anatomy.lesion_descriptors(lesion)
         params["lesion"] = {**lesion, **placement}
     image, _envelope = simulate.form_bmode(maps, grid, imaging, rng_speckle)

@@ -182,8 +182,11 @@ def _line_profile(d_mm: np.ndarray, grid: Grid, width_mm: float) -> np.ndarray:
 
 
 def _curve_reflector(maps: TissueMaps, grid: Grid, depth: np.ndarray, amp, width_mm: float,
-                     sharp: float = 2.0) -> None:
-    """A reflector along the curve z = depth(x): bright where it faces the probe."""
+                     sharp: float = 2.0, patchy: np.ndarray | None = None) -> None:
+    """A reflector along the curve z = depth(x): bright where it faces the probe, its
+    strength varying along it by the factor ``patchy`` (1, cols)."""
+    if patchy is not None:
+        amp = amp * np.clip(1.0 + patchy, 0.15, 2.0)
     slope = np.gradient(depth[0], grid.dx)[None, :]
     facing = (1.0 / np.sqrt(1.0 + slope ** 2)) ** sharp  # cos of incidence angle
     reach = 4.0 * max(width_mm, 0.6 * max(grid.dz, grid.dx))
@@ -206,17 +209,17 @@ def sample_tissue(rng: np.random.Generator) -> dict:
         "fat_mm": _u(rng, 5.0, 13.0) if composition == "fat" else _u(rng, 2.5, 9.0),
         "gland_mm": _u(rng, 3.0, 8.0) if composition == "fat" else _u(rng, 8.0, 18.0),
         "retro_mm": _u(rng, 1.0, 3.5),
-        "muscle_mm": _u(rng, 5.0, 10.0),
-        "echo_dermis": _u(rng, 0.5, 0.9),
-        "echo_fat": _u(rng, 0.09, 0.2),
+        "muscle_mm": _u(rng, 6.0, 14.0),
+        "echo_dermis": _u(rng, 0.3, 0.7),
+        "echo_fat": _u(rng, 0.035, 0.08),
         "density_fat": _u(rng, 0.25, 0.6),
         "echo_gland": _u(rng, 0.8, 1.2),
         "gland_texture": _u(rng, 0.15, 0.3) if composition != "heterogeneous" else _u(rng, 0.45, 0.7),
-        "echo_muscle": _u(rng, 0.12, 0.25),
+        "echo_muscle": _u(rng, 0.06, 0.14),
         "crest_spacing_mm": _u(rng, 6.0, 13.0),
         "crest_height_mm": _u(rng, 0.8, 3.5),
-        "ligament_amp": _u(rng, 1.5, 3.5),
-        "fascia_amp": _u(rng, 3.0, 6.0),
+        "ligament_amp": _u(rng, 0.8, 2.0),
+        "fascia_amp": _u(rng, 1.0, 2.2),
         "striation_spacing_mm": _u(rng, 0.9, 1.8),
         "striation_angle_deg": _u(rng, -14.0, 14.0),
         "n_fat_islands": int(rng.integers(0, 3) if composition == "fibroglandular"
@@ -254,7 +257,7 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
     # 1. Layer boundaries: depth curves over x (1, cols), from the skin down.
     skin = p["skin_mm"] + f.curve(20.0, 0.08)
     dermis_bot = skin + p["dermis_mm"] + f.curve(8.0, 0.2)
-    gland_base = dermis_bot + p["fat_mm"] + f.curve(14.0, 0.35 * p["fat_mm"])
+    gland_base = dermis_bot + p["fat_mm"] + f.curve(22.0, 0.2 * p["fat_mm"])
     # crests of Duret: the gland surface rises towards the skin where ligaments attach
     spacing = p["crest_spacing_mm"]
     first = -grid.width_mm / 2 - _u(rng, 0.0, spacing)
@@ -265,8 +268,8 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
     crest_w = spacing * rng.uniform(0.18, 0.3, n_crests)
     rise = (crest_h[:, None] * np.exp(-0.5 * ((x - crests_x[:, None]) / crest_w[:, None]) ** 2)).max(axis=0)[None, :]
     gland_top = np.maximum(gland_base - rise, dermis_bot + 0.8)
-    gland_bot = np.maximum(gland_base + p["gland_mm"] + f.curve(12.0, 0.15 * p["gland_mm"]), gland_top + 1.5)
-    muscle_top = gland_bot + p["retro_mm"] + f.curve(18.0, 0.4)
+    gland_bot = np.maximum(gland_base + p["gland_mm"] + f.curve(20.0, 0.08 * p["gland_mm"]), gland_top + 1.5)
+    muscle_top = gland_bot + p["retro_mm"] + f.curve(18.0, 0.3)
     muscle_top = np.maximum(np.minimum(muscle_top, grid.depth_mm - 4.0), gland_bot + 0.5)
     muscle_bot = muscle_top + p["muscle_mm"] + f.curve(16.0, 0.8)
 
@@ -311,9 +314,9 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
         _curve_reflector(m, grid, depth + radius, 1.2 * along * sp, 0.12)
 
     # 4. Skin line, dermis-fat interface, Cooper's ligaments and fat-lobule septa.
-    _curve_reflector(m, grid, skin, _u(rng, 4.0, 7.0) * sp, 0.12)
-    _curve_reflector(m, grid, dermis_bot, _u(rng, 0.6, 1.4) * sp * (1 + 0.5 * f.curve(5.0, 1.0)), 0.15)
-    _curve_reflector(m, grid, gland_top, _u(rng, 0.8, 1.8) * sp, 0.15, sharp=3.0)
+    _curve_reflector(m, grid, skin, _u(rng, 1.5, 3.0) * sp, 0.12, patchy=f.curve(8.0, 0.15))
+    _curve_reflector(m, grid, dermis_bot, _u(rng, 0.5, 1.2) * sp, 0.15, patchy=f.curve(4.0, 0.6))
+    _curve_reflector(m, grid, gland_top, _u(rng, 0.6, 1.4) * sp, 0.15, sharp=3.0, patchy=f.curve(4.0, 0.6))
     # (all draws come before any grid-dependent test, so every grid sees the same stream)
     lig = rng.uniform(0.0, 1.0, (n_crests, 4))
     for i in range(n_crests):
@@ -337,24 +340,24 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
         b = 0.5 * (zb - zt) * (0.6 + 0.35 * sep[i, 2])
         _ellipse_region(m, grid, 0.5 * (zt + zb), xc, a, b, (sep[i, 3] - 0.5) * 0.4,
                         echo=None, density=None, edge_mm=0.5,
-                        rim_amp=p["ligament_amp"] * (0.2 + 0.4 * sep[i, 4]) * sp,
+                        rim_amp=p["ligament_amp"] * (0.15 + 0.3 * sep[i, 4]) * sp,
                         rim_cover=0.3 + 0.4 * sep[i, 5], start=sep[i, 5] * 7.0)
 
     # 5. Pectoral fascia (bright, faces the probe) and muscle striations.
-    _curve_reflector(m, grid, muscle_top, p["fascia_amp"] * sp, 0.15)
+    _curve_reflector(m, grid, muscle_top, p["fascia_amp"] * sp, 0.15, patchy=f.curve(5.0, 0.45))
     ang = math.radians(p["striation_angle_deg"])
     rel = (z - muscle_top) * math.cos(ang) + x * math.sin(ang)
     phase = 2 * math.pi * rel / p["striation_spacing_mm"] + 1.5 * f.field(6.0)
     broken = _step(f.field(2.0) + 0.3, 0.4)
     in_muscle = _step(z - muscle_top - 0.4, 0.2) * _step(muscle_bot - z, 0.3)
     striae = np.maximum(np.cos(phase), 0.0) ** 6
-    m.specular += _u(rng, 0.8, 1.6) * sp * math.cos(ang) ** 2 * striae * broken * in_muscle
+    m.specular += _u(rng, 0.3, 0.7) * sp * math.cos(ang) ** 2 * striae * broken * in_muscle
 
     # 6. Chest wall below the muscle, when in view: a rib (bright cortex, total shadow) or pleura.
     rib_x, rib_half, pleura_gap = _u(rng, -0.3, 0.3) * grid.width_mm, _u(rng, 5.0, 9.0), _u(rng, 1.5, 4.0)
     chest = {"chest_wall": "none"}
     if float(muscle_bot.mean()) < grid.depth_mm - 2.0:
-        _curve_reflector(m, grid, muscle_bot, 0.6 * p["fascia_amp"] * sp, 0.15)
+        _curve_reflector(m, grid, muscle_bot, 0.3 * p["fascia_amp"] * sp, 0.15, patchy=f.curve(4.0, 0.8))
         below, r0 = _depth_step(grid, muscle_bot, 0.3)
         m.echo[r0:] += (p["echo_muscle"] * 0.8 - m.echo[r0:]) * below
         pleura = muscle_bot + pleura_gap
@@ -363,11 +366,11 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
             zc = float(np.interp(rib_x, x[0], pleura[0])) - 0.5
             top = zc + (((x - rib_x) / rib_half) ** 2) * 2.0
             inside = _step(rib_half - np.abs(x - rib_x), 0.4)
-            _curve_reflector(m, grid, top, 5.0 * sp * inside, 0.15, sharp=1.0)
+            _curve_reflector(m, grid, top, 2.5 * sp * inside, 0.15, sharp=1.0)
             bone, r0 = _depth_step(grid, top + 0.3, 0.2)
             m.alpha[r0:] += ALPHA_BONE * bone * inside
             chest = {"chest_wall": "rib", "rib_x_mm": rib_x, "rib_half_width_mm": rib_half}
-        _curve_reflector(m, grid, pleura, 3.0 * sp, 0.15)
+        _curve_reflector(m, grid, pleura, 1.0 * sp, 0.15, patchy=f.curve(5.0, 0.5))
         lung, r0 = _depth_step(grid, pleura, 0.2)
         m.echo[r0:] += (0.05 - m.echo[r0:]) * lung
         m.alpha[r0:] += (ALPHA_LUNG - m.alpha[r0:]) * lung
@@ -489,9 +492,10 @@ def sample_lesion(rng: np.random.Generator, label: str) -> dict:
         "tilt_deg": _u(rng, -12, 12) if orientation == "parallel" else _u(rng, -22, 22),
         "x_frac": _u(rng, -0.25, 0.25), "depth_frac": _u(rng, 0.15, 0.85),
         "harmonics": [[k, a, ph] for k, a, ph in harmonics],
-        "echo_inside": {"anechoic": _u(rng, 0.003, 0.012), "hypoechoic": _u(rng, 0.08, 0.3),
-                        "isoechoic": _u(rng, 0.55, 0.85), "heterogeneous": _u(rng, 0.06, 0.25),
-                        "complex cystic and solid": _u(rng, 0.15, 0.35)}[echo_pattern],
+        # interior echo relative to subcutaneous fat (the BI-RADS reference for echo pattern)
+        "echo_rel_fat": {"anechoic": _u(rng, 0.02, 0.08), "hypoechoic": _u(rng, 0.2, 0.6),
+                         "isoechoic": _u(rng, 0.85, 1.25), "heterogeneous": _u(rng, 0.2, 0.7),
+                         "complex cystic and solid": _u(rng, 0.4, 0.8)}[echo_pattern],
         "posterior_db": _u(rng, 10.0, 24.0) if "shadow" in posterior or "combined" in posterior
         else _u(rng, 5.0, 12.0) if "enhancement" in posterior else 0.0,
         "halo_mm": _u(rng, 0.8, 2.0), "halo_gain": _u(rng, 1.8, 3.0),
@@ -503,10 +507,10 @@ def sample_lesion(rng: np.random.Generator, label: str) -> dict:
                     if "angular" in margins else [])
     p["lobules"] = ([int(rng.integers(9, 16)), _u(rng, 0.05, 0.1), _u(rng, 0, 2 * math.pi)]
                     if "microlobulated" in margins else [])
-    p["spicules"] = ([[_u(rng, 0, 2 * math.pi), _u(rng, 2.0, 6.0), _u(rng, 0.6, 1.4)]
+    p["spicules"] = ([[_u(rng, 0, 2 * math.pi), _u(rng, 2.5, 7.0), _u(rng, 1.0, 2.2)]
                       for _ in range(int(rng.integers(6, 14)))] if "spiculated" in margins else [])
     p["edge_mm"] = 0.9 if "indistinct" in margins else 0.12
-    p["calc_spots"] = ([[_u(rng, -0.6, 0.6), _u(rng, -0.6, 0.6), _u(rng, 2.0, 5.0)]
+    p["calc_spots"] = ([[_u(rng, -0.6, 0.6), _u(rng, -0.6, 0.6), _u(rng, 0.5, 1.4)]
                         for _ in range(int(rng.integers(3, 10)))] if calcs else [])
     p["nodule"] = ([_u(rng, 0, 2 * math.pi), _u(rng, 0.25, 0.45)] if kind == "complex cyst" else [])
     p["heterogeneity"] = 0.9 if echo_pattern == "heterogeneous" else 0.2
@@ -542,9 +546,10 @@ def _radius_table(p: dict, n: int = 720) -> tuple[np.ndarray, np.ndarray]:
     return th, np.maximum(r, 0.35)
 
 
-def add_lesion(m: TissueMaps, grid: Grid, p: dict, bounds: dict, f0_mhz: float,
+def add_lesion(m: TissueMaps, grid: Grid, p: dict, tissue: dict, bounds: dict, f0_mhz: float,
                rng: np.random.Generator) -> dict:
-    """Render the mass ``p`` into the maps; sets ``m.mask``. Returns placement info (mm)."""
+    """Render the mass ``p`` into the maps of ``tissue`` (its parameters and layer boundaries
+    ``bounds``) imaged at ``f0_mhz``; sets ``m.mask``. Returns placement info (mm)."""
     a, b = p["width_mm"] / 2, p["height_mm"] / 2
     x = grid.x
     xc = p["x_frac"] * grid.width_mm
@@ -577,6 +582,7 @@ def add_lesion(m: TissueMaps, grid: Grid, p: dict, bounds: dict, f0_mhz: float,
 
     # spicules: thin tapering projections from the outline (directions in the mass frame)
     spic = np.zeros_like(d)
+    flanks = np.zeros_like(d)  # echogenic (desmoplastic) tissue along each spicule
     for ang, length, width in p["spicules"]:
         dirx, dirz = math.cos(ang), math.sin(ang)
         j = int((math.atan2(dirz / b, dirx / a) + math.pi) / (2 * math.pi) * len(th_tab)) % len(th_tab)
@@ -585,12 +591,15 @@ def add_lesion(m: TissueMaps, grid: Grid, p: dict, bounds: dict, f0_mhz: float,
         across = np.abs(-uu * dirz + vv * dirx)
         taper = np.clip(1.0 - along / length, 0.0, 1.0)
         spic = np.maximum(spic, _step(0.5 * width * taper - across, 0.12) * (along > 0))
+        flanks = np.maximum(flanks, _line_profile(across - 0.5 * width * taper - 0.35, grid, 0.3)
+                            * (along > -0.5) * (taper > 0))
     inside = np.maximum(_step(d, p["edge_mm"]), spic)
     mask = (d > 0) | (spic > 0.5)
 
     # 1. Interior echoes (heterogeneous: log-normal texture; necrosis: anechoic patches).
     het_f = local.field(het_nodes, 1.6, z, xx)
-    echo_in = p["echo_inside"] * np.exp(p["heterogeneity"] * het_f - 0.5 * p["heterogeneity"] ** 2)
+    echo_ref = p["echo_rel_fat"] * tissue["echo_fat"]
+    echo_in = echo_ref * np.exp(p["heterogeneity"] * het_f - 0.5 * p["heterogeneity"] ** 2)
     dens_in = 0.3 if p["echo_pattern"] == "anechoic" else 0.9
     if p["echo_pattern"] == "complex cystic and solid" and p["kind"] == "carcinoma":
         necrosis = _step(local.field(necrosis_nodes, 2.0, z, xx) - 0.3, 0.3)
@@ -600,10 +609,12 @@ def add_lesion(m: TissueMaps, grid: Grid, p: dict, bounds: dict, f0_mhz: float,
         echo_in = echo_in * 0.03
         nz_, nx_ = zc + b * (1 - frac) * math.sin(ang), xc + a * (1 - frac) * math.cos(ang)
         nod = _step(frac * min(a, b) - np.hypot(z - nz_, xx - nx_), 0.3)
-        echo_in = echo_in * (1 - nod) + p["echo_inside"] * 1.5 * nod
+        echo_in = echo_in * (1 - nod) + tissue["echo_fat"] * 1.2 * nod
     if p["halo"]:
         ring = _step(d + p["halo_mm"], 0.6) * (1 - inside)
         m.echo[sl] = m.echo[sl] * (1 + (p["halo_gain"] - 1) * ring)
+    if p["spicules"]:
+        m.echo[sl] += (1.5 * tissue["echo_gland"]) * flanks * (1 - inside)
     m.echo[sl] = m.echo[sl] * (1 - inside) + echo_in * inside
     m.density[sl] = m.density[sl] * (1 - inside) + dens_in * inside
     m.specular[sl] = m.specular[sl] * (1 - 0.9 * inside)  # tissue planes end at the mass

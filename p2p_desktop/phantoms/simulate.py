@@ -13,7 +13,8 @@ makes shadows below attenuating masses and enhancement below cysts. The RF PSF i
 envelope times cos(2π f0 t); its analytic signal after IQ demodulation keeps the residual
 carrier ``f_iq``. The lateral width σx(z) narrows at the transmit focus. The convolution is
 done with FFTs (three lateral widths blended by depth). Then: envelope |s|, partial time-gain
-compensation, log compression to a dynamic range, grey map to [0, 1].
+compensation, the scanner's mild speckle smoothing, log compression to a dynamic range and a
+grey map to [0, 1].
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from p2p_desktop.phantoms.anatomy import ALPHA_GLAND, Grid, TissueMaps
 
@@ -37,8 +38,8 @@ def sample_imaging(rng: np.random.Generator, depth_mm: float) -> dict:
     nodes = rng.standard_normal(6)
     return {
         "f0_mhz": float(rng.uniform(7.0, 11.0)),
-        "sigma_axial_mm": float(rng.uniform(0.16, 0.26)),
-        "sigma_lateral_mm": float(rng.uniform(0.32, 0.5)),
+        "sigma_axial_mm": float(rng.uniform(0.18, 0.28)),
+        "sigma_lateral_mm": float(rng.uniform(0.36, 0.55)),
         "focus_mm": float(rng.uniform(0.35, 0.6) * depth_mm),
         "focal_zone_mm": float(rng.uniform(8.0, 14.0)),
         "iq_residual_cyc_per_mm": float(rng.uniform(0.0, 0.6)),
@@ -46,8 +47,9 @@ def sample_imaging(rng: np.random.Generator, depth_mm: float) -> dict:
         "tgc_ripple_db": [float(v) for v in 1.5 * nodes],
         "noise_db": float(rng.uniform(-78.0, -64.0)),
         "gain_db": float(rng.uniform(-4.0, 4.0)),
-        "dynamic_range_db": float(rng.uniform(48.0, 62.0)),
-        "gamma": float(rng.uniform(0.9, 1.3)),
+        "dynamic_range_db": float(rng.uniform(50.0, 60.0)),
+        "gamma": float(rng.uniform(1.6, 2.3)),
+        "smoothing": float(rng.uniform(0.35, 0.7)),
     }
 
 
@@ -141,9 +143,13 @@ def form_bmode(maps: TissueMaps, grid: Grid, imaging: dict, rng: np.random.Gener
     tgc_db = imaging["tgc_compensation"] * 2.0 * f0 * ALPHA_GLAND * (z / 10.0) + ripple
     env = np.abs(iq) * np.power(10.0, tgc_db / 20.0)
 
-    # 5. Log compression to the dynamic range, grey map.
+    # 5. Scanner post-processing: mild smoothing of the detected intensity (speckle reduction).
+    k = imaging["smoothing"]
+    shown = np.sqrt(gaussian_filter(env * env, (k * sz / grid.dz, k * sx / grid.dx), mode="nearest"))
+
+    # 6. Log compression to the dynamic range, grey map (a power curve).
     dr = imaging["dynamic_range_db"]
-    db = 20.0 * np.log10(env + 1e-12) + imaging["gain_db"]
-    white_db = 7.0
+    db = 20.0 * np.log10(shown + 1e-12) + imaging["gain_db"]
+    white_db = 18.0
     grey = np.clip((db - (white_db - dr)) / dr, 0.0, 1.0) ** imaging["gamma"]
     return grey.astype(np.float32), env.astype(np.float32)

@@ -1,0 +1,131 @@
+"""Shared latent-diffusion steps of the diffusion attacks (P2P, Diff-PGD).
+
+All functions take a :class:`~p2p_desktop.models.backbone.Backbone` and plain tensors;
+they are differentiable unless called under ``torch.no_grad``. Images are (B, C, H, W) in
+[0, 1]; latents are in the UNet's scaled space ``z = (E(2x-1) - shift) * scale``; timesteps
+index the backbone's 1000-step DDPM schedule (ᾱ_t = ``alphas_cumprod[t]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from p2p_desktop.models.backbone import Backbone
+
+__all__ = ["resize", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
+           "decode", "tokenize", "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
+
+
+def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
+    """(B, C, H, W) -> (B, C, size, size), bilinear with antialiasing when shrinking."""
+    import torch.nn.functional as F
+
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    shrink = x.shape[-2] > size or x.shape[-1] > size
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def to_rgb(x: "torch.Tensor") -> "torch.Tensor":
+    """Grey (B, 1, H, W) -> (B, 3, H, W); RGB unchanged."""
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def to_channels(x: "torch.Tensor", channels: int) -> "torch.Tensor":
+    """RGB -> grey by channel mean when ``channels`` is 1."""
+    return x.mean(dim=1, keepdim=True) if channels == 1 and x.shape[1] != 1 else x
+
+
+def autocast(bb: "Backbone"):
+    """Mixed precision when the backbone runs in fp16/bf16; a no-op context in fp32."""
+    import torch
+
+    if bb.dtype == torch.float32:
+        return contextlib.nullcontext()
+    device_type = str(bb.device).split(":")[0]
+    return torch.autocast(device_type=device_type, dtype=bb.dtype)
+
+
+def encode(bb: "Backbone", x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Images in [0,1] (any channels) -> (mean, std) of the scaled latent posterior."""
+    import torch
+
+    img = to_rgb(x).to(bb.device, bb.dtype) * 2 - 1
+    dist = bb.vae.encode(img).latent_dist
+    mean = (dist.mean.float() - bb.shift_factor) * bb.scaling_factor
+    std = dist.std.float() * bb.scaling_factor
+    return mean, torch.nan_to_num(std)
+
+
+def add_noise(bb: "Backbone", z0: "torch.Tensor", t: "torch.Tensor", noise: "torch.Tensor") -> "torch.Tensor":
+    """Forward process: z_t = sqrt(ᾱ_t)·z0 + sqrt(1-ᾱ_t)·noise, for a (B,) long tensor ``t``."""
+    abar = bb.alphas_cumprod[t].view(-1, 1, 1, 1)
+    return abar.sqrt() * z0 + (1 - abar).sqrt() * noise
+
+
+def unet_x0_eps(bb: "Backbone", z_t: "torch.Tensor", t: "torch.Tensor",
+                emb: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """One UNet call -> (one-step estimate ẑ0, predicted noise ε̂), for ε- or v-prediction models."""
+    out = bb.unet(z_t.to(bb.dtype), t, encoder_hidden_states=emb.to(bb.dtype), return_dict=False)[0].float()
+    abar = bb.alphas_cumprod[t].view(-1, 1, 1, 1)
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    if bb.prediction_type == "v_prediction":
+        return a * z_t - s * out, a * out + s * z_t
+    return (z_t - s * out) / a, out
+
+
+def decode(bb: "Backbone", z: "torch.Tensor") -> "torch.Tensor":
+    """Scaled latents -> RGB images in [0, 1] (float32)."""
+    img = bb.vae.decode((z / bb.scaling_factor + bb.shift_factor).to(bb.dtype), return_dict=False)[0]
+    return ((img.float() + 1) / 2).clamp(0, 1)
+
+
+def tokenize(bb: "Backbone", text: str) -> "torch.Tensor":
+    """A prompt -> (1, L) token ids padded to the tokenizer's maximum length."""
+    tok = bb.tokenizer
+    ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids
+    return ids.to(bb.device)
+
+
+def text_embeddings(bb: "Backbone", text: str) -> "torch.Tensor":
+    """A prompt -> (1, L, D) last hidden states of the frozen text encoder."""
+    return bb.text_encoder(tokenize(bb, text), return_dict=False)[0]
+
+
+def ddim_timesteps(t_start: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced timesteps from ``t_start`` down (exclusive of 0), e.g. 60, 40, 20."""
+    steps = max(1, min(int(steps), int(t_start)))
+    return [int(round(t_start - i * t_start / steps)) for i in range(steps)]
+
+
+def sdedit_latent(bb: "Backbone", z0: "torch.Tensor", noise: "torch.Tensor", t_start: int, steps: int,
+                  emb: "torch.Tensor") -> "torch.Tensor":
+    """SDEdit in latent space: noise z0 to ``t_start``, then deterministic DDIM (η=0) to a clean ẑ0."""
+    import torch
+
+    ts = ddim_timesteps(t_start, steps)
+    B = z0.shape[0]
+    z = add_noise(bb, z0, torch.full((B,), ts[0], device=z0.device, dtype=torch.long), noise)
+    emb = emb.expand(B, -1, -1)
+    for i, t in enumerate(ts):
+        tt = torch.full((B,), t, device=z0.device, dtype=torch.long)
+        x0, eps = unet_x0_eps(bb, z, tt, emb)
+        if i + 1 == len(ts):
+            z = x0  # last step: the clean estimate (ᾱ_prev = 1)
+        else:
+            abar_prev = bb.alphas_cumprod[ts[i + 1]]
+            z = abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+    return z
+
+
+def sdedit(bb: "Backbone", x: "torch.Tensor", noise: "torch.Tensor", t_start: int, steps: int,
+           emb: "torch.Tensor") -> "torch.Tensor":
+    """Purify images in [0,1]: encode (posterior mean) -> SDEdit -> decode, in the input's channels."""
+    z0, _ = encode(bb, x)
+    z = sdedit_latent(bb, z0, noise, t_start, steps, emb)
+    return to_channels(decode(bb, z), x.shape[1])

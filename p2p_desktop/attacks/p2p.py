@@ -1,0 +1,424 @@
+"""Prompt2Perturb (P2P): adversarial images from learnable text conditioning of a frozen LDM.
+
+Medghalchi et al., "Prompt2Perturb (P2P): Text-Guided Diffusion-Based Adversarial Attacks on
+Breast Ultrasound Images", CVPR 2025 (arXiv 2412.09910).
+
+The image is encoded once by the VAE (posterior mean). Each iteration draws t ~ U{0..t_max-1}
+(of the 1000-step DDPM schedule) and fresh noise, forms z_t, predicts the noise with the
+UNet conditioned on the learnable prompt "ultrasound image of {cls} tumor in breast", takes
+the one-step estimate ẑ0, decodes it to x_adv ∈ [0,1] and updates the text parameters with
+AdamW on ``loss = L_cls(F(x_adv)) + λ·fidelity(x_adv, x)``. An iteration succeeds when the
+classifier is fooled; among successes the one with the smallest t, then the lowest MSE, is
+returned. Distance: none by construction (optional L∞/L2 projection of the output).
+
+Presets:
+``paper``  the authors' script with its defects fixed: the whole CLIP text encoder learnable,
+           class words as new tokens, AdamW lr 2e-3 (5e-4 x accumulation 4), betas (0.9, 0.999),
+           weight decay 1e-2, eps 1e-8, 500 iterations, t ~ U{0..49}, untargeted −CE, no early
+           stop. The fidelity term is λ·MSE with λ = 1 (the paper's ablation baseline "T = 50 with
+           MSE in the loss"; λ is not stated, the script has the term commented out). Fixed:
+           fresh text encoder + optimiser per image, MSE on [0,1] vs [0,1], latent mean encoded once.
+``fast``   (default) the same model and loss family with early stop: at most 100 iterations,
+           −log(1−p_true) (bounded, so the MSE term takes over once the classifier is fooled),
+           λ·MSE with λ = 10, stop after ``patience`` iterations without a better candidate once
+           one is found, 2 timesteps per step batched.
+
+Shapes: input (1, C, H, W) in [0,1] (C = 1 or 3, any size); output (1, C, R, R) at the
+backbone's resolution R (the runner maps it back to the source geometry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from p2p_desktop.attacks import _diffusion as D
+from p2p_desktop.attacks.base import Attack, AttackConfig, AttackContext, AttackOutput
+from p2p_desktop.config import param
+from p2p_desktop.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["P2PConfig", "P2P", "parse_class_words", "lpips_available"]
+
+DEFAULT_CLASS_WORDS = "benign:benign, malignant:malignant, normal:no"
+# torchvision's AlexNet checkpoint, which the lpips package needs (its wheel holds only the linear heads)
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+def parse_class_words(text: str) -> dict[str, str]:
+    """``"benign:benign, normal:no"`` -> {"benign": "benign", "normal": "no"}."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        cls, sep, word = item.partition(":")
+        if not sep or not cls.strip() or not word.strip():
+            raise InputError(f"p2p.class_words: {item!r} is not of the form class:word")
+        out[cls.strip()] = word.strip()
+    return out
+
+
+def lpips_available() -> bool:
+    """True when the AlexNet weights LPIPS needs are in the local torch hub cache."""
+    import os
+
+    import torch
+
+    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE))
+
+
+@dataclass(frozen=True)
+class P2PConfig(AttackConfig):
+    """Every knob of P2P; the ``paper`` and ``fast`` presets set most of them."""
+
+    preset: str = param("fast", choices=("fast", "paper", "custom"),
+                        help="Which preset these settings came from (recorded in the report).")
+    steps: int = param(100, min=1, max=10000, help="Maximum number of iterations (UNet + decode + backward).")
+    lr: float = param(1e-2, min=0.0, min_exclusive=True, max=1.0, help="AdamW learning rate.")
+    beta1: float = param(0.9, min=0.0, max=0.9999, advanced=True, help="AdamW β1.")
+    beta2: float = param(0.999, min=0.0, max=0.99999, advanced=True, help="AdamW β2.")
+    weight_decay: float = param(1e-2, min=0.0, max=1.0, advanced=True, help="AdamW weight decay.")
+    eps_adam: float = param(1e-8, min=0.0, min_exclusive=True, max=1e-2, advanced=True, help="AdamW ε.")
+    grad_accum: int = param(1, min=1, max=64, advanced=True,
+                            help="Iterations whose gradients are accumulated per optimiser step.")
+    t_max: int = param(50, min=1, max=1000,
+                       help="Timesteps are drawn from {0..t_max−1} of the 1000-step schedule (paper: 50).")
+    learn: str = param("text_encoder", choices=("text_encoder", "token_embeddings"),
+                       help="Learnable parameters: the whole CLIP text encoder (paper), or only the prompt's "
+                            "token embeddings (far fewer parameters).")
+    prompt: str = param("ultrasound image of {cls} tumor in breast",
+                        help="Prompt template; {cls} is replaced by the class word of the true label.")
+    class_words: str = param(DEFAULT_CLASS_WORDS, help="class:word pairs for {cls}; other classes use their name.")
+    new_class_tokens: bool = param(True, help="Add the class word as a new whole-word token with a fresh "
+                                              "embedding row (as the authors' script).")
+    loss: str = param("log1m", choices=("neg_ce", "log1m"),
+                      help="Untargeted loss: −CE(F(x), y) (paper, unbounded) or −log(1−p_y) (bounded). "
+                           "Targeted mode always uses CE toward the target.")
+    fidelity: str = param("mse", choices=("none", "mse", "lpips"),
+                          help="Fidelity term added to the loss (LPIPS needs local AlexNet weights).")
+    fidelity_weight: float = param(10.0, min=0.0, max=1e6, help="λ: weight of the fidelity term.")
+    encode: str = param("mean", choices=("mean", "sample"),
+                        help="VAE latent: posterior mean (encoded once), or a fresh posterior sample "
+                             "each iteration (as the script).")
+    early_stop: bool = param(True, help="Stop once an adversarial example is found and no better one "
+                                        "has appeared for `patience` iterations.")
+    patience: int = param(10, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
+    bound: str = param("none", choices=("none", "linf", "l2"),
+                       help="Project the output onto an L∞ or L2 ball around the original (at the "
+                            "backbone's resolution).")
+    bound_eps: float = param(0.05, min=0.0, min_exclusive=True, max=1000.0,
+                             help="Radius of the bound in [0,1] pixel units (L2: over the whole image).")
+    batch_timesteps: int = param(2, min=1, max=64, advanced=True,
+                                 help="Timesteps evaluated per iteration in one batch (more candidates per step).")
+    selection: str = param("min_t_then_mse", choices=("min_t_then_mse", "min_mse"),
+                           help="Which successful candidate to keep: smallest t then lowest MSE (paper), "
+                                "or lowest MSE.")
+
+    def validate(self) -> None:
+        if self.prompt.count("{cls}") != 1:
+            raise InputError("p2p.prompt: the template must contain {cls} exactly once")
+        try:
+            self.prompt.format(cls="x")
+        except (KeyError, IndexError, ValueError):
+            raise InputError("p2p.prompt: only the placeholder {cls} is allowed (no other braces)") from None
+        parse_class_words(self.class_words)
+
+
+PAPER = dict(preset="paper", steps=500, lr=2e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
+             grad_accum=4, t_max=50, learn="text_encoder", new_class_tokens=True, loss="neg_ce",
+             fidelity="mse", fidelity_weight=1.0, encode="mean", early_stop=False, bound="none",
+             batch_timesteps=1, selection="min_t_then_mse")
+FAST = dict(preset="fast", steps=100, lr=1e-2, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
+            grad_accum=1, t_max=50, learn="text_encoder", new_class_tokens=True, loss="log1m",
+            fidelity="mse", fidelity_weight=10.0, encode="mean", early_stop=True, patience=10, bound="none",
+            batch_timesteps=2, selection="min_t_then_mse")
+
+
+class _Prompt:
+    """Token ids of the prompt, which positions are words, and the learnable text parameters."""
+
+    def __init__(self, bb, cfg: P2PConfig, word: str, generator) -> None:
+        import torch
+
+        te = bb.text_encoder
+        emb_module = te.get_input_embeddings()
+        self.table_name = next(n for n, p in te.named_parameters() if p is emb_module.weight)
+        self.orig_table = emb_module.weight.detach().float()  # (V, D), never modified
+        V, dim = self.orig_table.shape
+        tok = bb.tokenizer
+        L = int(tok.model_max_length)
+        self.text = cfg.prompt.format(cls=word)
+
+        def piece(s: str) -> list[int]:
+            return list(tok(s, add_special_tokens=False).input_ids) if s.strip() else []
+
+        if cfg.new_class_tokens:
+            prefix, suffix = cfg.prompt.split("{cls}")
+            words = piece(prefix) + [V] + piece(suffix)  # V = the new class token's row
+            self.new_rows = 1
+        else:
+            words = piece(self.text)
+            self.new_rows = 0
+        if len(words) > L - 2:
+            raise InputError(f"p2p.prompt: {len(words)} tokens, more than the text encoder's {L - 2}")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids = [tok.bos_token_id] + words + [tok.eos_token_id]
+        ids += [pad] * (L - len(ids))
+        self.ids = torch.tensor([ids], device=bb.device)
+        self.word_positions = list(range(1, 1 + len(words)))
+        self.word_ids = words
+        self.labels = [f"{word} (new token)" if i >= V else tok.convert_ids_to_tokens(i).replace("</w>", "")
+                       for i in words]
+
+        # Fresh rows for new class tokens: drawn around the vocabulary's per-dimension mean/std.
+        fresh = torch.zeros(self.new_rows, dim)
+        if self.new_rows:
+            mu, sd = self.orig_table.mean(0).cpu(), self.orig_table.std(0).cpu()
+            fresh = mu + sd * torch.randn(self.new_rows, dim, generator=generator)
+        base = torch.cat([self.orig_table, fresh.to(self.orig_table.device)])  # (V + new, D)
+
+        self.learn = cfg.learn
+        if cfg.learn == "text_encoder":
+            # A private fp32 copy of every text-encoder weight: the cached backbone is never mutated.
+            self.params = {n: p.detach().float().clone().requires_grad_(True)
+                           for n, p in te.named_parameters() if n != self.table_name}
+            self.table = base.clone().requires_grad_(True)
+            self.trainable = [self.table, *self.params.values()]
+        else:
+            self.params = {}
+            self.unique_ids = sorted(set(words))
+            self.base = base
+            self.rows = base[self.unique_ids].clone().requires_grad_(True)
+            self.trainable = [self.rows]
+
+    def current_table(self):
+        if self.learn == "text_encoder":
+            return self.table
+        import torch
+
+        idx = torch.tensor(self.unique_ids, device=self.base.device)
+        return self.base.index_put((idx,), self.rows)
+
+    def embeddings(self, bb):
+        """(1, L, D) text conditioning from the learnable parameters (differentiable)."""
+        from torch.func import functional_call
+
+        overrides = {**self.params, self.table_name: self.current_table()}
+        return functional_call(bb.text_encoder, overrides, (self.ids,), {"return_dict": False})[0]
+
+    def count(self) -> int:
+        return int(sum(p.numel() for p in self.trainable))
+
+    def nearest_words(self, bb, k: int = 3) -> list[dict[str, Any]]:
+        """Top-k vocabulary words (cosine, ORIGINAL table, new tokens excluded) per prompt token."""
+        import torch
+
+        with torch.no_grad():
+            table = self.current_table().detach().float()
+            learned = table[torch.tensor(self.word_ids, device=table.device)]
+            sims = torch.nn.functional.normalize(learned, dim=1) @ torch.nn.functional.normalize(
+                self.orig_table, dim=1).T
+            top = sims.topk(min(k, sims.shape[1]), dim=1)
+        tok = bb.tokenizer
+        out = []
+        for label, vals, idx in zip(self.labels, top.values.tolist(), top.indices.tolist()):
+            out.append({"token": label, "nearest": [
+                [tok.convert_ids_to_tokens(int(i)).replace("</w>", ""), round(float(v), 4)]
+                for v, i in zip(vals, idx)]})
+        return out
+
+
+class P2P(Attack):
+    """Prompt2Perturb (CVPR 2025): optimise the prompt conditioning of a frozen latent diffusion model.
+
+    Default preset ``fast``; ``paper`` reproduces the authors' settings (see the module docstring).
+    """
+
+    name = "p2p"
+    Config = P2PConfig
+    summary = "Prompt2Perturb: learnable text conditioning of a frozen latent diffusion model"
+    requires_backbone = True
+    presets = {"paper": PAPER, "fast": FAST}
+    config: P2PConfig
+
+    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
+        import torch
+        import torch.nn.functional as F
+
+        cfg = self.config
+        bb = ctx.backbone
+        if bb is None:
+            raise InputError("p2p needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
+        gen = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(cfg.seed)
+        clf = ctx.classifier
+        dev = torch.device(bb.device)
+        lpips_net = _lpips(dev) if cfg.fidelity == "lpips" else None
+        channels = int(x.shape[1])
+        R = bb.resolution
+        K = cfg.batch_timesteps
+        y = torch.full((K,), ctx.label, device=clf.device, dtype=torch.long)
+
+        # 1. Prompt and learnable parameters (fresh for every image).
+        cls_name = ctx.classes[ctx.label]
+        word = parse_class_words(cfg.class_words).get(cls_name, cls_name)
+        prompt = _Prompt(bb, cfg, word, gen)
+        optimizer = torch.optim.AdamW(prompt.trainable, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                      weight_decay=cfg.weight_decay, eps=cfg.eps_adam)
+        scaler = torch.amp.GradScaler("cuda") if (bb.dtype == torch.float16 and dev.type == "cuda") else None
+
+        # 2. Encode the image once: posterior mean (and std for encode="sample").
+        x_ref = D.resize(x.detach().float(), R).clamp(0, 1).to(dev)  # (1, C, R, R), the fidelity reference
+        with torch.no_grad(), D.autocast(bb):
+            z_mean, z_std = D.encode(bb, x_ref)
+
+        best: dict[str, Any] | None = None  # best successful candidate by the selection rule
+        fallback: dict[str, Any] | None = None  # lowest classification loss, when nothing succeeds
+        first_success = None
+        since_better = 0
+        stopped_early = False
+        it = 0
+        for it in range(1, cfg.steps + 1):
+            # 3. Timesteps t ~ U{0..t_max-1} and noise, all from the attack's generator.
+            t = torch.randint(0, cfg.t_max, (K,), generator=gen).to(dev)
+            noise = torch.randn((K, *z_mean.shape[1:]), generator=gen).to(dev)
+            z0 = z_mean.expand(K, -1, -1, -1)
+            if cfg.encode == "sample":
+                z0 = z0 + z_std * torch.randn((K, *z_mean.shape[1:]), generator=gen).to(dev)
+
+            with D.autocast(bb):
+                # 4. Noisy latent z_t and the learnable text conditioning.
+                z_t = D.add_noise(bb, z0, t, noise)
+                emb = prompt.embeddings(bb).expand(K, -1, -1)
+                # 5. One UNet call -> one-step estimate ẑ0 -> decoded candidates in [0,1].
+                z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
+                x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
+            x_adv = _project(x_adv, x_ref, cfg.bound, cfg.bound_eps)
+
+            # 6. Classifier loss (+ λ·fidelity) and the optimiser step.
+            logits = clf.logits(x_adv).float()
+            if ctx.target is not None:
+                cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
+            elif cfg.loss == "neg_ce":
+                cls_loss = -F.cross_entropy(logits, y, reduction="none")
+            else:  # −log(1 − p_y) = logsumexp(all) − logsumexp(others)
+                others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+                cls_loss = torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
+            mse = ((x_adv - x_ref) ** 2).flatten(1).mean(1)
+            if cfg.fidelity == "mse":
+                fid = mse
+            elif cfg.fidelity == "lpips":
+                fid = lpips_net(D.to_rgb(x_adv) * 2 - 1, D.to_rgb(x_ref) * 2 - 1).flatten()
+            else:
+                fid = torch.zeros_like(mse)
+            loss = (cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
+            scaled = loss / cfg.grad_accum
+            (scaler.scale(scaled) if scaler else scaled).backward()
+            if it % cfg.grad_accum == 0 or it == cfg.steps:
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            # 7. Judge every candidate; keep the best success (smallest t, then lowest MSE).
+            with torch.no_grad():
+                probs = torch.softmax(logits.detach(), 1)
+                preds = probs.argmax(1).tolist()
+                t_list, mse_list, cl_list = t.tolist(), mse.detach().tolist(), cls_loss.detach().tolist()
+                improved = False
+                shown = min(range(K), key=lambda k: cl_list[k])
+                for k in range(K):
+                    cand = {"t": int(t_list[k]), "mse": float(mse_list[k]), "cls_loss": float(cl_list[k]),
+                            "iteration": it, "pred": int(preds[k])}
+                    if ctx.is_adversarial(preds[k]):
+                        first_success = first_success or it
+                        if best is None or _key(cand, cfg.selection) < _key(best, cfg.selection):
+                            cand["image"] = x_adv[k:k + 1].detach().float().cpu().clone()
+                            cand["probs"] = probs[k].cpu()
+                            best, improved, shown = cand, True, k
+                    elif best is None and (fallback is None or cand["cls_loss"] < fallback["cls_loss"]):
+                        cand["image"] = x_adv[k:k + 1].detach().float().cpu().clone()
+                        cand["probs"] = probs[k].cpu()
+                        fallback = cand
+                since_better = 0 if improved else since_better + 1
+                success_now = any(ctx.is_adversarial(p) for p in preds)
+
+            # 8. Report (raises Cancelled on user cancel: nothing is decoded or returned after it).
+            ctx.step(it, cfg.steps, float(loss.detach()), probs[shown], success=success_now,
+                     t=int(t_list[shown]), mse=float(mse_list[shown]),
+                     best_t=None if best is None else best["t"],
+                     best_mse=None if best is None else best["mse"])
+            if cfg.early_stop and best is not None and since_better >= cfg.patience:
+                stopped_early = True
+                break
+
+        # 9. The chosen candidate, with what the prompt drifted toward.
+        chosen = best if best is not None else fallback
+        info: dict[str, Any] = {
+            "success": best is not None,
+            "chosen_t": chosen["t"],
+            "found_at": chosen["iteration"],
+            "first_success_at": first_success,
+            "mse": chosen["mse"],
+            "predicted": ctx.classes[chosen["pred"]],
+            "probs": {c: float(p) for c, p in zip(ctx.classes, chosen["probs"].tolist())},
+            "stopped_early": stopped_early,
+            "preset": cfg.preset,
+            "prompt": prompt.text,
+            "class_word": word,
+            "learn": cfg.learn,
+            "learned_parameters": prompt.count(),
+            "nearest_words": prompt.nearest_words(bb),
+            "resolution": R,
+            "backbone": bb.name,
+        }
+        if cfg.bound != "none":
+            delta = (chosen["image"] - x_ref.cpu()).flatten()
+            info["bound"] = {"norm": cfg.bound, "eps": cfg.bound_eps,
+                             "linf": float(delta.abs().max()), "l2": float(delta.norm())}
+        return AttackOutput(adversarial=chosen["image"], iterations=it, info=info)
+
+
+def _key(cand: dict[str, Any], selection: str) -> tuple:
+    return (cand["mse"],) if selection == "min_mse" else (cand["t"], cand["mse"])
+
+
+def _project(x_adv, x_ref, bound: str, eps: float):
+    """Differentiable projection onto the L∞/L2 ball of radius ``eps`` around ``x_ref``."""
+    if bound == "none":
+        return x_adv
+    delta = x_adv - x_ref
+    if bound == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta * (eps / norm).clamp(max=1.0)
+    return (x_ref + delta).clamp(0, 1)
+
+
+_lpips_nets: dict[str, Any] = {}
+
+
+def _lpips(device):
+    """LPIPS(AlexNet) from local weights only; refused clearly when they are missing."""
+    if not lpips_available():
+        import torch
+
+        raise InputError(
+            "p2p.fidelity=lpips needs the AlexNet weights "
+            f"({ALEXNET_FILE}) in {torch.hub.get_dir()}/checkpoints; they are not there and nothing is "
+            "downloaded. Use --set fidelity=mse, or copy the file there"
+        )
+    key = str(device)
+    if key not in _lpips_nets:
+        import lpips
+
+        net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+        net.requires_grad_(False)
+        _lpips_nets[key] = net
+    return _lpips_nets[key]
+

@@ -1,0 +1,119 @@
+"""``p2p-desktop evaluate DATASET_DIR --attacks LIST --classifiers LIST --out DIR [...]``
+
+Runs :func:`p2p_desktop.evaluate.evaluate` with a progress bar (jobs = image × classifier ×
+attack, with ETA) on stderr. Ctrl-C stops after the current attack step and exits 3; unlike
+other commands, the finished per-image rows are deliberately kept (the batch is resumable:
+run the same command again to continue), but no half-written file is left and the summary
+tables are only written when every job is done. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, split_list
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="attack a BUSI-layout dataset with several attacks × classifiers "
+                                        "and write paper-style tables (resumable)")
+    p.add_argument("dataset", metavar="DATASET_DIR",
+                   help="folder with one sub-folder per class (benign/, malignant/, normal/; *_mask.png ignored)")
+    p.add_argument("--attacks", required=True, metavar="LIST", help="comma-separated attacks, e.g. fgsm,pgd,p2p")
+    p.add_argument("--classifiers", required=True, metavar="LIST",
+                   help="comma-separated registered names or model card .json files")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (outside the dataset); an unfinished run there is resumed")
+    p.add_argument("--backbone", help="diffusion backbone for diff-pgd/p2p: 'demo' (default) or a local folder")
+    p.add_argument("--limit", type=int, metavar="N", help="use only N images (classes taken in turn)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every attack (default 0)")
+    p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="attack parameter (repeatable), e.g. --param pgd.steps=20; without 'ATTACK.' it "
+                        "applies to every attack that has the parameter")
+    p.add_argument("--preset", metavar="P",
+                   help="preset for every attack that has presets (e.g. fast), or ATTACK=P[,ATTACK=P]")
+    add_device_arg(p)
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object {"summary", "outputs", "notes"} on stdout')
+    # Hook: batch HTML/PDF reports (p2p_desktop.export.report.write_batch_report) get a
+    # ``--report html,pdf`` flag here once that function exists; it takes an EvaluationResult.
+    p.set_defaults(handler=run)
+
+
+class _Interrupt:
+    """First Ctrl-C cancels cooperatively (after the current step); the second stops at once."""
+
+    def __init__(self, token) -> None:
+        self.token = token
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.token.cancelled:
+            raise KeyboardInterrupt
+        self.token.cancel()
+        sys.stderr.write("\np2p-desktop: stopping after the current step (Ctrl-C again to stop at once)\n")
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run(args) -> int:
+    from p2p_desktop.cancel import CancelToken
+    from p2p_desktop.cli.cmd_attack import parse_params
+    from p2p_desktop.evaluate import evaluate
+
+    token = CancelToken()
+    params = parse_params(args.param)
+    state: dict = {"bar": None}
+
+    def on_progress(done: int, total: int, what: str, eta) -> None:
+        bar = state["bar"]
+        if bar is None:
+            bar = state["bar"] = progress_bar(total, "evaluate", unit="job")
+            bar.n = bar.last_print_n = done  # resumed jobs do not count toward the rate
+        bar.total = total
+        if done > bar.n:
+            bar.update(done - bar.n)
+        bar.set_postfix_str(what[:60], refresh=True)
+
+    def on_step(ev) -> None:
+        bar = state["bar"]
+        if bar is not None and ev.total > 1:
+            bar.set_postfix_str(f"step {ev.step}/{ev.total}", refresh=False)
+
+    try:
+        with _Interrupt(token):
+            result = evaluate(args.dataset, split_list(args.attacks), split_list(args.classifiers), args.out,
+                              backbone=args.backbone, limit=args.limit, seed=args.seed, device=args.device,
+                              params=params, preset=args.preset, on_progress=on_progress, cancel=token,
+                              on_step=on_step)
+    finally:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    if args.json:
+        emit_json(result.to_json())
+        return 0
+    print(f"{'classifier':<22} {'attack':<10} {'success':>12} {'LPIPS':>7} {'SSIM':>7} {'FID':>8}")
+    for r in result.summary:
+        rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.2f} ({r['successes']}/{r['correct']})"
+        cells = [("n/a" if r[k] is None else f"{r[k]:.{d}f}") for k, d in (("lpips", 3), ("ssim", 3), ("fid", 1))]
+        print(f"{r['classifier']:<22} {r['attack']:<10} {rate:>12} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
+    for rec in result.outputs:
+        print(f"  {rec['kind']:<14} {rec['path']}")
+    if result.resumed:
+        print(f"  resumed: {result.resumed} result(s) from an earlier run, {result.attacked} attack(s) run now",
+              file=sys.stderr)
+    for note in result.notes:
+        print(f"  note: {note}", file=sys.stderr)
+    return 0

@@ -1,0 +1,164 @@
+"""Image panes on pyqtgraph: zoom/pan, levels, overlays, hover position, linked views."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, Signal
+from PySide6.QtGui import QImage, QPixmap
+
+import pyqtgraph as pg
+
+__all__ = ["ImagePane", "mask_rgba", "to_display", "thumbnail_array", "array_to_pixmap", "colormap"]
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+VIEW_BACKGROUND = "#1e2126"
+LABEL_COLOUR = "#d8dce3"
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """(H, W, 1) -> (H, W); (H, W, 3) unchanged (pyqtgraph draws both)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return arr[:, :, 0]
+    return arr
+
+
+def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int] = (255, 64, 64), alpha: int = 110) -> np.ndarray:
+    """A bool (H, W) mask as an RGBA uint8 overlay: colour inside, transparent outside."""
+    m = np.asarray(mask, dtype=bool)
+    out = np.zeros(m.shape + (4,), np.uint8)
+    out[m] = (*colour, alpha)
+    return out
+
+
+def thumbnail_array(image: np.ndarray, size: int = 64) -> np.ndarray:
+    """(H, W, C) float [0,1] -> (h, w, 3) uint8 with the longer side ``size`` (nearest sampling)."""
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    h, w = arr.shape[:2]
+    scale = size / max(h, w)
+    rows = np.clip((np.arange(max(1, round(h * scale))) / scale).astype(int), 0, h - 1)
+    cols = np.clip((np.arange(max(1, round(w * scale))) / scale).astype(int), 0, w - 1)
+    small = arr[rows][:, cols]
+    if small.shape[2] == 1:
+        small = np.repeat(small, 3, axis=2)
+    return np.ascontiguousarray(np.round(np.clip(small[:, :, :3], 0, 1) * 255).astype(np.uint8))
+
+
+def array_to_pixmap(rgb: np.ndarray) -> QPixmap:
+    """(h, w, 3) uint8 -> QPixmap (copied, so the array may go)."""
+    rgb = np.ascontiguousarray(rgb)
+    h, w = rgb.shape[:2]
+    qimg = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimg.copy())
+
+
+def colormap(mode: str) -> pg.ColorMap:
+    """Diverging blue-white-red centred on 0 for signed maps; inferno for magnitudes."""
+    return pg.colormap.get("CET-D1" if mode == "signed" else "inferno")
+
+
+class ImagePane(pg.GraphicsLayoutWidget):
+    """One image in a zoomable, pannable view (wheel zooms, drag pans, aspect locked).
+
+    ``hovered(row, col)`` reports the pixel under the mouse (-1, -1 outside the image).
+    """
+
+    hovered = Signal(int, int)
+
+    def __init__(self, title: str = "", parent=None) -> None:
+        super().__init__(parent=parent)
+        self.setBackground(VIEW_BACKGROUND)
+        self.ci.setContentsMargins(2, 2, 2, 2)
+        self.title_label = self.addLabel(title, row=0, col=0, color=LABEL_COLOUR, size="9pt")
+        self.view: pg.ViewBox = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True,
+                                                enableMenu=False)
+        self.view.setDefaultPadding(0.01)
+        self.base_item = pg.ImageItem()  # an image under the main one (heatmap overlays)
+        self.base_item.setVisible(False)
+        self.image_item = pg.ImageItem()
+        self.overlay_item = pg.ImageItem()  # the lesion mask
+        self.overlay_item.setVisible(False)
+        self.overlay_item.setZValue(10)
+        for item in (self.base_item, self.image_item, self.overlay_item):
+            self.view.addItem(item)
+        self._shape: tuple[int, int] | None = None
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.setMinimumSize(120, 120)
+
+    # -- content ----------------------------------------------------------------------------
+    def set_title(self, text: str) -> None:
+        self.title_label.setText(text, color=LABEL_COLOUR, size="9pt")
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        return self._shape
+
+    def set_image(self, image: np.ndarray, levels: tuple[float, float] | None = (0.0, 1.0),
+                  auto_range: bool | None = None, lut=None) -> None:
+        arr = to_display(image)
+        new_shape = tuple(arr.shape[:2])
+        if auto_range is None:
+            auto_range = new_shape != self._shape
+        self._shape = new_shape  # type: ignore[assignment]
+        self.image_item.setLookupTable(lut)
+        if levels is None:
+            self.image_item.setImage(arr, autoLevels=True)
+        else:
+            self.image_item.setImage(arr, autoLevels=False, levels=levels)
+        if auto_range:
+            self.fit()
+
+    def set_base(self, image: np.ndarray | None, levels=(0.0, 1.0)) -> None:
+        if image is None:
+            self.base_item.clear()
+            self.base_item.setVisible(False)
+            return
+        self.base_item.setImage(to_display(image), autoLevels=False, levels=levels)
+        self.base_item.setVisible(True)
+
+    def set_levels(self, lo: float, hi: float) -> None:
+        if hi <= lo:
+            hi = lo + 1e-6
+        self.image_item.setLevels((lo, hi))
+
+    def set_mask(self, mask: np.ndarray | None, visible: bool = True, opacity: float = 1.0) -> None:
+        if mask is None:
+            self.overlay_item.clear()
+            self.overlay_item.setVisible(False)
+            return
+        self.overlay_item.setImage(mask_rgba(mask), autoLevels=False, levels=(0, 255))
+        self.overlay_item.setOpacity(opacity)
+        self.overlay_item.setVisible(visible)
+
+    def clear(self) -> None:
+        for item in (self.base_item, self.image_item, self.overlay_item):
+            item.clear()
+        self.base_item.setVisible(False)
+        self.overlay_item.setVisible(False)
+        self._shape = None
+
+    # -- view ---------------------------------------------------------------------------------
+    def fit(self) -> None:
+        if self._shape is not None:
+            h, w = self._shape
+            self.view.setRange(xRange=(0, w), yRange=(0, h), padding=0.01)
+
+    def link(self, other: "ImagePane") -> None:
+        """Share zoom and pan with ``other``."""
+        self.view.setXLink(other.view)
+        self.view.setYLink(other.view)
+
+    def _on_mouse_moved(self, pos: QPointF) -> None:
+        if self._shape is None or not self.view.sceneBoundingRect().contains(pos):
+            self.hovered.emit(-1, -1)
+            return
+        p = self.view.mapSceneToView(pos)
+        col, row = int(np.floor(p.x())), int(np.floor(p.y()))
+        h, w = self._shape
+        if 0 <= row < h and 0 <= col < w:
+            self.hovered.emit(row, col)
+        else:
+            self.hovered.emit(-1, -1)

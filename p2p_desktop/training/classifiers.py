@@ -1,0 +1,416 @@
+"""Train the demo classifiers (DenseNet121, ResNet34, SqueezeNet1.1) on synthetic phantoms.
+
+The paper attacks torchvision DenseNet121, ResNet34 and SqueezeNet1.1 trained on breast
+ultrasound (Adam 1e-3, batch 32, best-validation checkpoint). Real scans cannot be shipped, so
+the demo bundle trains the same architectures FROM SCRATCH (no pretrained weights, no download)
+on the project's own phantoms, at 128 px, CPU only. The result is a synthetic demo, not a
+medical device.
+
+Inputs go through :meth:`Classifier.preprocess` exactly as at serving time (grey replicated to
+three channels, ImageNet mean/std), so training and serving see the same tensors.
+
+Seeds: training ``0 ..`` (labels balanced by ``seed % 3``), validation ``500_000 ..``, test
+``2_000_000 ..``; the unit tests use ``3_000_000 ..``. No test seed is ever trained on.
+
+Usage::
+
+    python -m p2p_desktop.training.classifiers --out resources/models \
+        [--arch densenet121,resnet34,squeezenet1_1] [--minutes M]
+
+Each model is written once, when final: ``<out>/demo-<arch>/model.safetensors`` (fp16) and
+``card.json`` (classes, input size, normalisation, SHA-256, training record, test accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from p2p_desktop.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier, ModelCard
+
+__all__ = [
+    "DEMO_ARCHITECTURES",
+    "DEMO_CLASSES",
+    "INPUT_SIZE",
+    "TRAIN_SEED_START",
+    "VAL_SEED_START",
+    "TEST_SEED_START",
+    "ArchRecipe",
+    "RECIPES",
+    "PhantomSet",
+    "TrainResult",
+    "phantom_set",
+    "demo_card",
+    "train_classifier",
+    "evaluate",
+    "write_classifier_bundle",
+    "main",
+]
+
+DEMO_ARCHITECTURES = ("squeezenet1_1", "resnet34", "densenet121")
+DEMO_CLASSES = ("benign", "malignant", "normal")
+INPUT_SIZE = 128
+TRAIN_SEED_START = 0
+VAL_SEED_START = 500_000
+TEST_SEED_START = 2_000_000
+
+
+@dataclass(frozen=True)
+class ArchRecipe:
+    """Optimiser settings and share of the time budget for one architecture."""
+
+    lr: float
+    warmup_steps: int
+    max_epochs: int
+    share: float  # fraction of the total training time
+
+
+# SqueezeNet1.1 has no batch norm and a ReLU before its pooled logits: from scratch at the
+# paper's lr 1e-3 it often starts dead (all logits 0). A lower lr with a long warmup avoids that.
+RECIPES: dict[str, ArchRecipe] = {
+    "squeezenet1_1": ArchRecipe(lr=3e-4, warmup_steps=150, max_epochs=30, share=0.2),
+    "resnet34": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.4),
+    "densenet121": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.4),
+}
+
+
+@dataclass
+class PhantomSet:
+    """Phantom images (N, 1, S, S) float32 in [0, 1], integer labels (N,), and their seeds."""
+
+    images: Any
+    labels: Any
+    seeds: tuple[int, int]  # first, last (inclusive)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def seed_range(self) -> str:
+        return f"{self.seeds[0]}..{self.seeds[1]}"
+
+
+@dataclass
+class TrainResult:
+    module: Any
+    steps: int
+    epochs: float
+    seconds: float
+    images_per_second: float
+    best_val_accuracy: float
+    best_step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 256) -> PhantomSet:
+    """``n`` phantoms from seeds ``start .. start+n-1``, labels balanced (``DEMO_CLASSES[seed % 3]``)."""
+    import torch
+
+    from p2p_desktop import phantoms
+
+    if tuple(phantoms.CLASSES) != DEMO_CLASSES:
+        raise RuntimeError(f"phantom classes {phantoms.CLASSES} differ from {DEMO_CLASSES}")
+    seeds = list(range(start, start + n))
+    labels = [DEMO_CLASSES[s % 3] for s in seeds]
+    images = np.empty((n, 1, size, size), dtype=np.float32)
+    for i in range(0, n, chunk):
+        for j, ph in enumerate(phantoms.generate_batch(seeds[i:i + chunk], labels=labels[i:i + chunk], size=size)):
+            if ph.label != labels[i + j]:
+                raise RuntimeError(f"phantom seed {seeds[i + j]}: asked for {labels[i + j]}, got {ph.label}")
+            images[i + j, 0] = np.asarray(ph.image, dtype=np.float32)
+    y = torch.tensor([DEMO_CLASSES.index(lbl) for lbl in labels], dtype=torch.long)
+    return PhantomSet(torch.from_numpy(images), y, (start, start + n - 1))
+
+
+def demo_card(arch: str, weights: str = "model.safetensors") -> ModelCard:
+    """The card every demo classifier is served with (its preprocessing is the training one)."""
+    return ModelCard(name=f"demo-{arch}", architecture=arch, classes=DEMO_CLASSES, weights=weights,
+                     input_size=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, in_channels=3)
+
+
+def _augment(x, gen):
+    """Light augmentation in [0, 1]: left-right flips and small gain/offset jitter."""
+    import torch
+
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    gain = 1.0 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.3  # 0.85 .. 1.15
+    offset = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.1  # -0.05 .. 0.05
+    return (x * gain + offset).clamp_(0.0, 1.0)
+
+
+def evaluate(forward: Callable, data: PhantomSet, batch_size: int = 64) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``forward`` (images in [0,1] -> logits) on ``data``."""
+    import torch
+    import torch.nn.functional as F
+
+    correct, loss_sum = 0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(data), batch_size):
+            logits = forward(data.images[i:i + batch_size])
+            y = data.labels[i:i + batch_size]
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+    return correct / len(data), loss_sum / len(data)
+
+
+def train_classifier(
+    arch: str,
+    train: PhantomSet,
+    val: PhantomSet,
+    *,
+    seconds: float,
+    recipe: ArchRecipe | None = None,
+    batch_size: int = 32,
+    val_every: int = 25,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``arch`` from scratch within ``seconds`` of wall time; return the best-validation weights.
+
+    Adam (the paper's optimiser), linear warmup then constant lr, batch 32. Validation runs every
+    ``val_every`` steps and at the end of each epoch; training stops at the time budget, at
+    ``recipe.max_epochs``, or after two validations in a row at 100 % accuracy.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from p2p_desktop.models.classifier import build_architecture
+
+    recipe = recipe or RECIPES[arch]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    module = build_architecture(arch, len(DEMO_CLASSES), in_channels=3)
+    # The serving pipeline itself: Classifier.preprocess only uses the card, not the module.
+    preprocess = Classifier(torch.nn.Identity(), demo_card(arch)).preprocess
+    opt = torch.optim.Adam(module.parameters(), lr=recipe.lr)
+
+    def forward_eval(x):
+        module.eval()
+        return module(preprocess(x))
+
+    n = len(train)
+    steps_per_epoch = math.ceil(n / batch_size)
+    max_steps = recipe.max_epochs * steps_per_epoch
+    best_state, best_key, best_step = None, (-1.0, 0.0), 0
+    history: list[dict[str, float]] = []
+    perfect_in_row = 0
+    step, images_seen = 0, 0
+    t0 = time.monotonic()
+    train_time = 0.0
+
+    def validate() -> bool:
+        nonlocal best_state, best_key, best_step, perfect_in_row
+        acc, loss = evaluate(forward_eval, val)
+        history.append({"step": step, "epoch": round(images_seen / n, 3), "val_accuracy": acc,
+                        "val_loss": round(loss, 4), "seconds": round(time.monotonic() - t0, 1)})
+        key = (acc, -loss)
+        marker = ""
+        if key > best_key:
+            best_key, best_step, marker = key, step, " *"
+            best_state = copy.deepcopy(module.state_dict())
+        rate = images_seen / train_time if train_time else 0.0
+        log(f"{arch}: step {step} epoch {images_seen / n:.2f} val acc {acc:.3f} loss {loss:.3f} "
+            f"({rate:.1f} img/s, {time.monotonic() - t0:.0f}s){marker}")
+        perfect_in_row = perfect_in_row + 1 if acc >= 1.0 else 0
+        return perfect_in_row >= 2
+
+    stop = False
+    while not stop and step < max_steps:
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            if idx.numel() < 2:  # batch norm needs two samples
+                continue
+            ts = time.monotonic()
+            module.train()
+            for g in opt.param_groups:
+                g["lr"] = recipe.lr * min(1.0, (step + 1) / max(1, recipe.warmup_steps))
+            x = _augment(train.images[idx], gen)
+            loss = F.cross_entropy(module(preprocess(x)), train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_time += time.monotonic() - ts
+            step += 1
+            images_seen += idx.numel()
+            if step % 5 == 0:
+                log(f"{arch}: step {step} loss {loss.item():.4f}")
+            out_of_time = time.monotonic() - t0 >= seconds
+            if step % val_every == 0 or out_of_time or step >= max_steps:
+                stop = validate() or out_of_time or step >= max_steps
+                if stop:
+                    break
+        else:
+            if step % val_every:  # end of epoch, not just validated
+                stop = validate()
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return TrainResult(module=module, steps=step, epochs=round(images_seen / n, 2),
+                       seconds=round(time.monotonic() - t0, 1),
+                       images_per_second=round(images_seen / train_time, 2) if train_time else 0.0,
+                       best_val_accuracy=best_key[0], best_step=best_step, history=history)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_classifier_bundle(module, card: ModelCard, out_dir: str | Path, extra: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` (fp16) and ``card.json`` into ``out_dir``, each atomically.
+
+    Returns the card path. The card records the weights' SHA-256, so the registry and
+    :func:`load_classifier` refuse a corrupted copy.
+    """
+    import torch
+    from safetensors.torch import save
+
+    from p2p_desktop.hashing import sha256_bytes
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+             for k, v in module.state_dict().items()}
+    blob = save(state, metadata={"format": "pt", "architecture": card.architecture,
+                                 "classes": ",".join(card.classes)})
+    digest = sha256_bytes(blob)
+    _atomic_write_bytes(out_dir / card.weights, blob)
+    data = {
+        "name": card.name,
+        "kind": "classifier",
+        "architecture": card.architecture,
+        "classes": list(card.classes),
+        "input_size": card.input_size,
+        "mean": list(card.mean),
+        "std": list(card.std),
+        "in_channels": card.in_channels,
+        "weights": card.weights,
+        "sha256": digest,
+        **extra,
+    }
+    card_path = out_dir / "card.json"
+    _atomic_write_bytes(card_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    return card_path
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m p2p_desktop.training.classifiers",
+                                description="Train the demo classifiers from scratch on synthetic phantoms (CPU).")
+    p.add_argument("--out", required=True, help="models folder; each model goes to OUT/demo-<arch>/")
+    p.add_argument("--arch", default=",".join(DEMO_ARCHITECTURES),
+                   help=f"comma-separated architectures (default: {','.join(DEMO_ARCHITECTURES)})")
+    p.add_argument("--minutes", type=float, default=30.0,
+                   help="training wall time for all requested architectures together (default 30); "
+                        "split by each architecture's share")
+    p.add_argument("--n-train", type=int, default=3000, help="training phantoms (seeds 0..N-1)")
+    p.add_argument("--n-val", type=int, default=150, help="validation phantoms (seeds 500000..)")
+    p.add_argument("--n-test", type=int, default=300, help="test phantoms (seeds 2000000..)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    args = _parse_args(argv)
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    unknown = [a for a in archs if a not in RECIPES]
+    if unknown:
+        sys.stderr.write(f"unknown architecture(s) {', '.join(unknown)}: choose from {', '.join(RECIPES)}\n")
+        return 2
+    torch.set_num_threads(args.threads)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    t_all = time.monotonic()
+    train = phantom_set(TRAIN_SEED_START, args.n_train)
+    val = phantom_set(VAL_SEED_START, args.n_val)
+    test = phantom_set(TEST_SEED_START, args.n_test)
+    log(f"phantoms: train {train.seed_range}, val {val.seed_range}, test {test.seed_range} "
+        f"({time.monotonic() - t_all:.0f}s)")
+    total_share = sum(RECIPES[a].share for a in archs)
+    summary = []
+    for arch in archs:
+        recipe = RECIPES[arch]
+        budget = args.minutes * 60.0 * recipe.share / total_share
+        log(f"{arch}: training for at most {budget:.0f}s")
+        result = train_classifier(arch, train, val, seconds=budget, recipe=recipe, seed=args.seed, log=log)
+        card = demo_card(arch)
+        # Score what is served: fp16 weights, reloaded, through the serving preprocessing.
+        served = _fp16_roundtrip(result.module, card)
+        test_acc, _ = evaluate(served.logits, test)
+        log(f"{arch}: {result.steps} steps, {result.epochs} epochs, {result.seconds}s, "
+            f"{result.images_per_second} img/s; best val {result.best_val_accuracy:.3f} at step "
+            f"{result.best_step}; TEST accuracy {test_acc:.3f} on {len(test)}")
+        extra = {
+            "training": {
+                "seeds": train.seed_range,
+                "labels": "classes[seed % 3]",
+                "n_train": len(train),
+                "val_seeds": val.seed_range,
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "best_step": result.best_step,
+                "batch_size": 32,
+                "optimizer": f"Adam lr {recipe.lr:g}, linear warmup {recipe.warmup_steps} steps",
+                "augmentation": "left-right flip, gain 0.85-1.15, offset +-0.05",
+                "from_scratch": True,
+                "seconds": result.seconds,
+                "images_per_second": result.images_per_second,
+                "device": "cpu",
+                "threads": args.threads,
+                "torch": torch.__version__,
+            },
+            "accuracy": {"test": round(test_acc, 4), "n_test": len(test), "test_seeds": test.seed_range,
+                         "val": round(result.best_val_accuracy, 4), "n_val": len(val)},
+            "synthetic_demo": True,
+            "description": (
+                f"SYNTHETIC DEMO: torchvision {arch} trained from scratch on the project's synthetic "
+                "breast-ultrasound phantoms (benign / malignant / normal), 128 px. It has never seen "
+                "a real scan. For demonstrating the attacks only; NOT for clinical use."),
+        }
+        card_path = write_classifier_bundle(result.module, card, Path(args.out) / card.name, extra)
+        size = (card_path.parent / card.weights).stat().st_size
+        log(f"{arch}: wrote {card_path.parent} ({size / 1e6:.1f} MB)")
+        summary.append((arch, test_acc))
+    log(f"done in {time.monotonic() - t_all:.0f}s: " + ", ".join(f"{a} {acc:.3f}" for a, acc in summary))
+    return 0
+
+
+def _fp16_roundtrip(module, card: ModelCard) -> Classifier:
+    """The classifier as it will be served: weights rounded to fp16 and back, in eval mode."""
+    import torch
+
+    from p2p_desktop.models.classifier import classifier_from_state_dict
+
+    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
+             for k, v in module.state_dict().items()}
+    return classifier_from_state_dict(card, state)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Shared test fixtures: real test files, and a check that a folder was left untouched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def pydicom_file():
+    """``pydicom_file(name) -> Path`` of a test file shipped inside pydicom (skip if absent)."""
+
+    def get(name: str) -> Path:
+        from pydicom.data import get_testdata_file
+
+        found = get_testdata_file(name, download=False)
+        if not found:
+            pytest.skip(f"pydicom test file {name} is not installed")
+        return Path(found)
+
+    return get
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            p = Path(dirpath) / name
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def unchanged():
+    """``with unchanged(folder): ...`` fails if a file in ``folder`` was added, removed or
+    modified inside the block."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def check(folder: Path):
+        before = _listing(Path(folder))
+        yield
+        after = _listing(Path(folder))
+        assert after == before, f"files changed in {folder}: {set(after) ^ set(before) or 'modified'}"
+
+    return check
