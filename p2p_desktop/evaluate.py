@@ -362,6 +362,13 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _mean_all(values: Sequence[float | None]) -> float | None:
+    """Mean, or None when any value is missing (a mean over a subset would mislead)."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
 def _paper(values: Sequence[float | None], denominator: int) -> float | None:
     """Sum over successes / all attacked images; None when the metric is missing for any success."""
     if denominator == 0 or any(v is None for v in values):
@@ -372,9 +379,15 @@ def _paper(values: Sequence[float | None], denominator: int) -> float | None:
 def summarise(rows: Sequence[Mapping[str, Any]], classifiers: Sequence[str], attacks: Sequence[str],
               n_images: int, skipped: Mapping[str, int] | None = None,
               skipped_label: Mapping[str, int] | None = None,
-              fid: Mapping[tuple[str, str], tuple[float | None, int]] | None = None) -> list[dict[str, Any]]:
-    """One summary row per classifier × attack (see ``COLUMN_HELP`` for each column)."""
+              fid: Mapping[tuple[str, str], tuple[float | None, int]] | None = None,
+              unavailable: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """One summary row per classifier × attack (see ``COLUMN_HELP`` for each column).
+
+    ``unavailable`` names per-image metrics that could not be computed at all (e.g. ``lpips``
+    without its weights): they are None in both conventions, never 0.
+    """
     skipped, skipped_label, fid = skipped or {}, skipped_label or {}, fid or {}
+    unavailable = set(unavailable)
     out = []
     for c in classifiers:
         for a in attacks:
@@ -388,7 +401,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], classifiers: Sequence[str], att
                 "skipped_misclassified": int(skipped.get(c, 0)), "skipped_unknown_label": int(skipped_label.get(c, 0)),
                 "errors": sum(1 for r in rs if r.get("error")), "successes": len(wins),
                 "success_rate": len(wins) / correct if correct else None,
-                "lpips": _mean(r["lpips"] for r in wins), "ssim": _mean(r["ssim"] for r in wins),
+                "lpips": _mean_all([r["lpips"] for r in wins]), "ssim": _mean_all([r["ssim"] for r in wins]),
                 "fid": fid_value, "fid_samples": fid_n,
                 "psnr": _mean(r["psnr"] for r in wins), "l2": _mean(r["l2"] for r in wins),
                 "linf": _mean(r["linf"] for r in wins),
@@ -398,6 +411,10 @@ def summarise(rows: Sequence[Mapping[str, Any]], classifiers: Sequence[str], att
                 "lpips_paper": _paper([r["lpips"] for r in wins], correct),
                 "ssim_paper": _paper([r["ssim"] for r in wins], correct),
             })
+            for metric in unavailable:
+                out[-1][metric] = None
+                if f"{metric}_paper" in out[-1]:
+                    out[-1][f"{metric}_paper"] = None
     return out
 
 
@@ -746,7 +763,8 @@ def evaluate(
     if any(r.get("success") and r.get("psnr") is None for r in rows):
         notes.append("PSNR is infinite for identical images; those are left out of the PSNR mean")
     summary = summarise(rows, names, attack_names, len(items),
-                        {c: len(v) for c, v in skipped.items()}, {c: len(v) for c, v in skipped_label.items()}, fid)
+                        {c: len(v) for c, v in skipped.items()}, {c: len(v) for c, v in skipped_label.items()}, fid,
+                        unavailable=() if ok else ("lpips",))
     # images skipped in an earlier session are re-checked above, so these counts are complete
     header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev}
     seconds = time.perf_counter() - t_start

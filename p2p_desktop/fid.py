@@ -206,10 +206,13 @@ def load_inception(device: str = "cpu") -> InceptionFeatures | None:
     with _cache_lock:
         if key in _cache:
             return _cache[key]
+        import torch
+
         state = load_state_dict(status.path)  # torch.load(weights_only=True); refuses pickled code
-        model = build_inception(status.flavour)
+        with torch.device("meta"):  # no random init: every tensor comes from the file
+            model = build_inception(status.flavour)
         try:
-            model.load_state_dict(state, strict=True)
+            model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError:
             raise ModelError(f"{status.path.name} does not hold {status.flavour} InceptionV3 weights "
                              f"(keys or shapes differ); replace it with the original file") from None

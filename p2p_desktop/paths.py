@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["resources_dir", "models_dir", "samples_dir", "user_data_dir"]
+__all__ = ["resources_dir", "models_dir", "samples_dir", "user_data_dir", "builtin_plugins_dir"]
 
 
 def resources_dir() -> Path:
@@ -40,3 +40,11 @@ def user_data_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
     return base / "p2p-desktop"
+
+
+def builtin_plugins_dir() -> Path:
+    """The top-level ``plugins/`` folder shipped with the program (examples)."""
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        return Path(frozen) / "plugins"
+    return Path(__file__).resolve().parent.parent / "plugins"

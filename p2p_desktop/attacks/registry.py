@@ -6,7 +6,8 @@ Nothing is imported until an attack is asked for, so a broken attack is reported
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from p2p_desktop.errors import InputError
 
@@ -19,7 +20,8 @@ class AttackSpec:
     target: str  # "package.module:ClassName"
     summary: str = ""
     requires_backbone: bool = False
-    source: str = "builtin"
+    source: str = "builtin"  # "builtin" or "plugin"
+    loader: Callable[[], Any] | None = field(default=None, compare=False)  # plugins import through this
 
 
 BUILTIN: tuple[AttackSpec, ...] = (
@@ -39,20 +41,36 @@ def register(spec: AttackSpec) -> None:
     _specs[spec.name] = spec
 
 
+def _with_plugins() -> None:
+    from p2p_desktop import plugins
+
+    plugins.register_enabled()
+
+
 def available() -> list[AttackSpec]:
+    """Built-in attacks and enabled attack plugins."""
+    _with_plugins()
     return list(_specs.values())
 
 
 def spec(name: str) -> AttackSpec:
+    _with_plugins()
     try:
         return _specs[name]
     except KeyError:
+        from p2p_desktop import plugins
+
+        info = plugins.find(name)
+        if info is not None and info.kind == "attack":
+            plugins.load_plugin_object(info)  # raises the "not enabled / broken" message
         raise InputError(f"unknown attack {name!r}: choose one of {', '.join(_specs)}") from None
 
 
 def get(name: str):
     """Import and return the attack class registered as ``name``."""
     s = spec(name)
+    if s.loader is not None:
+        return s.loader()
     module_name, _, attr = s.target.partition(":")
     try:
         module = importlib.import_module(module_name)

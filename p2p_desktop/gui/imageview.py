@@ -97,13 +97,12 @@ class ImagePane(pg.GraphicsLayoutWidget):
         return self._shape
 
     def set_image(self, image: np.ndarray, levels: tuple[float, float] | None = (0.0, 1.0),
-                  auto_range: bool | None = None, lut=None) -> None:
+                  auto_range: bool | None = None) -> None:
         arr = to_display(image)
         new_shape = tuple(arr.shape[:2])
         if auto_range is None:
             auto_range = new_shape != self._shape
         self._shape = new_shape  # type: ignore[assignment]
-        self.image_item.setLookupTable(lut)
         if levels is None:
             self.image_item.setImage(arr, autoLevels=True)
         else:

@@ -79,8 +79,10 @@ def _natural_key(rel: Path) -> tuple:
 
 
 def _reason(exc: BaseException, path: Path) -> str:
-    text = " ".join(str(exc).split())
-    prefix = f"cannot load {path}: "
+    from p2p_desktop.io.loader import one_line
+
+    text = one_line(exc, 10_000)
+    prefix = one_line(f"cannot load {path}: ", 10_000)
     if text.startswith(prefix):
         text = text[len(prefix):]
     if not isinstance(exc, InputError):

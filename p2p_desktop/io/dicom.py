@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from p2p_desktop.errors import InputError
+from p2p_desktop.io.loader import input_error as _error
+from p2p_desktop.io.loader import one_line as _one_line
 from p2p_desktop.io.study import Study, StudyMetadata
 
 # Never swallowed; everything else a decoder raises (incl. Rust panics, which are
@@ -100,15 +102,6 @@ class DicomGeometry:
     @property
     def total_bytes(self) -> int:
         return self.frame_bytes * self.n_frames
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _error(path: Path, reason: str) -> InputError:
-    return InputError(f"cannot load {path}: {_one_line(reason)}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -191,15 +184,22 @@ def _text(ds: Any, keyword: str) -> str:
 
 def _check_elements(ds: Any, path: Path) -> None:
     """Convert every element once, so a corrupt value fails here and not at export."""
-    tag = None
+    current: list = [None]
+
+    def walk(dataset: Any) -> None:
+        for tag in list(dataset.keys()):
+            current[0] = tag
+            elem = dataset[tag]  # converts the raw value; raises on a corrupt one
+            if elem.VR == "SQ":
+                for item in elem.value:
+                    walk(item)
+
     try:
-        for elem in ds.iterall():
-            tag = elem.tag
-            _ = elem.value
+        walk(ds)
     except _PASS_THROUGH:
         raise
     except BaseException as exc:
-        where = f" {tag}" if tag is not None else ""
+        where = f" {current[0]}" if current[0] is not None else ""
         raise _error(path, f"corrupt header element{where} ({_describe(exc)})") from exc
 
 
@@ -325,13 +325,7 @@ def _decode(path: Path, geo: DicomGeometry, index: int, size: int) -> tuple[np.n
     from pydicom.pixels import get_decoder
     from pydicom.pixels.utils import get_expected_length
 
-    if geo.transfer_syntax in _NATIVE and geo.transfer_syntax != "1.2.840.10008.1.2.1.99":
-        packed = geo.total_bytes if geo.photometric != "YBR_FULL_422" else geo.total_bytes * 2 // 3
-        if geo.bits_allocated == 1:
-            packed = math.ceil(geo.rows * geo.columns * geo.n_frames / 8)
-        if packed > size:
-            raise _error(path, f"truncated: the pixel data needs {packed} bytes, the file has {size}")
-    ds = _dcmread(path, stop_before_pixels=False)
+    ds = _dcmread(path, stop_before_pixels=False)  # bounded by the file size cap
     if _PIXEL_TAG not in ds:
         raise _error(path, "no pixel data (not an image)")
     value = ds.PixelData
@@ -340,7 +334,8 @@ def _decode(path: Path, geo: DicomGeometry, index: int, size: int) -> tuple[np.n
     if geo.transfer_syntax in _NATIVE:
         expected = get_expected_length(ds)
         if len(value) < expected:
-            raise _error(path, f"truncated pixel data ({len(value)} of {expected} bytes)")
+            raise _error(path, f"truncated pixel data ({len(value)} of {expected} bytes; "
+                               f"file size {size} bytes)")
     decoder = get_decoder(geo.transfer_syntax)
     plugin = _PREFERRED_PLUGIN.get(geo.transfer_syntax, "")
     arr, meta = decoder.as_array(ds, index=index, validate=True, raw=False, decoding_plugin=plugin)

@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 
 from p2p_desktop.errors import InputError
+from p2p_desktop.io.loader import input_error as _error
+from p2p_desktop.io.loader import one_line as _one_line
 from p2p_desktop.io.study import Study
 
 # Never swallowed; everything else a decoder raises (incl. Rust panics, which are
@@ -44,7 +46,7 @@ MAX_IMAGE_PIXELS = 50_000_000  # per frame; a 20000x20000 one-colour PNG is refu
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "TIFF")
+_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # JPEG also opens MPO files
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
 _MAGIC = (
@@ -56,15 +58,6 @@ _MAGIC = (
     (b"MM\x00+", "TIFF"),
     (b"BM", "BMP"),
 )
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _error(path: Path, reason: str) -> InputError:
-    return InputError(f"cannot load {path}: {_one_line(reason)}")
 
 
 def _describe(exc: BaseException) -> str:

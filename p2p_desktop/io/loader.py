@@ -10,15 +10,27 @@ from pathlib import Path
 from p2p_desktop.errors import InputError
 from p2p_desktop.io.study import Study
 
-__all__ = ["DICOM_SUFFIXES", "StudyProbe", "detect_kind", "probe_study", "n_frames", "load_study"]
+__all__ = ["DICOM_SUFFIXES", "StudyProbe", "detect_kind", "probe_study", "n_frames", "load_study",
+           "input_error", "one_line"]
 
 log = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
-def _error(path: Path, reason: str) -> InputError:
-    return InputError(f"cannot load {path}: {reason}")
+def one_line(text: object, limit: int = 300) -> str:
+    """``text`` as one printable line (control characters escaped), at most ``limit`` long."""
+    text = " ".join(str(text).split())
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def input_error(path: Path, reason: str) -> InputError:
+    """The one-line :class:`InputError` every loader raises: ``cannot load PATH: reason``."""
+    return InputError(one_line(f"cannot load {path}: {one_line(reason)}", 600))
+
+
+_error = input_error
 
 
 def detect_kind(path: str | os.PathLike) -> str | None:

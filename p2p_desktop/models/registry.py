@@ -84,6 +84,9 @@ def _bundle_entries() -> list[ModelEntry]:
 
 
 def entries(kind: str | None = None) -> list[ModelEntry]:
+    from p2p_desktop import plugins
+
+    plugins.register_enabled()
     items = _bundle_entries() + list(_extra.values())
     return [e for e in items if kind is None or e.kind == kind]
 

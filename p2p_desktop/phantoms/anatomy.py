@@ -461,8 +461,8 @@ def sample_lesion(rng: np.random.Generator, label: str) -> dict:
         kind = "carcinoma"
         width = _u(rng, 6.0, 20.0)
         shape = _pick(rng, {"irregular": 0.85, "oval": 0.1, "round": 0.05})
-        parallel = rng.random() < 0.28
-        ratio = _u(rng, 1.0, 1.5) if parallel else 1.0 / _u(rng, 1.1, 1.8)
+        parallel = rng.random() < 0.22
+        ratio = _u(rng, 1.0, 1.5) if parallel else 1.0 / _u(rng, 1.15, 1.9)
         if shape == "round":
             ratio = _u(rng, 0.92, 1.08)
         pool = {"spiculated": 0.3, "angular": 0.25, "microlobulated": 0.25, "indistinct": 0.2}

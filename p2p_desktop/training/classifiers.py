@@ -79,9 +79,9 @@ class ArchRecipe:
 # SqueezeNet1.1 has no batch norm and a ReLU before its pooled logits: from scratch at the
 # paper's lr 1e-3 it often starts dead (all logits 0). A lower lr with a long warmup avoids that.
 RECIPES: dict[str, ArchRecipe] = {
-    "squeezenet1_1": ArchRecipe(lr=3e-4, warmup_steps=150, max_epochs=30, share=0.2),
-    "resnet34": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.4),
-    "densenet121": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.4),
+    "squeezenet1_1": ArchRecipe(lr=3e-4, warmup_steps=60, max_epochs=30, share=0.25),
+    "resnet34": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.375),
+    "densenet121": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.375),
 }
 
 
@@ -113,15 +113,26 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 256) -> PhantomSet:
-    """``n`` phantoms from seeds ``start .. start+n-1``, labels balanced (``DEMO_CLASSES[seed % 3]``)."""
+def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 256,
+                cache: str | Path | None = None) -> PhantomSet:
+    """``n`` phantoms from seeds ``start .. start+n-1``, labels balanced (``DEMO_CLASSES[seed % 3]``).
+
+    With ``cache`` (a folder), the images are kept there as ``.npy`` and reused by later runs.
+    """
     import torch
 
     from p2p_desktop import phantoms
 
+    seeds = list(range(start, start + n))
+    y = torch.tensor([s % 3 for s in seeds], dtype=torch.long)
+    cache_file = Path(cache) / f"phantoms-{_generator_fingerprint()}-{start}-{n}-{size}.npy" if cache else None
+    if cache_file is not None and cache_file.is_file():
+        images = np.load(cache_file, allow_pickle=False)
+        if images.shape == (n, 1, size, size):
+            return PhantomSet(torch.from_numpy(images), y, (start, start + n - 1))
+
     if tuple(phantoms.CLASSES) != DEMO_CLASSES:
         raise RuntimeError(f"phantom classes {phantoms.CLASSES} differ from {DEMO_CLASSES}")
-    seeds = list(range(start, start + n))
     labels = [DEMO_CLASSES[s % 3] for s in seeds]
     images = np.empty((n, 1, size, size), dtype=np.float32)
     for i in range(0, n, chunk):
@@ -129,8 +140,24 @@ def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 256) ->
             if ph.label != labels[i + j]:
                 raise RuntimeError(f"phantom seed {seeds[i + j]}: asked for {labels[i + j]}, got {ph.label}")
             images[i + j, 0] = np.asarray(ph.image, dtype=np.float32)
-    y = torch.tensor([DEMO_CLASSES.index(lbl) for lbl in labels], dtype=torch.long)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npy")
+        np.save(tmp, images, allow_pickle=False)
+        os.replace(tmp, cache_file)
     return PhantomSet(torch.from_numpy(images), y, (start, start + n - 1))
+
+
+def _generator_fingerprint() -> str:
+    """Short hash of the phantom generator's source, so a changed generator never reuses a cache."""
+    import hashlib
+
+    from p2p_desktop import phantoms
+
+    h = hashlib.sha256()
+    for f in sorted(Path(phantoms.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def demo_card(arch: str, weights: str = "model.safetensors") -> ModelCard:
@@ -176,13 +203,15 @@ def train_classifier(
     batch_size: int = 32,
     val_every: int = 25,
     seed: int = 0,
+    init_state: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train ``arch`` from scratch within ``seconds`` of wall time; return the best-validation weights.
 
     Adam (the paper's optimiser), linear warmup then constant lr, batch 32. Validation runs every
     ``val_every`` steps and at the end of each epoch; training stops at the time budget, at
-    ``recipe.max_epochs``, or after two validations in a row at 100 % accuracy.
+    ``recipe.max_epochs``, or after two validations in a row at 100 % accuracy. ``init_state``
+    continues from earlier weights instead of a random start.
     """
     import torch
     import torch.nn.functional as F
@@ -193,6 +222,8 @@ def train_classifier(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     module = build_architecture(arch, len(DEMO_CLASSES), in_channels=3)
+    if init_state is not None:
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init_state.items()})
     # The serving pipeline itself: Classifier.preprocess only uses the card, not the module.
     preprocess = Classifier(torch.nn.Identity(), demo_card(arch)).preprocess
     opt = torch.optim.Adam(module.parameters(), lr=recipe.lr)
@@ -268,6 +299,9 @@ def train_classifier(
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # an ordinary file, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -329,6 +363,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-test", type=int, default=300, help="test phantoms (seeds 2000000..)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", help="folder to keep generated phantoms in (.npy) for later runs")
+    p.add_argument("--continue-from", metavar="MODELS_DIR",
+                   help="continue training from the demo bundles in this folder (their weights and "
+                        "training record) instead of a random start")
     return p.parse_args(argv)
 
 
@@ -347,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     t_all = time.monotonic()
-    train = phantom_set(TRAIN_SEED_START, args.n_train)
-    val = phantom_set(VAL_SEED_START, args.n_val)
-    test = phantom_set(TEST_SEED_START, args.n_test)
+    train = phantom_set(TRAIN_SEED_START, args.n_train, cache=args.cache)
+    val = phantom_set(VAL_SEED_START, args.n_val, cache=args.cache)
+    test = phantom_set(TEST_SEED_START, args.n_test, cache=args.cache)
     log(f"phantoms: train {train.seed_range}, val {val.seed_range}, test {test.seed_range} "
         f"({time.monotonic() - t_all:.0f}s)")
     total_share = sum(RECIPES[a].share for a in archs)
@@ -358,7 +396,17 @@ def main(argv: list[str] | None = None) -> int:
         recipe = RECIPES[arch]
         budget = args.minutes * 60.0 * recipe.share / total_share
         log(f"{arch}: training for at most {budget:.0f}s")
-        result = train_classifier(arch, train, val, seconds=budget, recipe=recipe, seed=args.seed, log=log)
+        init_state, previous = None, None
+        if args.continue_from:
+            from p2p_desktop.models.weights import load_state_dict
+
+            prev_card = ModelCard.from_json(Path(args.continue_from) / f"demo-{arch}" / "card.json")
+            init_state = load_state_dict(prev_card.weights_path)
+            previous = prev_card.extra.get("training")
+            recipe = ArchRecipe(lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, 20),
+                                max_epochs=recipe.max_epochs, share=recipe.share)
+        result = train_classifier(arch, train, val, seconds=budget, recipe=recipe, seed=args.seed,
+                                  init_state=init_state, log=log)
         card = demo_card(arch)
         # Score what is served: fp16 weights, reloaded, through the serving preprocessing.
         served = _fp16_roundtrip(result.module, card)
@@ -385,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "torch": torch.__version__,
             },
+            **({"continued_from": previous} if previous else {}),
             "accuracy": {"test": round(test_acc, 4), "n_test": len(test), "test_seeds": test.seed_range,
                          "val": round(result.best_val_accuracy, 4), "n_val": len(val)},
             "synthetic_demo": True,

@@ -1,0 +1,332 @@
+"""Batch view: run the core's ``evaluate`` on a dataset folder, with progress, and show its table.
+
+The evaluation itself is :func:`p2p_desktop.evaluate.evaluate` (the same code as
+``p2p-desktop evaluate``); this view only collects the arguments, runs it on a worker thread
+and shows the rows it returns. Without that module the view stays disabled and says why.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from p2p_desktop.errors import InputError
+from p2p_desktop.gui.worker import JobRunner
+
+__all__ = ["BatchView", "evaluate_function", "result_rows"]
+
+
+def evaluate_function():
+    """``p2p_desktop.evaluate.evaluate`` when this build has it, else None."""
+    try:
+        module = importlib.import_module("p2p_desktop.evaluate")
+    except ImportError:
+        return None
+    return getattr(module, "evaluate", None)
+
+
+def result_rows(result: Any) -> list[dict[str, Any]]:
+    """The table rows of an evaluation result, whatever container the core returns."""
+    if result is None:
+        return []
+    for attr in ("rows", "summary", "results", "table"):
+        value = getattr(result, attr, None)
+        if value is None and isinstance(result, dict):
+            value = result.get(attr)
+        if callable(value):
+            value = value()
+        if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], dict)):
+            return [dict(v) for v in value]
+    if isinstance(result, (list, tuple)) and (not result or isinstance(result[0], dict)):
+        return [dict(v) for v in result]
+    if hasattr(result, "to_dict"):
+        return result_rows(result.to_dict())
+    return []
+
+
+def _progress_fraction(event: Any) -> tuple[int, int, str] | None:
+    """(done, total, text) from the core's progress event, whatever its shape."""
+    if isinstance(event, tuple) and len(event) >= 2 and all(isinstance(v, int) for v in event[:2]):
+        return int(event[0]), int(event[1]), " ".join(map(str, event[2:]))
+    done = getattr(event, "done", None)
+    total = getattr(event, "total", None)
+    if isinstance(event, dict):
+        done, total = event.get("done"), event.get("total")
+    if isinstance(done, int) and isinstance(total, int):
+        text = getattr(event, "message", "") or (event.get("message", "") if isinstance(event, dict) else "")
+        return done, total, str(text)
+    return None
+
+
+class BatchView(QWidget):
+    """Arguments, progress and the resulting table of one batch evaluation."""
+
+    running_changed = Signal(bool)
+    error = Signal(str, str)  # message, details
+
+    def __init__(self, settings=None, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.rows: list[dict[str, Any]] = []
+        self.last_result = None
+        self.runner = JobRunner(self)
+
+        self.dataset_edit = QLineEdit()
+        self.dataset_edit.setPlaceholderText("folder with one sub-folder per class (benign/, malignant/, normal/)")
+        dataset_button = QToolButton()
+        dataset_button.setText("…")
+        dataset_button.clicked.connect(self._browse_dataset)
+        self.out_edit = QLineEdit()
+        self.out_edit.setPlaceholderText("output folder (outside the dataset)")
+        out_button = QToolButton()
+        out_button.setText("…")
+        out_button.clicked.connect(self._browse_out)
+        self.attack_list = QListWidget()
+        self.classifier_list = QListWidget()
+        for lst in (self.attack_list, self.classifier_list):
+            lst.setMaximumHeight(96)
+            lst.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.limit_spin = QSpinBox()
+        self.limit_spin.setRange(0, 100000)
+        self.limit_spin.setSpecialValueText("all")
+        self.limit_spin.setToolTip("Images per class to attack (all: every image)")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2_147_483_647)
+
+        def row(edit, button):
+            box = QHBoxLayout()
+            box.setContentsMargins(0, 0, 0, 0)
+            box.addWidget(edit, 1)
+            box.addWidget(button)
+            w = QWidget()
+            w.setLayout(box)
+            return w
+
+        form_box = QGroupBox("Batch evaluation")
+        form = QFormLayout(form_box)
+        form.addRow("Dataset", row(self.dataset_edit, dataset_button))
+        form.addRow("Output", row(self.out_edit, out_button))
+        lists = QHBoxLayout()
+        lists.addWidget(self._titled("Attacks", self.attack_list))
+        lists.addWidget(self._titled("Classifiers", self.classifier_list))
+        form.addRow(lists)
+        form.addRow("Limit", self.limit_spin)
+        form.addRow("Seed", self.seed_spin)
+
+        self.run_button = QPushButton("Run evaluation")
+        self.run_button.setObjectName("primary")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.runner.cancel)
+        self.progress = QProgressBar()
+        self.progress.setFormat("idle")
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setObjectName("muted")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.progress, 1)
+
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setAlternatingRowColors(True)
+        self.table.setSortingEnabled(True)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(form_box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+
+        self.runner.progress.connect(self._on_progress)
+        self.runner.status.connect(self.status.setText)
+        self.runner.succeeded.connect(self._on_done)
+        self.runner.failed.connect(self._on_failed)
+        self.runner.cancelled.connect(lambda: self.status.setText("Evaluation cancelled; nothing was kept."))
+        self.runner.finished.connect(self._on_finished)
+        self.refresh()
+
+    @staticmethod
+    def _titled(title: str, widget: QWidget) -> QWidget:
+        w = QWidget()
+        box = QVBoxLayout(w)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(QLabel(title))
+        box.addWidget(widget)
+        return w
+
+    # -- population --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        from p2p_desktop.attacks.registry import available
+        from p2p_desktop.models import registry
+
+        def fill(lst: QListWidget, names, checked):
+            lst.clear()
+            for name in names:
+                item = QListWidgetItem(name)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Checked if name in checked else Qt.CheckState.Unchecked)
+                lst.addItem(item)
+
+        fill(self.attack_list, [s.name for s in available()], {"fgsm", "pgd"})
+        names = registry.names("classifier")
+        fill(self.classifier_list, names, set(names[:1]))
+        self.available = evaluate_function() is not None
+        reason = ("" if self.available else
+                  "Batch evaluation is not available in this build: the module p2p_desktop.evaluate is missing")
+        self.run_button.setEnabled(self.available and not self.runner.is_running())
+        self.run_button.setToolTip(reason or "Attack every image of the dataset with each attack and classifier")
+        self.setToolTip(reason)
+        if reason:
+            self.status.setText(reason)
+
+    @staticmethod
+    def _checked(lst: QListWidget) -> list[str]:
+        return [lst.item(i).text() for i in range(lst.count())
+                if lst.item(i).checkState() == Qt.CheckState.Checked]
+
+    def _browse_dataset(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Dataset folder (one sub-folder per class)")
+        if path:
+            self.dataset_edit.setText(path)
+
+    def _browse_out(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Output folder")
+        if path:
+            self.out_edit.setText(path)
+
+    # -- running -----------------------------------------------------------------------------
+    def arguments(self) -> dict[str, Any]:
+        """The evaluate() arguments from the form (raises InputError when incomplete)."""
+        dataset = self.dataset_edit.text().strip()
+        out = self.out_edit.text().strip()
+        attacks, classifiers = self._checked(self.attack_list), self._checked(self.classifier_list)
+        if not dataset:
+            raise InputError("choose a dataset folder")
+        if not Path(dataset).is_dir():
+            raise InputError(f"dataset folder {dataset} does not exist")
+        if not out:
+            raise InputError("choose an output folder")
+        if not attacks:
+            raise InputError("tick at least one attack")
+        if not classifiers:
+            raise InputError("tick at least one classifier")
+        args: dict[str, Any] = {"dataset_dir": Path(dataset), "attacks": attacks, "classifiers": classifiers,
+                                "out_dir": Path(out)}
+        if self.limit_spin.value():
+            args["limit"] = self.limit_spin.value()
+        args["seed"] = self.seed_spin.value()
+        if self.settings is not None and self.settings.backbone:
+            args["backbone"] = self.settings.backbone
+        return args
+
+    def start(self) -> bool:
+        fn = evaluate_function()
+        if fn is None or self.runner.is_running():
+            return False
+        try:
+            args = self.arguments()
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return False
+        accepted = inspect.signature(fn).parameters
+        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
+        call = {k: v for k, v in args.items() if takes_kwargs or k in accepted}
+
+        def job(report, status, cancel):
+            extra = {}
+            if takes_kwargs or "on_progress" in accepted:
+                extra["on_progress"] = report
+            if takes_kwargs or "cancel" in accepted:
+                extra["cancel"] = cancel
+            status(f"evaluating {', '.join(args['attacks'])} × {', '.join(args['classifiers'])}…")
+            return fn(**call, **extra)
+
+        self.rows = []
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("starting…")
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.running_changed.emit(True)
+        self.runner.start(job, title="evaluate")
+        return True
+
+    def _on_progress(self, event) -> None:
+        frac = _progress_fraction(event)
+        if frac is None:
+            self.status.setText(str(event))
+            return
+        done, total, text = frac
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done} / {total}")
+        if text:
+            self.status.setText(text)
+
+    def _on_done(self, result) -> None:
+        self.last_result = result
+        self.show_rows(result_rows(result))
+        self.status.setText(f"Evaluation finished: {len(self.rows)} rows")
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self.status.setText(f"Evaluation failed: {message}")
+        self.error.emit(message, details)
+
+    def _on_finished(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.rows else 0)
+        self.progress.setFormat("done" if self.rows else "idle")
+        self.cancel_button.setEnabled(False)
+        self.run_button.setEnabled(self.available)
+        self.running_changed.emit(False)
+
+    def show_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        columns: list[str] = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        self.table.setSortingEnabled(False)
+        self.table.clear()
+        self.table.setColumnCount(len(columns))
+        self.table.setRowCount(len(rows))
+        self.table.setHorizontalHeaderLabels(columns)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(columns):
+                v = r.get(c)
+                item = QTableWidgetItem()
+                if isinstance(v, float):
+                    item.setData(Qt.ItemDataRole.DisplayRole, round(v, 4))
+                elif isinstance(v, int) and not isinstance(v, bool):
+                    item.setData(Qt.ItemDataRole.DisplayRole, v)
+                else:
+                    item.setText("" if v is None else str(v))
+                self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()

@@ -1,0 +1,84 @@
+"""Two runs side by side: adversarial images, perturbation heatmaps on one shared colour scale,
+probabilities and metrics. Views of the same geometry share zoom and pan."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from p2p_desktop.gui.imageview import ImagePane, colormap
+from p2p_desktop.gui.results import MetricsTable, ProbabilityChart, metric_rows
+from p2p_desktop.perturbation import PerturbationMap
+
+__all__ = ["CompareView"]
+
+
+class CompareView(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.entries: tuple = ()
+        self.placeholder = QLabel("Select two runs in the History (Ctrl+click) and press "
+                                  "“Compare selected”.")
+        self.placeholder.setObjectName("placeholder")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.columns = []
+        grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        for col in range(2):
+            title = QLabel("")
+            title.setObjectName("heading")
+            title.setWordWrap(True)
+            adv = ImagePane("Adversarial")
+            heat = ImagePane("Perturbation δ (shared scale)")
+            chart = ProbabilityChart()
+            chart.setMinimumHeight(120)
+            table = MetricsTable()
+            grid.addWidget(title, 0, 2 * col, 1, 2)
+            grid.addWidget(adv, 1, 2 * col)
+            grid.addWidget(heat, 1, 2 * col + 1)
+            grid.addWidget(chart, 2, 2 * col)
+            grid.addWidget(table, 2, 2 * col + 1)
+            self.columns.append({"title": title, "adversarial": adv, "heatmap": heat, "chart": chart,
+                                 "metrics": table})
+        grid.setRowStretch(1, 3)
+        grid.setRowStretch(2, 2)
+        self.content = QWidget()
+        self.content.setLayout(grid)
+        self.content.setVisible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.placeholder)
+        layout.addWidget(self.content, 1)
+
+    def show_pair(self, a, b) -> None:
+        """Compare two RunEntry objects."""
+        self.entries = (a, b)
+        self.placeholder.setVisible(False)
+        self.content.setVisible(True)
+        maps = [PerturbationMap(e.result.original, e.result.adversarial) for e in self.entries]
+        top = max(m.scale("signed") for m in maps)
+        first = self.columns[0]
+        same_geometry = a.result.original.shape[:2] == b.result.original.shape[:2]
+        for col, entry, pm in zip(self.columns, self.entries, maps):
+            r = entry.result
+            verdict = "success" if r.success else "failed"
+            col["title"].setText(f"<b>{html.escape(entry.title)}</b><br>{html.escape(entry.verdict)} · {verdict}")
+            col["adversarial"].set_image(r.adversarial, auto_range=True)
+            col["heatmap"].set_image(pm.signed(), levels=(-top, top), auto_range=True)
+            col["heatmap"].image_item.setColorMap(colormap("signed"))
+            col["chart"].set_probs(r.classes, r.original_probs, r.adversarial_probs)
+            col["metrics"].set_rows(metric_rows(r))
+        for col in self.columns:
+            for key in ("adversarial", "heatmap"):
+                pane = col[key]
+                if pane is first["adversarial"]:
+                    continue
+                if same_geometry or col is first:
+                    pane.link(first["adversarial"])
+                else:
+                    pane.view.setXLink(None)
+                    pane.view.setYLink(None)
+        if not same_geometry:
+            self.columns[1]["heatmap"].link(self.columns[1]["adversarial"])

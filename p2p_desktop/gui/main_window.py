@@ -1,0 +1,635 @@
+"""The main window: study browser, viewer, attack panel, live run monitor, results, history,
+comparison, batch evaluation, exports and the log.
+
+Runs go through :class:`~p2p_desktop.gui.worker.JobRunner` with
+:func:`~p2p_desktop.gui.worker.attack_job` — the Run button and ``--smoke-test`` use the same
+:meth:`MainWindow.run_attack`. A failed run opens a non-blocking error dialog
+(``last_error_dialog``) and a log entry; closing during a run asks, cancels and waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QScrollArea,
+    QStyle,
+    QTabWidget,
+    QWidget,
+)
+
+from p2p_desktop.errors import InputError
+from p2p_desktop.gui.attack_panel import AttackPanel
+from p2p_desktop.gui.batch import BatchView
+from p2p_desktop.gui.browser import StudyBrowser
+from p2p_desktop.gui.compare import CompareView
+from p2p_desktop.gui.history import HistoryPanel, RunEntry
+from p2p_desktop.gui.monitor import RunMonitor
+from p2p_desktop.gui.results import ResultsView
+from p2p_desktop.gui.settings import AppSettings
+from p2p_desktop.gui.viewer import ViewerPanel
+from p2p_desktop.gui.worker import AttackRequest, JobRunner, ModelCache, attack_job
+
+__all__ = ["MainWindow", "demo_sample_paths", "fallback_sample", "export_function", "LogPanel"]
+
+log = logging.getLogger("p2p_desktop.gui")
+
+TITLE = "P2P Desktop — adversarial robustness of breast-ultrasound classifiers"
+
+
+def demo_sample_paths() -> list[Path]:
+    """The bundled demo studies (resources/samples), DICOM first."""
+    from p2p_desktop.paths import samples_dir
+
+    folder = samples_dir()
+    if not folder.is_dir():
+        return []
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")]
+    return sorted(files, key=lambda p: (p.suffix.lower() not in (".dcm", ".dicom"), str(p)))
+
+
+def fallback_sample() -> Path | None:
+    """pydicom's own ultrasound example (installed with pydicom, never downloaded)."""
+    try:
+        from pydicom.data import get_testdata_file
+
+        path = get_testdata_file("examples_rgb_color.dcm", download=False)
+    except Exception:  # noqa: BLE001 - optional convenience only
+        return None
+    return Path(path) if path else None
+
+
+def export_function(module: str, *names: str):
+    """``p2p_desktop.export.<module>.<name>`` when this build has it, else None."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"p2p_desktop.export.{module}")
+    except ImportError:
+        return None
+    return next((getattr(mod, n) for n in names if callable(getattr(mod, n, None))), None)
+
+
+class _LogBridge(QObject):
+    message = Signal(str)
+
+
+class _QtLogHandler(logging.Handler):
+    """Forwards log records (from any thread) to the log panel through a queued signal."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.bridge = _LogBridge()
+        self.setFormatter(logging.Formatter("%(asctime)s  %(levelname)-7s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.bridge.message.emit(self.format(record))
+        except RuntimeError:  # the panel is gone
+            pass
+
+
+class LogPanel(QPlainTextEdit):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(5000)
+        self.handler = _QtLogHandler()
+        self.handler.bridge.message.connect(self.appendPlainText)
+        self.logger = logging.getLogger("p2p_desktop")
+        self.logger.addHandler(self.handler)
+        if self.logger.level == logging.NOTSET or self.logger.level > logging.INFO:
+            self.logger.setLevel(logging.INFO)
+
+    def detach(self) -> None:
+        self.logger.removeHandler(self.handler)
+
+
+class MainWindow(QMainWindow):
+    """The app's one window."""
+
+    run_finished = Signal()  # after every attack job (success, failure or cancel)
+
+    def __init__(self, settings: AppSettings | None = None, load_demo: bool = True, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings if settings is not None else AppSettings.user()
+        self.models = ModelCache()
+        self.current_study = None
+        self._current_item = None
+        self.last_error_dialog: QMessageBox | None = None
+        self.errors: list[tuple[str, str]] = []
+        self.ask_before_close = True
+        self._close_pending = False
+        self._run_study = None
+        self.setWindowTitle(TITLE)
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+
+        # -- widgets
+        self.viewer = ViewerPanel()
+        self.results = ResultsView()
+        self.compare = CompareView()
+        self.batch = BatchView(self.settings)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.viewer, "Image")
+        self.tabs.addTab(self.results, "Results")
+        self.tabs.addTab(self.compare, "Compare")
+        self.tabs.addTab(self.batch, "Batch")
+        self.setCentralWidget(self.tabs)
+
+        self.browser = StudyBrowser()
+        self.panel = AttackPanel(self.settings)
+        self.monitor = RunMonitor()
+        self.history = HistoryPanel()
+        self.log_panel = LogPanel()
+
+        panel_scroll = QScrollArea()
+        panel_scroll.setWidgetResizable(True)
+        panel_scroll.setWidget(self.panel)
+        panel_scroll.setMinimumWidth(310)
+        self.browser_dock = self._dock("Studies", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.attack_dock = self._dock("Attack", panel_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.monitor_dock = self._dock("Progress", self.monitor, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.history_dock = self._dock("History", self.history, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.history_dock, self.log_dock)
+        self.history_dock.raise_()
+        self.resizeDocks([self.browser_dock, self.attack_dock], [300, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.monitor_dock], [220], Qt.Orientation.Vertical)
+
+        self.status_label = QLabel("")
+        self.statusBar().addWidget(self.status_label, 1)
+
+        # -- jobs
+        self.runner = JobRunner(self)
+        self.runner.progress.connect(self.monitor.add_event)
+        self.runner.status.connect(self._on_run_status)
+        self.runner.succeeded.connect(self._on_run_succeeded)
+        self.runner.failed.connect(self._on_run_failed)
+        self.runner.cancelled.connect(self._on_run_cancelled)
+        self.runner.finished.connect(self._on_run_finished)
+
+        # -- connections
+        self.browser.study_selected.connect(self._on_study_selected)
+        self.browser.status_message.connect(self.show_status)
+        self.viewer.frame_requested.connect(self._on_frame_requested)
+        self.panel.run_requested.connect(self.run_attack)
+        self.panel.cancel_requested.connect(self.cancel_run)
+        self.panel.changed.connect(self._update_actions)
+        self.history.show_requested.connect(self.show_entry)
+        self.history.compare_requested.connect(self.compare_entries)
+        self.batch.running_changed.connect(self._on_batch_running)
+        self.batch.error.connect(lambda msg, details: self.show_error("Batch evaluation failed", msg, details))
+
+        self._build_actions()
+        self._restore_layout()
+        self._update_actions()
+        if load_demo:
+            self.load_demo()
+
+    # -- construction ----------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, slot, shortcut=None, icon=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if icon is not None:
+            action.setIcon(self.style().standardIcon(icon))
+        action.setToolTip(tip or text)
+        action.setStatusTip(tip or text)
+        action.triggered.connect(lambda _checked=False: slot())
+        return action
+
+    def _build_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.open_files_action = self._action("Open files…", self.open_files_dialog, QKeySequence.StandardKey.Open,
+                                              sp.SP_DialogOpenButton, "Open DICOM or image files")
+        self.open_folder_action = self._action("Open folder…", self.open_folder_dialog, "Ctrl+Shift+O",
+                                               sp.SP_DirOpenIcon, "Open a folder or a dataset (one folder per class)")
+        self.demo_action = self._action("Load demo sample", self.load_demo, None, sp.SP_FileDialogStart,
+                                        "Open the bundled demo studies")
+        self.run_action = self._action("Run", self.run_attack, "Ctrl+R", sp.SP_MediaPlay,
+                                       "Run the attack on the selected study")
+        self.cancel_action = self._action("Cancel", self.cancel_run, "Esc", sp.SP_MediaStop,
+                                          "Stop the running job within one iteration")
+        self.export_png_action = self._action("Export PNG…", self.export_png, "Ctrl+E", sp.SP_DialogSaveButton,
+                                              "Save the adversarial image (PNG) and the perturbation (.npy)")
+        self.export_dicom_action = self._action("Export DICOM…", self.export_dicom, None, sp.SP_DriveHDIcon,
+                                                "Save the adversarial image as a derived DICOM")
+        self.export_report_action = self._action("Export report…", self.export_report, None,
+                                                 sp.SP_FileDialogDetailedView, "Save an HTML/PDF report of the run")
+        self.quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self.open_files_action)
+        file_menu.addAction(self.open_folder_action)
+        self.recent_menu = file_menu.addMenu("Open recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addAction(self.demo_action)
+        file_menu.addSeparator()
+        for a in (self.export_png_action, self.export_dicom_action, self.export_report_action):
+            file_menu.addAction(a)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        run_menu = self.menuBar().addMenu("&Run")
+        run_menu.addAction(self.run_action)
+        run_menu.addAction(self.cancel_action)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in (self.browser_dock, self.attack_dock, self.monitor_dock, self.history_dock, self.log_dock):
+            view_menu.addAction(dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("Models…", self.show_models, None, None, "Registered models and their status"))
+        help_menu.addAction(self._action("About", self.show_about))
+
+        bar = self.addToolBar("Main")
+        bar.setObjectName("toolbar-main")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for a in (self.open_files_action, self.open_folder_action, None, self.run_action, self.cancel_action, None,
+                  self.export_png_action, self.export_dicom_action, self.export_report_action):
+            bar.addSeparator() if a is None else bar.addAction(a)
+        for a in (self.export_png_action, self.export_dicom_action, self.export_report_action):
+            self.results.toolbar.addAction(a)
+
+    def _restore_layout(self) -> None:
+        geometry, state = self.settings.window_state()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1500, 940)
+        if state is not None:
+            self.restoreState(state)
+
+    # -- studies ---------------------------------------------------------------------------------------
+    def load_demo(self) -> None:
+        """Open the demo studies (or pydicom's ultrasound example when none are bundled)."""
+        paths = demo_sample_paths()
+        if paths:
+            self.browser.add_paths(paths, select_first=True)
+            self.show_status("Demo sample loaded: choose an attack and press Run.")
+            return
+        fallback = fallback_sample()
+        if fallback is not None:
+            self.browser.add_paths([fallback], select_first=True)
+            self.show_status("No demo sample in resources/samples; showing pydicom's ultrasound example.")
+            log.warning("no demo sample in resources/samples; using pydicom's example %s", fallback.name)
+            return
+        self.viewer.show_message("No demo sample found (resources/samples is empty). "
+                                 "Open a DICOM or image file with File ▸ Open files…, or drop one here.")
+
+    def open_files_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Open studies", self.settings.last_folder,
+            "Studies (*.dcm *.dicom *.png *.jpg *.jpeg *.bmp *.tif *.tiff);;All files (*)")
+        if paths:
+            self.open_paths(paths)
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open folder", self.settings.last_folder)
+        if path:
+            self.open_paths([path])
+
+    def open_paths(self, paths) -> None:
+        """Open files and folders (menu, toolbar, drag and drop, recent list)."""
+        paths = [Path(p) for p in paths]
+        for p in paths:
+            self.settings.add_recent_path(p)
+        if paths:
+            self.settings.last_folder = str(paths[0] if paths[0].is_dir() else paths[0].parent)
+        self.browser.add_paths(paths, select_first=self.current_study is None)
+        self.browser_dock.show()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.settings.recent_paths
+        for path in recent:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _c=False, p=path: self.open_paths([p]))
+        if recent:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear list", self.settings.clear_recent_paths)
+        else:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def _load(self, item, frame: int | None = None):
+        from p2p_desktop.io import load_study
+
+        return load_study(item.path, frame=frame, label=item.label)
+
+    def _on_study_selected(self, item) -> None:
+        try:
+            study = self._load(item)
+        except InputError as exc:
+            self.current_study = None
+            self.viewer.show_message(str(exc))
+            self.show_status(str(exc))
+            return
+        self._current_item = item
+        self.set_study(study)
+
+    def set_study(self, study) -> None:
+        self.current_study = study
+        self.viewer.set_study(study)
+        if self.tabs.currentWidget() is not self.results or not self.history.entries:
+            self.tabs.setCurrentWidget(self.viewer)
+        self.show_status(f"{study.name}: {study.width}×{study.height}" +
+                         (f", frame {study.frame_index + 1} of {study.n_frames}" if study.n_frames > 1 else ""))
+        self._update_actions()
+
+    def _on_frame_requested(self, frame: int) -> None:
+        if self._current_item is None:
+            return
+        try:
+            self.set_study(self._load(self._current_item, frame))
+        except InputError as exc:
+            self.show_status(str(exc))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt API
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_paths(paths)
+            event.acceptProposedAction()
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def is_busy(self) -> bool:
+        return self.runner.is_running() or self.batch.runner.is_running()
+
+    def run_attack(self) -> bool:
+        """Start the configured attack on the current study (the Run button). False if refused."""
+        if self.is_busy():
+            self.show_status("A job is already running.")
+            return False
+        if self.current_study is None:
+            self.show_error("Nothing to attack", "Open and select a study first (File ▸ Open files…).")
+            return False
+        try:
+            attack = self.panel.build_attack()
+        except InputError as exc:
+            self.show_status(f"Cannot run: {exc}")
+            return False
+        request = AttackRequest(study=self.current_study, attack=attack, classifier=self.panel.classifier_spec(),
+                                backbone=self.panel.backbone_spec() or None, device=self.panel.device())
+        self._run_study = self.current_study
+        from p2p_desktop.gui.attack_panel import classifier_classes
+
+        title = f"{attack.name} on {self.current_study.name}"
+        self.monitor.start(title, attack.total_steps(), classifier_classes(request.classifier))
+        self.monitor_dock.show()
+        self.monitor_dock.raise_()
+        self.panel.set_running(True)
+        self._update_actions()
+        log.info("run %s: classifier %s, device %s, config %s", title, request.classifier, request.device,
+                 attack.config.to_dict())
+        self.runner.start(attack_job(request, self.models), title=title, device=request.device)
+        return True
+
+    def cancel_run(self) -> None:
+        if self.runner.is_running():
+            self.runner.cancel()
+            self.show_status("Cancelling…")
+        if self.batch.runner.is_running():
+            self.batch.runner.cancel()
+
+    def _on_run_status(self, text: str) -> None:
+        self.monitor.set_status(text)
+        self.show_status(text)
+
+    def _on_run_succeeded(self, result) -> None:
+        entry = RunEntry(self.history.next_number(), result, self._run_study)
+        self.history.add(entry, select=False)
+        self.show_entry(entry)
+        self.history.select(entry.number)
+        verdict = "success" if result.success else "no success"
+        self.monitor.finish(f"{entry.title}: {verdict}")
+        log.info("run #%d finished: %s, %s → %s, SSIM %s, %.2f s", entry.number, verdict, result.original_label,
+                 result.adversarial_label, result.metrics.get("ssim"), result.seconds)
+        self.show_status(f"Run #{entry.number}: {entry.verdict}")
+
+    def _on_run_failed(self, message: str, details: str) -> None:
+        self.monitor.finish("Run failed", completed=False)
+        self.show_error("The attack failed", message, details)
+
+    def _on_run_cancelled(self) -> None:
+        self.monitor.finish("Run cancelled — nothing was kept", completed=False)
+        log.info("run cancelled")
+        self.show_status("Run cancelled.")
+
+    def _on_run_finished(self) -> None:
+        self.panel.set_running(False)
+        self._update_actions()
+        self.run_finished.emit()
+        if self._close_pending and not self.is_busy():
+            self.close()
+
+    def _on_batch_running(self, running: bool) -> None:
+        self.panel.set_running(running)
+        self._update_actions()
+        if not running and self._close_pending and not self.is_busy():
+            self.close()
+
+    # -- results ---------------------------------------------------------------------------------------
+    def show_entry(self, entry) -> None:
+        self.results.show_entry(entry)
+        self.tabs.setCurrentWidget(self.results)
+        self._update_actions()
+
+    def compare_entries(self, a, b) -> None:
+        self.compare.show_pair(a, b)
+        self.tabs.setCurrentWidget(self.compare)
+
+    def current_entry(self):
+        return self.results.entry
+
+    def _update_actions(self) -> None:
+        busy = self.is_busy()
+        self.run_action.setEnabled(not busy and self.current_study is not None and self.panel._valid)
+        self.cancel_action.setEnabled(busy)
+        has = self.results.entry is not None
+        self.export_png_action.setEnabled(has)
+        for action, fn, what in ((self.export_dicom_action, self._dicom_exporter(), "DICOM export"),
+                                 (self.export_report_action, self._report_writer(), "Report export")):
+            if fn is None:
+                action.setEnabled(False)
+                action.setToolTip(f"{what} is not available in this build (its exporter module is missing)")
+            else:
+                action.setEnabled(has)
+                action.setToolTip(action.statusTip())
+
+    def _dicom_exporter(self):
+        return export_function("dicom", "export_dicom", "write_dicom")
+
+    def _report_writer(self):
+        return export_function("report", "write_report", "export_report")
+
+    def _export_folder(self, title: str) -> str | None:
+        folder = QFileDialog.getExistingDirectory(self, title, self.settings.export_folder)
+        if folder:
+            self.settings.export_folder = folder
+        return folder or None
+
+    def export_png(self, folder: str | None = None) -> list[str]:
+        """Write the shown run's adversarial PNG and perturbation .npy; returns the paths."""
+        from p2p_desktop.export.images import write_image_outputs
+        from p2p_desktop.io.outputs import OutputSet
+
+        entry = self.current_entry()
+        if entry is None:
+            return []
+        folder = folder or self._export_folder("Export PNG to folder")
+        if not folder:
+            return []
+        try:
+            with OutputSet(folder, [entry.study.path]) as outs:
+                write_image_outputs(entry.result, entry.study, outs)
+        except InputError as exc:
+            self.show_error("Export failed", str(exc))
+            return []
+        paths = [r["path"] for r in outs.records]
+        log.info("exported %s", ", ".join(paths))
+        self.show_status(f"Exported {len(paths)} files to {folder}")
+        return paths
+
+    def export_dicom(self, folder: str | None = None) -> list[str]:
+        fn = self._dicom_exporter()
+        entry = self.current_entry()
+        if fn is None or entry is None:
+            return []
+        folder = folder or self._export_folder("Export DICOM to folder")
+        if not folder:
+            return []
+        return self._export_with(fn, entry, folder, "DICOM")
+
+    def export_report(self, folder: str | None = None) -> list[str]:
+        fn = self._report_writer()
+        entry = self.current_entry()
+        if fn is None or entry is None:
+            return []
+        folder = folder or self._export_folder("Export report to folder")
+        if not folder:
+            return []
+        return self._export_with(fn, entry, folder, "report")
+
+    def _export_with(self, fn, entry, folder: str, what: str) -> list[str]:
+        """Call an exporter that writes through an OutputSet (all files or none)."""
+        import inspect
+
+        from p2p_desktop.io.outputs import OutputSet
+
+        try:
+            params = inspect.signature(fn).parameters
+            with OutputSet(folder, [entry.study.path]) as outs:
+                kwargs = {}
+                if "outs" in params or "outputs" in params:
+                    kwargs["outs" if "outs" in params else "outputs"] = outs
+                else:
+                    kwargs["out_dir"] = outs.out_dir
+                fn(entry.result, entry.study, **kwargs)
+        except InputError as exc:
+            self.show_error(f"{what} export failed", str(exc))
+            return []
+        except Exception as exc:  # noqa: BLE001 - an exporter bug must not close the app
+            import traceback
+
+            self.show_error(f"{what} export failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            return []
+        paths = [r["path"] for r in outs.records]
+        self.show_status(f"{what} export: {len(paths)} files in {folder}")
+        return paths
+
+    # -- messages ------------------------------------------------------------------------------------------
+    def show_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
+        """A non-blocking error dialog (kept as ``last_error_dialog``) plus a log entry."""
+        self.errors.append((title, message))
+        log.error("%s: %s", title, message)
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Critical)
+        box.setWindowTitle(title)
+        box.setText(title)
+        box.setInformativeText(message)
+        if details:
+            box.setDetailedText(details)
+        box.setStandardButtons(QMessageBox.StandardButton.Ok)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
+        self.last_error_dialog = box
+        box.open()
+        self.show_status(f"{title}: {message}")
+        return box
+
+    def show_about(self) -> None:
+        from p2p_desktop import __version__
+
+        QMessageBox.about(self, "About P2P Desktop",
+                          f"<b>P2P Desktop {__version__}</b><br>Measure how breast-ultrasound classifiers can be "
+                          "fooled: Prompt2Perturb (P2P), FGSM, PGD and Diff-PGD.<br>Everything runs locally; "
+                          "nothing leaves this machine.")
+
+    def show_models(self) -> None:
+        from p2p_desktop.models import registry
+
+        lines = []
+        for entry in registry.entries():
+            try:
+                status = registry.verify_entry(entry)
+            except Exception as exc:  # noqa: BLE001
+                status = f"error: {exc}"
+            lines.append(f"{entry.kind:<10} {entry.name:<28} {status}")
+        QMessageBox.information(self, "Models", "\n".join(lines) or
+                                "No models registered. The demo models belong in resources/models.")
+
+    # -- closing --------------------------------------------------------------------------------------------
+    def confirm_close(self) -> bool:
+        """Ask whether to cancel the running job and close (tests replace this)."""
+        answer = QMessageBox.question(self, "A job is running",
+                                      "A job is still running. Cancel it and close the window?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self.is_busy():
+            if not self._close_pending:
+                if self.ask_before_close and not self.confirm_close():
+                    event.ignore()
+                    return
+                self._close_pending = True
+                self.cancel_run()
+                self.show_status("Cancelling the running job; the window closes when it has stopped…")
+            event.ignore()
+            return
+        self.browser.cancel()
+        self.browser.runner.wait(10000)
+        self.settings.save_window_state(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        self.log_panel.detach()
+        super().closeEvent(event)
+
+    def shutdown(self, timeout_ms: int = 60000) -> bool:
+        """Cancel every job and wait for the threads (used when the application quits)."""
+        for runner in (self.runner, self.batch.runner, self.browser.runner):
+            runner.cancel()
+        return all(r.wait(timeout_ms) for r in (self.runner, self.batch.runner, self.browser.runner))

@@ -1,0 +1,159 @@
+"""Live view of a running attack: progress bar (iterations, ETA), loss and class probabilities.
+
+Step events arrive as fast as the attack produces them; they are buffered and drawn at most
+every ``REFRESH_MS``, so the event loop stays responsive whatever the iteration rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+
+import pyqtgraph as pg
+
+__all__ = ["RunMonitor", "format_duration", "CLASS_COLOURS"]
+
+REFRESH_MS = 100
+CLASS_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min"
+
+
+def _plot(title: str, y_label: str) -> pg.PlotWidget:
+    plot = pg.PlotWidget(background="w")
+    plot.setTitle(title, color="#333", size="9pt")
+    plot.setLabel("bottom", "iteration")
+    plot.setLabel("left", y_label)
+    plot.showGrid(x=True, y=True, alpha=0.25)
+    plot.setMinimumHeight(110)
+    plot.setMouseEnabled(x=False, y=False)
+    plot.hideButtons()
+    return plot
+
+
+class RunMonitor(QWidget):
+    """Progress and live plots of the current job."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.title = QLabel("No job running")
+        self.title.setObjectName("heading")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.eta = QLabel("")
+        self.eta.setObjectName("muted")
+        self.loss_plot = _plot("Loss", "loss")
+        self.prob_plot = _plot("Class probabilities", "p")
+        self.prob_plot.setYRange(0, 1, padding=0.02)
+        self.prob_plot.addLegend(offset=(-5, 5), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 200))
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#444", width=2))
+        self.prob_curves: dict[str, pg.PlotDataItem] = {}
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.eta)
+        plots = QHBoxLayout()
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.prob_plot)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.progress)
+        layout.addLayout(plots, 1)
+
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.probs: dict[str, list[float]] = {}
+        self.total = 0
+        self.last_event = None
+        self._dirty = False
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self.flush)
+
+    def start(self, title: str, total: int, classes=()) -> None:
+        """Clear the plots for a new run of ``total`` iterations (0: unknown yet)."""
+        self.steps, self.losses = [], []
+        self.probs = {c: [] for c in classes}
+        self.total = max(int(total), 0)
+        self.last_event = None
+        self.title.setText(title)
+        self.eta.setText("starting…")
+        self.progress.setRange(0, max(self.total, 1))
+        self.progress.setValue(0)
+        self.progress.setFormat(f"0 / {self.total} it" if self.total else "loading…")
+        self.loss_curve.setData([], [])
+        for curve in self.prob_curves.values():
+            self.prob_plot.removeItem(curve)
+        self.prob_curves.clear()
+        if self.prob_plot.plotItem.legend is not None:
+            self.prob_plot.plotItem.legend.clear()
+        for i, c in enumerate(classes):
+            self._curve(c, i)
+        self._timer.start()
+
+    def _curve(self, cls: str, index: int) -> pg.PlotDataItem:
+        curve = self.prob_curves.get(cls)
+        if curve is None:
+            colour = CLASS_COLOURS[index % len(CLASS_COLOURS)]
+            curve = self.prob_plot.plot([], [], pen=pg.mkPen(colour, width=2), name=cls)
+            self.prob_curves[cls] = curve
+        return curve
+
+    def set_status(self, text: str) -> None:
+        if self.last_event is None:
+            self.eta.setText(text)
+
+    def add_event(self, event) -> None:
+        """Record one StepEvent (cheap; drawing happens on the refresh timer)."""
+        self.last_event = event
+        self.steps.append(int(event.step))
+        self.losses.append(float(event.loss))
+        for c, p in event.probs.items():
+            self.probs.setdefault(c, []).append(float(p))
+        self.total = max(self.total, int(event.total))
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Draw what arrived since the last refresh."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        ev = self.last_event
+        self.progress.setRange(0, max(self.total, 1))
+        self.progress.setValue(min(ev.step, self.total))
+        self.progress.setFormat(f"{ev.step} / {self.total} it")
+        remaining = (ev.elapsed / ev.step) * (self.total - ev.step) if ev.step else float("nan")
+        verdict = "" if ev.success is None else (" · adversarial" if ev.success else "")
+        self.eta.setText(f"elapsed {format_duration(ev.elapsed)} · ETA {format_duration(remaining)}{verdict}")
+        self.loss_curve.setData(self.steps, self.losses)
+        for i, (c, values) in enumerate(self.probs.items()):
+            self._curve(c, i).setData(self.steps[-len(values):], values)
+
+    def finish(self, text: str, completed: bool = True) -> None:
+        """Stop refreshing; ``completed`` fills the bar (a cancelled run keeps its count)."""
+        self.flush()
+        self._timer.stop()
+        self.title.setText(text)
+        if self.last_event is not None:
+            if completed:
+                self.progress.setValue(self.progress.maximum())
+            self.eta.setText(f"{self.last_event.step} iterations in {format_duration(self.last_event.elapsed)}")
+        else:
+            self.eta.setText("")
+            self.progress.setFormat("idle")

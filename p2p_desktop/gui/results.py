@@ -1,0 +1,459 @@
+"""Results of one run: original | adversarial | perturbation heatmap (linked zoom/pan), the
+interactive heatmap (signed/absolute, amplification, colour bar levels, overlay, hover
+readout, rectangle ROI statistics, lesion energy), the probability shift, the metrics and,
+for P2P, the learned prompt's nearest words. All numbers come from the core
+(:class:`~p2p_desktop.perturbation.PerturbationMap`, ``AttackResult``)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QScrollArea,
+    QSlider,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+import pyqtgraph as pg
+from p2p_desktop.gui.imageview import ImagePane, colormap
+from p2p_desktop.gui.monitor import CLASS_COLOURS
+from p2p_desktop.perturbation import MODES, PerturbationMap
+
+__all__ = ["ResultsView", "ProbabilityChart", "MetricsTable", "metric_rows", "format_words"]
+
+BEFORE_COLOUR = "#8fa3bf"
+AFTER_COLOUR = "#e07b39"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if math.isinf(value):
+            return "∞"
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def metric_rows(result) -> list[tuple[str, str, str]]:
+    """(name, value, tooltip) rows for the metrics table; a missing metric says why."""
+    m = result.metrics
+    notes = list(result.notes)
+
+    def why(key: str) -> str:
+        return next((n for n in notes if key.lower() in n.lower()), "")
+
+    rows = [
+        ("SSIM", _fmt(m.get("ssim")), "Structural similarity to the original (1 = identical)"),
+        ("PSNR (dB)", _fmt(m.get("psnr"), 2), why("psnr") or "Peak signal-to-noise ratio"),
+        ("L2", _fmt(m.get("l2")), "‖δ‖₂ over all pixels and channels, [0,1] units"),
+        ("L∞", _fmt(m.get("linf")), "max |δ|, [0,1] units"),
+        ("LPIPS", _fmt(m.get("lpips")), why("lpips") or "Learned perceptual distance (AlexNet)"),
+    ]
+    for key, value in m.items():
+        if key not in ("ssim", "psnr", "l2", "linf", "lpips"):
+            rows.append((key, _fmt(value), ""))
+    rows += [
+        ("Result", "success" if result.success else "failed",
+         "Judged on the image as written (resampled to the source and quantised)"),
+        ("Prediction", f"{result.original_label} → {result.adversarial_label}", f"true class: {result.true_label}"),
+        ("Target", result.target or "untargeted", ""),
+        ("Iterations", str(result.iterations), ""),
+        ("Time", f"{result.seconds:.2f} s", ""),
+        ("Seed", str(result.seed), ""),
+        ("Device", str(result.device), ""),
+    ]
+    return rows
+
+
+def format_words(words) -> str:
+    """The learned prompt's nearest vocabulary words, whatever shape the attack gives them."""
+    if words is None:
+        return ""
+    if isinstance(words, str):
+        return words
+    if isinstance(words, dict):
+        return "; ".join(f"{k}: {format_words(v)}" for k, v in words.items())
+    if isinstance(words, (list, tuple)):
+        parts = []
+        for w in words:
+            if isinstance(w, (list, tuple)) and len(w) == 2 and isinstance(w[1], (int, float)) \
+                    and not isinstance(w[0], (list, tuple)):
+                parts.append(f"{w[0]} ({w[1]:.2f})")
+            elif isinstance(w, (list, tuple)):
+                parts.append("[" + ", ".join(map(str, w)) + "]")
+            else:
+                parts.append(str(w))
+        return ", ".join(parts)
+    return str(words)
+
+
+class ProbabilityChart(pg.PlotWidget):
+    """Bar chart of each class probability before and after the attack."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent=parent, background="w")
+        self.setTitle("Class probabilities: before vs after", color="#333", size="9pt")
+        self.setYRange(0, 1.05, padding=0)
+        self.setMouseEnabled(x=False, y=False)
+        self.hideButtons()
+        self.showGrid(y=True, alpha=0.25)
+        self.legend = self.addLegend(offset=(-5, 5), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 200))
+        self.before = pg.BarGraphItem(x=[], height=[], width=0.38, brush=BEFORE_COLOUR, pen=None)
+        self.after = pg.BarGraphItem(x=[], height=[], width=0.38, brush=AFTER_COLOUR, pen=None)
+        self.addItem(self.before)
+        self.addItem(self.after)
+        self.legend.addItem(self.before, "before")
+        self.legend.addItem(self.after, "after")
+        self.setMinimumHeight(150)
+        self.values: tuple[list[float], list[float]] = ([], [])
+
+    def set_probs(self, classes, before: dict, after: dict) -> None:
+        x = np.arange(len(classes), dtype=float)
+        b = [float(before.get(c, 0.0)) for c in classes]
+        a = [float(after.get(c, 0.0)) for c in classes]
+        self.values = (b, a)
+        self.before.setOpts(x=x - 0.2, height=b, width=0.38)
+        self.after.setOpts(x=x + 0.2, height=a, width=0.38)
+        self.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(classes)]])
+        self.setXRange(-0.6, len(classes) - 0.4, padding=0)
+
+
+class MetricsTable(QTableWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(0, 2, parent)
+        self.setHorizontalHeaderLabels(["Metric", "Value"])
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setAlternatingRowColors(True)
+        self.verticalHeader().setDefaultSectionSize(20)
+
+    def set_rows(self, rows) -> None:
+        self.setRowCount(len(rows))
+        for r, (name, value, tip) in enumerate(rows):
+            a, b = QTableWidgetItem(name), QTableWidgetItem(value)
+            for item in (a, b):
+                item.setToolTip(tip)
+            self.setItem(r, 0, a)
+            self.setItem(r, 1, b)
+
+    def value(self, name: str) -> str | None:
+        for r in range(self.rowCount()):
+            if self.item(r, 0).text() == name:
+                return self.item(r, 1).text()
+        return None
+
+
+class ResultsView(QWidget):
+    """Shows one :class:`~p2p_desktop.gui.history.RunEntry`."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.entry = None
+        self.perturbation: PerturbationMap | None = None
+
+        self.header = QLabel("No results yet: choose an attack and press Run.")
+        self.header.setObjectName("heading")
+        self.header.setWordWrap(True)
+        self.toolbar = QToolBar()
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+
+        self.original_pane = ImagePane("Original")
+        self.adversarial_pane = ImagePane("Adversarial")
+        self.heatmap_pane = ImagePane("Perturbation δ = adversarial − original")
+        self.adversarial_pane.link(self.original_pane)
+        self.heatmap_pane.link(self.original_pane)
+        for pane in (self.original_pane, self.adversarial_pane, self.heatmap_pane):
+            pane.hovered.connect(self._on_hover)
+        self.heatmap_item = self.heatmap_pane.image_item
+        self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=colormap("signed"), interactive=True,
+                                        rounding=1e-6, width=14, label="δ")
+        self.colorbar.setImageItem(self.heatmap_item)
+        self.heatmap_pane.addItem(self.colorbar, row=1, col=1)
+        self.colorbar.sigLevelsChanged.connect(self._on_bar_levels)
+
+        self.roi = pg.RectROI([0, 0], [10, 10], pen=pg.mkPen("#ffd54f", width=2), movable=True,
+                              rotatable=False, resizable=True)
+        self.roi.addScaleHandle([0, 0], [1, 1])
+        self.heatmap_pane.view.addItem(self.roi)
+        self.roi.setZValue(20)
+        self.roi.sigRegionChanged.connect(self._update_roi)
+
+        # heatmap controls
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItem("Signed δ", "signed")
+        self.mode_combo.addItem("Absolute |δ|", "absolute")
+        self.mode_combo.setToolTip("Signed: channel mean of δ, blue darker / red brighter, centred on 0. "
+                                   "Absolute: largest |δ| over the channels")
+        self.amp_spin = QDoubleSpinBox()
+        self.amp_spin.setRange(1.0, 1000.0)
+        self.amp_spin.setDecimals(1)
+        self.amp_spin.setValue(1.0)
+        self.amp_spin.setPrefix("×")
+        self.amp_spin.setToolTip("Amplification: narrows the colour range so small changes show")
+        self.overlay_check = QCheckBox("Overlay on image")
+        self.overlay_check.setToolTip("Draw the heatmap over the original image")
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(5, 100)
+        self.opacity_slider.setValue(60)
+        self.opacity_slider.setMaximumWidth(110)
+        self.opacity_slider.setToolTip("Heatmap opacity when overlaid")
+        self.opacity_slider.setEnabled(False)
+        self.roi_check = QCheckBox("ROI")
+        self.roi_check.setChecked(True)
+        self.roi_check.setToolTip("A rectangle on the heatmap: drag to move, corner handles resize")
+        self.mask_check = QCheckBox("Lesion mask")
+        self.mask_check.setToolTip("Outline the lesion mask on the images")
+        self.mask_check.setChecked(False)
+        self.mode_combo.currentIndexChanged.connect(self._update_heatmap)
+        self.amp_spin.valueChanged.connect(self._update_heatmap)
+        self.overlay_check.toggled.connect(self._update_overlay)
+        self.opacity_slider.valueChanged.connect(self._update_overlay)
+        self.roi_check.toggled.connect(self._toggle_roi)
+        self.mask_check.toggled.connect(self._update_masks)
+
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Heatmap"))
+        controls.addWidget(self.mode_combo)
+        controls.addWidget(QLabel("Amplify"))
+        controls.addWidget(self.amp_spin)
+        controls.addWidget(self.overlay_check)
+        controls.addWidget(self.opacity_slider)
+        controls.addWidget(self.roi_check)
+        controls.addWidget(self.mask_check)
+        controls.addStretch(1)
+
+        self.readout = QLabel("")
+        self.readout.setObjectName("readout")
+        self.roi_label = QLabel("")
+        self.roi_label.setObjectName("readout")
+        self.roi_label.setWordWrap(True)
+        self.lesion_label = QLabel("")
+        self.lesion_label.setObjectName("readout")
+        self.lesion_label.setWordWrap(True)
+
+        self.chart = ProbabilityChart()
+        self.metrics = MetricsTable()
+        self.notes = QLabel("")
+        self.notes.setWordWrap(True)
+        self.notes.setTextFormat(Qt.TextFormat.RichText)
+        self.notes.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        notes_scroll = QScrollArea()
+        notes_scroll.setWidgetResizable(True)
+        notes_scroll.setWidget(self.notes)
+
+        images = QWidget()
+        img_row = QHBoxLayout(images)
+        img_row.setContentsMargins(0, 0, 0, 0)
+        img_row.setSpacing(3)
+        for pane in (self.original_pane, self.adversarial_pane, self.heatmap_pane):
+            img_row.addWidget(pane, 1)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(images, 1)
+        top_layout.addLayout(controls)
+        stats = QHBoxLayout()
+        stats.addWidget(self.readout, 2)
+        stats.addWidget(self.roi_label, 3)
+        stats.addWidget(self.lesion_label, 2)
+        top_layout.addLayout(stats)
+
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.chart)
+        bottom.addWidget(self.metrics)
+        bottom.addWidget(notes_scroll)
+        bottom.setStretchFactor(0, 3)
+        bottom.setStretchFactor(1, 2)
+        bottom.setStretchFactor(2, 2)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(bottom)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+
+        head = QHBoxLayout()
+        head.addWidget(self.header, 1)
+        head.addWidget(self.toolbar)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(head)
+        layout.addWidget(split, 1)
+
+    # -- content ------------------------------------------------------------------------------------
+    def show_entry(self, entry) -> None:
+        """Show one run (a RunEntry: AttackResult + Study)."""
+        self.entry = entry
+        r, study = entry.result, entry.study
+        mask = study.mask if study.mask is not None and study.mask.shape == r.original.shape[:2] else None
+        self.perturbation = PerturbationMap(r.original, r.adversarial, mask)
+        colour = "#1b5e20" if r.success else "#8a1c1c"
+        verdict = "SUCCESS" if r.success else "FAILED"
+        self.header.setText(
+            f"<b>{html.escape(entry.title)}</b> &nbsp; <span style='color:{colour}'><b>{verdict}</b></span>"
+            f" &nbsp; {html.escape(r.original_label)} → {html.escape(r.adversarial_label)}")
+        same_shape = self.original_pane.image_shape == tuple(r.original.shape[:2])
+        self.original_pane.set_image(r.original, auto_range=not same_shape)
+        self.adversarial_pane.set_image(r.adversarial, auto_range=False)
+        self.heatmap_pane.set_base(r.original)
+        self._update_heatmap()
+        self._update_overlay()
+        self._update_masks()
+        if not same_shape:
+            self._reset_roi()
+        self._update_roi()
+        self._update_lesion()
+        self.chart.set_probs(r.classes, r.original_probs, r.adversarial_probs)
+        self.metrics.set_rows(metric_rows(r))
+        self._update_notes()
+
+    def _reset_roi(self) -> None:
+        pm = self.perturbation
+        if pm.mask is not None and pm.mask.any():
+            rows, cols = np.nonzero(pm.mask)
+            x, y = cols.min(), rows.min()
+            w, h = cols.max() - x + 1, rows.max() - y + 1
+        else:
+            w, h = pm.width / 3, pm.height / 3
+            x, y = (pm.width - w) / 2, (pm.height - h) / 2
+        self.roi.blockSignals(True)
+        self.roi.setPos((float(x), float(y)), update=False)
+        self.roi.setSize((float(w), float(h)), update=True)
+        self.roi.blockSignals(False)
+
+    def mode(self) -> str:
+        return self.mode_combo.currentData()
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(mode)
+        self.mode_combo.setCurrentIndex(self.mode_combo.findData(mode))
+
+    def heatmap_levels(self) -> tuple[float, float]:
+        lo, hi = self.colorbar.levels()
+        return float(lo), float(hi)
+
+    def _update_heatmap(self, *_args) -> None:
+        pm = self.perturbation
+        if pm is None:
+            return
+        mode = self.mode()
+        values, levels = pm.display(mode, self.amp_spin.value())
+        self.heatmap_pane.set_image(values, levels=levels, auto_range=False)
+        self.colorbar.setColorMap(colormap(mode))
+        self.colorbar.setLevels(levels)
+
+    def _on_bar_levels(self, _bar) -> None:
+        """Dragging the colour bar handles changes the heatmap levels (kept symmetric for δ)."""
+        if self.perturbation is None or self.mode() != "signed":
+            return
+        lo, hi = self.heatmap_levels()
+        top = max(abs(lo), abs(hi))
+        if not math.isclose(-lo, hi, rel_tol=1e-3):
+            self.colorbar.blockSignals(True)
+            self.colorbar.setLevels((-top, top))
+            self.colorbar.blockSignals(False)
+
+    def _update_overlay(self, *_args) -> None:
+        on = self.overlay_check.isChecked()
+        self.opacity_slider.setEnabled(on)
+        self.heatmap_pane.base_item.setVisible(on and self.perturbation is not None)
+        self.heatmap_item.setOpacity(self.opacity_slider.value() / 100.0 if on else 1.0)
+
+    def _update_masks(self, *_args) -> None:
+        mask = self.perturbation.mask if self.perturbation is not None else None
+        self.mask_check.setEnabled(mask is not None)
+        for pane in (self.original_pane, self.adversarial_pane):
+            pane.set_mask(mask, visible=self.mask_check.isChecked(), opacity=0.8)
+
+    def _toggle_roi(self, on: bool) -> None:
+        self.roi.setVisible(on)
+        self._update_roi()
+
+    def roi_stats(self):
+        """Statistics of δ inside the ROI rectangle (None when hidden or nothing shown)."""
+        if self.perturbation is None or not self.roi.isVisible():
+            return None
+        pos, size = self.roi.pos(), self.roi.size()
+        return self.perturbation.region_stats(pos.x(), pos.y(), size.x(), size.y())
+
+    def _update_roi(self, *_args) -> None:
+        s = self.roi_stats()
+        if s is None:
+            self.roi_label.setText("")
+            return
+        self.roi_label.setText(
+            f"ROI {s.width}×{s.height} at ({s.x}, {s.y}): mean δ {s.mean:+.5f} · mean |δ| {s.abs_mean:.5f} · "
+            f"max |δ| {s.max_abs:.4f} · L2 {s.l2:.4f} (energy {s.energy:.4g})")
+
+    def _update_lesion(self) -> None:
+        le = self.perturbation.lesion_energy() if self.perturbation is not None else None
+        if le is None:
+            self.lesion_label.setText("Lesion energy: no lesion mask for this study")
+            return
+        ratio = "∞" if math.isinf(le.density_ratio) else f"{le.density_ratio:.2f}×"
+        self.lesion_label.setText(
+            f"Lesion: {100 * le.inside_fraction:.1f}% of ‖δ‖² inside ({le.inside_pixels} px), "
+            f"{100 * (1 - le.inside_fraction):.1f}% outside · energy per pixel inside/outside {ratio}")
+
+    def _update_notes(self) -> None:
+        r = self.entry.result
+        parts = []
+        words = r.info.get("nearest_words") if isinstance(r.info, dict) else None
+        if words:
+            parts.append(f"<b>Learned prompt, nearest words:</b><br>{html.escape(format_words(words))}")
+        elif r.attack == "p2p":
+            parts.append("<b>Learned prompt:</b> no nearest words reported")
+        other = {k: v for k, v in (r.info or {}).items() if k != "nearest_words" and _short(v)}
+        if other:
+            parts.append("<b>Attack info:</b><br>" + "<br>".join(
+                f"{html.escape(str(k))}: {html.escape(_short(v))}" for k, v in other.items()))
+        if r.notes:
+            parts.append("<b>Notes:</b><ul style='margin-left:-20px'>" + "".join(
+                f"<li>{html.escape(n)}</li>" for n in r.notes) + "</ul>")
+        cfg = ", ".join(f"{k}={v}" for k, v in r.config.items())
+        parts.append(f"<b>Config:</b> {html.escape(cfg)}")
+        self.notes.setText("<br>".join(parts))
+
+    def _on_hover(self, row: int, col: int) -> None:
+        pm, entry = self.perturbation, self.entry
+        if pm is None or row < 0:
+            self.readout.setText("")
+            return
+        r = entry.result
+
+        def px(a) -> str:
+            v = np.asarray(a[row, col]).reshape(-1)
+            return ", ".join(f"{x:.3f}" for x in v)
+
+        d = pm.value_at(row, col)
+        delta = ", ".join(f"{x:+.4f}" for x in d) if d is not None else ""
+        self.readout.setText(f"x {col}, y {row} · original {px(r.original)} · adversarial {px(r.adversarial)} · "
+                             f"δ {delta}")
+
+
+def _short(value) -> str:
+    if isinstance(value, (int, float, str, bool)):
+        text = str(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return ""

@@ -1,0 +1,420 @@
+"""Batch evaluation (``p2p-desktop evaluate``): tables, resume, fingerprint, FID, CLI.
+
+Real artefacts: seeded torchvision classifiers saved as safetensors + model card JSON, a small
+BUSI-layout PNG folder (masks included), the real FGSM/PGD attacks and the real runner.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from p2p_desktop.cancel import CancelToken
+from p2p_desktop.errors import Cancelled, InputError
+
+CLASSES = ("benign", "malignant", "normal")
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+def _save_classifier(folder: Path, arch: str, seed: int, name: str) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from p2p_desktop.hashing import sha256_file
+    from p2p_desktop.models.classifier import ModelCard, build_architecture
+
+    torch.manual_seed(seed)
+    module = build_architecture(arch, len(CLASSES))
+    weights = folder / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(weights))
+    card = ModelCard(name=name, architecture=arch, classes=CLASSES, weights=weights.name, input_size=32,
+                     sha256=sha256_file(weights))
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(card.to_dict()), encoding="utf-8")
+    return path
+
+
+def _write_dataset(root: Path, per_class: int = 3, size: int = 40) -> Path:
+    """A BUSI-layout folder of 8-bit grey PNGs, each with a ``_mask.png`` beside it."""
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for label in CLASSES:
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.clip(0.5 + 0.2 * rng.randn(size, size), 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8)).save(root / label / f"{label} ({i + 1}).png")
+            Image.fromarray(((img > 0.6) * 255).astype(np.uint8)).save(root / label / f"{label} ({i + 1})_mask.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """Dataset, two classifier cards, and the clean verdicts computed independently."""
+    from p2p_desktop.io import load_dataset, load_study
+    from p2p_desktop.models.classifier import load_classifier
+
+    base = tmp_path_factory.mktemp("bench")
+    models = base / "models"
+    models.mkdir()
+    cards = [_save_classifier(models, "squeezenet1_1", 0, "sq"), _save_classifier(models, "mobilenet_v3_small", 1, "mb")]
+    data = _write_dataset(base / "busi")
+    items = load_dataset(data)
+    correct = {}
+    for card in cards:
+        clf = load_classifier(card)
+        correct[clf.name] = {it.path.relative_to(data).as_posix() for it in items
+                             if clf.predict(load_study(it.path).image)[0] == it.label}
+    assert all(correct.values()), "each classifier must get some images right for the test to mean anything"
+    return {"data": data, "cards": [str(c) for c in cards], "correct": correct, "n_images": len(items),
+            "base": base}
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_weights(tmp_path, monkeypatch):
+    """An empty torch hub cache: no LPIPS/FID weights (as on a fresh machine)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def _run(bench, out, **kw):
+    from p2p_desktop.evaluate import evaluate
+
+    kw.setdefault("device", "cpu")
+    return evaluate(bench["data"], kw.pop("attacks", ["fgsm", "pgd"]), kw.pop("classifiers", bench["cards"]), out,
+                    **kw)
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def full_run(bench, tmp_path_factory):
+    """One uninterrupted run (fgsm + pgd × 2 classifiers), shared by several tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+    try:
+        out = tmp_path_factory.mktemp("full") / "out"
+        return _run(bench, out, params={"pgd.steps": 3})
+    finally:
+        mp.undo()
+
+
+# -- Fréchet distance -------------------------------------------------------------------------------
+def test_frechet_identical_sets_is_zero():
+    from p2p_desktop.fid import fid_from_features
+
+    f = np.random.RandomState(0).randn(400, 16)
+    assert fid_from_features(f, f) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_shifted_means_gives_squared_shift():
+    from p2p_desktop.fid import fid_from_features
+
+    f = np.random.RandomState(1).randn(400, 16)
+    delta = np.linspace(-1, 2, 16)
+    assert fid_from_features(f, f + delta) == pytest.approx(float(delta @ delta), rel=1e-6)
+
+
+def test_frechet_known_gaussians():
+    from p2p_desktop.fid import frechet_distance
+
+    d = 6
+    # equal means, Σ₁ = I, Σ₂ = 4I: Tr(I + 4I − 2·2I) = d
+    assert frechet_distance(np.zeros(d), np.eye(d), np.zeros(d), 4 * np.eye(d)) == pytest.approx(d)
+    # diagonal covariances: Σ (√a − √b)², plus ‖Δμ‖²
+    a, b = np.arange(1.0, d + 1), np.arange(2.0, d + 2)
+    mu = np.ones(d)
+    expect = d + float(np.sum((np.sqrt(a) - np.sqrt(b)) ** 2))
+    assert frechet_distance(mu, np.diag(a), np.zeros(d), np.diag(b)) == pytest.approx(expect)
+
+
+def test_frechet_rank_deficient_covariance_is_finite():
+    """Fewer samples than dimensions (the usual case for small FID sets): finite, ≥ 0, real."""
+    from p2p_desktop.fid import fid_from_features
+
+    rng = np.random.RandomState(2)
+    value = fid_from_features(rng.randn(5, 64), rng.randn(5, 64) + 0.5)
+    assert np.isfinite(value) and value >= 0 and isinstance(value, float)
+    with pytest.raises(ValueError):
+        fid_from_features(rng.randn(1, 8), rng.randn(3, 8))
+
+
+def test_fid_status_names_missing_files_and_folder():
+    import torch
+
+    from p2p_desktop.fid import PYTORCH_FID_FILE, TORCHVISION_FILE, fid_status, load_inception
+
+    status = fid_status()
+    assert not status.available and load_inception() is None
+    folder = str(Path(torch.hub.get_dir()) / "checkpoints")
+    assert PYTORCH_FID_FILE in status.note and TORCHVISION_FILE in status.note and folder in status.note
+
+
+# -- the batch ------------------------------------------------------------------------------------------
+def test_tables_complete(bench, full_run):
+    from p2p_desktop.evaluate import PER_IMAGE_COLUMNS, SUMMARY_COLUMNS
+
+    res = full_run
+    out = res.out_dir
+    attacks, clfs = ["fgsm", "pgd"], ["sq", "mb"]
+    # every classifier × attack row, every column
+    assert [(r["classifier"], r["attack"]) for r in res.summary] == [(c, a) for c in clfs for a in attacks]
+    for r in res.summary:
+        assert set(r) == set(SUMMARY_COLUMNS)
+        n_correct = len(bench["correct"][r["classifier"]])
+        assert r["images"] == bench["n_images"]
+        assert r["correct"] == n_correct
+        assert r["skipped_misclassified"] == bench["n_images"] - n_correct
+        assert r["errors"] == 0
+        assert r["success_rate"] == pytest.approx(r["successes"] / n_correct)
+        assert r["lpips"] is None and r["lpips_paper"] is None  # no AlexNet weights here
+        assert r["fid"] is None  # no InceptionV3 weights here
+        wins = [x for x in res.rows if x["classifier"] == r["classifier"] and x["attack"] == r["attack"]
+                and x["success"]]
+        if wins:
+            assert r["ssim"] == pytest.approx(np.mean([x["ssim"] for x in wins]))
+            assert r["ssim_paper"] == pytest.approx(sum(x["ssim"] for x in wins) / n_correct)
+        else:
+            assert r["ssim"] is None and r["ssim_paper"] == 0.0
+    # per-image CSV: one row per correctly classified image × attack, the contract's columns
+    rows = _csv(out / "per_image.csv")
+    assert tuple(rows[0].keys()) == PER_IMAGE_COLUMNS
+    expected = {(i, c, a) for c in clfs for i in bench["correct"][c] for a in attacks}
+    assert len(rows) == len(expected) == sum(len(v) for v in bench["correct"].values()) * len(attacks)
+    assert {(r["image"], r["classifier"], r["attack"]) for r in rows} == expected
+    assert all(r["clean_pred"] == r["label"] and r["error"] == "" for r in rows)
+    # adversarial image of each success, and only those
+    for r in rows:
+        assert (out / "adversarial" / r["classifier"] / r["attack"] / r["image"]).is_file() == (r["success"] == "true")
+    # summary tables, all three, with their hashes
+    from p2p_desktop.hashing import sha256_file
+
+    kinds = {o["kind"]: o for o in res.outputs}
+    assert set(kinds) == {"per-image-csv", "summary-md", "summary-csv", "summary-json"}
+    for o in res.outputs:
+        assert sha256_file(o["path"]) == o["sha256"]
+    table = _csv(out / "summary.csv")
+    assert len(table) == 4 and tuple(table[0].keys()) == SUMMARY_COLUMNS
+    md = (out / "summary.md").read_text(encoding="utf-8")
+    for c in clfs:
+        for a in attacks:
+            assert f"| {c} | {a} |" in md
+    assert "paper's averaging convention" in md and "FID not computed" in md and "LPIPS not computed" in md
+    doc = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert doc["summary"] == json.loads(json.dumps(res.summary))
+    assert any("pt_inception-2015-12-05-6726825d.pth" in n for n in doc["notes"])
+    assert not list(out.rglob("*.part"))
+
+
+def test_resume_after_cancel_does_not_redo_finished_jobs(bench, full_run, tmp_path):
+    out = tmp_path / "out"
+    total = sum(len(v) for v in bench["correct"].values()) * 2  # attacked jobs
+    jobs = bench["n_images"] * 2 * 2  # image × classifier × attack, misclassified included
+    k = 3
+    token = CancelToken()
+    steps_started: list[int] = []
+
+    def on_step(ev):
+        if ev.step == 1:
+            steps_started.append(1)
+            if len(steps_started) == k + 1:  # cancel inside attack k+1: it must leave no row
+                token.cancel()
+
+    with pytest.raises(Cancelled, match="run the same command again"):
+        _run(bench, out, params={"pgd.steps": 3}, cancel=token, on_step=on_step)
+    rows = _csv(out / "per_image.csv")
+    assert len(rows) == k
+    assert not (out / "summary.md").exists() and not (out / "summary.json").exists()
+    # a crash mid-append leaves a cut line: it is dropped on resume
+    with open(out / "per_image.csv", "ab") as fh:
+        fh.write(b"benign/benign (1).png,benign,sq,fg")
+
+    progress = []
+    res = _run(bench, out, params={"pgd.steps": 3}, on_progress=lambda *a: progress.append(a))
+    assert res.resumed == k and res.attacked == total - k
+    assert progress[0][:2] == (k, jobs) and progress[-1][:2] == (jobs, jobs)
+    assert all(b[0] >= a[0] for a, b in zip(progress, progress[1:]))  # never goes back
+    rows = _csv(out / "per_image.csv")
+    keys = [(r["image"], r["classifier"], r["attack"]) for r in rows]
+    assert len(keys) == len(set(keys)) == total
+    # same seed, same device: the resumed batch gives the uninterrupted batch's results
+    ref = {(r["image"], r["classifier"], r["attack"]): r for r in full_run.rows}
+    for r in res.rows:
+        key = (r["image"], r["classifier"], r["attack"])
+        assert (r["success"], r["adv_pred"]) == (ref[key]["success"], ref[key]["adv_pred"])
+        assert r["ssim"] == pytest.approx(ref[key]["ssim"])
+    assert [{k: v for k, v in s.items() if k != "seconds_mean"} for s in res.summary] == \
+        [{k: v for k, v in s.items() if k != "seconds_mean"} for s in full_run.summary]
+    # a finished run: nothing left to attack, tables rewritten in place
+    again = _run(bench, out, params={"pgd.steps": 3})
+    assert again.attacked == 0 and again.resumed == total
+    assert sorted(p.name for p in out.glob("summary*")) == ["summary.csv", "summary.json", "summary.md"]
+
+
+def test_different_settings_refused(bench, full_run):
+    out = full_run.out_dir
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(InputError, match=r"other settings \(different: .*seed\)"):
+        _run(bench, out, params={"pgd.steps": 3}, seed=1)
+    with pytest.raises(InputError, match="different: attacks"):
+        _run(bench, out, params={"pgd.steps": 4})
+    with pytest.raises(InputError, match="different: images"):
+        _run(bench, out, params={"pgd.steps": 3}, limit=2)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_bad_settings_refused_before_any_write(bench, tmp_path):
+    out = tmp_path / "out"
+    cases = [
+        ({"attacks": ["nope"]}, "unknown attack"),
+        ({"params": {"pgd.eps": -1}}, "eps"),
+        ({"params": {"bogus": 1}}, "bogus"),
+        ({"params": {"p2p.steps": 1}}, "not in --attacks"),
+        ({"preset": "paper"}, "presets"),
+        ({"classifiers": [bench["cards"][0], bench["cards"][0]]}, "named 'sq'"),
+        ({"limit": 0}, "limit"),
+    ]
+    for kw, msg in cases:
+        with pytest.raises(InputError, match=msg):
+            _run(bench, out, **kw)
+        assert not out.exists()
+    with pytest.raises(InputError, match="inside the input study's folder"):
+        _run(bench, bench["data"] / "out")
+    assert not (bench["data"] / "out").exists()
+
+
+def test_failed_attack_is_recorded_not_fatal(bench, tmp_path, monkeypatch):
+    import p2p_desktop.attacks.runner as runner
+
+    real = runner.run_attack
+
+    def flaky(study, classifier, attack, **kw):
+        if attack.name == "fgsm" and study.path.name == "benign (1).png":
+            raise RuntimeError("simulated failure")
+        return real(study, classifier, attack, **kw)
+
+    monkeypatch.setattr(runner, "run_attack", flaky)
+    res = _run(bench, tmp_path / "out", params={"pgd.steps": 2}, classifiers=bench["cards"][:1])
+    errs = [r for r in res.rows if r["error"]]
+    assert len(errs) == 1 and "simulated failure" in errs[0]["error"] and errs[0]["success"] is None
+    fgsm = next(r for r in res.summary if r["attack"] == "fgsm")
+    assert fgsm["errors"] == 1 and fgsm["correct"] == len(bench["correct"]["sq"])
+    assert any("ended in an error" in n for n in res.notes)
+
+
+def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
+    """With (here: random) pytorch-fid InceptionV3 weights in the hub cache, FID is a number."""
+    import torch
+
+    from p2p_desktop import fid as fidlib
+
+    home = tmp_path / "hub-with-inception"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(fidlib.build_inception("pytorch-fid").state_dict(),
+               home / "hub" / "checkpoints" / fidlib.PYTORCH_FID_FILE)
+    status = fidlib.fid_status()
+    assert status.available and status.flavour == "pytorch-fid"
+    extractor = fidlib.load_inception()
+    feats = extractor([np.full((40, 40, 1), 0.3, np.float32), np.random.RandomState(0).rand(50, 60, 3)])
+    assert feats.shape == (2, fidlib.FEATURE_DIM) and np.isfinite(feats).all()
+
+    res = _run(bench, tmp_path / "out", attacks=["pgd"], classifiers=bench["cards"][:1],
+               params={"pgd.steps": 3, "pgd.eps": 0.2, "pgd.alpha": 0.05})
+    row = res.summary[0]
+    assert row["successes"] >= 2, "PGD at ε = 0.2 should fool a random network"
+    assert row["fid"] is not None and row["fid"] > 0 and row["fid_samples"] == row["successes"]
+    assert any("biased" in n for n in res.notes)
+    assert not any("FID not computed" in n for n in res.notes)
+
+
+def test_limit_takes_classes_in_turn():
+    from p2p_desktop.evaluate import select_items
+    from p2p_desktop.io import DatasetItem
+
+    items = [DatasetItem(Path(f"{c}/{i}.png"), c) for c in CLASSES for i in range(4)]
+    picked = select_items(items, 5)
+    assert [it.label for it in picked] == ["benign", "benign", "malignant", "malignant", "normal"]
+    assert select_items(items, 100) == items
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+def test_cli_json(bench, tmp_path, capsys):
+    from p2p_desktop.cli.main import main
+
+    out = tmp_path / "out"
+    rc = main(["evaluate", str(bench["data"]), "--attacks", "fgsm", "--classifiers", bench["cards"][0],
+               "--out", str(out), "--limit", "6", "--device", "cpu", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    doc = json.loads(captured.out)
+    assert set(doc) == {"summary", "outputs", "notes"}
+    assert len(doc["summary"]) == 1 and doc["summary"][0]["images"] == 6
+    assert {o["kind"] for o in doc["outputs"]} == {"per-image-csv", "summary-md", "summary-csv", "summary-json"}
+    assert all(set(o) == {"kind", "path", "sha256"} for o in doc["outputs"])
+
+    rc = main(["evaluate", str(bench["data"]), "--attacks", "fgsm", "--classifiers", bench["cards"][0],
+               "--out", str(out), "--seed", "3", "--device", "cpu", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == "" and "other settings" in captured.err
+
+
+def test_cli_ctrl_c_exits_3_and_keeps_progress(bench, tmp_path, monkeypatch, capsys):
+    """A real SIGINT during the second attack: exit 3, finished rows kept, no tables."""
+    import p2p_desktop.attacks.runner as runner
+    from p2p_desktop.cli.main import main
+
+    real = runner.run_attack
+    calls = []
+
+    def interrupting(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(runner, "run_attack", interrupting)
+    out = tmp_path / "out"
+    rc = main(["evaluate", str(bench["data"]), "--attacks", "fgsm", "--classifiers", bench["cards"][0],
+               "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "run the same command again to resume" in err
+    assert len(_csv(out / "per_image.csv")) == 1
+    assert not (out / "summary.md").exists() and not list(out.rglob("*.part"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# -- the demo bundle -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_classifiers_on_phantoms(tmp_path):
+    """End to end with the shipped demo classifiers on a few phantoms (fgsm + pgd)."""
+    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.paths import models_dir
+
+    demo = sorted(p.parent.name for p in models_dir().glob("demo-*/card.json")
+                  if json.loads(p.read_text(encoding="utf-8")).get("kind", "classifier") == "classifier")
+    if not demo:
+        pytest.skip("the demo bundle (resources/models/demo-*) is not built")
+    try:
+        from p2p_desktop.phantoms import write_png_dataset
+    except ImportError:
+        pytest.skip("phantom generator not available")
+    data = tmp_path / "phantoms"
+    write_png_dataset(data, 6, seed=11, size=128)
+    res = evaluate(data, ["fgsm", "pgd"], demo, tmp_path / "out", device="cpu")
+    assert len(res.summary) == 2 * len(demo)
+    for row in res.summary:
+        assert row["correct"] + row["skipped_misclassified"] + row["skipped_unknown_label"] == row["images"] == 6
+        if row["correct"]:
+            assert row["success_rate"] is not None
+    assert (tmp_path / "out" / "summary.md").is_file()
