@@ -136,6 +136,15 @@ class AuditLog:
             raise OutputError(f"cannot append to the audit log {self.path}: {exc.strerror or exc}") from None
         return record
 
+    def check(self) -> None:
+        """Refuse early (before any work) when the log cannot be appended to."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"cannot write the audit log {self.path}: {exc.strerror or exc}") from None
+
     def verify(self) -> "ChainReport":
         return verify_log(self.path)
 

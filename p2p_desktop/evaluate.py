@@ -665,7 +665,6 @@ def evaluate(
     def record(row: dict) -> None:
         nonlocal done, processed
         rowlog.append(row)
-        earlier.append(row)
         done_keys.add((row["image"], row["classifier"], row["attack"]))
         done += 1
         processed += 1
@@ -739,7 +738,7 @@ def evaluate(
         rowlog.close()
 
     # 4. summary, FID, tables (written atomically, only now)
-    rows = [r for r in earlier if (r["image"], r["classifier"], r["attack"]) in all_keys]
+    rows = [r for r in read_rows(per_image_path) if (r["image"], r["classifier"], r["attack"]) in all_keys]
     # keep the last row per key (a row is never written twice, but be robust)
     rows = list({(r["image"], r["classifier"], r["attack"]): r for r in rows}.values())
     notes: list[str] = []

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
-from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar
+from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, split_list
 
-__all__ = ["add_parser", "run", "build_attack", "parse_params"]
+__all__ = ["add_parser", "run", "build_attack", "parse_params", "add_export_args", "check_export_args",
+           "write_run_outputs", "audit_record", "print_run"]
 
 
 def add_parser(sub) -> None:
@@ -30,8 +31,99 @@ def add_parser(sub) -> None:
     p.add_argument("--label", help="true class of the image (default: the clean prediction)")
     p.add_argument("--frame", type=int, help="frame of a multi-frame (cine) DICOM (default 0)")
     add_device_arg(p)
+    add_export_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=run)
+
+
+def add_export_args(p) -> None:
+    """``--export-dicom``, ``--report``, ``--deidentify``, ``--audit-log`` (shared with ``rerun``)."""
+    p.add_argument("--export-dicom", action="store_true",
+                   help="also write the adversarial image as a DICOM derived from the source "
+                        "(Secondary Capture for plain images)")
+    p.add_argument("--report", metavar="FORMATS",
+                   help="audit report formats, comma-separated: html, pdf (e.g. --report html,pdf)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="de-identify the DICOM export (PS3.15 Annex E basic profile) and leave identifying "
+                        "attributes out of the report")
+    p.add_argument("--audit-log", metavar="FILE",
+                   help="audit log to append to (default: $P2P_DESKTOP_AUDIT_LOG or the user data folder)")
+
+
+def check_export_args(args) -> tuple[str, ...]:
+    """Validate the export options before any work; returns the report formats."""
+    from p2p_desktop.errors import InputError
+    from p2p_desktop.export.report import parse_formats
+
+    formats = parse_formats(args.report) if args.report is not None else ()
+    if args.deidentify and not (args.export_dicom or formats):
+        raise InputError("--deidentify applies to --export-dicom and --report; give at least one of them")
+    return formats
+
+
+def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: bool = False,
+                      deidentify: bool = False, reports: tuple[str, ...] = (), classifier_spec=None,
+                      backbone_spec=None, label: str | None = None) -> dict:
+    """Every output of one run, in order: PNG and perturbation, DICOM, provenance, the result
+    JSON, then the reports (last, so they list the others). Returns the JSON summary."""
+    from p2p_desktop.export.images import output_stem, write_image_outputs
+    from p2p_desktop.export.provenance import write_provenance
+
+    write_image_outputs(result, study, outs)
+    if export_dicom:
+        from p2p_desktop.export.dicom import export_dicom as _export_dicom
+
+        _export_dicom(result, study, outs, deidentify=deidentify)
+    options = {"export_dicom": bool(export_dicom), "deidentify": bool(deidentify), "report": list(reports)}
+    write_provenance(result, study, outs, input_sha256=input_sha256, classifier_spec=classifier_spec,
+                     backbone_spec=backbone_spec, label=label, options=options)
+    summary = {"input": str(study.path), "input_sha256": input_sha256, **result.summary(),
+               "outputs": list(outs.records)}
+    outs.write_bytes(f"{output_stem(study, result.attack)}_result.json",
+                     json.dumps(summary, indent=2, default=str).encode(), kind="result")
+    if reports:
+        from p2p_desktop.export.report import write_reports
+
+        write_reports(result, study, outs, reports, input_sha256=input_sha256, deidentified=deidentify)
+    summary["outputs"] = [r for r in outs.records if r["kind"] != "result"]
+    summary["result_file"] = next(r["path"] for r in outs.records if r["kind"] == "result")
+    return summary
+
+
+def audit_record(summary: dict, command: str, outputs, **extra) -> dict:
+    """The audit-log entry of one run: inputs, settings, model hashes, every output and its hash."""
+    from p2p_desktop.audit import outputs_summary
+
+    clf = summary.get("classifier") or {}
+    bb = summary.get("backbone") or {}
+    return {
+        "command": command,
+        "input": summary["input"], "input_sha256": summary["input_sha256"], "frame": summary.get("frame", 0),
+        "attack": summary["attack"], "config": summary["config"],
+        "classifier": {"name": clf.get("name"), "sha256": clf.get("sha256")},
+        "backbone": {"name": bb.get("name"), "sha256": bb.get("sha256")} if bb else None,
+        "device": summary["device"], "seed": summary["seed"], "success": summary["success"],
+        "outputs": outputs_summary(outputs),
+        **extra,
+    }
+
+
+def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
+    """Human-readable lines (stdout) or the JSON object; warnings always go to stderr."""
+    for w in warnings:
+        print(f"p2p-desktop: warning: {w}", file=sys.stderr)
+    if args.json:
+        emit_json(summary)
+        return
+    verdict = "SUCCESS" if result.success else "failed"
+    m = result.metrics
+    print(f"{result.attack}: {verdict}: {result.original_label} -> {result.adversarial_label} "
+          f"(SSIM {m['ssim']:.3f}, L∞ {m['linf']:.4f}, {result.seconds:.1f} s, {result.iterations} it)")
+    for rec in summary["outputs"]:
+        print(f"  {rec['kind']:<12} {rec['path']}")
+    for note in result.notes:
+        if note not in warnings:
+            print(f"  note: {note}", file=sys.stderr)
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -70,9 +162,10 @@ def build_attack(name: str, *, preset=None, target=None, eps=None, steps=None, s
 def run(args) -> int:
     from p2p_desktop.attacks.registry import spec
     from p2p_desktop.attacks.runner import run_attack
+    from p2p_desktop.audit import AuditLog
     from p2p_desktop.cancel import CancelToken
     from p2p_desktop.device import resolve_device
-    from p2p_desktop.export.images import output_stem, write_image_outputs
+    from p2p_desktop.export.provenance import model_spec
     from p2p_desktop.hashing import sha256_file
     from p2p_desktop.io import load_study
     from p2p_desktop.io.encode import encode_png  # noqa: F401 - keeps the import error early
@@ -81,6 +174,7 @@ def run(args) -> int:
     # 1. validate everything before any work
     spec(args.attack)
     check_output_dir(args.out, [args.input])
+    reports = check_export_args(args)
     attack = build_attack(args.attack, preset=args.preset, target=args.target, eps=args.eps,
                           steps=args.steps, seed=args.seed, params=parse_params(args.param))
     device = resolve_device(args.device)
@@ -91,6 +185,8 @@ def run(args) -> int:
         from p2p_desktop.models.backbone import load_backbone
 
         backbone = load_backbone(args.backbone or "demo", device=device, config_dir=args.backbone_config)
+    audit = AuditLog(args.audit_log)
+    audit.check()
 
     # 2. the attack, with a progress bar on stderr
     cancel = CancelToken()
@@ -104,24 +200,18 @@ def run(args) -> int:
         result = run_attack(study, classifier, attack, backbone=backbone, on_step=on_step, cancel=cancel,
                             true_label=args.label)
 
-    # 3. outputs (all or nothing)
-    with OutputSet(args.out, [args.input]) as outs:
-        write_image_outputs(result, study, outs)
-        summary = {"input": str(Path(args.input)), "input_sha256": sha256_file(args.input), **result.summary(),
-                   "outputs": list(outs.records)}
-        outs.write_bytes(f"{output_stem(study, attack.name)}_result.json",
-                         json.dumps(summary, indent=2, default=str).encode(), kind="result")
-    summary["outputs"] = [r for r in outs.records if r["kind"] != "result"]
-    summary["result_file"] = next(r["path"] for r in outs.records if r["kind"] == "result")
-    if args.json:
-        emit_json(summary)
-    else:
-        verdict = "SUCCESS" if result.success else "failed"
-        m = result.metrics
-        print(f"{attack.name}: {verdict}: {result.original_label} -> {result.adversarial_label} "
-              f"(SSIM {m['ssim']:.3f}, L∞ {m['linf']:.4f}, {result.seconds:.1f} s, {result.iterations} it)")
-        for rec in outs.records:
-            print(f"  {rec['kind']:<12} {rec['path']}")
-        for note in result.notes:
-            print(f"  note: {note}", file=sys.stderr)
+    # 3. outputs (all or nothing), then the audit record (a failed append rolls the outputs back)
+    notes_before = list(result.notes)
+    clf_spec = model_spec(args.classifier, arch=args.arch, classes=split_list(args.classes) or None,
+                          input_size=args.input_size)
+    bb_spec = model_spec(args.backbone or "demo", config_dir=args.backbone_config) if backbone is not None else None
+    with OutputSet(args.out, [args.input], cancel=cancel) as outs:
+        summary = write_run_outputs(result, study, outs, input_sha256=sha256_file(args.input),
+                                    export_dicom=args.export_dicom, deidentify=args.deidentify, reports=reports,
+                                    classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label)
+        entry = audit.append("attack", audit_record(summary, "attack", outs.records,
+                                                        deidentified=bool(args.deidentify)))
+    summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
+    warnings = [n for n in result.notes if n not in notes_before]
+    print_run(summary, result, args, warnings=warnings)
     return 0

@@ -8,13 +8,13 @@ and shows the rows it returns. Without that module the view stays disabled and s
 from __future__ import annotations
 
 import importlib
-import inspect
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -48,37 +48,14 @@ def evaluate_function():
     return getattr(module, "evaluate", None)
 
 
-def result_rows(result: Any) -> list[dict[str, Any]]:
-    """The table rows of an evaluation result, whatever container the core returns."""
+def result_rows(result: Any, table: str = "summary") -> list[dict[str, Any]]:
+    """Rows of an :class:`~p2p_desktop.evaluate.EvaluationResult`: ``summary`` or per-image ``rows``."""
     if result is None:
         return []
-    for attr in ("rows", "summary", "results", "table"):
-        value = getattr(result, attr, None)
-        if value is None and isinstance(result, dict):
-            value = result.get(attr)
-        if callable(value):
-            value = value()
-        if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], dict)):
-            return [dict(v) for v in value]
-    if isinstance(result, (list, tuple)) and (not result or isinstance(result[0], dict)):
-        return [dict(v) for v in result]
-    if hasattr(result, "to_dict"):
-        return result_rows(result.to_dict())
-    return []
-
-
-def _progress_fraction(event: Any) -> tuple[int, int, str] | None:
-    """(done, total, text) from the core's progress event, whatever its shape."""
-    if isinstance(event, tuple) and len(event) >= 2 and all(isinstance(v, int) for v in event[:2]):
-        return int(event[0]), int(event[1]), " ".join(map(str, event[2:]))
-    done = getattr(event, "done", None)
-    total = getattr(event, "total", None)
-    if isinstance(event, dict):
-        done, total = event.get("done"), event.get("total")
-    if isinstance(done, int) and isinstance(total, int):
-        text = getattr(event, "message", "") or (event.get("message", "") if isinstance(event, dict) else "")
-        return done, total, str(text)
-    return None
+    value = getattr(result, table, None)
+    if value is None and isinstance(result, dict):
+        value = result.get(table)
+    return [dict(v) for v in value or ()]
 
 
 class BatchView(QWidget):
@@ -153,6 +130,10 @@ class BatchView(QWidget):
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.progress, 1)
 
+        self.table_combo = QComboBox()
+        self.table_combo.addItem("Summary (per classifier × attack)", "summary")
+        self.table_combo.addItem("Per image", "rows")
+        self.table_combo.currentIndexChanged.connect(self._show_table)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
@@ -163,6 +144,7 @@ class BatchView(QWidget):
         layout.addWidget(form_box)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.table_combo)
         layout.addWidget(self.table, 1)
 
         self.runner.progress.connect(self._on_progress)
@@ -238,13 +220,14 @@ class BatchView(QWidget):
             raise InputError("tick at least one attack")
         if not classifiers:
             raise InputError("tick at least one classifier")
+        from p2p_desktop.attacks.registry import spec
+
         args: dict[str, Any] = {"dataset_dir": Path(dataset), "attacks": attacks, "classifiers": classifiers,
-                                "out_dir": Path(out)}
-        if self.limit_spin.value():
-            args["limit"] = self.limit_spin.value()
-        args["seed"] = self.seed_spin.value()
-        if self.settings is not None and self.settings.backbone:
-            args["backbone"] = self.settings.backbone
+                                "out_dir": Path(out), "seed": self.seed_spin.value(),
+                                "limit": self.limit_spin.value() or None,
+                                "device": self.settings.device if self.settings is not None else "auto"}
+        if any(spec(a).requires_backbone for a in attacks):
+            args["backbone"] = (self.settings.backbone if self.settings is not None else "") or "demo"
         return args
 
     def start(self) -> bool:
@@ -256,18 +239,15 @@ class BatchView(QWidget):
         except InputError as exc:
             self.status.setText(str(exc))
             return False
-        accepted = inspect.signature(fn).parameters
-        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
-        call = {k: v for k, v in args.items() if takes_kwargs or k in accepted}
 
         def job(report, status, cancel):
-            extra = {}
-            if takes_kwargs or "on_progress" in accepted:
-                extra["on_progress"] = report
-            if takes_kwargs or "cancel" in accepted:
-                extra["cancel"] = cancel
-            status(f"evaluating {', '.join(args['attacks'])} × {', '.join(args['classifiers'])}…")
-            return fn(**call, **extra)
+            from p2p_desktop.device import resolve_device
+
+            args["device"] = resolve_device(args["device"])
+            status(f"evaluating {', '.join(args['attacks'])} × {', '.join(args['classifiers'])} "
+                   f"on {args['device']}…")
+            return fn(**args, on_progress=lambda done, total, what, eta: report((done, total, what, eta)),
+                      cancel=cancel)
 
         self.rows = []
         self.progress.setRange(0, 0)
@@ -279,21 +259,25 @@ class BatchView(QWidget):
         return True
 
     def _on_progress(self, event) -> None:
-        frac = _progress_fraction(event)
-        if frac is None:
-            self.status.setText(str(event))
-            return
-        done, total, text = frac
+        from p2p_desktop.gui.monitor import format_duration
+
+        done, total, what, eta = event
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
-        self.progress.setFormat(f"{done} / {total}")
-        if text:
-            self.status.setText(text)
+        self.progress.setFormat(f"{done} / {total} jobs")
+        eta_text = f" · ETA {format_duration(eta)}" if eta is not None else ""
+        self.status.setText(f"{what}{eta_text}")
 
     def _on_done(self, result) -> None:
         self.last_result = result
-        self.show_rows(result_rows(result))
-        self.status.setText(f"Evaluation finished: {len(self.rows)} rows")
+        self._show_table()
+        notes = list(getattr(result, "notes", []) or [])
+        out = getattr(result, "out_dir", "")
+        self.status.setText(f"Evaluation finished: {len(result_rows(result, 'rows'))} results, tables in {out}"
+                            + ("".join(f"\n• {n}" for n in notes)))
+
+    def _show_table(self, *_args) -> None:
+        self.show_rows(result_rows(self.last_result, self.table_combo.currentData()))
 
     def _on_failed(self, message: str, details: str) -> None:
         self.status.setText(f"Evaluation failed: {message}")

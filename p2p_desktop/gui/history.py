@@ -28,6 +28,8 @@ class RunEntry:
     result: object  # p2p_desktop.attacks.runner.AttackResult
     study: object  # p2p_desktop.io.Study
     when: datetime.datetime = field(default_factory=datetime.datetime.now)
+    classifier_spec: str = ""  # what the user chose (registered name or card path), for provenance
+    backbone_spec: str | None = None
 
     @property
     def classifier_name(self) -> str:

@@ -131,6 +131,7 @@ class MainWindow(QMainWindow):
         self.ask_before_close = True
         self._close_pending = False
         self._run_study = None
+        self._run_request: AttackRequest | None = None
         self.setWindowTitle(TITLE)
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
@@ -178,6 +179,13 @@ class MainWindow(QMainWindow):
         self.runner.failed.connect(self._on_run_failed)
         self.runner.cancelled.connect(self._on_run_cancelled)
         self.runner.finished.connect(self._on_run_finished)
+        self.export_runner = JobRunner(self)
+        self.export_runner.succeeded.connect(self._on_export_done)
+        self.export_runner.failed.connect(
+            lambda msg, details: self.show_error(f"{self._export_what} export failed", msg, details))
+        self.export_runner.finished.connect(self._on_export_finished)
+        self._export_what = ""
+        self.last_export: list[str] = []
 
         # -- connections
         self.browser.study_selected.connect(self._on_study_selected)
@@ -374,7 +382,8 @@ class MainWindow(QMainWindow):
 
     # -- runs ------------------------------------------------------------------------------------------
     def is_busy(self) -> bool:
-        return self.runner.is_running() or self.batch.runner.is_running()
+        """An attack, a batch evaluation or an export is running."""
+        return self.runner.is_running() or self.batch.runner.is_running() or self.export_runner.is_running()
 
     def run_attack(self) -> bool:
         """Start the configured attack on the current study (the Run button). False if refused."""
@@ -391,7 +400,7 @@ class MainWindow(QMainWindow):
             return False
         request = AttackRequest(study=self.current_study, attack=attack, classifier=self.panel.classifier_spec(),
                                 backbone=self.panel.backbone_spec() or None, device=self.panel.device())
-        self._run_study = self.current_study
+        self._run_study, self._run_request = self.current_study, request
         from p2p_desktop.gui.attack_panel import classifier_classes
 
         title = f"{attack.name} on {self.current_study.name}"
@@ -417,7 +426,10 @@ class MainWindow(QMainWindow):
         self.show_status(text)
 
     def _on_run_succeeded(self, result) -> None:
-        entry = RunEntry(self.history.next_number(), result, self._run_study)
+        request = self._run_request
+        entry = RunEntry(self.history.next_number(), result, self._run_study,
+                         classifier_spec=request.classifier if request else "",
+                         backbone_spec=request.backbone if request and result.backbone is not None else None)
         self.history.add(entry, select=False)
         self.show_entry(entry)
         self.history.select(entry.number)
@@ -440,6 +452,11 @@ class MainWindow(QMainWindow):
         self.panel.set_running(False)
         self._update_actions()
         self.run_finished.emit()
+        if self._close_pending and not self.is_busy():
+            self.close()
+
+    def _on_export_finished(self) -> None:
+        self._update_actions()
         if self._close_pending and not self.is_busy():
             self.close()
 
@@ -466,22 +483,24 @@ class MainWindow(QMainWindow):
         busy = self.is_busy()
         self.run_action.setEnabled(not busy and self.current_study is not None and self.panel._valid)
         self.cancel_action.setEnabled(busy)
-        has = self.results.entry is not None
-        self.export_png_action.setEnabled(has)
+        can_export = self.results.entry is not None and not self.export_runner.is_running()
+        self.export_png_action.setEnabled(can_export)
         for action, fn, what in ((self.export_dicom_action, self._dicom_exporter(), "DICOM export"),
                                  (self.export_report_action, self._report_writer(), "Report export")):
             if fn is None:
                 action.setEnabled(False)
                 action.setToolTip(f"{what} is not available in this build (its exporter module is missing)")
             else:
-                action.setEnabled(has)
+                action.setEnabled(can_export)
                 action.setToolTip(action.statusTip())
 
-    def _dicom_exporter(self):
-        return export_function("dicom", "export_dicom", "write_dicom")
+    @staticmethod
+    def _dicom_exporter():
+        return export_function("dicom", "export_dicom")
 
-    def _report_writer(self):
-        return export_function("report", "write_report", "export_report")
+    @staticmethod
+    def _report_writer():
+        return export_function("report", "write_reports")
 
     def _export_folder(self, title: str) -> str | None:
         folder = QFileDialog.getExistingDirectory(self, title, self.settings.export_folder)
@@ -489,74 +508,89 @@ class MainWindow(QMainWindow):
             self.settings.export_folder = folder
         return folder or None
 
-    def export_png(self, folder: str | None = None) -> list[str]:
-        """Write the shown run's adversarial PNG and perturbation .npy; returns the paths."""
+    def export_png(self, folder: str | None = None) -> bool:
+        """Write the shown run's adversarial PNG and signed perturbation (.npy) to ``folder``."""
         from p2p_desktop.export.images import write_image_outputs
-        from p2p_desktop.io.outputs import OutputSet
 
-        entry = self.current_entry()
-        if entry is None:
-            return []
-        folder = folder or self._export_folder("Export PNG to folder")
-        if not folder:
-            return []
-        try:
-            with OutputSet(folder, [entry.study.path]) as outs:
-                write_image_outputs(entry.result, entry.study, outs)
-        except InputError as exc:
-            self.show_error("Export failed", str(exc))
-            return []
-        paths = [r["path"] for r in outs.records]
-        log.info("exported %s", ", ".join(paths))
-        self.show_status(f"Exported {len(paths)} files to {folder}")
-        return paths
+        return self._start_export("PNG", folder, write_image_outputs)
 
-    def export_dicom(self, folder: str | None = None) -> list[str]:
+    def export_dicom(self, folder: str | None = None, deidentify: bool | None = None) -> bool:
+        """Write the adversarial image as a derived DICOM (optionally de-identified)."""
         fn = self._dicom_exporter()
+        if fn is None:
+            return False
+        if deidentify is None:
+            answer = QMessageBox.question(
+                self, "Export DICOM", "De-identify the exported file (DICOM PS3.15 basic profile)?\n\n"
+                "Ultrasound images often carry burned-in patient text, which de-identification "
+                "cannot remove from the pixels.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Yes)
+            if answer == QMessageBox.StandardButton.Cancel:
+                return False
+            deidentify = answer == QMessageBox.StandardButton.Yes
+        return self._start_export("DICOM", folder, lambda r, s, outs: fn(r, s, outs, deidentify=deidentify))
+
+    def export_report(self, folder: str | None = None, formats=("html", "pdf")) -> bool:
+        """Write the adversarial PNG, perturbation, provenance record and the HTML/PDF report."""
+        writer = self._report_writer()
+        if writer is None:
+            return False
+        from p2p_desktop.export.images import write_image_outputs
+
+        provenance = export_function("provenance", "write_provenance")
+        model_spec = export_function("provenance", "model_spec")
         entry = self.current_entry()
-        if fn is None or entry is None:
-            return []
-        folder = folder or self._export_folder("Export DICOM to folder")
-        if not folder:
-            return []
-        return self._export_with(fn, entry, folder, "DICOM")
 
-    def export_report(self, folder: str | None = None) -> list[str]:
-        fn = self._report_writer()
-        entry = self.current_entry()
-        if fn is None or entry is None:
-            return []
-        folder = folder or self._export_folder("Export report to folder")
-        if not folder:
-            return []
-        return self._export_with(fn, entry, folder, "report")
-
-    def _export_with(self, fn, entry, folder: str, what: str) -> list[str]:
-        """Call an exporter that writes through an OutputSet (all files or none)."""
-        import inspect
-
-        from p2p_desktop.io.outputs import OutputSet
-
-        try:
-            params = inspect.signature(fn).parameters
-            with OutputSet(folder, [entry.study.path]) as outs:
+        def write(result, study, outs):
+            write_image_outputs(result, study, outs)
+            if provenance is not None:
                 kwargs = {}
-                if "outs" in params or "outputs" in params:
-                    kwargs["outs" if "outs" in params else "outputs"] = outs
-                else:
-                    kwargs["out_dir"] = outs.out_dir
-                fn(entry.result, entry.study, **kwargs)
-        except InputError as exc:
-            self.show_error(f"{what} export failed", str(exc))
-            return []
-        except Exception as exc:  # noqa: BLE001 - an exporter bug must not close the app
-            import traceback
+                if model_spec is not None and entry is not None:
+                    kwargs["classifier_spec"] = model_spec(entry.classifier_spec)
+                    if result.backbone is not None:
+                        kwargs["backbone_spec"] = model_spec(entry.backbone_spec)
+                provenance(result, study, outs, **kwargs)
+            writer(result, study, outs, formats=formats)
 
-            self.show_error(f"{what} export failed", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            return []
-        paths = [r["path"] for r in outs.records]
-        self.show_status(f"{what} export: {len(paths)} files in {folder}")
-        return paths
+        return self._start_export("report", folder, write)
+
+    def _start_export(self, what: str, folder: str | None, write) -> bool:
+        """Run ``write(result, study, outs)`` on a worker: every file or none (OutputSet)."""
+        entry = self.current_entry()
+        if entry is None or self.export_runner.is_running():
+            return False
+        folder = folder or self._export_folder(f"Export {what} to folder")
+        if not folder:
+            return False
+        result, study = entry.result, entry.study
+        notes_before = len(result.notes)
+
+        def job(report, status, cancel):
+            from p2p_desktop.io.outputs import OutputSet
+
+            status(f"exporting {what} to {folder}…")
+            with OutputSet(folder, [study.path]) as outs:
+                write(result, study, outs)
+                cancel.check()
+            return [r["path"] for r in outs.records], list(result.notes[notes_before:])
+
+        self._export_what = what
+        self.export_runner.start(job, title=f"export {what}")
+        self._update_actions()
+        return True
+
+    def _on_export_done(self, outcome) -> None:
+        paths, warnings = outcome
+        self.last_export = paths
+        log.info("%s export: %s", self._export_what, ", ".join(paths))
+        for w in warnings:
+            log.warning("%s export: %s", self._export_what, w)
+        folder = str(Path(paths[0]).parent) if paths else ""
+        self.show_status(f"{self._export_what} export: {len(paths)} files in {folder}"
+                         + (f" — {warnings[0]}" if warnings else ""))
+        if self.results.entry is not None:
+            self.results.show_entry(self.results.entry)  # exporters may add notes
 
     # -- messages ------------------------------------------------------------------------------------------
     def show_status(self, text: str) -> None:
@@ -628,8 +662,11 @@ class MainWindow(QMainWindow):
         self.log_panel.detach()
         super().closeEvent(event)
 
+    def job_runners(self) -> tuple[JobRunner, ...]:
+        return self.runner, self.batch.runner, self.export_runner, self.browser.runner
+
     def shutdown(self, timeout_ms: int = 60000) -> bool:
         """Cancel every job and wait for the threads (used when the application quits)."""
-        for runner in (self.runner, self.batch.runner, self.browser.runner):
+        for runner in self.job_runners():
             runner.cancel()
-        return all(r.wait(timeout_ms) for r in (self.runner, self.batch.runner, self.browser.runner))
+        return all(r.wait(timeout_ms) for r in self.job_runners())

@@ -141,9 +141,13 @@ class RunMonitor(QWidget):
         remaining = (ev.elapsed / ev.step) * (self.total - ev.step) if ev.step else float("nan")
         verdict = "" if ev.success is None else (" · adversarial" if ev.success else "")
         self.eta.setText(f"elapsed {format_duration(ev.elapsed)} · ETA {format_duration(remaining)}{verdict}")
-        self.loss_curve.setData(self.steps, self.losses)
+        symbol = "o" if len(self.steps) <= 60 else None  # single steps stay visible
+        self.loss_curve.setData(self.steps, self.losses, symbol=symbol, symbolSize=5, symbolBrush="#444")
         for i, (c, values) in enumerate(self.probs.items()):
-            self._curve(c, i).setData(self.steps[-len(values):], values)
+            curve = self._curve(c, i)
+            colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+            curve.setData(self.steps[-len(values):], values, symbol=symbol, symbolSize=5, symbolBrush=colour,
+                          symbolPen=None)
 
     def finish(self, text: str, completed: bool = True) -> None:
         """Stop refreshing; ``completed`` fills the bar (a cancelled run keeps its count)."""

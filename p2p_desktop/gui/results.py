@@ -83,26 +83,33 @@ def metric_rows(result) -> list[tuple[str, str, str]]:
     return rows
 
 
-def format_words(words) -> str:
-    """The learned prompt's nearest vocabulary words, whatever shape the attack gives them."""
+def format_words(words) -> list[str]:
+    """The learned prompt's nearest vocabulary words as lines: ``token → word (cos), …``.
+
+    P2P reports ``[{"token": t, "nearest": [[word, cosine], …]}, …]``; plain lists, dicts
+    and strings (e.g. from plugins) are shown as they are.
+    """
     if words is None:
-        return ""
+        return []
     if isinstance(words, str):
-        return words
+        return [words]
     if isinstance(words, dict):
-        return "; ".join(f"{k}: {format_words(v)}" for k, v in words.items())
-    if isinstance(words, (list, tuple)):
-        parts = []
-        for w in words:
-            if isinstance(w, (list, tuple)) and len(w) == 2 and isinstance(w[1], (int, float)) \
-                    and not isinstance(w[0], (list, tuple)):
-                parts.append(f"{w[0]} ({w[1]:.2f})")
-            elif isinstance(w, (list, tuple)):
-                parts.append("[" + ", ".join(map(str, w)) + "]")
-            else:
-                parts.append(str(w))
-        return ", ".join(parts)
-    return str(words)
+        return [f"{k} → {', '.join(format_words(v))}" for k, v in words.items()]
+    lines = []
+    for w in words if isinstance(words, (list, tuple)) else [words]:
+        if isinstance(w, dict) and "token" in w:
+            near = []
+            for n in w.get("nearest", ()):
+                if isinstance(n, (list, tuple)) and len(n) == 2 and isinstance(n[1], (int, float)):
+                    near.append(f"{n[0]} ({n[1]:.2f})")
+                else:
+                    near.append(str(n))
+            lines.append(f"{w['token']} → {', '.join(near)}")
+        elif isinstance(w, (list, tuple)):
+            lines.append(", ".join(map(str, w)))
+        else:
+            lines.append(str(w))
+    return lines
 
 
 class ProbabilityChart(pg.PlotWidget):
@@ -286,6 +293,7 @@ class ResultsView(QWidget):
         bottom.setStretchFactor(0, 3)
         bottom.setStretchFactor(1, 2)
         bottom.setStretchFactor(2, 2)
+        bottom.setSizes([420, 260, 300])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
         split.addWidget(bottom)
@@ -421,7 +429,8 @@ class ResultsView(QWidget):
         parts = []
         words = r.info.get("nearest_words") if isinstance(r.info, dict) else None
         if words:
-            parts.append(f"<b>Learned prompt, nearest words:</b><br>{html.escape(format_words(words))}")
+            parts.append("<b>Learned prompt, nearest words (cosine):</b><br>"
+                         + "<br>".join(html.escape(line) for line in format_words(words)))
         elif r.attack == "p2p":
             parts.append("<b>Learned prompt:</b> no nearest words reported")
         other = {k: v for k, v in (r.info or {}).items() if k != "nearest_words" and _short(v)}

@@ -117,10 +117,7 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128) -> Ph
         params["lesion"] = {**lesion, **placement}
     image, _envelope = simulate.form_bmode(maps, grid, imaging, rng_speckle)
     prompt = ", ".join([class_prompt(label), *descriptors])
-    image.setflags(write=False)
-    mask = maps.mask.copy()
-    mask.setflags(write=False)
-    return Phantom(image=image, mask=mask, label=label, descriptors=tuple(descriptors), prompt=prompt,
+    return Phantom(image=image, mask=maps.mask, label=label, descriptors=tuple(descriptors), prompt=prompt,
                    seed=seed, params=_round(params))
 
 

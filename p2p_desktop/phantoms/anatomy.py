@@ -347,17 +347,20 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
     _curve_reflector(m, grid, muscle_top, p["fascia_amp"] * sp, 0.15, patchy=f.curve(5.0, 0.45))
     ang = math.radians(p["striation_angle_deg"])
     rel = (z - muscle_top) * math.cos(ang) + x * math.sin(ang)
-    phase = 2 * math.pi * rel / p["striation_spacing_mm"] + 1.5 * f.field(6.0)
-    broken = _step(f.field(2.0) + 0.3, 0.4)
+    phase = 2 * math.pi * rel / p["striation_spacing_mm"] + 2.5 * f.field(5.0)
+    broken = _step(f.field(1.5) - 0.2, 0.5)
     in_muscle = _step(z - muscle_top - 0.4, 0.2) * _step(muscle_bot - z, 0.3)
     striae = np.maximum(np.cos(phase), 0.0) ** 6
-    m.specular += _u(rng, 0.3, 0.7) * sp * math.cos(ang) ** 2 * striae * broken * in_muscle
+    m.specular += _u(rng, 0.15, 0.45) * sp * math.cos(ang) ** 2 * striae * broken * in_muscle
 
     # 6. Chest wall below the muscle, when in view: a rib (bright cortex, total shadow) or pleura.
+    # (drawn whether or not the chest wall is in view; the test below uses parameters only)
     rib_x, rib_half, pleura_gap = _u(rng, -0.3, 0.3) * grid.width_mm, _u(rng, 5.0, 9.0), _u(rng, 1.5, 4.0)
+    patchy_bot, patchy_pleura = f.curve(4.0, 0.8), f.curve(5.0, 0.5)
+    stack = sum(p[k] for k in ("skin_mm", "dermis_mm", "fat_mm", "gland_mm", "retro_mm", "muscle_mm"))
     chest = {"chest_wall": "none"}
-    if float(muscle_bot.mean()) < grid.depth_mm - 2.0:
-        _curve_reflector(m, grid, muscle_bot, 0.3 * p["fascia_amp"] * sp, 0.15, patchy=f.curve(4.0, 0.8))
+    if stack < grid.depth_mm - 2.0:
+        _curve_reflector(m, grid, muscle_bot, 0.3 * p["fascia_amp"] * sp, 0.15, patchy=patchy_bot)
         below, r0 = _depth_step(grid, muscle_bot, 0.3)
         m.echo[r0:] += (p["echo_muscle"] * 0.8 - m.echo[r0:]) * below
         pleura = muscle_bot + pleura_gap
@@ -370,7 +373,7 @@ def build_tissue(grid: Grid, p: dict, rng: np.random.Generator) -> tuple[TissueM
             bone, r0 = _depth_step(grid, top + 0.3, 0.2)
             m.alpha[r0:] += ALPHA_BONE * bone * inside
             chest = {"chest_wall": "rib", "rib_x_mm": rib_x, "rib_half_width_mm": rib_half}
-        _curve_reflector(m, grid, pleura, 1.0 * sp, 0.15, patchy=f.curve(5.0, 0.5))
+        _curve_reflector(m, grid, pleura, 1.0 * sp, 0.15, patchy=patchy_pleura)
         lung, r0 = _depth_step(grid, pleura, 0.2)
         m.echo[r0:] += (0.05 - m.echo[r0:]) * lung
         m.alpha[r0:] += (ALPHA_LUNG - m.alpha[r0:]) * lung

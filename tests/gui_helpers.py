@@ -1,0 +1,139 @@
+"""Fixtures for the GUI tests (offscreen Qt, temporary settings, a small classifier, thread checks).
+
+Import the fixtures a test module needs::
+
+    from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+CLASSES = ("benign", "malignant", "normal")
+DEMO_CLASSIFIER = "demo-squeezenet1_1"
+TEST_CLASSIFIER = "gui-test-squeezenet"
+
+__all__ = ["classifier_name", "settings", "no_thread_leak", "window", "make_busi_folder", "ultrasound_file",
+           "CLASSES"]
+
+
+def _seeded_squeezenet():
+    """An untrained, seeded torchvision SqueezeNet 1.1 at 64 px (fast on CPU)."""
+    import torch
+
+    from p2p_desktop.models.classifier import Classifier, ModelCard, build_architecture
+
+    torch.manual_seed(0)
+    module = build_architecture("squeezenet1_1", len(CLASSES))
+    card = ModelCard(name=TEST_CLASSIFIER, architecture="squeezenet1_1", classes=CLASSES,
+                     weights="none.safetensors", input_size=64)
+    return Classifier(module, card)
+
+
+@pytest.fixture(scope="session")
+def classifier_name():
+    """The classifier the GUI tests select: the demo SqueezeNet when bundled, else a seeded one
+    registered (for this session only) under ``gui-test-squeezenet``."""
+    from p2p_desktop.models import registry
+
+    if DEMO_CLASSIFIER in registry.names("classifier") and registry.verify_entry(registry.find(DEMO_CLASSIFIER)) \
+            == "verified":
+        yield DEMO_CLASSIFIER
+        return
+    clf = _seeded_squeezenet()
+    entry = registry.ModelEntry(name=TEST_CLASSIFIER, kind="classifier", path=Path("gui-test") / "card.json",
+                                card={"name": TEST_CLASSIFIER, "classes": list(CLASSES)},
+                                loader=lambda device="cpu": clf, source="test")
+    registry.register(entry)
+    yield TEST_CLASSIFIER
+    registry._extra.pop(TEST_CLASSIFIER, None)  # the registry has no public unregister
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings in a temporary INI file (never the user's)."""
+    from PySide6.QtCore import QSettings
+
+    from p2p_desktop.gui.settings import AppSettings
+
+    # Even a stray default QSettings() would land in the temporary folder.
+    for fmt in (QSettings.Format.IniFormat, QSettings.Format.NativeFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
+    return AppSettings.at(tmp_path / "settings.ini")
+
+
+@pytest.fixture
+def no_thread_leak(qtbot):
+    """Fail the test if it leaves a job QThread or a Python thread running."""
+    from p2p_desktop.gui.worker import live_threads
+
+    before = set(threading.enumerate())
+    yield
+
+    def settled() -> bool:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()
+                 and not isinstance(t, threading._DummyThread)]
+        return not live_threads() and not extra
+
+    try:
+        qtbot.waitUntil(settled, timeout=10000)
+    except AssertionError:
+        extra = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
+                 and not isinstance(t, threading._DummyThread)]
+        pytest.fail(f"threads left running: Qt jobs {[t.objectName() for t in live_threads()]}, Python {extra}")
+
+
+@pytest.fixture
+def window(qtbot, settings, classifier_name, no_thread_leak):
+    """A shown MainWindow without the demo sample, the test classifier selected."""
+    from p2p_desktop.gui.main_window import MainWindow
+
+    w = MainWindow(settings, load_demo=False)
+    qtbot.addWidget(w)
+    w.ask_before_close = False
+    w.panel.refresh_models()
+    assert w.panel.set_classifier(classifier_name)
+    w.panel.set_device("cpu")
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    assert w.shutdown(30000), "a job did not stop"
+
+
+def ultrasound_file() -> Path:
+    """pydicom's ultrasound test file (US, RGB, 240x320)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("examples_rgb_color.dcm", download=False)
+    if not path:
+        pytest.skip("pydicom's examples_rgb_color.dcm is not installed")
+    return Path(path)
+
+
+def make_busi_folder(root: Path, size: int = 48) -> Path:
+    """A small BUSI-layout dataset: benign/ and malignant/ PNGs (one with a lesion mask), plus an
+    empty file and a text file renamed .png, which must be listed as unreadable."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for cls, sign in (("benign", 1), ("malignant", -1)):
+        folder = root / cls
+        folder.mkdir(parents=True)
+        for i in range(2):
+            disc = (yy - size / 2) ** 2 + (xx - size / 2 - 4 * i) ** 2 < (size / 5) ** 2
+            img = np.clip(0.5 + 0.08 * rng.standard_normal((size, size)) + 0.2 * sign * disc, 0, 1)
+            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{cls} ({i + 1}).png")
+            if i == 0:
+                Image.fromarray((disc * 255).astype(np.uint8)).save(folder / f"{cls} ({i + 1})_mask.png")
+    (root / "benign" / "empty.png").write_bytes(b"")
+    (root / "malignant" / "notes.png").write_text("not an image")
+    return root
