@@ -63,7 +63,8 @@ def bench(tmp_path_factory):
     base = tmp_path_factory.mktemp("bench")
     models = base / "models"
     models.mkdir()
-    cards = [_save_classifier(models, "squeezenet1_1", 0, "sq"), _save_classifier(models, "mobilenet_v3_small", 1, "mb")]
+    # seeds picked so that the untrained networks' verdicts vary and PGD can move them
+    cards = [_save_classifier(models, "resnet18", 0, "rn"), _save_classifier(models, "squeezenet1_1", 0, "sq")]
     data = _write_dataset(base / "busi")
     items = load_dataset(data)
     correct = {}
@@ -165,7 +166,7 @@ def test_tables_complete(bench, full_run):
 
     res = full_run
     out = res.out_dir
-    attacks, clfs = ["fgsm", "pgd"], ["sq", "mb"]
+    attacks, clfs = ["fgsm", "pgd"], ["rn", "sq"]
     # every classifier × attack row, every column
     assert [(r["classifier"], r["attack"]) for r in res.summary] == [(c, a) for c in clfs for a in attacks]
     for r in res.summary:
@@ -280,7 +281,7 @@ def test_bad_settings_refused_before_any_write(bench, tmp_path):
         ({"params": {"bogus": 1}}, "bogus"),
         ({"params": {"p2p.steps": 1}}, "not in --attacks"),
         ({"preset": "paper"}, "presets"),
-        ({"classifiers": [bench["cards"][0], bench["cards"][0]]}, "named 'sq'"),
+        ({"classifiers": [bench["cards"][0], bench["cards"][0]]}, "named 'rn'"),
         ({"limit": 0}, "limit"),
     ]
     for kw, msg in cases:
@@ -296,9 +297,10 @@ def test_failed_attack_is_recorded_not_fatal(bench, tmp_path, monkeypatch):
     import p2p_desktop.attacks.runner as runner
 
     real = runner.run_attack
+    victim = sorted(bench["correct"]["rn"])[0]
 
     def flaky(study, classifier, attack, **kw):
-        if attack.name == "fgsm" and study.path.name == "benign (1).png":
+        if attack.name == "fgsm" and study.path.relative_to(bench["data"]).as_posix() == victim:
             raise RuntimeError("simulated failure")
         return real(study, classifier, attack, **kw)
 
@@ -307,7 +309,7 @@ def test_failed_attack_is_recorded_not_fatal(bench, tmp_path, monkeypatch):
     errs = [r for r in res.rows if r["error"]]
     assert len(errs) == 1 and "simulated failure" in errs[0]["error"] and errs[0]["success"] is None
     fgsm = next(r for r in res.summary if r["attack"] == "fgsm")
-    assert fgsm["errors"] == 1 and fgsm["correct"] == len(bench["correct"]["sq"])
+    assert fgsm["errors"] == 1 and fgsm["correct"] == len(bench["correct"]["rn"])
     assert any("ended in an error" in n for n in res.notes)
 
 
@@ -329,10 +331,9 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     feats = extractor([np.full((40, 40, 1), 0.3, np.float32), np.random.RandomState(0).rand(50, 60, 3)])
     assert feats.shape == (2, fidlib.FEATURE_DIM) and np.isfinite(feats).all()
 
-    res = _run(bench, tmp_path / "out", attacks=["pgd"], classifiers=bench["cards"][:1],
-               params={"pgd.steps": 3, "pgd.eps": 0.2, "pgd.alpha": 0.05})
+    res = _run(bench, tmp_path / "out", attacks=["pgd"], classifiers=bench["cards"][:1], params={"pgd.steps": 3})
     row = res.summary[0]
-    assert row["successes"] >= 2, "PGD at ε = 0.2 should fool a random network"
+    assert row["successes"] >= 2, "PGD should fool this untrained network"
     assert row["fid"] is not None and row["fid"] > 0 and row["fid_samples"] == row["successes"]
     assert any("biased" in n for n in res.notes)
     assert not any("FID not computed" in n for n in res.notes)

@@ -241,7 +241,7 @@ def test_dicom_phantoms_reread_by_pydicom_and_simpleitk(tmp_path):
         seed = int(ds.PatientID.split("-")[1])
         ph = generate_phantom(seed, size=96)
         assert f"label={ph.label}" in ds.ImageComments and ph.descriptors[0] in ds.ImageComments
-        assert np.array_equal(ds.pixel_array, np.rint(ph.image * 255).astype(np.uint8))
+        assert np.array_equal(ds.pixel_array, np.rint(ph.image.astype(np.float64) * 255).astype(np.uint8))
         region = ds.SequenceOfUltrasoundRegions[0]
         assert region.PhysicalUnitsXDirection == 3 and region.PhysicalUnitsYDirection == 3
         assert region.PhysicalDeltaY == pytest.approx(ph.params["field_of_view_mm"][0] / 10 / 96, rel=1e-3)

@@ -43,8 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["P2PConfig", "P2P", "parse_class_words", "lpips_available"]
 
 DEFAULT_CLASS_WORDS = "benign:benign, malignant:malignant, normal:no"
-# torchvision's AlexNet checkpoint, which the lpips package needs (its wheel holds only the linear heads)
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 
 
 def parse_class_words(text: str) -> dict[str, str]:
@@ -63,11 +61,9 @@ def parse_class_words(text: str) -> dict[str, str]:
 
 def lpips_available() -> bool:
     """True when the AlexNet weights LPIPS needs are in the local torch hub cache."""
-    import os
+    from p2p_desktop.metrics import lpips_status
 
-    import torch
-
-    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE))
+    return lpips_status()[0]
 
 
 @dataclass(frozen=True)
@@ -405,14 +401,12 @@ _lpips_nets: dict[str, Any] = {}
 
 def _lpips(device):
     """LPIPS(AlexNet) from local weights only; refused clearly when they are missing."""
-    if not lpips_available():
-        import torch
+    from p2p_desktop.metrics import lpips_status
 
-        raise InputError(
-            "p2p.fidelity=lpips needs the AlexNet weights "
-            f"({ALEXNET_FILE}) in {torch.hub.get_dir()}/checkpoints; they are not there and nothing is "
-            "downloaded. Use --set fidelity=mse, or copy the file there"
-        )
+    ok, note = lpips_status()
+    if not ok:
+        raise InputError(f"p2p.fidelity=lpips needs the AlexNet weights, which are missing ({note}); "
+                         "nothing is downloaded. Use fidelity=mse instead")
     key = str(device)
     if key not in _lpips_nets:
         import lpips

@@ -170,10 +170,13 @@ class AttackPanel(QWidget):
         self.run_button.clicked.connect(self.run_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
 
-        self.refresh_models()
-        self.refresh_attacks()
+        self._restoring = True  # no settings are written while the saved choices are restored
         if settings is not None:
             self.set_device(settings.device)
+        self.refresh_models()
+        self.refresh_attacks()
+        self._restoring = False
+        self.validate()
 
     # -- population ------------------------------------------------------------------------
     def refresh_attacks(self, select: str | None = None) -> None:
@@ -325,7 +328,7 @@ class AttackPanel(QWidget):
             self.params_box.setVisible(False)
         self.preset_combo.setEnabled(self.preset_combo.count() > 1)
         self.preset_combo.blockSignals(False)
-        if self.settings is not None and name:
+        if self.settings is not None and name and not self._restoring:
             self.settings.attack = name
         self._update_backbone_state()
         self._on_changed()
@@ -352,7 +355,7 @@ class AttackPanel(QWidget):
         index = self.target_combo.findData(current_target)
         self.target_combo.setCurrentIndex(index if index >= 0 else 0)
         self.target_combo.blockSignals(False)
-        if self.settings is not None and spec:
+        if self.settings is not None and spec and not self._restoring:
             self.settings.classifier = spec
         self._on_changed()
 
@@ -369,7 +372,7 @@ class AttackPanel(QWidget):
         self.backbone_combo.setToolTip(tip)
 
     def _on_changed(self, *_args) -> None:
-        if self.settings is not None:
+        if self.settings is not None and not getattr(self, "_restoring", False):
             self.settings.device = self.device()
             if self.backbone_spec():
                 self.settings.backbone = self.backbone_spec()

@@ -292,12 +292,14 @@ class MainWindow(QMainWindow):
         paths = demo_sample_paths()
         if paths:
             self.browser.add_paths(paths, select_first=True)
+            self.viewer.set_notice("")
             self.show_status("Demo sample loaded: choose an attack and press Run.")
             return
         fallback = fallback_sample()
         if fallback is not None:
             self.browser.add_paths([fallback], select_first=True)
-            self.show_status("No demo sample in resources/samples; showing pydicom's ultrasound example.")
+            self.viewer.set_notice("No demo sample found in resources/samples: showing pydicom's ultrasound "
+                                   f"example ({fallback.name}) instead.")
             log.warning("no demo sample in resources/samples; using pydicom's example %s", fallback.name)
             return
         self.viewer.show_message("No demo sample found (resources/samples is empty). "

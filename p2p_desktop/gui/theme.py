@@ -25,6 +25,8 @@ QLabel#heading {{ font-size: 10.5pt; color: #1f2933; }}
 QLabel#muted {{ color: #5f6b7a; }}
 QLabel#readout {{ color: #27313d; font-family: monospace; font-size: 8.5pt; }}
 QLabel#placeholder {{ color: #6b7683; font-size: 11pt; padding: 24px; }}
+QLabel#notice {{ background: #fff4d6; border: 1px solid #e8c76a; border-radius: 4px; padding: 4px 8px;
+                color: #5c4400; }}
 QLabel#fieldError {{ color: #b3261e; font-size: 8.5pt; }}
 QLineEdit[invalid="true"], QSpinBox[invalid="true"], QComboBox[invalid="true"] {{ border: 1px solid #b3261e; }}
 QProgressBar {{ border: 1px solid #c3cad4; border-radius: 4px; text-align: center; background: #f4f6f9;

@@ -102,6 +102,10 @@ class ViewerPanel(QWidget):
         frames.addWidget(self.frame_spin)
         self.frame_row.setVisible(False)
 
+        self.notice = QLabel("")
+        self.notice.setObjectName("notice")
+        self.notice.setWordWrap(True)
+        self.notice.setVisible(False)
         self.readout = QLabel("")
         self.readout.setObjectName("readout")
         self.info_label = QLabel("")
@@ -118,6 +122,7 @@ class ViewerPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(controls)
+        layout.addWidget(self.notice)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.frame_row)
         bottom = QHBoxLayout()
@@ -127,6 +132,11 @@ class ViewerPanel(QWidget):
         self.show_message("No study loaded. Open a DICOM or image file (File ▸ Open) or drop one here.")
 
     # -- content ----------------------------------------------------------------------------
+    def set_notice(self, text: str) -> None:
+        """A banner above the image (e.g. which sample is shown); empty hides it."""
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
+
     def show_message(self, text: str) -> None:
         self.study = None
         self.message.setText(text)

@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ class Backbone:
     def vae_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    @property
+    @cached_property
     def alphas_cumprod(self):
         """ᾱ_t for t = 0..T-1 (float32, on the backbone's device)."""
         import torch

@@ -620,7 +620,7 @@ def add_lesion(m: TissueMaps, grid: Grid, p: dict, tissue: dict, bounds: dict, f
         m.echo[sl] += (1.5 * tissue["echo_gland"]) * flanks * (1 - inside)
     m.echo[sl] = m.echo[sl] * (1 - inside) + echo_in * inside
     m.density[sl] = m.density[sl] * (1 - inside) + dens_in * inside
-    m.specular[sl] = m.specular[sl] * (1 - 0.9 * inside)  # tissue planes end at the mass
+    m.specular[sl] = m.specular[sl] * (1 - inside)  # tissue planes end at the mass
 
     # 2. Wall: a specular outline, bright where it faces the probe (anterior/posterior walls).
     nzc = -s * (uu / a ** 2) + c * (vv / b ** 2)

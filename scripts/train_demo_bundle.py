@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Retrain the whole embedded demo bundle from scratch, on this project's synthetic phantoms.
+
+    python scripts/train_demo_bundle.py --out resources/models      (or: make retrain-demo)
+
+1. the demo diffusion backbone (resources/models/demo)            — p2p_desktop.training.backbone
+2. the three demo classifiers (resources/models/demo-<arch>)      — p2p_desktop.training.classifiers
+   (runs beside step 1, one CPU thread each)
+3. the example classifier plugin's weights (plugins/phantom_cnn)  — plugins/phantom_cnn/train.py
+4. the sample studies shown on first start (resources/samples)    — p2p_desktop.phantoms
+
+Existing model folders are replaced only when their training finished (each trainer writes
+to a temporary folder and moves it into place).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
+    p.add_argument("--minutes", type=float, default=35.0, help="time budget of each trainer")
+    p.add_argument("--skip", default="", help="comma list of steps to skip: backbone,classifiers,plugin,samples")
+    args = p.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    t0 = time.time()
+    py = sys.executable
+    procs = []
+    if "backbone" not in skip:
+        procs.append(("backbone", subprocess.Popen(
+            [py, "-m", "p2p_desktop.training.backbone", "--out", str(args.out / "demo"),
+             "--minutes", str(args.minutes)], cwd=ROOT)))
+    if "classifiers" not in skip:
+        procs.append(("classifiers", subprocess.Popen(
+            [py, "-m", "p2p_desktop.training.classifiers", "--out", str(args.out),
+             "--minutes", str(args.minutes)], cwd=ROOT)))
+    failed = [name for name, proc in procs if proc.wait() != 0]
+    if "plugin" not in skip and not failed:
+        if subprocess.call([py, str(ROOT / "plugins" / "phantom_cnn" / "train.py")], cwd=ROOT) != 0:
+            failed.append("plugin")
+    if "samples" not in skip and not failed:
+        if subprocess.call([py, str(ROOT / "scripts" / "make_samples.py")], cwd=ROOT) != 0:
+            failed.append("samples")
+    print(f"demo bundle: {'FAILED: ' + ', '.join(failed) if failed else 'done'} in {(time.time() - t0) / 60:.1f} min")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
