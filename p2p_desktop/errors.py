@@ -7,7 +7,8 @@ anything else   -> CLI exit 1 (internal error, traceback goes to a log file)
 
 from __future__ import annotations
 
-__all__ = ["P2PError", "InputError", "ModelError", "UnsafeFileError", "Cancelled", "OutputError"]
+__all__ = ["P2PError", "InputError", "ModelError", "UnsafeFileError", "Cancelled", "OutputError",
+           "OutOfMemory"]
 
 
 class P2PError(Exception):
@@ -38,3 +39,9 @@ class Cancelled(P2PError):
     """The user cancelled the job; nothing was written."""
 
     exit_code = 3
+
+
+class OutOfMemory(P2PError):
+    """The device ran out of memory, also after a retry at lower cost where one exists."""
+
+    exit_code = 1

@@ -472,6 +472,8 @@ def _summary_csv(summary: Sequence[Mapping[str, Any]]) -> str:
 # -- FID -----------------------------------------------------------------------------------------------
 def _compute_fid(rows, dataset_root: Path, out_dir: Path, classifiers, attacks, device: str, notes: list[str],
                  cancel: CancelToken, progress: Callable[[str], None]) -> dict[tuple[str, str], tuple[float | None, int]]:
+    import numpy as np
+
     from p2p_desktop import fid as fidlib
     from p2p_desktop.io import load_study
 
@@ -495,25 +497,20 @@ def _compute_fid(rows, dataset_root: Path, out_dir: Path, classifiers, attacks, 
                 continue
             cancel.check()
             progress(f"FID {c} × {a} ({len(wins)} pairs)")
-            originals, adversarials, missing = [], [], []
-            for r in wins:
-                adv = adversarial_path(out_dir, c, a, r["image"])
-                if not adv.is_file():
-                    missing.append(str(adv))
-                    continue
-                if r["image"] not in original_features:
-                    original_features[r["image"]] = extractor([load_study(dataset_root / r["image"],
-                                                                          attach_mask=False).image])[0]
-                originals.append(original_features[r["image"]])
-                adversarials.append(load_study(adv, attach_mask=False).image)
+            paths = [adversarial_path(out_dir, c, a, r["image"]) for r in wins]
+            missing = [str(p) for p in paths if not p.is_file()]
             if missing:
                 notes.append(f"FID {c} × {a} not computed: {len(missing)} adversarial image(s) are missing "
                              f"from {out_dir / ADVERSARIAL_DIR}, e.g. {missing[0]}")
                 result[(c, a)] = (None, 0)
                 continue
-            import numpy as np
-
-            value = fidlib.fid_from_features(np.stack(originals), extractor(adversarials))
+            new = [r["image"] for r in wins if r["image"] not in original_features]
+            if new:
+                feats = extractor([load_study(dataset_root / i, attach_mask=False).image for i in new])
+                original_features.update(zip(new, feats))
+            originals = np.stack([original_features[r["image"]] for r in wins])
+            value = fidlib.fid_from_features(originals, extractor([load_study(p, attach_mask=False).image
+                                                                   for p in paths]))
             result[(c, a)] = (value, len(wins))
     if too_few:
         notes.append(f"FID needs at least 2 successful examples; not computed for {', '.join(too_few)}")

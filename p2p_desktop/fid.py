@@ -24,6 +24,7 @@ rank-deficient): compare values only between sets of similar size.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -244,17 +245,38 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"shape mismatch: μ {mu1.shape} / {mu2.shape}, Σ {s1.shape} / {s2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(s1.shape[0]) * eps
-        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    with warnings.catch_warnings():  # singular products are expected and handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     covmean = np.real(covmean)
     value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
     return max(value, 0.0)  # round-off can give tiny negatives for identical sets
 
 
-def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID between two (N, D) feature sets (each N ≥ 2)."""
-    mu1, s1 = feature_statistics(features1)
-    mu2, s2 = feature_statistics(features2)
-    return frechet_distance(mu1, s1, mu2, s2)
+def fid_from_features(features1: np.ndarray, features2: np.ndarray, reduce: bool | None = None) -> float:
+    """FID between two (N, D) feature sets (each N ≥ 2).
+
+    With fewer samples than dimensions (N₁ + N₂ ≤ D, the usual case for a few hundred images
+    and 2048-d features) both covariances live in the span of the centred samples; the
+    matrix square root is then taken in that (N₁+N₂)-d subspace, which gives the same
+    value as the full D×D computation, exactly and much faster (``reduce=None``: automatic).
+    """
+    f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    mu1, s1 = feature_statistics(f1)
+    mu2, s2 = feature_statistics(f2)
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature sizes differ: {f1.shape[1]} vs {f2.shape[1]}")
+    if reduce is None:
+        reduce = f1.shape[0] + f2.shape[0] <= f1.shape[1]
+    if not reduce:
+        return frechet_distance(mu1, s1, mu2, s2)
+    centred = np.concatenate([f1 - mu1, f2 - mu2])
+    basis, _ = np.linalg.qr(centred.T)  # (D, N1+N2), orthonormal columns spanning both sample sets
+    p1, p2 = (f1 - mu1) @ basis, (f2 - mu2) @ basis
+    zero = np.zeros(basis.shape[1])
+    diff = mu1 - mu2
+    spread = frechet_distance(zero, np.cov(p1, rowvar=False), zero, np.cov(p2, rowvar=False))
+    return max(float(diff @ diff) + spread, 0.0)

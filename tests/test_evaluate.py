@@ -149,6 +149,15 @@ def test_frechet_rank_deficient_covariance_is_finite():
         fid_from_features(rng.randn(1, 8), rng.randn(3, 8))
 
 
+def test_frechet_in_sample_subspace_equals_full_computation():
+    """Few samples, many dimensions: the subspace shortcut gives the full D×D value."""
+    from p2p_desktop.fid import fid_from_features
+
+    rng = np.random.RandomState(3)
+    a, b = rng.randn(20, 50), 1.5 * rng.randn(25, 50) + 0.3
+    assert fid_from_features(a, b, reduce=True) == pytest.approx(fid_from_features(a, b, reduce=False), rel=1e-6)
+
+
 def test_fid_status_names_missing_files_and_folder():
     import torch
 
@@ -313,6 +322,28 @@ def test_failed_attack_is_recorded_not_fatal(bench, tmp_path, monkeypatch):
     assert any("ended in an error" in n for n in res.notes)
 
 
+def _random_inception_state(flavour: str) -> dict:
+    """State dict of the right shapes with random values (built on the meta device: no slow init)."""
+    import torch
+
+    from p2p_desktop.fid import build_inception
+
+    with torch.device("meta"):
+        model = build_inception(flavour)
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for key, t in model.state_dict().items():
+        if t.dtype != torch.float32:
+            state[key] = torch.zeros(t.shape, dtype=t.dtype)
+        elif t.dim() > 1:
+            state[key] = torch.randn(t.shape, generator=g) / float(np.sqrt(t[0].numel()))
+        elif key.endswith(("running_var", ".weight")):
+            state[key] = torch.ones(t.shape)
+        else:
+            state[key] = torch.zeros(t.shape)
+    return state
+
+
 def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     """With (here: random) pytorch-fid InceptionV3 weights in the hub cache, FID is a number."""
     import torch
@@ -322,14 +353,9 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     home = tmp_path / "hub-with-inception"
     monkeypatch.setenv("TORCH_HOME", str(home))
     (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(fidlib.build_inception("pytorch-fid").state_dict(),
-               home / "hub" / "checkpoints" / fidlib.PYTORCH_FID_FILE)
+    torch.save(_random_inception_state("pytorch-fid"), home / "hub" / "checkpoints" / fidlib.PYTORCH_FID_FILE)
     status = fidlib.fid_status()
-    assert status.available and status.flavour == "pytorch-fid"
-    extractor = fidlib.load_inception()
-    feats = extractor([np.full((40, 40, 1), 0.3, np.float32), np.random.RandomState(0).rand(50, 60, 3)])
-    assert feats.shape == (2, fidlib.FEATURE_DIM) and np.isfinite(feats).all()
+    assert status.available and status.flavour == "pytorch-fid" and status.note == ""
 
     res = _run(bench, tmp_path / "out", attacks=["pgd"], classifiers=bench["cards"][:1], params={"pgd.steps": 3})
     row = res.summary[0]
@@ -337,6 +363,36 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     assert row["fid"] is not None and row["fid"] > 0 and row["fid_samples"] == row["successes"]
     assert any("biased" in n for n in res.notes)
     assert not any("FID not computed" in n for n in res.notes)
+    md = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+    assert f"| {row['fid']:.1f} |" in md
+
+
+def test_torchvision_inception_weights_are_used_and_noted(tmp_path, monkeypatch):
+    """torchvision's file (with its auxiliary head) loads too, and the note says it is not standard FID."""
+    import torch
+
+    from p2p_desktop import fid as fidlib
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(_random_inception_state("torchvision"), tmp_path / "hub" / "checkpoints" / fidlib.TORCHVISION_FILE)
+    status = fidlib.fid_status()
+    assert status.flavour == "torchvision" and fidlib.PYTORCH_FID_FILE in status.note
+    feats = fidlib.load_inception()([np.full((40, 40, 1), 0.3, np.float32)])
+    assert feats.shape == (1, fidlib.FEATURE_DIM) and np.isfinite(feats).all()
+
+
+def test_inception_file_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
+    from p2p_desktop import fid as fidlib
+    from p2p_desktop.errors import UnsafeFileError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    import torch
+
+    torch.save({"layer": Path("not-a-tensor")}, tmp_path / "hub" / "checkpoints" / fidlib.PYTORCH_FID_FILE)
+    with pytest.raises((UnsafeFileError, InputError)):
+        fidlib.load_inception()
 
 
 def test_limit_takes_classes_in_turn():

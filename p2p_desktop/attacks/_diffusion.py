@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from p2p_desktop.models.backbone import Backbone
 
-__all__ = ["resize", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
+__all__ = ["resize", "to_source", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
            "decode", "tokenize", "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
 
 
@@ -28,6 +28,19 @@ def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
         return x
     shrink = x.shape[-2] > size or x.shape[-1] > size
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def to_source(adv: "torch.Tensor", x_src: "torch.Tensor", x_small: "torch.Tensor") -> "torch.Tensor":
+    """What the runner will write: the source plus the upsampled change ``adv − x_small`` (differentiable).
+
+    ``x_small`` is the source resized to ``adv``'s size; at equal sizes this is ``adv`` itself.
+    """
+    import torch.nn.functional as F
+
+    if tuple(adv.shape[-2:]) == tuple(x_src.shape[-2:]):
+        return adv
+    delta = F.interpolate(adv - x_small, size=tuple(x_src.shape[-2:]), mode="bilinear", align_corners=False)
+    return (x_src + delta).clamp(0, 1)
 
 
 def to_rgb(x: "torch.Tensor") -> "torch.Tensor":

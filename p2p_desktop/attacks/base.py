@@ -147,3 +147,8 @@ class Attack(ABC):
     def total_steps(self) -> int:
         """How many steps ``run`` will report at most (for progress bars)."""
         return int(getattr(self.config, "steps", 1))
+
+    def cheaper(self) -> "Attack | None":
+        """The same attack at lower memory cost (same method, e.g. fewer timesteps per batch), or
+        None. The runner retries once with it after an out-of-memory error."""
+        return None

@@ -78,7 +78,8 @@ class DiffPGD(Attack):
         y = torch.tensor([ctx.target if targeted else ctx.label], device=clf.device)
 
         # 1. The image at the backbone's resolution, δ = 0, one fixed noise sample, empty-prompt embedding.
-        x_ref = D.resize(x.detach().float(), R).clamp(0, 1).to(dev)
+        x_src = x.detach().float().to(dev)
+        x_ref = D.resize(x_src, R).clamp(0, 1)
         delta = torch.zeros_like(x_ref)
         f = bb.vae_factor
         noise = torch.randn((1, bb.latent_channels, R // f, R // f), generator=gen).to(dev)
@@ -101,7 +102,7 @@ class DiffPGD(Attack):
                     x_pur = purify(x_in)
                 x_pur.requires_grad_(True)
                 leaf = x_pur
-            logits = clf.logits(x_pur).float()
+            logits = clf.logits(D.to_source(x_pur, x_src, x_ref)).float()  # as it will be written
             loss = F.cross_entropy(logits, y)
             (grad,) = torch.autograd.grad(loss, leaf)
 
@@ -120,7 +121,7 @@ class DiffPGD(Attack):
         # 5. Output: SDEdit(clip(x + δ)) with the final δ.
         with torch.no_grad():
             x_adv = purify((x_ref + delta).clamp(0, 1))
-            probs = clf.probs(x_adv).float()[0]
+            probs = clf.probs(D.to_source(x_adv, x_src, x_ref)).float()[0]
         pred = int(probs.argmax())
         info: dict[str, Any] = {
             "success": ctx.is_adversarial(pred),

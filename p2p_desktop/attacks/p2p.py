@@ -7,8 +7,9 @@ The image is encoded once by the VAE (posterior mean). Each iteration draws t ~ 
 (of the 1000-step DDPM schedule) and fresh noise, forms z_t, predicts the noise with the
 UNet conditioned on the learnable prompt "ultrasound image of {cls} tumor in breast", takes
 the one-step estimate ẑ0, decodes it to x_adv ∈ [0,1] and updates the text parameters with
-AdamW on ``loss = L_cls(F(x_adv)) + λ·fidelity(x_adv, x)``. An iteration succeeds when the
-classifier is fooled; among successes the one with the smallest t, then the lowest MSE, is
+AdamW on ``loss = L_cls(F(x_adv)) + λ·fidelity(x_adv, x)``. The classifier sees each candidate
+as it will be written (the source plus the upsampled change, in the source's geometry). An
+iteration succeeds when the classifier is fooled; among successes the one with the smallest t, then the lowest MSE, is
 returned. Distance: none by construction (optional L∞/L2 projection of the output).
 
 Presets:
@@ -109,6 +110,10 @@ class P2PConfig(AttackConfig):
                              help="Radius of the bound in [0,1] pixel units (L2: over the whole image).")
     batch_timesteps: int = param(2, min=1, max=64, advanced=True,
                                  help="Timesteps evaluated per iteration in one batch (more candidates per step).")
+    margin: float = param(0.0, min=0.0, max=1.0, advanced=True,
+                          help="A candidate counts as a success only when the winning wrong (or target) class's "
+                               "probability beats the true (or best other) class by this much; a margin keeps "
+                               "the verdict through 8-bit quantisation of the written image.")
     selection: str = param("min_t_then_mse", choices=("min_t_then_mse", "min_mse"),
                            help="Which successful candidate to keep: smallest t then lowest MSE (paper), "
                                 "or lowest MSE.")
@@ -266,7 +271,8 @@ class P2P(Attack):
         scaler = torch.amp.GradScaler("cuda") if (bb.dtype == torch.float16 and dev.type == "cuda") else None
 
         # 2. Encode the image once: posterior mean (and std for encode="sample").
-        x_ref = D.resize(x.detach().float(), R).clamp(0, 1).to(dev)  # (1, C, R, R), the fidelity reference
+        x_src = x.detach().float().to(dev)
+        x_ref = D.resize(x_src, R).clamp(0, 1)  # (1, C, R, R): the fidelity reference
         with torch.no_grad(), D.autocast(bb):
             z_mean, z_std = D.encode(bb, x_ref)
 
@@ -293,8 +299,8 @@ class P2P(Attack):
                 x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
             x_adv = _project(x_adv, x_ref, cfg.bound, cfg.bound_eps)
 
-            # 6. Classifier loss (+ λ·fidelity) and the optimiser step.
-            logits = clf.logits(x_adv).float()
+            # 6. Classifier loss on the image as it will be written (source geometry), + λ·fidelity.
+            logits = clf.logits(D.to_source(x_adv, x_src, x_ref)).float()
             if ctx.target is not None:
                 cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
             elif cfg.loss == "neg_ce":
@@ -327,10 +333,11 @@ class P2P(Attack):
                 t_list, mse_list, cl_list = t.tolist(), mse.detach().tolist(), cls_loss.detach().tolist()
                 improved = False
                 shown = min(range(K), key=lambda k: cl_list[k])
+                wins = [_succeeds(probs[k], ctx, cfg.margin) for k in range(K)]
                 for k in range(K):
                     cand = {"t": int(t_list[k]), "mse": float(mse_list[k]), "cls_loss": float(cl_list[k]),
                             "iteration": it, "pred": int(preds[k])}
-                    if ctx.is_adversarial(preds[k]):
+                    if wins[k]:
                         first_success = first_success or it
                         if best is None or _key(cand, cfg.selection) < _key(best, cfg.selection):
                             cand["image"] = x_adv[k:k + 1].detach().float().cpu().clone()
@@ -341,7 +348,7 @@ class P2P(Attack):
                         cand["probs"] = probs[k].cpu()
                         fallback = cand
                 since_better = 0 if improved else since_better + 1
-                success_now = any(ctx.is_adversarial(p) for p in preds)
+                success_now = any(wins)
 
             # 8. Report (raises Cancelled on user cancel: nothing is decoded or returned after it).
             ctx.step(it, cfg.steps, float(loss.detach()), probs[shown], success=success_now,
@@ -377,6 +384,20 @@ class P2P(Attack):
             info["bound"] = {"norm": cfg.bound, "eps": cfg.bound_eps,
                              "linf": float(delta.abs().max()), "l2": float(delta.norm())}
         return AttackOutput(adversarial=chosen["image"], iterations=it, info=info)
+
+
+def _succeeds(p, ctx: AttackContext, margin: float) -> bool:
+    """Fooled (``ctx.is_adversarial``), with the winning class ahead by at least ``margin``."""
+    pred = int(p.argmax())
+    if not ctx.is_adversarial(pred):
+        return False
+    if margin <= 0:
+        return True
+    if ctx.target is not None:
+        others = p.clone()
+        others[ctx.target] = -1.0
+        return float(p[ctx.target] - others.max()) >= margin
+    return float(p[pred] - p[ctx.label]) >= margin
 
 
 def _key(cand: dict[str, Any], selection: str) -> tuple:

@@ -27,12 +27,12 @@ import numpy as np
 
 from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
 from p2p_desktop.cancel import CancelToken
-from p2p_desktop.errors import InputError
+from p2p_desktop.errors import InputError, OutOfMemory
 from p2p_desktop.io.study import Study
 from p2p_desktop.metrics import compute_metrics
 from p2p_desktop.models.classifier import Classifier, to_numpy, to_tensor
 
-__all__ = ["AttackResult", "run_attack", "software_versions"]
+__all__ = ["AttackResult", "run_attack", "software_versions", "is_out_of_memory"]
 
 
 @dataclass
@@ -122,6 +122,25 @@ def software_versions() -> dict[str, str]:
     return out
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS out-of-memory errors and host MemoryError."""
+    import torch
+
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _to_source_geometry(adv, x):
     """Bring an attack output to x's (1, C, H, W) geometry, keeping source detail."""
     import torch.nn.functional as F
@@ -180,10 +199,33 @@ def run_attack(
     ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
                         backbone=backbone, on_step=on_step, cancel=cancel, generator=generator)
 
-    # 3. the attack
+    # 3. the attack (after an out-of-memory error: one retry at lower cost, where one exists)
     cancel.check()
     t0 = time.perf_counter()
-    out = attack.run(x, ctx)
+    try:
+        out = attack.run(x, ctx)
+    except BaseException as exc:
+        if not is_out_of_memory(exc):
+            raise
+        _free_memory()
+        cheaper = attack.cheaper()
+        what = f"{attack.name} ran out of memory on {device}"
+        if cheaper is None:
+            raise OutOfMemory(f"{what}; free memory (close other jobs), use a smaller model or --device cpu") from None
+        changes = {k: v for k, v in cheaper.config.to_dict().items() if cfg.to_dict().get(k) != v}
+        notes.append(f"{what}; retried at lower cost with {changes}")
+        ctx.history.clear()
+        torch.manual_seed(cfg.seed)
+        ctx.generator = torch.Generator().manual_seed(cfg.seed)
+        attack, cfg = cheaper, cheaper.config
+        try:
+            out = attack.run(x, ctx)
+        except BaseException as exc2:
+            if is_out_of_memory(exc2):
+                _free_memory()
+                raise OutOfMemory(f"{what}, also at lower cost {changes}; use --device cpu or a smaller "
+                                  "backbone") from None
+            raise
     seconds = time.perf_counter() - t0
     cancel.check()
 

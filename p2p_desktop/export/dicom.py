@@ -155,7 +155,8 @@ def _new_header(study) -> Any:
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-               "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer", "PatientOrientation"):
+               "ReferringPhysicianName", "StudyID", "AccessionNumber", "Manufacturer", "PatientOrientation",
+               "Laterality"):
         setattr(ds, kw, "")
     ds.StudyInstanceUID = generate_uid()
     ds.Modality = "OT"

@@ -29,7 +29,7 @@ from p2p_desktop.errors import InputError
 
 __all__ = ["REPORT_FORMATS", "RunReport", "BatchReport", "parse_formats", "build_run_report",
            "render_html", "render_pdf", "write_reports", "write_batch_report", "figure_png",
-           "perturbation_heatmap_png", "amplified_perturbation_png", "probability_chart_png",
+           "perturbation_colours", "perturbation_heatmap_png", "amplified_perturbation_png", "probability_chart_png",
            "history_chart_png"]
 
 REPORT_FORMATS = ("html", "pdf")
@@ -91,18 +91,33 @@ def _signed(perturbation: np.ndarray) -> np.ndarray:
     return d.mean(axis=2) if d.ndim == 3 else d
 
 
-def perturbation_heatmap_png(perturbation: np.ndarray) -> bytes:
-    """Signed perturbation (channel mean) in a diverging colormap centred on 0, with a colour bar."""
+def _heat_scale(perturbation: np.ndarray):
+    """The diverging colormap and the norm centred on 0 (symmetric: ±max|δ|)."""
+    from matplotlib import colormaps
     from matplotlib.colors import TwoSlopeNorm
 
     d = _signed(perturbation)
     m = float(np.abs(d).max()) or 1.0 / 255.0
+    return d, colormaps["RdBu_r"], TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+
+
+def perturbation_colours(perturbation: np.ndarray) -> np.ndarray:
+    """Signed perturbation (channel mean) -> (H, W, 3) RGB in [0,1]: 0 is white, + red, − blue."""
+    d, cmap, norm = _heat_scale(perturbation)
+    return np.asarray(cmap(norm(d)))[..., :3]
+
+
+def perturbation_heatmap_png(perturbation: np.ndarray) -> bytes:
+    """:func:`perturbation_colours` as a figure with a colour bar (δ in [0,1] pixel units)."""
+    from matplotlib.cm import ScalarMappable
+
+    d, cmap, norm = _heat_scale(perturbation)
     h, w = d.shape
     fig = _figure(4.6, 4.6 * h / max(w, 1) + 0.4)
     ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(d, cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m), interpolation="nearest")
+    ax.imshow(perturbation_colours(perturbation), interpolation="nearest")
     ax.set_axis_off()
-    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.046, pad=0.03)
     cb.set_label("δ (pixel units, [0,1] scale)")
     return figure_png(fig)
 
@@ -487,7 +502,7 @@ def render_pdf(report: RunReport | BatchReport) -> bytes:
 
             with Image.open(io.BytesIO(png)) as im:
                 ratio = im.height / max(im.width, 1)
-            w = min(doc.width * 0.8, 150.0)
+            w = min(doc.width * 0.7, 125.0)
             doc.ensure(w * ratio + 2)
             x = doc.pdf.l_margin + (doc.width - w) / 2
             h = doc.image(png, w, x=x, y=doc.pdf.get_y())

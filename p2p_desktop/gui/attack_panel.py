@@ -387,17 +387,15 @@ class AttackPanel(QWidget):
             message = self._attack_error
         elif self.attack_cls is None:
             message = "no attack available"
-        elif not self.classifier_spec():
-            message = ("no classifier available: put the demo models in resources/models, "
-                       "or add a model card with the … button")
         else:
             try:
-                self.form.build_config(**self._common())
-            except InputError as exc:
-                if self.form.show_error(str(exc)) is None:
-                    message = ""  # shown below the form already
-                self._set_valid(False, message)
+                self.form.build_config(**self._common())  # shows its message beside the field
+            except InputError:
+                self._set_valid(False, "")
                 return False
+            if not self.classifier_spec():
+                message = ("no classifier available: put the demo models in resources/models, "
+                           "or add a model card with the … button")
         self._set_valid(not message, message)
         return not message
 

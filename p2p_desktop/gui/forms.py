@@ -191,6 +191,9 @@ class ConfigForm(QWidget):
             label = QLabel(spec.label[:1].upper() + spec.label[1:])
             label.setToolTip(spec.help)
             (self._advanced if spec.advanced else self._basic).addRow(label, row.container)
+            if not spec.advanced:  # widgets added to a shown parent are shown only later otherwise
+                label.show()
+                row.container.show()
             has_advanced |= spec.advanced
             self.rows[spec.name] = row
         self._advanced_box.setVisible(has_advanced)

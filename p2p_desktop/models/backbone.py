@@ -62,6 +62,7 @@ class Backbone:
     name: str
     path: str
     shift_factor: float = 0.0
+    weight_files: tuple[str, ...] = ()  # the files the weights were read from (for the hash)
     _sha256: str | None = field(default=None, repr=False)
 
     @property
@@ -84,9 +85,9 @@ class Backbone:
         return int(self.scheduler.config.num_train_timesteps)
 
     def weights_sha256(self) -> str:
-        """SHA-256 over the sorted (relative path, SHA-256) of every weight file (computed once)."""
+        """SHA-256 over the sorted (relative path, SHA-256) of the weight files loaded (computed once)."""
         if self._sha256 is None:
-            self._sha256 = _weights_digest(Path(self.path))
+            self._sha256 = _weights_digest(Path(self.path), self.weight_files)
         return self._sha256
 
     def identity(self) -> dict[str, Any]:
@@ -96,12 +97,15 @@ class Backbone:
 
 
 # -- checks ---------------------------------------------------------------------------------
-def _weights_digest(path: Path) -> str:
+def _weights_digest(path: Path, names: tuple[str, ...] = ()) -> str:
     from p2p_desktop.hashing import sha256_file
 
     if path.is_file():
         return sha256_file(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    if names:
+        files = sorted(path / n for n in names)
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.relative_to(path).as_posix()}:{sha256_file(p)}\n".encode())
@@ -131,6 +135,18 @@ def _weight_file(sub: Path, stems: tuple[str, ...], allow_pickle: bool) -> tuple
         f"backbone component '{sub.name}' has no weights: expected {sub / (stems[0] + '.safetensors')} "
         f"(copy the {sub.name}/ folder of a diffusers Stable Diffusion checkpoint there)"
     )
+
+
+def _component_files(folder: Path, comp: str, variant: str | None, safe: bool) -> list[str]:
+    """Relative paths of the weight files a component is loaded from (shards included)."""
+    suffixes = (".safetensors",) if safe else PICKLE_SUFFIXES
+    out = []
+    for p in sorted((folder / comp).iterdir()):
+        if not p.is_file() or p.suffix.lower() not in suffixes:
+            continue
+        if (f".{variant}." in p.name) == (variant is not None):
+            out.append(p.relative_to(folder).as_posix())
+    return out
 
 
 def check_backbone_folder(folder: str | Path, allow_pickle: bool = False) -> dict[str, tuple[str | None, bool]]:
@@ -285,7 +301,10 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"backbone {folder} could not be loaded: {first}") from None
-    return _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, str(folder))
+    backbone = _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, str(folder))
+    backbone.weight_files = tuple(f for comp, (variant, safe) in found.items()
+                                  for f in _component_files(folder, comp, variant, safe))
+    return backbone
 
 
 def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dtype,

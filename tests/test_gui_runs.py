@@ -1,0 +1,378 @@
+"""Attack runs through the GUI worker: results, heatmap, cancel, errors, responsiveness, closing,
+history and comparison, exports, batch evaluation and the smoke test."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from p2p_desktop.attacks.base import Attack, AttackConfig, AttackOutput  # noqa: E402
+from p2p_desktop.config import param  # noqa: E402
+from tests.gui_helpers import (  # noqa: E402,F401
+    classifier_name,
+    make_busi_folder,
+    no_thread_leak,
+    settings,
+    ultrasound_file,
+    window,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def _open(qtbot, window, paths):
+    with qtbot.waitSignal(window.browser.loading_finished, timeout=20000):
+        window.open_paths(paths)
+    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
+
+
+def _run(qtbot, window, attack="fgsm", timeout=60000, **params):
+    window.panel.set_attack(attack)
+    window.panel.set_params(**params)
+    with qtbot.waitSignal(window.runner.finished, timeout=timeout):
+        assert window.run_attack()
+    return window.current_entry()
+
+
+@dataclass(frozen=True)
+class FailingConfig(AttackConfig):
+    steps: int = param(3, help="Steps before the failure.", min=1)
+
+
+class FailingAttack(Attack):
+    """A plugin attack whose loop raises after one step."""
+
+    name = "gui-test-failing"
+    Config = FailingConfig
+    summary = "fails on purpose"
+
+    def run(self, x, ctx) -> AttackOutput:
+        ctx.step(1, self.config.steps, 1.0, [1 / 3] * 3)
+        raise RuntimeError("the model exploded on purpose")
+
+
+@pytest.fixture
+def failing_attack():
+    from p2p_desktop.attacks import registry
+
+    registry.register(registry.AttackSpec(FailingAttack.name, "tests.test_gui_runs:FailingAttack",
+                                          FailingAttack.summary, source="plugin"))
+    yield FailingAttack.name
+    registry._specs.pop(FailingAttack.name, None)  # the registry has no public unregister
+
+
+def test_fgsm_end_to_end_through_the_worker(qtbot, window, tmp_path):
+    _open(qtbot, window, [ultrasound_file()])
+    events = []
+    window.runner.progress.connect(events.append)
+    entry = _run(qtbot, window, "fgsm", eps=0.03)
+    assert entry is not None and window.errors == []
+    r = entry.result
+    assert r.attack == "fgsm" and r.config["eps"] == 0.03
+    assert [e.step for e in events] == [1] and window.monitor.steps == [1]
+    # the heatmap is adversarial − original (signed: the channel mean)
+    view = window.results
+    np.testing.assert_array_equal(view.perturbation.delta, r.adversarial - r.original)
+    np.testing.assert_array_equal(view.perturbation.delta, r.perturbation)
+    np.testing.assert_allclose(view.heatmap_item.image, (r.adversarial - r.original).mean(axis=2), atol=1e-7)
+    lo, hi = view.heatmap_levels()
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(view.heatmap_item.image).max(), rel=1e-4)
+    np.testing.assert_array_equal(view.original_pane.image_item.image, r.original)
+    np.testing.assert_array_equal(view.adversarial_pane.image_item.image, r.adversarial)
+    # probability shift and metrics come from the result
+    before, after = view.chart.values
+    assert before == pytest.approx([r.original_probs[c] for c in r.classes])
+    assert after == pytest.approx([r.adversarial_probs[c] for c in r.classes])
+    assert view.metrics.value("SSIM") == f"{r.metrics['ssim']:.4f}"
+    assert view.metrics.value("LPIPS") == ("n/a" if r.metrics["lpips"] is None else f"{r.metrics['lpips']:.4f}")
+    if r.metrics["lpips"] is None:
+        assert "LPIPS not computed" in view.notes.text()
+    assert window.tabs.currentWidget() is view
+    assert len(window.history.entries) == 1
+    assert window.monitor.progress.value() == window.monitor.progress.maximum()
+
+
+def test_heatmap_controls_roi_and_lesion_energy(qtbot, window, tmp_path):
+    root = make_busi_folder(tmp_path / "busi")
+    _open(qtbot, window, [root])
+    assert window.browser.select_path(root / "malignant" / "malignant (1).png")
+    qtbot.waitUntil(lambda: window.current_study.path.name == "malignant (1).png")
+    entry = _run(qtbot, window, "fgsm", eps=0.05)
+    view = window.results
+    pm = view.perturbation
+    assert entry.result.true_label == "malignant"
+    # absolute mode and amplification
+    view.set_mode("absolute")
+    np.testing.assert_allclose(view.heatmap_item.image, np.abs(entry.result.perturbation).max(axis=2))
+    top = pm.scale("absolute")
+    view.amp_spin.setValue(4.0)
+    assert view.heatmap_levels() == pytest.approx((0.0, top / 4))
+    view.set_mode("signed")
+    assert view.heatmap_levels() == pytest.approx((-pm.scale("signed") / 4, pm.scale("signed") / 4))
+    # overlay on the original with opacity
+    view.overlay_check.setChecked(True)
+    view.opacity_slider.setValue(40)
+    assert view.heatmap_pane.base_item.isVisible() and view.heatmap_item.opacity() == pytest.approx(0.4)
+    # hover readout: position and values
+    view._on_hover(5, 7)
+    d = entry.result.perturbation[5, 7, 0]
+    assert view.readout.text().startswith("x 7, y 5") and f"{d:+.4f}" in view.readout.text()
+    # the ROI starts on the lesion; its statistics follow it
+    mask = entry.study.mask
+    rows, cols = np.nonzero(mask)
+    assert (view.roi.pos().x(), view.roi.pos().y()) == (cols.min(), rows.min())
+    view.roi.setPos((2, 3))
+    view.roi.setSize((10, 8))
+    stats = view.roi_stats()
+    expected = pm.region_stats(2, 3, 10, 8)
+    assert stats == expected and f"L2 {expected.l2:.4f}" in view.roi_label.text()
+    # inside vs outside the lesion
+    le = pm.lesion_energy()
+    assert le is not None and le.inside_pixels == int(mask.sum())
+    assert f"{100 * le.inside_fraction:.1f}% of ‖δ‖² inside" in view.lesion_label.text()
+
+
+def test_cancel_stops_a_running_job_within_one_iteration(qtbot, window, tmp_path):
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.set_attack("pgd")
+    window.panel.set_params(steps=10000, alpha=0.001, eps=0.05)
+    seen = []
+
+    def on_step(event):
+        seen.append(event.step)
+        if len(seen) == 1:
+            window.cancel_run()
+            seen.append(("cancelled at", time.perf_counter()))
+
+    window.runner.progress.connect(on_step)
+    with qtbot.waitSignals([window.runner.cancelled, window.runner.finished], timeout=60000):
+        assert window.run_attack()
+        assert not window.run_action.isEnabled() and window.panel.cancel_button.isEnabled()
+    steps = [s for s in seen if isinstance(s, int)]
+    assert steps[0] == 1 and len(steps) <= 3  # the core checks the token after every step
+    assert window.history.entries == [] and window.errors == []
+    assert window.panel.run_button.isEnabled() and not window.panel.cancel_button.isEnabled()
+    assert "cancelled" in window.monitor.title.text()
+
+
+def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tmp_path):
+    from tests.tiny_sd import save_tiny_sd
+
+    folder = save_tiny_sd(tmp_path / "tiny-sd")
+    _open(qtbot, window, [ultrasound_file()])
+    panel = window.panel
+    assert panel.set_attack("p2p")
+    assert panel.backbone_combo.isEnabled()
+    panel.add_backbone(str(folder))
+    panel.set_params(steps=2000, early_stop=False)
+    first = []
+    window.runner.progress.connect(lambda ev: (first.append(ev), window.cancel_run() if len(first) == 1 else None))
+    with qtbot.waitSignals([window.runner.cancelled, window.runner.finished], timeout=120000):
+        assert window.run_attack()
+    assert 1 <= len(first) <= 3 and first[0].total == 2000
+    assert window.history.entries == []
+
+
+def test_p2p_result_shows_the_learned_prompts_nearest_words(qtbot, window, tmp_path):
+    from tests.tiny_sd import save_tiny_sd
+
+    folder = save_tiny_sd(tmp_path / "tiny-sd")
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.set_attack("p2p")
+    window.panel.add_backbone(str(folder))
+    entry = _run(qtbot, window, "p2p", timeout=120000, steps=2, early_stop=False)
+    assert entry is not None, window.errors
+    words = entry.result.info["nearest_words"]
+    assert words and "nearest words" in window.results.notes.text()
+    assert words[0]["token"] in window.results.notes.text()
+    assert entry.backbone_spec == str(folder)
+
+
+def test_a_failing_attack_shows_an_error_dialog_and_the_app_goes_on(qtbot, window, failing_attack):
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.refresh_attacks()
+    assert window.panel.set_attack(failing_attack)
+    with qtbot.waitSignals([window.runner.failed, window.runner.finished], timeout=30000):
+        assert window.run_attack()
+    box = window.last_error_dialog
+    assert box is not None and box.isVisible() and not box.isModal() or box.windowModality() != 0
+    assert "the model exploded on purpose" in box.informativeText()
+    assert "Traceback" in box.detailedText() and "RuntimeError" in box.detailedText()
+    assert any("exploded" in m for _, m in window.errors)
+    assert "exploded" in window.log_panel.toPlainText()
+    box.close()
+    # the app still works
+    assert window.panel.run_button.isEnabled()
+    entry = _run(qtbot, window, "fgsm")
+    assert entry is not None and entry.result.attack == "fgsm"
+
+
+def test_a_bad_model_is_a_readable_error(qtbot, window, tmp_path):
+    card = tmp_path / "card.json"
+    card.write_text('{"name": "broken", "architecture": "squeezenet1_1", "classes": ["a", "b"], '
+                    '"weights": "missing.safetensors"}')
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.add_classifier(str(card))
+    with qtbot.waitSignal(window.runner.finished, timeout=30000):
+        assert window.run_attack()
+    box = window.last_error_dialog
+    assert "not found" in box.informativeText() and box.detailedText() == ""  # a user error: no traceback
+
+
+def test_the_event_loop_keeps_answering_during_a_run(qtbot, window):
+    from PySide6.QtCore import QTimer
+
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.set_attack("pgd")
+    window.panel.set_params(steps=60, alpha=0.005)
+    late = []
+    last = [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        late.append(now - last[0] - 0.050)
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(50)
+    timer.timeout.connect(beat)
+    timer.start()
+    started = time.perf_counter()
+    with qtbot.waitSignal(window.runner.finished, timeout=120000):
+        assert window.run_attack()
+    timer.stop()
+    assert window.current_entry() is not None
+    assert time.perf_counter() - started > 0.3 and len(late) >= 5, "the run was too short to measure"
+    assert max(late[1:]) < 0.100, f"heartbeat up to {max(late[1:]) * 1000:.0f} ms late"
+
+
+def test_closing_during_a_run_asks_then_cancels_and_waits(qtbot, window):
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.set_attack("pgd")
+    window.panel.set_params(steps=10000, alpha=0.001)
+    asked = []
+    window.ask_before_close = True
+    window.confirm_close = lambda: asked.append("no") or False
+    with qtbot.waitSignal(window.runner.progress, timeout=30000):
+        window.run_attack()
+    assert not window.close()  # refused: the job goes on
+    assert asked == ["no"] and window.isVisible() and window.runner.is_running()
+    window.confirm_close = lambda: asked.append("yes") or True
+    with qtbot.waitSignals([window.runner.cancelled, window.runner.finished], timeout=30000):
+        window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
+    assert asked == ["no", "yes"] and not window.runner.is_running() and window.history.entries == []
+
+
+def test_history_shows_runs_again_and_compares_two(qtbot, window):
+    _open(qtbot, window, [ultrasound_file()])
+    first = _run(qtbot, window, "fgsm", eps=0.01)
+    second = _run(qtbot, window, "fgsm", eps=0.04)
+    history = window.history
+    assert [e.number for e in history.entries] == [1, 2]
+    assert window.results.entry is second
+    history.select(1)
+    assert window.results.entry is first
+    np.testing.assert_array_equal(window.results.perturbation.delta, first.result.perturbation)
+    history.select(1, 2)
+    assert history.compare_button.isEnabled()
+    history.compare_button.click()
+    assert window.tabs.currentWidget() is window.compare
+    assert window.compare.entries == (first, second)
+    left, right = window.compare.columns
+    lo_l, hi_l = left["heatmap"].image_item.getLevels()
+    assert (lo_l, hi_l) == tuple(right["heatmap"].image_item.getLevels())  # one shared colour scale
+    assert hi_l == pytest.approx(max(np.abs(first.result.perturbation.mean(axis=2)).max(),
+                                     np.abs(second.result.perturbation.mean(axis=2)).max()), rel=1e-5)
+    assert left["metrics"].value("SSIM") == f"{first.result.metrics['ssim']:.4f}"
+
+
+def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
+    from p2p_desktop.gui.main_window import export_function
+
+    source = tmp_path / "study"
+    source.mkdir()
+    study_file = source / "us.dcm"
+    study_file.write_bytes(ultrasound_file().read_bytes())
+    _open(qtbot, window, [study_file])
+    _run(qtbot, window, "fgsm")
+    out = tmp_path / "out"
+    with qtbot.waitSignal(window.export_runner.finished, timeout=30000):
+        assert window.export_png(str(out))
+    names = sorted(Path(p).name for p in window.last_export)
+    assert names == ["us_fgsm_adv.png", "us_fgsm_perturbation.npy"]
+    np.testing.assert_array_equal(np.load(out / "us_fgsm_perturbation.npy"), window.current_entry().result.perturbation)
+    # refused inside the study's folder: an error dialog, nothing written
+    with qtbot.waitSignal(window.export_runner.finished, timeout=30000):
+        assert window.export_png(str(source / "inside"))
+    assert "inside the input study" in window.last_error_dialog.informativeText()
+    assert not (source / "inside").exists()
+    if export_function("dicom", "export_dicom") is not None:
+        assert window.export_dicom_action.isEnabled()
+        with qtbot.waitSignal(window.export_runner.finished, timeout=60000):
+            assert window.export_dicom(str(tmp_path / "dcm"), deidentify=True)
+        assert [Path(p).suffix for p in window.last_export] == [".dcm"]
+        import pydicom
+
+        ds = pydicom.dcmread(window.last_export[0])
+        assert ds.PatientIdentityRemoved == "YES"
+    else:
+        assert not window.export_dicom_action.isEnabled() and "not available" in window.export_dicom_action.toolTip()
+    if export_function("report", "write_reports") is not None:
+        with qtbot.waitSignal(window.export_runner.finished, timeout=120000):
+            assert window.export_report(str(tmp_path / "report"), formats=("html",))
+        kinds = {Path(p).suffix for p in window.last_export}
+        assert {".png", ".npy", ".html"} <= kinds
+
+
+def test_batch_view_runs_evaluate_and_shows_the_table(qtbot, window, tmp_path, classifier_name):
+    from p2p_desktop.gui.batch import evaluate_function
+
+    batch = window.batch
+    if evaluate_function() is None:
+        assert not batch.run_button.isEnabled() and "not available" in batch.run_button.toolTip()
+        return
+    root = make_busi_folder(tmp_path / "busi")
+    batch.dataset_edit.setText(str(root))
+    batch.out_edit.setText(str(tmp_path / "eval"))
+    for lst, wanted in ((batch.attack_list, {"fgsm"}), (batch.classifier_list, {classifier_name})):
+        for i in range(lst.count()):
+            from PySide6.QtCore import Qt
+
+            lst.item(i).setCheckState(Qt.CheckState.Checked if lst.item(i).text() in wanted
+                                      else Qt.CheckState.Unchecked)
+    batch.limit_spin.setValue(1)
+    progress = []
+    batch.runner.progress.connect(progress.append)
+    with qtbot.waitSignal(batch.runner.finished, timeout=120000):
+        assert batch.start()
+        assert not window.panel.run_button.isEnabled()  # one heavy job at a time
+    assert window.errors == [], window.errors
+    assert progress and progress[-1][0] == progress[-1][1]
+    assert batch.rows and batch.rows[0]["attack"] == "fgsm" and batch.rows[0]["classifier"] == classifier_name
+    assert batch.table.rowCount() == len(batch.rows)
+    batch.table_combo.setCurrentIndex(1)
+    assert batch.table.rowCount() == len(batch.last_result.rows)
+    assert window.panel.run_button.isEnabled()
+
+
+def test_smoke_test_driver_produces_a_screenshot(qtbot, window, tmp_path):
+    from PySide6.QtGui import QImage
+
+    from p2p_desktop.gui.app import run_smoke_test
+
+    window.load_demo()
+    shot = tmp_path / "shot.png"
+    ok, message = run_smoke_test(window, str(shot), timeout_s=60)
+    assert ok, message
+    image = QImage(str(shot))
+    assert not image.isNull() and image.width() == window.width()
+    assert window.tabs.currentWidget() is window.results and window.history.entries
