@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from p2p_desktop.errors import OutputError
 
 __all__ = ["GENESIS", "AuditLog", "ChainReport", "default_log_path", "canonical_json", "record_hash",
-           "append_event", "verify_log", "outputs_summary"]
+           "append_event", "verify_log", "outputs_summary", "audit_export"]
 
 GENESIS = "0" * 64
 ENV_VAR = "P2P_DESKTOP_AUDIT_LOG"
@@ -220,3 +220,35 @@ def outputs_summary(records: Iterable[dict[str, str]]) -> list[dict[str, str]]:
 def append_event(event: str, data: dict[str, Any], log: str | os.PathLike | None = None) -> dict[str, Any]:
     """Append one record to ``log`` (default :func:`default_log_path`)."""
     return AuditLog(log).append(event, data)
+
+
+def audit_export(what: str, result: Any, study: Any, outputs: Iterable[dict[str, str]], *,
+                 deidentified: bool = False, log: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Append an ``export`` record for files written from an existing run (the GUI's export
+    actions): what was exported, from which input and run, and every file with its SHA-256.
+
+    Call it inside the ``OutputSet`` block, after the last write, so a failed append rolls
+    the export back::
+
+        with OutputSet(folder, [study.path]) as outs:
+            export_dicom(result, study, outs, deidentify=True)
+            audit_export("dicom", result, study, outs.records, deidentified=True)
+    """
+    from p2p_desktop.hashing import sha256_file
+
+    path = Path(study.path)
+    clf = getattr(result, "classifier", None) or {}
+    data = {
+        "what": what,
+        "input": str(path),
+        "input_sha256": sha256_file(path) if path.is_file() else None,
+        "frame": int(getattr(study, "frame_index", 0)),
+        "attack": getattr(result, "attack", None),
+        "config": getattr(result, "config", None),
+        "classifier": {"name": clf.get("name"), "sha256": clf.get("sha256")},
+        "seed": getattr(result, "seed", None),
+        "device": getattr(result, "device", None),
+        "deidentified": bool(deidentified),
+        "outputs": outputs_summary(outputs),
+    }
+    return AuditLog(log).append("export", data)

@@ -562,6 +562,7 @@ def evaluate(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     on_step: Callable[[Any], None] | None = None,
+    report: str | Sequence[str] | None = None,
 ) -> EvaluationResult:
     """Attack every correctly classified image of ``dataset_dir`` with each attack, per classifier.
 
@@ -571,7 +572,8 @@ def evaluate(
     or ``{"p2p": "fast"}``. ``on_progress(done, total, description, eta_seconds)`` is called
     before and after each job (image × classifier × attack); ``cancel`` is checked between
     jobs and inside attacks, raising :class:`Cancelled` with the finished rows kept (resumable).
-    ``on_step`` receives every attack step (``StepEvent``). Bad settings raise
+    ``on_step`` receives every attack step (``StepEvent``). ``report`` (``"html,pdf"``) also
+    writes the batch report (``evaluation_report.html/.pdf``) at the end. Bad settings raise
     :class:`InputError` before anything is written.
     """
     from p2p_desktop.attacks.runner import run_attack
@@ -585,7 +587,7 @@ def evaluate(
 
     t_start = time.perf_counter()
     cancel = cancel or CancelToken()
-    report = on_progress or (lambda done, total, what, eta: None)
+    notify = on_progress or (lambda done, total, what, eta: None)
 
     # 1. validate everything before any work
     root = Path(dataset_dir)
@@ -596,6 +598,11 @@ def evaluate(
         raise InputError(f"--limit must be at least 1, got {limit}")
     if int(seed) < 0:
         raise InputError(f"--seed must be ≥ 0, got {seed}")
+    report_formats: tuple[str, ...] = ()
+    if report:
+        from p2p_desktop.export.report import parse_formats
+
+        report_formats = parse_formats(report)
     attack_objs = build_attacks(attacks, seed=int(seed), params=params, preset=preset)
     clf_specs = [c.strip() for c in classifiers if c and str(c).strip()]
     if not clf_specs:
@@ -666,7 +673,7 @@ def evaluate(
         done += 1
         processed += 1
 
-    report(done, total, "resuming" if resumed else "starting", None)
+    notify(done, total, "resuming" if resumed else "starting", None)
     try:
         # 3. the jobs: image × classifier × attack
         for image_id, item in zip(image_ids, items):
@@ -683,7 +690,7 @@ def evaluate(
                         if (c.name, a.name) in pending:
                             record({"image": image_id, "label": item.label or "", "classifier": c.name,
                                     "attack": a.name, "error": f"cannot load the image: {exc}"})
-                report(done, total, f"{image_id}: cannot load", eta())
+                notify(done, total, f"{image_id}: cannot load", eta())
                 continue
             for clf in loaded:
                 todo = [a for a in attack_objs if (clf.name, a.name) in pending]
@@ -699,19 +706,19 @@ def evaluate(
                     skipped[clf.name].add(image_id)
                     done += len(todo)
                     processed += len(todo)
-                    report(done, total, f"{clf.name}: {image_id} skipped (misclassified)", eta())
+                    notify(done, total, f"{clf.name}: {image_id} skipped (misclassified)", eta())
                     continue
                 for attack in todo:
                     cancel.check()
                     what = f"{clf.name} × {attack.name}: {image_id}"
-                    report(done, total, what, eta())
+                    notify(done, total, what, eta())
                     row: dict[str, Any] = {"image": image_id, "label": item.label, "classifier": clf.name,
                                            "attack": attack.name, "clean_pred": clean_pred}
                     attacked += 1
                     try:
                         res = run_attack(study, clf, attack, backbone=bb, on_step=on_step, cancel=cancel,
                                          true_label=item.label)
-                    except (Cancelled, KeyboardInterrupt, SystemExit, MemoryError):
+                    except (Cancelled, KeyboardInterrupt, SystemExit):
                         raise
                     except Exception as exc:  # noqa: BLE001 - one image never stops the batch
                         log.warning("%s failed", what, exc_info=True)
@@ -726,7 +733,7 @@ def evaluate(
                             _replace_atomic(adversarial_path(out, clf.name, attack.name, image_id),
                                             encode_png(res.adversarial, bits=study.bits_stored))
                     record(row)
-                    report(done, total, what, eta())
+                    notify(done, total, what, eta())
     except (Cancelled, KeyboardInterrupt):
         kept = len(done_keys & all_keys)
         raise Cancelled(f"evaluation cancelled after {kept} of {total} result(s); they are kept in "
@@ -744,7 +751,7 @@ def evaluate(
         notes.append(lp_note)
     try:
         fid = _compute_fid(rows, root, out, names, attack_names, dev, notes, cancel,
-                           lambda what: report(done, total, what, None))
+                           lambda what: notify(done, total, what, None))
     except Cancelled:
         raise Cancelled(f"evaluation cancelled while computing FID; all {total} result(s) are kept in "
                         f"{per_image_path} — run the same command again to write the tables") from None
@@ -774,11 +781,37 @@ def evaluate(
         path = out / SUMMARY_FILES[kind]
         _replace_atomic(path, data)
         outputs.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
-    report(total, total, "done", 0.0)
+    if report_formats:
+        outputs += _write_batch_report(out, root, summary, rows, outputs, notes, report_formats, {
+            **header, "attacks": ", ".join(attack_names), "classifiers": ", ".join(names),
+            "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint})
+    notify(total, total, "done", 0.0)
     adv_dir = out / ADVERSARIAL_DIR
     return EvaluationResult(out_dir=out, summary=summary, rows=rows, outputs=outputs, notes=notes, config=config,
                             fingerprint=fingerprint, attacked=attacked, resumed=resumed, seconds=seconds,
                             adversarial_dir=adv_dir if adv_dir.is_dir() else None)
+
+
+def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, formats, meta) -> list[dict[str, str]]:
+    """HTML/PDF batch report (``p2p_desktop.export.report``), replacing an earlier one of this folder."""
+    from p2p_desktop.export.report import write_batch_report
+    from p2p_desktop.io.outputs import OutputSet
+
+    for fmt in formats:  # a finished run that is called again rewrites its report
+        old = out / f"evaluation_report.{fmt}"
+        if old.is_file():
+            old.unlink()
+    outs = OutputSet(out, [root])
+    outs.records.extend(outputs)  # listed in the report with their hashes; never rolled back here
+    first = len(outs.records)
+    try:
+        write_batch_report(summary, rows, outs, formats, title="p2p-desktop batch evaluation", meta=meta,
+                           notes=notes, stem="evaluation")
+    except BaseException:
+        for rec in outs.records[first:]:
+            Path(rec["path"]).unlink(missing_ok=True)
+        raise
+    return list(outs.records[first:])
 
 
 def _classes_of(loaded, name: str) -> tuple[str, ...]:

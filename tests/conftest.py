@@ -47,3 +47,18 @@ def unchanged():
         assert after == before, f"files changed in {folder}: {set(after) ^ set(before) or 'modified'}"
 
     return check
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_folders(tmp_path_factory):
+    """Tests never touch the user's own settings, audit log, logs or plugin approvals."""
+    home = tmp_path_factory.mktemp("p2p-home")
+    old = {k: os.environ.get(k) for k in ("P2P_DESKTOP_HOME", "P2P_DESKTOP_AUDIT_LOG")}
+    os.environ["P2P_DESKTOP_HOME"] = str(home)
+    os.environ["P2P_DESKTOP_AUDIT_LOG"] = str(home / "audit.jsonl")
+    yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

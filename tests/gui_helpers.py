@@ -25,34 +25,43 @@ __all__ = ["classifier_name", "settings", "no_thread_leak", "window", "make_busi
            "CLASSES"]
 
 
-def _seeded_squeezenet():
-    """An untrained, seeded torchvision SqueezeNet 1.1 at 64 px (fast on CPU)."""
-    import torch
+def _save_seeded_squeezenet(folder: Path) -> Path:
+    """An untrained, seeded torchvision SqueezeNet 1.1 at 64 px (fast on CPU), saved as a model
+    card + safetensors weights, so it loads through the same code as any user's model."""
+    import json
 
-    from p2p_desktop.models.classifier import Classifier, ModelCard, build_architecture
+    import torch
+    from safetensors.torch import save_file
+
+    from p2p_desktop.hashing import sha256_file
+    from p2p_desktop.models.classifier import build_architecture
 
     torch.manual_seed(0)
     module = build_architecture("squeezenet1_1", len(CLASSES))
-    card = ModelCard(name=TEST_CLASSIFIER, architecture="squeezenet1_1", classes=CLASSES,
-                     weights="none.safetensors", input_size=64)
-    return Classifier(module, card)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(weights))
+    card = {"name": TEST_CLASSIFIER, "kind": "classifier", "architecture": "squeezenet1_1",
+            "classes": list(CLASSES), "input_size": 64, "weights": weights.name, "sha256": sha256_file(weights)}
+    (folder / "card.json").write_text(json.dumps(card, indent=2))
+    return folder / "card.json"
 
 
 @pytest.fixture(scope="session")
-def classifier_name():
+def classifier_name(tmp_path_factory):
     """The classifier the GUI tests select: the demo SqueezeNet when bundled, else a seeded one
     registered (for this session only) under ``gui-test-squeezenet``."""
+    import json
+
     from p2p_desktop.models import registry
 
     if DEMO_CLASSIFIER in registry.names("classifier") and registry.verify_entry(registry.find(DEMO_CLASSIFIER)) \
             == "verified":
         yield DEMO_CLASSIFIER
         return
-    clf = _seeded_squeezenet()
-    entry = registry.ModelEntry(name=TEST_CLASSIFIER, kind="classifier", path=Path("gui-test") / "card.json",
-                                card={"name": TEST_CLASSIFIER, "classes": list(CLASSES)},
-                                loader=lambda device="cpu": clf, source="test")
-    registry.register(entry)
+    card = _save_seeded_squeezenet(tmp_path_factory.mktemp("gui-classifier"))
+    registry.register(registry.ModelEntry(name=TEST_CLASSIFIER, kind="classifier", path=card,
+                                          card=json.loads(card.read_text()), source="test"))
     yield TEST_CLASSIFIER
     registry._extra.pop(TEST_CLASSIFIER, None)  # the registry has no public unregister
 
@@ -85,7 +94,7 @@ def no_thread_leak(qtbot):
 
     try:
         qtbot.waitUntil(settled, timeout=10000)
-    except AssertionError:
+    except Exception:  # noqa: BLE001 - pytest-qt's TimeoutError
         extra = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
                  and not isinstance(t, threading._DummyThread)]
         pytest.fail(f"threads left running: Qt jobs {[t.objectName() for t in live_threads()]}, Python {extra}")

@@ -140,3 +140,21 @@ def test_concurrent_appends_keep_one_chain(tmp_path):
     report = verify_log(path)
     expected = 60 + (30 if sys.platform != "win32" else 0)
     assert report.ok and report.records == expected, report
+
+
+def test_gui_export_record(tmp_path, pydicom_file):
+    from types import SimpleNamespace
+
+    from p2p_desktop.audit import audit_export
+    from p2p_desktop.io.outputs import OutputSet
+
+    study = SimpleNamespace(path=pydicom_file("examples_rgb_color.dcm"), frame_index=0)
+    result = SimpleNamespace(attack="fgsm", config={"eps": 0.03}, classifier={"name": "m", "sha256": "ab"},
+                             seed=0, device="cpu")
+    log = tmp_path / "audit.jsonl"
+    with OutputSet(tmp_path / "out") as outs:
+        outs.write_bytes("x.dcm", b"dicom", kind="dicom")
+        rec = audit_export("dicom", result, study, outs.records, deidentified=True, log=log)
+    assert rec["event"] == "export" and rec["data"]["outputs"][0]["sha256"] == outs.records[0]["sha256"]
+    assert rec["data"]["input_sha256"] and rec["data"]["deidentified"] is True
+    assert verify_log(log).ok

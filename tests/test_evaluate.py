@@ -1,7 +1,7 @@
 """Batch evaluation (``p2p-desktop evaluate``): tables, resume, fingerprint, FID, CLI.
 
 Real artefacts: seeded torchvision classifiers saved as safetensors + model card JSON, a small
-BUSI-layout PNG folder (masks included), the real FGSM/PGD attacks and the real runner.
+BUSI-layout phantom PNG folder (masks included), the real FGSM/PGD attacks and the real runner.
 """
 
 from __future__ import annotations
@@ -65,7 +65,13 @@ def bench(tmp_path_factory):
     models.mkdir()
     # seeds picked so that the untrained networks' verdicts vary and PGD can move them
     cards = [_save_classifier(models, "resnet18", 0, "rn"), _save_classifier(models, "squeezenet1_1", 0, "sq")]
-    data = _write_dataset(base / "busi")
+    try:  # the project's phantoms (BUSI layout, masks, a metadata CSV/JSON beside the class folders)
+        from p2p_desktop.phantoms import write_png_dataset
+
+        write_png_dataset(base / "busi", 9, seed=3, size=48)
+        data = base / "busi"
+    except ImportError:
+        data = _write_dataset(base / "busi")
     items = load_dataset(data)
     correct = {}
     for card in cards:
@@ -411,14 +417,22 @@ def test_cli_json(bench, tmp_path, capsys):
 
     out = tmp_path / "out"
     rc = main(["evaluate", str(bench["data"]), "--attacks", "fgsm", "--classifiers", bench["cards"][0],
-               "--out", str(out), "--limit", "6", "--device", "cpu", "--json"])
+               "--out", str(out), "--limit", "6", "--device", "cpu", "--report", "docx"])
+    assert rc == 2 and "docx" in capsys.readouterr().err and not out.exists()
+
+    rc = main(["evaluate", str(bench["data"]), "--attacks", "fgsm", "--classifiers", bench["cards"][0],
+               "--out", str(out), "--limit", "6", "--device", "cpu", "--json", "--report", "html"])
     captured = capsys.readouterr()
     assert rc == 0
     doc = json.loads(captured.out)
     assert set(doc) == {"summary", "outputs", "notes"}
     assert len(doc["summary"]) == 1 and doc["summary"][0]["images"] == 6
-    assert {o["kind"] for o in doc["outputs"]} == {"per-image-csv", "summary-md", "summary-csv", "summary-json"}
+    assert {o["kind"] for o in doc["outputs"]} == {"per-image-csv", "summary-md", "summary-csv", "summary-json",
+                                                   "report-html"}
     assert all(set(o) == {"kind", "path", "sha256"} for o in doc["outputs"])
+    html = (out / "evaluation_report.html").read_text(encoding="utf-8")
+    summary_md = next(o for o in doc["outputs"] if o["kind"] == "summary-md")
+    assert summary_md["sha256"] in html  # the report lists the tables with their hashes
 
     rc = main(["evaluate", str(bench["data"]), "--attacks", "fgsm", "--classifiers", bench["cards"][0],
                "--out", str(out), "--seed", "3", "--device", "cpu", "--json"])

@@ -201,14 +201,18 @@ def test_window_is_converted_to_unit_range(pydicom_file):
     assert width == pytest.approx(float(ds.WindowWidth) / (hi - lo))
 
 
-def test_monochrome1_is_inverted(pydicom_file, tmp_path):
-    ds = dcmread(pydicom_file("MR_small.dcm"))
+@pytest.mark.parametrize("name", ["MR_small.dcm", "image_dfl.dcm"])  # 16-bit; 8-bit deflated
+def test_monochrome1_is_inverted(pydicom_file, tmp_path, name):
+    ds = dcmread(pydicom_file(name))
     ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.WindowCenter, ds.WindowWidth = 100, 50
     mono1 = load_study(_write(tmp_path / "mono1.dcm", ds))
-    mono2 = load_study(pydicom_file("MR_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    mono2 = load_study(_write(tmp_path / "mono2.dcm", ds))
     assert mono1.photometric == "MONOCHROME1"
     np.testing.assert_allclose(mono1.image, 1.0 - mono2.image, atol=1e-6)
     assert mono1.window[0] == pytest.approx(1.0 - mono2.window[0])
+    assert mono1.window[1] == pytest.approx(mono2.window[1])
 
 
 @pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_bigendian.dcm",
@@ -408,3 +412,33 @@ def test_corrupt_mutants_load_or_fail_cleanly_and_fast(pydicom_file, tmp_path):
                 outcomes["loaded"] += 1
             assert time.perf_counter() - t0 < 1.0, name
     assert outcomes["refused"] > 0
+
+
+def _first_frame(ds: Dataset) -> bytes:
+    from pydicom.encaps import generate_frames
+
+    return next(generate_frames(ds.PixelData, number_of_frames=1))
+
+
+def test_jp2_box_of_length_zero_is_refused_not_hung(pydicom_file, tmp_path):
+    """pydicom's JP2 box walk never ends on a box of length 0; we refuse it first."""
+    ds = dcmread(pydicom_file("examples_jpeg2k.dcm"))
+    jp2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x00ftyp" + b"\0" * 12
+    ds.PixelData = encapsulate([jp2 + _first_frame(ds)])
+    path = _write(tmp_path / "jp2.dcm", ds)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError) as exc:
+        load_study(path)
+    assert time.perf_counter() - t0 < 1.0
+    _assert_one_line_error(exc, path, "JPEG 2000")
+
+
+def test_codestream_larger_than_header_is_refused(pydicom_file, tmp_path):
+    ds = dcmread(pydicom_file("MR_small_jp2klossless.dcm"))
+    frame = bytearray(_first_frame(ds))
+    frame[8:16] = (60000).to_bytes(4, "big") * 2  # SIZ Xsiz, Ysiz
+    ds.PixelData = encapsulate([bytes(frame)])
+    path = _write(tmp_path / "j2k.dcm", ds)
+    with pytest.raises(InputError) as exc:
+        load_study(path)
+    _assert_one_line_error(exc, path, "60000x60000", "64x64")

@@ -137,6 +137,17 @@ def test_selection_keeps_smallest_t_then_lowest_mse(bb):
     assert out.info["predicted"] == "normal"
 
 
+def test_margin_and_the_no_success_fallback(bb):
+    x = phantom(32, 3, seed=1)
+    clf = ChangeDetector.build(x)  # fooled images: p(normal) ≈ 0.73, p(benign) ≈ 0
+    ok = P2P.from_preset("fast", steps=2, margin=0.7).run(x, _ctx(clf, bb))
+    assert ok.info["success"]
+    ctx = _ctx(clf, bb)
+    out = P2P.from_preset("fast", steps=3, margin=0.9).run(x, ctx)
+    assert not out.info["success"] and not any(e.success for e in ctx.history)
+    assert out.iterations == 3 and tuple(out.adversarial.shape) == (1, 3, 32, 32)
+
+
 def test_early_stop_after_patience(bb):
     x = phantom(32, 3, seed=1)
     out = P2P.from_preset("fast", steps=60, patience=3).run(x, _ctx(ChangeDetector.build(x), bb))

@@ -187,6 +187,9 @@ def run(args) -> int:
         backbone = load_backbone(args.backbone or "demo", device=device, config_dir=args.backbone_config)
     audit = AuditLog(args.audit_log)
     audit.check()
+    if args.deidentify:
+        # output file names must not carry the source's (possibly identifying) file name
+        study.output_name = f"deid-{sha256_file(args.input)[:16]}"
 
     # 2. the attack, with a progress bar on stderr
     cancel = CancelToken()

@@ -39,8 +39,8 @@ def add_parser(sub) -> None:
     add_device_arg(p)
     p.add_argument("--json", action="store_true",
                    help='print one JSON object {"summary", "outputs", "notes"} on stdout')
-    # Hook: batch HTML/PDF reports (p2p_desktop.export.report.write_batch_report) get a
-    # ``--report html,pdf`` flag here once that function exists; it takes an EvaluationResult.
+    p.add_argument("--report", metavar="html,pdf",
+                   help="also write the batch report (evaluation_report.html / .pdf) at the end")
     p.set_defaults(handler=run)
 
 
@@ -96,7 +96,7 @@ def run(args) -> int:
             result = evaluate(args.dataset, split_list(args.attacks), split_list(args.classifiers), args.out,
                               backbone=args.backbone, limit=args.limit, seed=args.seed, device=args.device,
                               params=params, preset=args.preset, on_progress=on_progress, cancel=token,
-                              on_step=on_step)
+                              on_step=on_step, report=args.report)
     finally:
         if state["bar"] is not None:
             state["bar"].close()

@@ -255,7 +255,7 @@ def build_adversarial_dataset(result, study, *, deidentify: bool = False, now: _
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
     from p2p_desktop import __version__
-    from p2p_desktop.export.deidentify import apply_basic_profile, burned_in_warning
+    from p2p_desktop.export.deidentify import apply_basic_profile
 
     adv = np.asarray(result.adversarial)
     if adv.ndim != 3 or adv.shape[:2] != (study.height, study.width):
@@ -283,9 +283,7 @@ def build_adversarial_dataset(result, study, *, deidentify: bool = False, now: _
     if deidentify:
         report = apply_basic_profile(ds)
         uid_map = report.uid_map
-        warnings += report.warnings
-        if src is None and not report.warnings:
-            warnings.append(burned_in_warning(None) or "")
+        warnings += report.warnings  # burned-in text: every time, unless the header says NO
 
     # 3. identity of the new instance and series
     ds.SOPClassUID = sop_class

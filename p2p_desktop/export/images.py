@@ -12,7 +12,7 @@ __all__ = ["output_stem", "write_image_outputs"]
 
 def output_stem(study: Study, attack: str) -> str:
     frame = f"_f{study.frame_index}" if study.n_frames > 1 else ""
-    return f"{study.path.stem}{frame}_{attack}"
+    return f"{study.output_name or study.path.stem}{frame}_{attack}"
 
 
 def write_image_outputs(result: AttackResult, study: Study, outs: OutputSet) -> None:

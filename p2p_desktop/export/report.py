@@ -113,12 +113,13 @@ def perturbation_heatmap_png(perturbation: np.ndarray) -> bytes:
 
     d, cmap, norm = _heat_scale(perturbation)
     h, w = d.shape
-    fig = _figure(4.6, 4.6 * h / max(w, 1) + 0.4)
+    fig = _figure(3.2, 2.9 * h / max(w, 1) + 0.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(perturbation_colours(perturbation), interpolation="nearest")
     ax.set_axis_off()
     cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.046, pad=0.03)
-    cb.set_label("δ (pixel units, [0,1] scale)")
+    cb.set_label("δ ([0,1] pixel units)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
     return figure_png(fig)
 
 
@@ -169,6 +170,9 @@ def history_chart_png(history: Sequence[Any], classes: Sequence[str]) -> bytes |
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_ylabel("probability")
     ax2.set_xlabel("iteration")
+    from matplotlib.ticker import MaxNLocator
+
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8, loc="best")
     return figure_png(fig)

@@ -10,7 +10,7 @@ import pyqtgraph as pg
 
 __all__ = ["ImagePane", "mask_rgba", "to_display", "thumbnail_array", "array_to_pixmap", "colormap"]
 
-pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 VIEW_BACKGROUND = "#1e2126"
 LABEL_COLOUR = "#d8dce3"

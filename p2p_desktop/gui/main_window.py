@@ -410,10 +410,10 @@ class MainWindow(QMainWindow):
         self.monitor_dock.show()
         self.monitor_dock.raise_()
         self.panel.set_running(True)
-        self._update_actions()
         log.info("run %s: classifier %s, device %s, config %s", title, request.classifier, request.device,
                  attack.config.to_dict())
         self.runner.start(attack_job(request, self.models), title=title, device=request.device)
+        self._update_actions()
         return True
 
     def cancel_run(self) -> None:

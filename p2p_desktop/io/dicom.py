@@ -220,8 +220,9 @@ def _geometry(ds: Any, path: Path) -> DicomGeometry:
     bits_stored = _int(ds, "BitsStored", path, default=bits_allocated)
     pixel_rep = _int(ds, "PixelRepresentation", path, default=0)
     n_frames = _int(ds, "NumberOfFrames", path, default=1)
-    if n_frames < 1:
-        n_frames = 1  # as pydicom: 0 means a single frame
+    if n_frames < 0:
+        raise _error(path, f"invalid NumberOfFrames {n_frames}")
+    n_frames = max(n_frames, 1)  # as pydicom: 0 means a single frame
     if bits_allocated not in (1, 8, 16, 32):
         raise _error(path, f"unsupported BitsAllocated {bits_allocated} (1, 8, 16 or 32)")
     if not 1 <= bits_stored <= bits_allocated:
@@ -336,11 +337,71 @@ def _decode(path: Path, geo: DicomGeometry, index: int, size: int) -> tuple[np.n
         if len(value) < expected:
             raise _error(path, f"truncated pixel data ({len(value)} of {expected} bytes; "
                                f"file size {size} bytes)")
+    else:
+        _check_codestream(path, ds, geo, index)
     decoder = get_decoder(geo.transfer_syntax)
     plugin = _PREFERRED_PLUGIN.get(geo.transfer_syntax, "")
     arr, meta = decoder.as_array(ds, index=index, validate=True, raw=False, decoding_plugin=plugin)
     photometric_out = str(meta.get("photometric_interpretation", geo.photometric))
     return arr, photometric_out, ds
+
+
+_J2K = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+_JPEG = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+         "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+
+
+def _jp2_codestream_offset(src: bytes) -> int | None:
+    """Offset of the J2K codestream in a frame; None where pydicom's JP2 box walk
+    (``get_j2k_parameters``) would never end (a box of length 0 before ``jp2c``)."""
+    if not src.startswith(b"\x00\x00\x00\x0cjP  "):
+        return 0
+    offset, total = 12, len(src)
+    while offset < total:  # the same walk as pydicom's, bounded
+        length = int.from_bytes(src[offset:offset + 4], "big")
+        if src[offset + 4:offset + 8] == b"jp2c":
+            return offset + 8
+        if length == 0:
+            return None
+        offset += length
+    return offset
+
+
+def _check_codestream(path: Path, ds: Any, geo: DicomGeometry, index: int) -> None:
+    """Check the compressed frame against the header before a decoder sees it.
+
+    Refuses a codestream that would hang pydicom's JP2 parser, or that declares a larger
+    image than the header (the decoder would allocate for the codestream's size).
+    """
+    from pydicom.encaps import get_frame
+
+    try:
+        ext = None
+        if 0x7FE00001 in ds:
+            ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        src = get_frame(ds.PixelData, index, number_of_frames=geo.n_frames, extended_offsets=ext)
+        src = bytes(src)
+    except Exception:
+        return  # the decoder meets the same problem and reports it
+    size = None
+    if geo.transfer_syntax in _J2K:
+        offset = _jp2_codestream_offset(src)
+        if offset is None:
+            raise _error(path, "corrupt JPEG 2000 data (JP2 box of length 0)")
+        siz = src[offset:offset + 40]
+        if len(siz) == 40 and siz[:4] == b"\xff\x4f\xff\x51":
+            x, y, x0, y0 = (int.from_bytes(siz[i:i + 4], "big") for i in (8, 12, 16, 20))
+            size = (y - y0, x - x0)
+    elif geo.transfer_syntax in _JPEG:
+        from pydicom.pixels.utils import _get_jpg_parameters  # bounded marker walk
+
+        info = _get_jpg_parameters(src)
+        if info.get("height") and info.get("width"):
+            size = (info["height"], info["width"])
+    if size is not None and (size[0] <= 0 or size[1] <= 0 or size[0] * size[1] > geo.rows * geo.columns):
+        raise _error(path, f"compressed frame is {size[0]}x{size[1]} pixels, larger than the "
+                           f"header's {geo.rows}x{geo.columns}")
 
 
 def _integral_dtype(values: np.ndarray, lo: float, hi: float) -> np.dtype:
@@ -361,23 +422,28 @@ def _grey(arr: np.ndarray, ds: Any, geo: DicomGeometry):
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
         identity = "ModalityLUTSequence" not in ds and slope == 1.0 and intercept == 0.0
+    inverted = geo.photometric == "MONOCHROME1"
+    if identity and not geo.signed and geo.bits_stored <= 8:  # the common US case, no floats
+        top = 2**geo.bits_stored - 1
+        stored = np.minimum(arr, top).astype(np.uint8)
+        if inverted:
+            stored = (top - stored).astype(np.uint8)
+        image = (stored.astype(np.float32) / np.float32(top))[..., None]
+        window = _window(ds, 0.0, float(top), inverted)
+        return image, stored, geo.bits_stored, (0.0, float(top)), window
     values = arr if identity else np.asarray(apply_modality_lut(arr, ds))
     values = values.astype(np.float64, copy=False)
     if not np.all(np.isfinite(values)):
         raise ValueError("non-finite values after the modality LUT")
-    if identity and not geo.signed and geo.bits_stored <= 8:
-        lo, hi = 0.0, float(2**geo.bits_stored - 1)
-        values = np.clip(values, lo, hi)
-    else:
-        lo, hi = float(values.min()), float(values.max())
-        if hi <= lo:
-            hi = lo + 1.0
-    if geo.photometric == "MONOCHROME1":
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    if inverted:
         values = (lo + hi) - values
     image = ((values - lo) / (hi - lo)).astype(np.float32)[..., None]
     integral = bool(np.all(values == np.round(values)))
     stored = values.astype(_integral_dtype(values, lo, hi) if integral else np.float32)
-    window = _window(ds, lo, hi, geo.photometric == "MONOCHROME1")
+    window = _window(ds, lo, hi, inverted)
     return image, stored, geo.bits_stored, (lo, hi), window
 
 
@@ -421,7 +487,8 @@ def _colour(arr: np.ndarray, ds: Any, geo: DicomGeometry, photometric_out: str):
         lo, hi = float(arr.min()), float(arr.max())
         if hi <= lo:
             hi = lo + 1.0
-    image = ((stored.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    work = np.float32 if stored.dtype.itemsize <= 2 else np.float64  # exact for 16-bit ints
+    image = ((stored.astype(work) - work(lo)) / work(hi - lo)).astype(np.float32)
     return image, stored, bits, (lo, hi)
 
 

@@ -63,6 +63,7 @@ class Study:
     label: str | None = None  # class folder name in a BUSI-layout dataset
     window: tuple[float, float] | None = None  # (center, width) in [0,1] units, for display
     value_range: tuple[float, float] = (0.0, 255.0)  # stored value mapped to 0 and 1
+    output_name: str | None = None  # stem for output files (an anonymous one when de-identifying)
     stored: np.ndarray | None = None  # see the class docstring; None when not kept
 
     @property
@@ -84,8 +85,10 @@ class Study:
 
     @property
     def levels(self) -> float:
-        """Number of quantisation steps between 0 and 1 in the written output."""
-        levels = float(2 ** min(self.bits_stored, 16) - 1)
+        """Number of quantisation steps between 0 and 1 in the written output (colour is
+        always written as 8-bit RGB: PNG and the ultrasound IOD)."""
+        bits = 8 if self.channels == 3 else min(self.bits_stored, 16)
+        levels = float(2 ** bits - 1)
         lo, hi = self.value_range
         return min(levels, hi - lo) if hi > lo else levels
 

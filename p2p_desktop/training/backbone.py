@@ -201,6 +201,20 @@ def load_phantom_data(start: int, n: int, size: int = RESOLUTION) -> PhantomData
     return PhantomData(images, labels, prompts, cprompts, seeds)
 
 
+def _cached_phantoms(folder: Path, start: int, n: int) -> PhantomData:
+    """:func:`load_phantom_data`, kept in ``folder`` (npy + json) so a resumed run skips it."""
+    img_f, meta_f = folder / f"phantoms-{start}-{n}.npy", folder / f"phantoms-{start}-{n}.json"
+    if img_f.is_file() and meta_f.is_file():
+        meta = json.loads(meta_f.read_text(encoding="utf-8"))
+        return PhantomData(np.load(img_f, allow_pickle=False), **meta)
+    data = load_phantom_data(start, n)
+    np.save(img_f, data.images, allow_pickle=False)
+    meta_f.write_text(json.dumps({"labels": data.labels, "prompts": data.prompts,
+                                  "class_prompts": data.class_prompts, "seeds": data.seeds}),
+                      encoding="utf-8")
+    return data
+
+
 def to_model_space(images) -> "torch.Tensor":  # noqa: F821
     """(N, H, W) grey in [0, 1] -> (N, 3, H, W) in [-1, 1], as SD's VAE expects."""
     import torch
@@ -346,6 +360,12 @@ class _Checkpoint:
 # ------------------------------------------------------------------------------- training
 
 
+def _cpu() -> float:
+    """CPU seconds of this process: the training budget (one thread, so on an idle core this
+    is the wall time; on a busy machine the run takes longer but does the same work)."""
+    return time.process_time()
+
+
 def _log(msg: str) -> None:
     print(f"[backbone {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -361,9 +381,9 @@ def _train_vae(vae, data: PhantomData, plan: TrainingPlan, budget_s: float, ckpt
     step, spent = state.get("step", 0), state.get("phase_seconds", 0.0)
     vae.train()
     last_save = time.monotonic()
-    t0 = time.monotonic() - spent
+    t0 = _cpu() - spent
     crop = plan.vae_crop
-    while (spent := time.monotonic() - t0) < budget_s:
+    while (spent := _cpu() - t0) < budget_s:
         frac = spent / budget_s
         full = frac >= 1 - plan.vae_full_share
         n = plan.vae_batch if not full else max(1, plan.vae_batch * crop * crop // RESOLUTION ** 2)
@@ -390,11 +410,11 @@ def _train_vae(vae, data: PhantomData, plan: TrainingPlan, budget_s: float, ckpt
             _log(f"vae step {step} {spent:.0f}/{budget_s:.0f}s l1 {l1.item():.4f} "
                  f"ssim {ssim.item():.3f} kl {kl.item():.1f}{' (full)' if full else ''}")
         if time.monotonic() - last_save > 60:
-            state.update(phase="vae", step=step, phase_seconds=time.monotonic() - t0)
+            state.update(phase="vae", step=step, phase_seconds=_cpu() - t0)
             ckpt.save(state, {"vae": vae}, opt, generator)
             last_save = time.monotonic()
     vae.eval()
-    state.setdefault("record", {})["vae"] = {"steps": step, "seconds": round(time.monotonic() - t0, 1)}
+    state.setdefault("record", {})["vae"] = {"steps": step, "cpu_seconds": round(_cpu() - t0, 1)}
     state.update(phase="unet", step=0, phase_seconds=0.0)
     ckpt.save(state, {"vae": vae}, None, generator)
 
@@ -432,7 +452,7 @@ def _train_unet(parts: dict, latents, data: PhantomData, plan: TrainingPlan, bud
     unet.train()
     text_encoder.train()
     last_save = time.monotonic()
-    t0 = time.monotonic() - spent
+    t0 = _cpu() - spent
     ema_loss, ema_small = None, None
     def sample(n: int, small_share: float, crop: int | None):
         idx = torch.randint(0, len(data), (n,), generator=generator)
@@ -453,7 +473,7 @@ def _train_unet(parts: dict, latents, data: PhantomData, plan: TrainingPlan, bud
         pred = unet(zt, t, text_encoder(ids)[0]).sample
         return F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)), small
 
-    while (spent := time.monotonic() - t0) < budget_s:
+    while (spent := _cpu() - t0) < budget_s:
         frac = spent / budget_s
         per_full, small_full = sample(plan.unet_batch, plan.small_t_share, None)
         per_crop, small_crop = sample(plan.unet_crop_batch, plan.crop_small_t_share, plan.unet_crop)
@@ -475,15 +495,15 @@ def _train_unet(parts: dict, latents, data: PhantomData, plan: TrainingPlan, bud
             _log(f"unet step {step} {spent:.0f}/{budget_s:.0f}s loss {ema_loss:.4f} "
                  f"loss(t<{plan.small_t}) {ema_small if ema_small is not None else float('nan'):.4f}")
         if time.monotonic() - last_save > 60:
-            state.update(phase="unet", step=step, phase_seconds=time.monotonic() - t0)
+            state.update(phase="unet", step=step, phase_seconds=_cpu() - t0)
             ckpt.save(state, modules, opt, generator)
             last_save = time.monotonic()
     unet.eval()
     text_encoder.eval()
-    state.setdefault("record", {})["unet"] = {"steps": step, "seconds": round(time.monotonic() - t0, 1),
+    state.setdefault("record", {})["unet"] = {"steps": step, "cpu_seconds": round(_cpu() - t0, 1),
                                              "final_loss_ema": ema_loss,
                                              "final_small_t_loss_ema": ema_small}
-    state.update(phase="done", step=step, phase_seconds=time.monotonic() - t0)
+    state.update(phase="done", step=step, phase_seconds=_cpu() - t0)
     ckpt.save(state, modules, None, generator)
 
 
@@ -492,7 +512,7 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
     import torch
 
     torch.set_num_threads(1)
-    started = time.monotonic()
+    started, started_cpu = time.monotonic(), _cpu()
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     parts = build_components(scratch / "tokenizer", seed=plan.seed)
@@ -500,12 +520,11 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
     state = ckpt.load_state() or {"phase": "vae", "step": 0, "phase_seconds": 0.0}
     generator = torch.Generator().manual_seed(plan.seed)
 
-    t = time.monotonic()
-    data = load_phantom_data(TRAIN_SEED_START, plan.n_train)
-    data_s = time.monotonic() - t
-    _log(f"{len(data)} phantoms generated in {data_s:.0f}s")
+    t = _cpu()
+    data = _cached_phantoms(scratch, TRAIN_SEED_START, plan.n_train)
+    _log(f"{len(data)} phantoms ready ({_cpu() - t:.0f} CPU s)")
     if "budgets" not in state:
-        left = plan.minutes * 60 * (1 - plan.reserve_share) - (time.monotonic() - started)
+        left = plan.minutes * 60 * (1 - plan.reserve_share) - (_cpu() - started_cpu)
         if left < 60:
             raise ValueError(f"--minutes {plan.minutes} leaves no time to train after generating data")
         state["budgets"] = {"vae_s": plan.vae_share * left, "unet_s": (1 - plan.vae_share) * left}
@@ -517,15 +536,15 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
     else:
         ckpt.restore({"vae": parts["vae"]}, None, generator)
     parts["vae"].eval()
-    t = time.monotonic()
+    t = _cpu()
     latents = encode_latents(parts["vae"], data.images)
     scaling = float(1.0 / latents.std())
     parts["vae"].register_to_config(scaling_factor=scaling)
     latents = latents * scaling
-    _log(f"latents encoded in {time.monotonic() - t:.0f}s; std {1 / scaling:.4f} -> scaling_factor "
+    _log(f"latents encoded in {_cpu() - t:.0f} CPU s; std {1 / scaling:.4f} -> scaling_factor "
          f"{scaling:.5f}; latent mean {latents.mean().item():.3f}")
     if state["phase"] == "unet":
-        unet_budget = budgets["unet_s"] - (time.monotonic() - t)
+        unet_budget = budgets["unet_s"] - (_cpu() - t)
         _train_unet(parts, latents, data, plan, unet_budget, ckpt, state, generator)
     else:
         ckpt.restore({"unet": parts["unet"], "text_encoder": parts["text_encoder"]}, None, generator)
@@ -539,6 +558,7 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
         "threads": 1,
         "device": "cpu",
         "wall_seconds_this_run": round(time.monotonic() - started, 1),
+        "cpu_seconds_this_run": round(_cpu() - started_cpu, 1),
         "started": state.get("started"),
     }
     return parts, record
