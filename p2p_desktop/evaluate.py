@@ -18,7 +18,8 @@ What it does:
    whole line, then ``fsync`` — and writes the adversarial image of each success under
    ``adversarial/<classifier>/<attack>/<image path>.png`` (a BUSI-layout folder of adversarials);
 4. at the end, computes the summary (and FID from the saved images) and writes
-   ``summary.md``, ``summary.csv`` and ``summary.json`` atomically.
+   ``summary.md``, ``summary.csv`` and ``summary.json`` atomically (and, when asked, the
+   batch report ``evaluation_report.html/.pdf`` via :mod:`p2p_desktop.export.report`).
 
 Resuming: ``evaluation_state.json`` records a fingerprint of the settings (image list, attack
 configs, classifier and backbone hashes, seed, device, limit). Calling again with the same
@@ -47,7 +48,7 @@ import re
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -57,6 +58,7 @@ from p2p_desktop.errors import Cancelled, InputError, OutputError
 __all__ = [
     "PER_IMAGE_COLUMNS",
     "SUMMARY_COLUMNS",
+    "COLUMN_HELP",
     "PER_IMAGE_FILE",
     "STATE_FILE",
     "SUMMARY_FILES",
@@ -171,7 +173,7 @@ def _split_params(params: Mapping[str, Any] | None, attack_names: Sequence[str])
 
 
 def _split_presets(preset: str | Mapping[str, str] | None, attack_names: Sequence[str]) -> dict[str, str | None]:
-    """Preset per attack. A bare name applies to every attack that defines presets."""
+    """Preset per attack. A bare name applies to every attack that defines a preset of that name."""
     from p2p_desktop.attacks.registry import get
 
     out: dict[str, str | None] = {a: None for a in attack_names}
@@ -179,9 +181,10 @@ def _split_presets(preset: str | Mapping[str, str] | None, attack_names: Sequenc
         return out
     by_norm = {_norm(a): a for a in attack_names}
     if isinstance(preset, str) and "=" not in preset:
-        takers = [a for a in attack_names if get(a).presets]
+        takers = [a for a in attack_names if preset in get(a).presets]
         if not takers:
-            raise InputError(f"--preset {preset}: none of the attacks ({', '.join(attack_names)}) has presets")
+            raise InputError(f"--preset {preset}: none of the attacks ({', '.join(attack_names)}) has a preset "
+                             f"of that name")
         return {**out, **{a: preset for a in takers}}
     items = preset.items() if isinstance(preset, Mapping) else (
         p.partition("=")[::2] for p in str(preset).split(",") if p.strip())
@@ -196,7 +199,7 @@ def build_attacks(attacks: Sequence[str], *, seed: int = 0, params: Mapping[str,
                   preset: str | Mapping[str, str] | None = None) -> list:
     """Validated attack instances (one per name), or :class:`InputError` before any work."""
     from p2p_desktop.attacks.registry import spec
-    from p2p_desktop.cli.cmd_attack import build_attack
+    from p2p_desktop.attacks.factory import build_attack
 
     names = [a.strip() for a in attacks if a and a.strip()]
     if not names:
@@ -471,7 +474,8 @@ def _summary_csv(summary: Sequence[Mapping[str, Any]]) -> str:
 
 # -- FID -----------------------------------------------------------------------------------------------
 def _compute_fid(rows, dataset_root: Path, out_dir: Path, classifiers, attacks, device: str, notes: list[str],
-                 cancel: CancelToken, progress: Callable[[str], None]) -> dict[tuple[str, str], tuple[float | None, int]]:
+                 cancel: CancelToken, progress: Callable[[str], None]) -> dict[tuple[str, str], tuple]:
+    """{(classifier, attack): (FID or None, pairs used)}; notes say why a value is missing."""
     import numpy as np
 
     from p2p_desktop import fid as fidlib

@@ -87,17 +87,17 @@ def no_thread_leak(qtbot):
     before = set(threading.enumerate())
     yield
 
-    def settled() -> bool:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()
-                 and not isinstance(t, threading._DummyThread)]
-        return not live_threads() and not extra
+    def extra() -> list[threading.Thread]:
+        # _DummyThread: Qt threads seen by Python; TMonitor: tqdm's process-wide monitor
+        # (started by library code on first use, by design alive until exit)
+        return [t for t in threading.enumerate() if t not in before and t.is_alive()
+                and not isinstance(t, threading._DummyThread) and type(t).__name__ != "TMonitor"]
 
     try:
-        qtbot.waitUntil(settled, timeout=10000)
+        qtbot.waitUntil(lambda: not live_threads() and not extra(), timeout=10000)
     except Exception:  # noqa: BLE001 - pytest-qt's TimeoutError
-        extra = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
-                 and not isinstance(t, threading._DummyThread)]
-        pytest.fail(f"threads left running: Qt jobs {[t.objectName() for t in live_threads()]}, Python {extra}")
+        pytest.fail(f"threads left running: Qt jobs {[t.objectName() for t in live_threads()]}, "
+                    f"Python {[t.name for t in extra()]}")
 
 
 @pytest.fixture

@@ -295,7 +295,7 @@ def test_bad_settings_refused_before_any_write(bench, tmp_path):
         ({"params": {"pgd.eps": -1}}, "eps"),
         ({"params": {"bogus": 1}}, "bogus"),
         ({"params": {"p2p.steps": 1}}, "not in --attacks"),
-        ({"preset": "paper"}, "presets"),
+        ({"preset": "paper"}, "preset of that name"),
         ({"classifiers": [bench["cards"][0], bench["cards"][0]]}, "named 'rn'"),
         ({"limit": 0}, "limit"),
     ]

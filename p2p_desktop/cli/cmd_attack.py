@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
+from p2p_desktop.attacks.factory import build_attack, parse_params
+from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
 from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, split_list
 
-__all__ = ["add_parser", "run", "build_attack", "parse_params", "add_export_args", "check_export_args",
-           "write_run_outputs", "audit_record", "print_run"]
+__all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
 
 
 def add_parser(sub) -> None:
@@ -61,53 +61,6 @@ def check_export_args(args) -> tuple[str, ...]:
     return formats
 
 
-def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: bool = False,
-                      deidentify: bool = False, reports: tuple[str, ...] = (), classifier_spec=None,
-                      backbone_spec=None, label: str | None = None) -> dict:
-    """Every output of one run, in order: PNG and perturbation, DICOM, provenance, the result
-    JSON, then the reports (last, so they list the others). Returns the JSON summary."""
-    from p2p_desktop.export.images import output_stem, write_image_outputs
-    from p2p_desktop.export.provenance import write_provenance
-
-    write_image_outputs(result, study, outs)
-    if export_dicom:
-        from p2p_desktop.export.dicom import export_dicom as _export_dicom
-
-        _export_dicom(result, study, outs, deidentify=deidentify)
-    options = {"export_dicom": bool(export_dicom), "deidentify": bool(deidentify), "report": list(reports)}
-    write_provenance(result, study, outs, input_sha256=input_sha256, classifier_spec=classifier_spec,
-                     backbone_spec=backbone_spec, label=label, options=options)
-    summary = {"input": str(study.path), "input_sha256": input_sha256, **result.summary(),
-               "outputs": list(outs.records)}
-    outs.write_bytes(f"{output_stem(study, result.attack)}_result.json",
-                     json.dumps(summary, indent=2, default=str).encode(), kind="result")
-    if reports:
-        from p2p_desktop.export.report import write_reports
-
-        write_reports(result, study, outs, reports, input_sha256=input_sha256, deidentified=deidentify)
-    summary["outputs"] = [r for r in outs.records if r["kind"] != "result"]
-    summary["result_file"] = next(r["path"] for r in outs.records if r["kind"] == "result")
-    return summary
-
-
-def audit_record(summary: dict, command: str, outputs, **extra) -> dict:
-    """The audit-log entry of one run: inputs, settings, model hashes, every output and its hash."""
-    from p2p_desktop.audit import outputs_summary
-
-    clf = summary.get("classifier") or {}
-    bb = summary.get("backbone") or {}
-    return {
-        "command": command,
-        "input": summary["input"], "input_sha256": summary["input_sha256"], "frame": summary.get("frame", 0),
-        "attack": summary["attack"], "config": summary["config"],
-        "classifier": {"name": clf.get("name"), "sha256": clf.get("sha256")},
-        "backbone": {"name": bb.get("name"), "sha256": bb.get("sha256")} if bb else None,
-        "device": summary["device"], "seed": summary["seed"], "success": summary["success"],
-        "outputs": outputs_summary(outputs),
-        **extra,
-    }
-
-
 def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
     """Human-readable lines (stdout) or the JSON object; warnings always go to stderr."""
     for w in warnings:
@@ -124,39 +77,6 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
     for note in result.notes:
         if note not in warnings:
             print(f"  note: {note}", file=sys.stderr)
-
-
-def parse_params(items: list[str]) -> dict[str, str]:
-    from p2p_desktop.errors import InputError
-
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--param {item!r}: expected KEY=VALUE")
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out
-
-
-def build_attack(name: str, *, preset=None, target=None, eps=None, steps=None, seed=0, params=None):
-    """An attack instance from CLI-style options (validated; bad values raise InputError)."""
-    from dataclasses import fields
-
-    from p2p_desktop.attacks.registry import get
-    from p2p_desktop.errors import InputError
-
-    cls = get(name)
-    known = {f.name for f in fields(cls.Config)}
-    overrides: dict = dict(params or {})
-    overrides["seed"] = seed
-    if target:
-        overrides["target"] = target
-    for key, value in (("eps", eps), ("steps", steps)):
-        if value is not None:
-            if key not in known:
-                raise InputError(f"--{key} does not apply to attack {name!r}")
-            overrides[key] = value
-    return cls.from_preset(preset, **overrides)
 
 
 def run(args) -> int:

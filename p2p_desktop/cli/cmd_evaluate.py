@@ -20,7 +20,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="attack a BUSI-layout dataset with several attacks × classifiers "
-                                        "and write paper-style tables (resumable)")
+                                        "and write paper-style tables (resumable)",
+                          epilog="Ctrl-C stops after the current attack step and exits 3; the finished per-image "
+                                 "results are kept in DIR/per_image.csv. Run the same command again to resume.")
     p.add_argument("dataset", metavar="DATASET_DIR",
                    help="folder with one sub-folder per class (benign/, malignant/, normal/; *_mask.png ignored)")
     p.add_argument("--attacks", required=True, metavar="LIST", help="comma-separated attacks, e.g. fgsm,pgd,p2p")
@@ -35,7 +37,7 @@ def add_parser(sub) -> None:
                    help="attack parameter (repeatable), e.g. --param pgd.steps=20; without 'ATTACK.' it "
                         "applies to every attack that has the parameter")
     p.add_argument("--preset", metavar="P",
-                   help="preset for every attack that has presets (e.g. fast), or ATTACK=P[,ATTACK=P]")
+                   help="preset for every attack that has one of that name (e.g. paper), or ATTACK=P[,ATTACK=P]")
     add_device_arg(p)
     p.add_argument("--json", action="store_true",
                    help='print one JSON object {"summary", "outputs", "notes"} on stdout')
@@ -69,7 +71,7 @@ class _Interrupt:
 
 def run(args) -> int:
     from p2p_desktop.cancel import CancelToken
-    from p2p_desktop.cli.cmd_attack import parse_params
+    from p2p_desktop.attacks.factory import parse_params
     from p2p_desktop.evaluate import evaluate
 
     token = CancelToken()

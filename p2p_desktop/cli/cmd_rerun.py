@@ -48,7 +48,7 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
     from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.audit import AuditLog
     from p2p_desktop.cancel import CancelToken
-    from p2p_desktop.cli.cmd_attack import audit_record, write_run_outputs
+    from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
     from p2p_desktop.device import resolve_device
     from p2p_desktop.errors import InputError
     from p2p_desktop.export.provenance import verify_input, verify_model_hash

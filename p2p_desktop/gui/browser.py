@@ -33,6 +33,8 @@ __all__ = ["BrowserItem", "Unreadable", "StudyBrowser", "load_job"]
 
 ROLE = Qt.ItemDataRole.UserRole
 THUMB = 48
+#: Side files a dataset folder may hold that are not studies (not listed as unreadable).
+SIDECAR_SUFFIXES = (".json", ".csv", ".txt", ".md", ".html", ".pdf", ".npy", ".log", ".yaml", ".yml")
 
 
 @dataclass
@@ -90,7 +92,8 @@ def load_job(paths: list[Path]):
                     report(("unreadable", Unreadable(path, _reason(exc, path))))
                     continue
                 for skipped in scan.skipped:
-                    report(("unreadable", Unreadable(Path(skipped.path), skipped.reason)))
+                    if Path(skipped.path).suffix.lower() not in SIDECAR_SUFFIXES:
+                        report(("unreadable", Unreadable(Path(skipped.path), skipped.reason)))
                 todo = [(Path(e.path), e.label, path) for e in scan.entries]
                 if not todo and not scan.skipped:
                     report(("unreadable", Unreadable(path, "no DICOM or image files in this folder")))
@@ -188,9 +191,8 @@ class StudyBrowser(QWidget):
             self._start_next()
             return
         self._update_summary()
-        if self._select_first:
+        if self._select_first:  # nothing loadable arrived
             self._select_first = False
-            self.select_first()
         self.status_message.emit(f"{len(self.items)} studies, {len(self.unreadable)} unreadable")
         self.loading_finished.emit()
 
@@ -241,6 +243,9 @@ class StudyBrowser(QWidget):
         leaf.setToolTip(0, str(item.path))
         self._item_nodes[key] = leaf
         self._update_summary()
+        if self._select_first:  # show the first study at once, not after the whole folder
+            self._select_first = False
+            self.tree.setCurrentItem(leaf)
 
     def _add_dicom(self, item: BrowserItem) -> QTreeWidgetItem:
         md = item.metadata

@@ -47,15 +47,19 @@ TITLE = "P2P Desktop — adversarial robustness of breast-ultrasound classifiers
 
 
 def demo_sample_paths() -> list[Path]:
-    """The bundled demo studies (resources/samples), DICOM first."""
+    """The bundled demo studies (resources/samples): its sub-folders (datasets with one folder
+    per class, e.g. ``dicom/``, ``busi/``) and loose files, DICOM first."""
     from p2p_desktop.paths import samples_dir
 
     folder = samples_dir()
     if not folder.is_dir():
         return []
-    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
-             and p.suffix.lower() in (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")]
-    return sorted(files, key=lambda p: (p.suffix.lower() not in (".dcm", ".dicom"), str(p)))
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    folders = [p for p in entries if p.is_dir()]
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in
+             (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")]
+    return sorted(folders, key=lambda p: (p.name.lower() != "dicom", p.name)) + \
+        sorted(files, key=lambda p: (p.suffix.lower() not in (".dcm", ".dicom"), p.name))
 
 
 def fallback_sample() -> Path | None:
@@ -166,7 +170,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.history_dock, self.log_dock)
         self.history_dock.raise_()
         self.resizeDocks([self.browser_dock, self.attack_dock], [300, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.monitor_dock], [220], Qt.Orientation.Vertical)
+        self.resizeDocks([self.monitor_dock], [200], Qt.Orientation.Vertical)
+        self.resizeDocks([self.monitor_dock, self.history_dock], [1000, 420], Qt.Orientation.Horizontal)
 
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
@@ -291,7 +296,7 @@ class MainWindow(QMainWindow):
         """Open the demo studies (or pydicom's ultrasound example when none are bundled)."""
         paths = demo_sample_paths()
         if paths:
-            self.browser.add_paths(paths, select_first=True)
+            self.browser.add_paths(paths, select_first=True)  # the first DICOM study is shown
             self.viewer.set_notice("")
             self.show_status("Demo sample loaded: choose an attack and press Run.")
             return

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
 
 __all__ = ["RunMonitor", "format_duration", "CLASS_COLOURS"]
 
-REFRESH_MS = 100
+REFRESH_MS = 250
 CLASS_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -41,6 +41,8 @@ def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot.setMinimumHeight(110)
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
+    plot.disableAutoRange()
+    plot.getAxis("left").enableAutoSIPrefix(False)
     return plot
 
 
@@ -57,6 +59,8 @@ class RunMonitor(QWidget):
         self.progress.setFormat("idle")
         self.eta = QLabel("")
         self.eta.setObjectName("muted")
+        self.eta.setMinimumWidth(360)  # a changing text must not re-lay out the plots
+        self.eta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.loss_plot = _plot("Loss", "loss")
         self.prob_plot = _plot("Class probabilities", "p")
         self.prob_plot.setYRange(0, 1, padding=0.02)
@@ -81,6 +85,8 @@ class RunMonitor(QWidget):
         self.probs: dict[str, list[float]] = {}
         self.total = 0
         self.last_event = None
+        self._span = 0
+        self._loss_range: tuple[float, float] | None = None
         self._dirty = False
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
@@ -92,6 +98,8 @@ class RunMonitor(QWidget):
         self.probs = {c: [] for c in classes}
         self.total = max(int(total), 0)
         self.last_event = None
+        self._span = 0
+        self._loss_range = None
         self.title.setText(title)
         self.eta.setText("starting…")
         self.progress.setRange(0, max(self.total, 1))
@@ -141,13 +149,31 @@ class RunMonitor(QWidget):
         remaining = (ev.elapsed / ev.step) * (self.total - ev.step) if ev.step else float("nan")
         verdict = "" if ev.success is None else (" · adversarial" if ev.success else "")
         self.eta.setText(f"elapsed {format_duration(ev.elapsed)} · ETA {format_duration(remaining)}{verdict}")
-        symbol = "o" if len(self.steps) <= 60 else None  # single steps stay visible
-        self.loss_curve.setData(self.steps, self.losses, symbol=symbol, symbolSize=5, symbolBrush="#444")
+        # The x axis grows in doublings, so axes are redrawn rarely (redrawing them dominates
+        # the GUI thread's cost during a run); a lone first step is drawn as a dot.
+        span = min(max(self.total, 1), max(8, 1 << int(ev.step).bit_length()))
+        if span != self._span:
+            self._span = span
+            for plot in (self.loss_plot, self.prob_plot):
+                plot.setXRange(0.5, span + 0.5, padding=0)
+                axis = plot.getAxis("bottom")
+                if span <= 10:
+                    axis.setTickSpacing(major=1, minor=1)  # whole iterations only
+                else:
+                    axis.setTickSpacing()
+        lo, hi = min(self.losses), max(self.losses)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            lo, hi = 0.0, 1.0
+        if self._loss_range is None or lo < self._loss_range[0] or hi > self._loss_range[1]:
+            margin = max(hi - lo, abs(hi) * 0.1, 1e-3) * 0.25
+            self._loss_range = (lo - margin, hi + margin)
+            self.loss_plot.setYRange(*self._loss_range, padding=0)
+        symbol = "o" if len(self.steps) == 1 else None
+        self.loss_curve.setData(self.steps, self.losses, symbol=symbol, symbolSize=6, symbolBrush="#444")
         for i, (c, values) in enumerate(self.probs.items()):
-            curve = self._curve(c, i)
             colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
-            curve.setData(self.steps[-len(values):], values, symbol=symbol, symbolSize=5, symbolBrush=colour,
-                          symbolPen=None)
+            self._curve(c, i).setData(self.steps[-len(values):], values, symbol=symbol, symbolSize=6,
+                                      symbolBrush=colour, symbolPen=None)
 
     def finish(self, text: str, completed: bool = True) -> None:
         """Stop refreshing; ``completed`` fills the bar (a cancelled run keeps its count)."""

@@ -118,11 +118,13 @@ class ProbabilityChart(pg.PlotWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent=parent, background="w")
         self.setTitle("Class probabilities: before vs after", color="#333", size="9pt")
-        self.setYRange(0, 1.05, padding=0)
+        self.setYRange(0, 1.22, padding=0)  # room above the bars for the legend
+        self.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
         self.setMouseEnabled(x=False, y=False)
         self.hideButtons()
         self.showGrid(y=True, alpha=0.25)
-        self.legend = self.addLegend(offset=(-5, 5), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 200))
+        self.legend = self.addLegend(offset=(-5, 2), labelTextColor="#333", colCount=2,
+                                     brush=pg.mkBrush(255, 255, 255, 220))
         self.before = pg.BarGraphItem(x=[], height=[], width=0.38, brush=BEFORE_COLOUR, pen=None)
         self.after = pg.BarGraphItem(x=[], height=[], width=0.38, brush=AFTER_COLOUR, pen=None)
         self.addItem(self.before)

@@ -5,7 +5,8 @@ Reading order, so a bad file is refused quickly and without large allocations:
 1. file size and the ``DICM`` marker at byte 128 (``dcmread`` is never forced);
 2. the header alone (``stop_before_pixels``): transfer syntax on the allowlist, geometry
    (Rows × Columns × Frames × Samples × bytes) under the caps, the frame index in range;
-3. the whole file, the pixel data length checked against the geometry, one frame decoded;
+3. the whole file; native pixel data length checked against the geometry, a compressed
+   frame's own size (JPEG SOF, J2K SIZ) checked against the header; one frame decoded;
 4. palette -> RGB, YBR -> RGB (pydicom), modality LUT, MONOCHROME1 inverted, scaled to [0, 1].
 
 Every failure is an :class:`~p2p_desktop.errors.InputError` with one line naming the file.

@@ -208,6 +208,7 @@ def train_classifier(
     val_every: int = 25,
     seed: int = 0,
     init_state: dict | None = None,
+    schedule: str = "constant",
     log: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train ``arch`` from scratch within ``seconds`` of CPU time; return the best-validation weights.
@@ -215,7 +216,8 @@ def train_classifier(
     The budget counts this process's CPU time, not wall time, so a busy machine slows training
     down instead of cutting it short.
 
-    Adam (the paper's optimiser), linear warmup then constant lr, batch 32. Validation runs every
+    Adam (the paper's optimiser), linear warmup, then a constant lr (``schedule="constant"``) or a
+    cosine decay to zero over the CPU budget (``"cosine"``), batch 32. Validation runs every
     ``val_every`` steps and at the end of each epoch; training stops at the time budget, at
     ``recipe.max_epochs``, or after two validations in a row at 100 % accuracy. ``init_state``
     continues from earlier weights instead of a random start.
@@ -274,8 +276,12 @@ def train_classifier(
                 continue
             ts = time.process_time()
             module.train()
+            lr = recipe.lr * min(1.0, (step + 1) / max(1, recipe.warmup_steps))
+            if schedule == "cosine":
+                done = min(1.0, (time.process_time() - c0) / seconds) if seconds > 0 else 1.0
+                lr *= 0.5 * (1.0 + math.cos(math.pi * done))
             for g in opt.param_groups:
-                g["lr"] = recipe.lr * min(1.0, (step + 1) / max(1, recipe.warmup_steps))
+                g["lr"] = lr
             x = _augment(train.images[idx], gen)
             loss = F.cross_entropy(module(preprocess(x)), train.labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -371,6 +377,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-test", type=int, default=300, help="test phantoms (seeds 2000000..)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
+                   help="learning rate after warmup: constant, or cosine decay over the budget (default)")
+    p.add_argument("--lr", type=float, help="override the architecture's learning rate")
     p.add_argument("--cache", help="folder to keep generated phantoms in (.npy) for later runs")
     p.add_argument("--continue-from", metavar="MODELS_DIR",
                    help="continue training from the demo bundles in this folder (their weights and "
@@ -413,8 +422,11 @@ def main(argv: list[str] | None = None) -> int:
             previous = prev_card.extra.get("training")
             recipe = ArchRecipe(lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, 20),
                                 max_epochs=recipe.max_epochs, share=recipe.share)
+        if args.lr:
+            recipe = ArchRecipe(lr=args.lr, warmup_steps=recipe.warmup_steps, max_epochs=recipe.max_epochs,
+                                share=recipe.share)
         result = train_classifier(arch, train, val, seconds=budget, recipe=recipe, seed=args.seed,
-                                  init_state=init_state, log=log)
+                                  init_state=init_state, schedule=args.schedule, log=log)
         card = demo_card(arch)
         # Score what is served: fp16 weights, reloaded, through the serving preprocessing.
         served = _fp16_roundtrip(result.module, card)
@@ -433,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": result.steps,
                 "best_step": result.best_step,
                 "batch_size": 32,
-                "optimizer": f"Adam lr {recipe.lr:g}, linear warmup {recipe.warmup_steps} steps",
+                "optimizer": f"Adam lr {recipe.lr:g}, linear warmup {recipe.warmup_steps} steps, "
+                             f"then {args.schedule}",
                 "augmentation": "left-right flip, gain 0.85-1.15, offset +-0.05",
                 "from_scratch": True,
                 "seconds": result.seconds,
@@ -442,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                 "device": "cpu",
                 "threads": args.threads,
                 "torch": torch.__version__,
+                **({"continued_from": previous,
+                    "epochs_total": round(result.epochs + _total_epochs(previous), 2)} if previous else {}),
             },
-            **({"continued_from": previous} if previous else {}),
             "accuracy": {"test": round(test_acc, 4), "n_test": len(test), "test_seeds": test.seed_range,
                          "val": round(result.best_val_accuracy, 4), "n_val": len(val)},
             "synthetic_demo": True,
@@ -458,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         summary.append((arch, test_acc))
     log(f"done in {time.monotonic() - t_all:.0f}s: " + ", ".join(f"{a} {acc:.3f}" for a, acc in summary))
     return 0
+
+
+def _total_epochs(record: dict) -> float:
+    """Epochs of a training record, including the runs it continued."""
+    return float(record.get("epochs", 0.0)) + (_total_epochs(record["continued_from"])
+                                                if isinstance(record.get("continued_from"), dict) else 0.0)
 
 
 def _fp16_roundtrip(module, card: ModelCard) -> Classifier:
