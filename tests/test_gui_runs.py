@@ -163,10 +163,16 @@ def test_cancel_stops_a_running_job_within_one_iteration(qtbot, window, tmp_path
     assert "cancelled" in window.monitor.title.text()
 
 
-def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_sd_folder(tmp_path_factory):
+    """A tiny seeded Stable-Diffusion-format folder (tests/tiny_sd.py), loaded like any backbone."""
     from tests.tiny_sd import save_tiny_sd
 
-    folder = save_tiny_sd(tmp_path / "tiny-sd")
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
+
+
+def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tiny_sd_folder):
+    folder = tiny_sd_folder
     _open(qtbot, window, [ultrasound_file()])
     panel = window.panel
     assert panel.set_attack("p2p")
@@ -181,10 +187,8 @@ def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tmp_path):
     assert window.history.entries == []
 
 
-def test_p2p_result_shows_the_learned_prompts_nearest_words(qtbot, window, tmp_path):
-    from tests.tiny_sd import save_tiny_sd
-
-    folder = save_tiny_sd(tmp_path / "tiny-sd")
+def test_p2p_result_shows_the_learned_prompts_nearest_words(qtbot, window, tiny_sd_folder):
+    folder = tiny_sd_folder
     _open(qtbot, window, [ultrasound_file()])
     window.panel.set_attack("p2p")
     window.panel.add_backbone(str(folder))
@@ -307,6 +311,9 @@ def test_history_shows_runs_again_and_compares_two(qtbot, window):
 
 
 def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
+    import json
+
+    from p2p_desktop.audit import default_log_path, verify_log
     from p2p_desktop.gui.main_window import export_function
 
     source = tmp_path / "study"
@@ -315,12 +322,21 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
     study_file.write_bytes(ultrasound_file().read_bytes())
     _open(qtbot, window, [study_file])
     _run(qtbot, window, "fgsm")
+    log_path = default_log_path()
+    records_before = len(log_path.read_text().splitlines()) if log_path.exists() else 0
     out = tmp_path / "out"
     with qtbot.waitSignal(window.export_runner.finished, timeout=30000):
         assert window.export_png(str(out))
     names = sorted(Path(p).name for p in window.last_export)
     assert names == ["us_fgsm_adv.png", "us_fgsm_perturbation.npy"]
     np.testing.assert_array_equal(np.load(out / "us_fgsm_perturbation.npy"), window.current_entry().result.perturbation)
+    # every export is recorded in the (test-private) audit log, with its files' hashes
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == records_before + 1
+    record = json.loads(lines[-1])
+    assert record["event"] == "export" and record["data"]["what"] == "png"
+    assert sorted(Path(o["path"]).name for o in record["data"]["outputs"]) == names
+    assert verify_log(log_path).ok
     # refused inside the study's folder: an error dialog, nothing written
     with qtbot.waitSignal(window.export_runner.finished, timeout=30000):
         assert window.export_png(str(source / "inside"))
@@ -331,6 +347,7 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
         with qtbot.waitSignal(window.export_runner.finished, timeout=60000):
             assert window.export_dicom(str(tmp_path / "dcm"), deidentify=True)
         assert [Path(p).suffix for p in window.last_export] == [".dcm"]
+        assert Path(window.last_export[0]).name.startswith("deid-")  # no identifying file name
         import pydicom
 
         ds = pydicom.dcmread(window.last_export[0])
@@ -340,8 +357,9 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
     if export_function("report", "write_reports") is not None:
         with qtbot.waitSignal(window.export_runner.finished, timeout=120000):
             assert window.export_report(str(tmp_path / "report"), formats=("html",))
-        kinds = {Path(p).suffix for p in window.last_export}
-        assert {".png", ".npy", ".html"} <= kinds
+        assert window.errors[-1][0].startswith("PNG")  # only the refused export failed
+        kinds = {Path(p).name.rsplit("_", 1)[-1] for p in window.last_export}
+        assert {"adv.png", "perturbation.npy", "provenance.json", "result.json", "report.html"} <= kinds
 
 
 def test_batch_view_runs_evaluate_and_shows_the_table(qtbot, window, tmp_path, classifier_name):
@@ -387,3 +405,19 @@ def test_smoke_test_driver_produces_a_screenshot(qtbot, window, tmp_path):
     image = QImage(str(shot))
     assert not image.isNull() and image.width() == window.width()
     assert window.tabs.currentWidget() is window.results and window.history.entries
+
+
+def test_run_app_smoke_test_exit_code(qtbot, settings, no_thread_leak, tmp_path, capsys):
+    """``p2p-desktop --smoke-test --screenshot FILE`` end to end, in-process (demo bundle)."""
+    from p2p_desktop.gui.app import run_app
+    from p2p_desktop.gui.attack_panel import DEFAULT_CLASSIFIER
+    from p2p_desktop.models import registry
+
+    shot = tmp_path / "smoke" / "window.png"
+    code = run_app(smoke_test=True, screenshot=str(shot))
+    out = capsys.readouterr()
+    if DEFAULT_CLASSIFIER not in registry.names("classifier"):
+        assert code == 1 and "no classifier registered" in out.err
+        return
+    assert code == 0, out.err
+    assert "smoke test passed" in out.out and shot.is_file() and shot.stat().st_size > 10000

@@ -51,8 +51,12 @@ def test_first_start_opens_a_sample_with_demo_choices(qtbot, settings, classifie
     w.show()
     qtbot.waitUntil(lambda: w.current_study is not None, timeout=20000)
     expected = demo_sample_paths()
-    if expected:
-        assert Path(w.current_study.path).parent == expected[0].parent
+    if expected:  # the bundled demo sample, a DICOM study first
+        from p2p_desktop.paths import samples_dir
+
+        assert samples_dir() in Path(w.current_study.path).parents
+        assert w.current_study.kind == ("dicom" if any(p.name == "dicom" for p in expected) else "image")
+        assert not w.viewer.notice.isVisibleTo(w)
     else:  # no bundled sample yet: pydicom's ultrasound example, with a message saying so
         assert w.current_study.path.name == "examples_rgb_color.dcm"
         assert "resources/samples" in w.viewer.notice.text() and w.viewer.notice.isVisibleTo(w)
@@ -224,10 +228,6 @@ def test_presets_and_backbone_follow_the_attack(qtbot, window):
     for key, value in cls.presets[preset].items():
         if key in panel.form.rows:
             assert getattr(config, key) == value
-
-
-class NoopAttack:
-    """Stand-in plugin class (never run here)."""
 
 
 def test_plugin_attacks_appear_and_broken_ones_are_reported(qtbot, window):

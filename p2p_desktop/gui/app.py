@@ -118,6 +118,24 @@ def run_smoke_test(window, screenshot: str | None = None, timeout_s: float = SMO
                   f"SSIM {r.metrics.get('ssim', float('nan')):.3f}, {r.seconds:.2f} s")
 
 
+def _close_on_ctrl_c(window):
+    """Ctrl-C in the terminal closes the window (cancelling a running job) instead of being
+    ignored while Qt's event loop runs; a timer lets Python see the signal."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def on_sigint(*_args) -> None:
+        window.ask_before_close = False
+        window.close()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    timer = QTimer()
+    timer.timeout.connect(lambda: None)
+    timer.start(250)
+    return timer
+
+
 def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
     """Open the desktop app; with ``smoke_test`` run the smoke test instead and return 0/1."""
     if smoke_test and _headless():
@@ -131,6 +149,7 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
         window = MainWindow(AppSettings.user())
         window.show()
         app.aboutToQuit.connect(window.shutdown)
+        wake = _close_on_ctrl_c(window)  # noqa: F841 - kept alive while the app runs
         return int(app.exec())
 
     with tempfile.TemporaryDirectory(prefix="p2p-smoke-") as tmp:

@@ -50,8 +50,6 @@ def classifier_classes(spec: str) -> tuple[str, ...]:
     entry = registry.find(spec)
     if entry is not None:
         classes = entry.card.get("classes") if isinstance(entry.card, dict) else None
-        if not classes and entry.loader is not None and hasattr(entry, "classes"):
-            classes = entry.classes
         return tuple(str(c) for c in classes or ())
     path = Path(spec)
     card = path / "card.json" if path.is_dir() else path

@@ -179,7 +179,10 @@ class BatchView(QWidget):
 
         fill(self.attack_list, [s.name for s in available()], {"fgsm", "pgd"})
         names = registry.names("classifier")
-        fill(self.classifier_list, names, set(names[:1]))
+        names += [p for p in (self.settings.model_paths if self.settings is not None else []) if p not in names]
+        default = self.settings.classifier if self.settings is not None and self.settings.classifier in names \
+            else (names[0] if names else "")
+        fill(self.classifier_list, names, {default})
         self.available = evaluate_function() is not None
         reason = ("" if self.available else
                   "Batch evaluation is not available in this build: the module p2p_desktop.evaluate is missing")

@@ -8,6 +8,7 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
+import pyqtgraph as pg
 from p2p_desktop.gui.imageview import ImagePane, colormap
 from p2p_desktop.gui.results import MetricsTable, ProbabilityChart, metric_rows
 from p2p_desktop.perturbation import PerturbationMap
@@ -33,7 +34,12 @@ class CompareView(QWidget):
             adv = ImagePane("Adversarial")
             heat = ImagePane("Perturbation δ (shared scale)")
             chart = ProbabilityChart()
+            chart.setTitle("Probabilities", color="#333", size="9pt")
             chart.setMinimumHeight(120)
+            bar = pg.ColorBarItem(values=(-1, 1), colorMap=colormap("signed"), interactive=False,
+                                  rounding=1e-6, width=12)
+            bar.setImageItem(heat.image_item)
+            heat.addItem(bar, row=1, col=1)
             table = MetricsTable()
             grid.addWidget(title, 0, 2 * col, 1, 2)
             grid.addWidget(adv, 1, 2 * col)
@@ -41,7 +47,7 @@ class CompareView(QWidget):
             grid.addWidget(chart, 2, 2 * col)
             grid.addWidget(table, 2, 2 * col + 1)
             self.columns.append({"title": title, "adversarial": adv, "heatmap": heat, "chart": chart,
-                                 "metrics": table})
+                                 "metrics": table, "colorbar": bar})
         grid.setRowStretch(1, 3)
         grid.setRowStretch(2, 2)
         self.content = QWidget()
@@ -63,11 +69,10 @@ class CompareView(QWidget):
         same_geometry = a.result.original.shape[:2] == b.result.original.shape[:2]
         for col, entry, pm in zip(self.columns, self.entries, maps):
             r = entry.result
-            verdict = "success" if r.success else "failed"
-            col["title"].setText(f"<b>{html.escape(entry.title)}</b><br>{html.escape(entry.verdict)} · {verdict}")
+            col["title"].setText(f"<b>{html.escape(entry.title)}</b><br>{html.escape(entry.verdict)}")
             col["adversarial"].set_image(r.adversarial, auto_range=True)
             col["heatmap"].set_image(pm.signed(), levels=(-top, top), auto_range=True)
-            col["heatmap"].image_item.setColorMap(colormap("signed"))
+            col["colorbar"].setLevels((-top, top))
             col["chart"].set_probs(r.classes, r.original_probs, r.adversarial_probs)
             col["metrics"].set_rows(metric_rows(r))
         for col in self.columns:

@@ -44,6 +44,7 @@ __all__ = ["MainWindow", "demo_sample_paths", "fallback_sample", "export_functio
 log = logging.getLogger("p2p_desktop.gui")
 
 TITLE = "P2P Desktop — adversarial robustness of breast-ultrasound classifiers"
+_EXPORT_NAMES = {"png": "PNG", "dicom": "DICOM", "report": "Report"}
 
 
 def demo_sample_paths() -> list[Path]:
@@ -82,6 +83,15 @@ def export_function(module: str, *names: str):
     except ImportError:
         return None
     return next((getattr(mod, n) for n in names if callable(getattr(mod, n, None))), None)
+
+
+def _anonymous(study):
+    """The study with an output name that does not carry its (possibly identifying) file name."""
+    import dataclasses
+
+    from p2p_desktop.hashing import sha256_file
+
+    return dataclasses.replace(study, output_name=f"deid-{sha256_file(study.path)[:16]}")
 
 
 class _LogBridge(QObject):
@@ -187,7 +197,7 @@ class MainWindow(QMainWindow):
         self.export_runner = JobRunner(self)
         self.export_runner.succeeded.connect(self._on_export_done)
         self.export_runner.failed.connect(
-            lambda msg, details: self.show_error(f"{self._export_what} export failed", msg, details))
+            lambda msg, details: self.show_error(f"{self._export_label()} export failed", msg, details))
         self.export_runner.finished.connect(self._on_export_finished)
         self._export_what = ""
         self.last_export: list[str] = []
@@ -270,7 +280,8 @@ class MainWindow(QMainWindow):
         for dock in (self.browser_dock, self.attack_dock, self.monitor_dock, self.history_dock, self.log_dock):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction(self._action("Models…", self.show_models, None, None, "Registered models and their status"))
+        help_menu.addAction(self._action("Models…", self.show_models, None, None,
+                                         "Registered models and their status"))
         help_menu.addAction(self._action("About", self.show_about))
 
         bar = self.addToolBar("Main")
@@ -519,10 +530,11 @@ class MainWindow(QMainWindow):
         """Write the shown run's adversarial PNG and signed perturbation (.npy) to ``folder``."""
         from p2p_desktop.export.images import write_image_outputs
 
-        return self._start_export("PNG", folder, write_image_outputs)
+        return self._start_export("png", folder, lambda result, study, outs: write_image_outputs(result, study, outs))
 
     def export_dicom(self, folder: str | None = None, deidentify: bool | None = None) -> bool:
-        """Write the adversarial image as a derived DICOM (optionally de-identified)."""
+        """Write the adversarial image as a derived DICOM (optionally de-identified: PS3.15
+        basic profile, and an anonymous file name)."""
         fn = self._dicom_exporter()
         if fn is None:
             return False
@@ -536,34 +548,38 @@ class MainWindow(QMainWindow):
             if answer == QMessageBox.StandardButton.Cancel:
                 return False
             deidentify = answer == QMessageBox.StandardButton.Yes
-        return self._start_export("DICOM", folder, lambda r, s, outs: fn(r, s, outs, deidentify=deidentify))
-
-    def export_report(self, folder: str | None = None, formats=("html", "pdf")) -> bool:
-        """Write the adversarial PNG, perturbation, provenance record and the HTML/PDF report."""
-        writer = self._report_writer()
-        if writer is None:
-            return False
-        from p2p_desktop.export.images import write_image_outputs
-
-        provenance = export_function("provenance", "write_provenance")
-        model_spec = export_function("provenance", "model_spec")
-        entry = self.current_entry()
 
         def write(result, study, outs):
-            write_image_outputs(result, study, outs)
-            if provenance is not None:
-                kwargs = {}
-                if model_spec is not None and entry is not None:
-                    kwargs["classifier_spec"] = model_spec(entry.classifier_spec)
-                    if result.backbone is not None:
-                        kwargs["backbone_spec"] = model_spec(entry.backbone_spec)
-                provenance(result, study, outs, **kwargs)
-            writer(result, study, outs, formats=formats)
+            if deidentify:
+                study = _anonymous(study)
+            fn(result, study, outs, deidentify=deidentify)
+
+        return self._start_export("dicom", folder, write, deidentified=deidentify)
+
+    def export_report(self, folder: str | None = None, formats=("html", "pdf")) -> bool:
+        """Write the run's full record, as ``p2p-desktop attack`` does: adversarial PNG,
+        perturbation, provenance, result JSON and the HTML/PDF report."""
+        if self._report_writer() is None:
+            return False
+        entry = self.current_entry()
+        if entry is None:
+            return False
+        from p2p_desktop.export.provenance import model_spec
+        from p2p_desktop.export.run_outputs import write_run_outputs
+        from p2p_desktop.hashing import sha256_file
+
+        clf_spec = model_spec(entry.classifier_spec or None)
+        bb_spec = model_spec(entry.backbone_spec) if entry.result.backbone is not None else None
+
+        def write(result, study, outs):
+            write_run_outputs(result, study, outs, input_sha256=sha256_file(study.path), reports=tuple(formats),
+                              classifier_spec=clf_spec, backbone_spec=bb_spec)
 
         return self._start_export("report", folder, write)
 
-    def _start_export(self, what: str, folder: str | None, write) -> bool:
-        """Run ``write(result, study, outs)`` on a worker: every file or none (OutputSet)."""
+    def _start_export(self, what: str, folder: str | None, write, deidentified: bool = False) -> bool:
+        """Run ``write(result, study, outs)`` on a worker, then append the audit record; every
+        file or none (OutputSet: a failure or a failed audit append removes what was written)."""
         entry = self.current_entry()
         if entry is None or self.export_runner.is_running():
             return False
@@ -574,12 +590,14 @@ class MainWindow(QMainWindow):
         notes_before = len(result.notes)
 
         def job(report, status, cancel):
+            from p2p_desktop.audit import audit_export
             from p2p_desktop.io.outputs import OutputSet
 
             status(f"exporting {what} to {folder}…")
             with OutputSet(folder, [study.path]) as outs:
                 write(result, study, outs)
                 cancel.check()
+                audit_export(what, result, study, outs.records, deidentified=deidentified)
             return [r["path"] for r in outs.records], list(result.notes[notes_before:])
 
         self._export_what = what
@@ -587,14 +605,17 @@ class MainWindow(QMainWindow):
         self._update_actions()
         return True
 
+    def _export_label(self) -> str:
+        return _EXPORT_NAMES.get(self._export_what, self._export_what)
+
     def _on_export_done(self, outcome) -> None:
         paths, warnings = outcome
         self.last_export = paths
-        log.info("%s export: %s", self._export_what, ", ".join(paths))
+        log.info("%s export (recorded in the audit log): %s", self._export_what, ", ".join(paths))
         for w in warnings:
             log.warning("%s export: %s", self._export_what, w)
         folder = str(Path(paths[0]).parent) if paths else ""
-        self.show_status(f"{self._export_what} export: {len(paths)} files in {folder}"
+        self.show_status(f"{self._export_label()} export: {len(paths)} files in {folder}"
                          + (f" — {warnings[0]}" if warnings else ""))
         if self.results.entry is not None:
             self.results.show_entry(self.results.entry)  # exporters may add notes

@@ -63,8 +63,9 @@ class RunMonitor(QWidget):
         self.eta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.loss_plot = _plot("Loss", "loss")
         self.prob_plot = _plot("Class probabilities", "p")
-        self.prob_plot.setYRange(0, 1, padding=0.02)
-        self.prob_plot.addLegend(offset=(-5, 5), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 200))
+        self.prob_plot.setYRange(0, 1.3, padding=0)  # the legend sits above p = 1
+        self.prob_plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")]])
+        self.prob_plot.addLegend(offset=(-5, 1), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 200))
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#444", width=2))
         self.prob_curves: dict[str, pg.PlotDataItem] = {}
 
@@ -111,6 +112,8 @@ class RunMonitor(QWidget):
         self.prob_curves.clear()
         if self.prob_plot.plotItem.legend is not None:
             self.prob_plot.plotItem.legend.clear()
+        if self.prob_plot.plotItem.legend is not None:
+            self.prob_plot.plotItem.legend.setColumnCount(max(1, len(classes)))  # one row, above the curves
         for i, c in enumerate(classes):
             self._curve(c, i)
         self._timer.start()

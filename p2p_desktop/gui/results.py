@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 
 import pyqtgraph as pg
 from p2p_desktop.gui.imageview import ImagePane, colormap
-from p2p_desktop.gui.monitor import CLASS_COLOURS
 from p2p_desktop.perturbation import MODES, PerturbationMap
 
 __all__ = ["ResultsView", "ProbabilityChart", "MetricsTable", "metric_rows", "format_words"]
