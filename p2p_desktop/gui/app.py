@@ -148,6 +148,9 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
         _file_logging()
         window = MainWindow(AppSettings.user())
         window.show()
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(0, window.review_changed_plugins)  # a changed plugin asks again
         app.aboutToQuit.connect(window.shutdown)
         wake = _close_on_ctrl_c(window)  # noqa: F841 - kept alive while the app runs
         return int(app.exec())

@@ -279,6 +279,9 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for dock in (self.browser_dock, self.attack_dock, self.monitor_dock, self.history_dock, self.log_dock):
             view_menu.addAction(dock.toggleViewAction())
+        tools_menu = self.menuBar().addMenu("&Tools")
+        tools_menu.addAction(self._action("Plugins…", self.show_plugins, None, None,
+                                          "Plugins (attacks, classifiers): path, SHA-256, enable/disable"))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self._action("Models…", self.show_models, None, None,
                                          "Registered models and their status"))
@@ -662,6 +665,47 @@ class MainWindow(QMainWindow):
             lines.append(f"{entry.kind:<10} {entry.name:<28} {status}")
         QMessageBox.information(self, "Models", "\n".join(lines) or
                                 "No models registered. The demo models belong in resources/models.")
+
+    # -- plugins ------------------------------------------------------------------------------------------
+    def approve_plugin(self, info) -> bool:
+        """Ask the user to trust a plugin shown with its path and SHA-256 (tests replace this)."""
+        from p2p_desktop.gui.plugins_dialog import ask_to_enable
+
+        return ask_to_enable(self, info)
+
+    def show_plugins(self):
+        """The Plugins dialog (non-modal); enabling refreshes the attack and classifier lists."""
+        from p2p_desktop.gui.plugins_dialog import PluginsDialog
+
+        dialog = PluginsDialog(self, approve=self.approve_plugin)
+        dialog.changed.connect(self._plugins_changed)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, True)
+        self.plugins_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def review_changed_plugins(self) -> list[str]:
+        """Ask again for every enabled plugin whose files changed; returns the re-approved names."""
+        from p2p_desktop import plugins
+
+        approved = []
+        for info in plugins.discover():
+            if info.status == "changed":
+                if self.approve_plugin(info):
+                    plugins.enable(info.name)
+                    approved.append(info.name)
+                else:
+                    plugins.disable(info.name)
+        if approved:
+            self._plugins_changed()
+        return approved
+
+    def _plugins_changed(self) -> None:
+        from p2p_desktop import plugins
+
+        plugins.register_enabled()
+        self.panel.refresh_attacks()
+        self.panel.refresh_models()
 
     # -- closing --------------------------------------------------------------------------------------------
     def confirm_close(self) -> bool:
