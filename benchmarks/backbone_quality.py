@@ -52,12 +52,15 @@ def main(argv=None) -> int:
     for t, s in q["x0_ssim"].items():
         print(f"(b) one-step x0 SSIM, t={t:>3}      {s:.4f}   (own prompt; class prompt "
               f"{q['x0_ssim_class_prompt'][t]:.4f}; undenoised {q['undenoised_ssim'][t]:.4f})")
-    for name in ("ddim", "one_step"):
-        f = tc[name]
-        label = f"DDIM {f['steps']} steps" if name == "ddim" else "one-step x0"
-        print(f"(c) t={tc['t']} {label:<14} prompt-swap MAD {f['prompt_swap_mad']:.4f} vs seed MAD "
-              f"{f['seed_mad']:.4f} -> ratio {f['ratio_mad']:.2f}; 1-SSIM {f['prompt_swap_1mssim']:.4f} "
-              f"vs {f['seed_1mssim']:.4f} -> ratio {f['ratio_1mssim']:.2f}")
+    rows = [(f"one-step x0, t={f['t']}", f) for f in tc["one_step"].values()]
+    rows.append((f"DDIM {tc['ddim']['steps']} steps from t={tc['ddim']['t']}", tc["ddim"]))
+    for label, f in rows:
+        print(f"(c) {label:<26} prompt-swap MAD {f['prompt_swap_mad']:.4f} vs seed MAD {f['seed_mad']:.4f}"
+              f" -> ratio {f['ratio_mad']:.2f}; 1-SSIM {f['prompt_swap_1mssim']:.4f} vs "
+              f"{f['seed_1mssim']:.4f} -> ratio {f['ratio_1mssim']:.2f}")
+    print(f"(c) headline: {tc['headline']}, ratio {tc['ratio_mad']:.2f} (target clearly > 1)")
+    small = tc["one_step_small_t"]
+    print(f"    prompt-swap MAD of the one-step x0 at P2P's t={small['t']}: {small['prompt_swap_mad']:.5f}")
     print(f"UNet forward+backward, batch 1, CPU 1 thread: {q['unet_fwd_bwd_seconds_cpu_1thread']:.3f} s")
     print(f"VAE decode forward+backward, batch 1, CPU 1 thread: {q['vae_decode_fwd_bwd_seconds_cpu_1thread']:.3f} s")
     print(f"evaluation took {q['evaluation_seconds']} s")

@@ -12,20 +12,35 @@ Architecture (128×128 RGB in/out, grey replicated to three channels):
   training latents (measured).
 - UNet (:class:`diffusers.UNet2DConditionModel`) on 64×64×4: widths (32, 64, 64), one layer
   per block, cross-attention on the 16×16 level and the mid block only (self-attention at
-  32×32 costs ~4× the whole UNet on a CPU).
+  32×32 costs ~4× the whole UNet on a CPU), plus the attention-pooled prompt added to the
+  time embedding (``addition_embed_type="text"``, FiLM scale/shift in every resnet) so the
+  prompt reaches every level.
 - Text encoder (:class:`transformers.CLIPTextModel`): 64 wide, 3 layers, 77 positions, over
   the demo tokenizer (:func:`p2p_desktop.models.tokenizer.build_clip_tokenizer_files`).
 - Scheduler: SD 1.5's DDPM schedule (1000 steps, scaled-linear 0.00085..0.012, ε-prediction).
 
-Training (CPU, one thread): phantoms from seeds ``0 .. n_train-1`` are generated once and kept
-in memory. Phase 1 trains the VAE (L1 + light SSIM + tiny KL; random 64-px crops, then full
-images). Phase 2 encodes every phantom once (posterior mean × scaling) and trains UNet and
-text encoder jointly with the ε-prediction loss; ``t`` is drawn from ``[0, 50)`` (the range
-P2P uses) 40 % of the time and from ``[0, 1000)`` otherwise; prompts are the phantom's
-descriptor prompt (60 %), its bare class prompt (30 %) or ``""`` (10 %, the empty prompt of
-Diff-PGD). The learning rate follows a cosine over the phase's wall-time budget, so a run
-finishes in ``--minutes`` whatever the machine. A checkpoint goes to ``--scratch`` every
-minute; re-running the same command resumes from it.
+Training (CPU, one thread; the budget ``--minutes`` counts CPU time of the process, which is
+the wall time on an idle core). Phantoms are generated once, kept in memory and cached in the
+scratch folder.
+
+1. VAE on seeds ``0 .. n_train-1`` (label ``seed % 3``): L1 + light SSIM + tiny KL, random
+   64-px crops, then full images.
+2. Every phantom of the UNet set is encoded once (posterior mean × scaling). The UNet set is
+   seeds ``0 .. n_pair_seeds-1``, each drawn as all three classes — the generator keeps a
+   seed's breast and speckle across labels, so a triplet differs only by its mass. UNet and
+   text encoder train jointly on the ε-prediction loss, one t and one noise draw per triplet
+   (the prompt is the only thing that tells the three apart at high t; with unpaired
+   phantoms the prompt signal drowned in speckle and the model learned to ignore it). t comes
+   from ``[0, 50)`` (P2P's range) 20 % of the time, from ``[750, 1000)`` (where a mass fades
+   into the noise) 40 %, else from ``[0, 1000)``; the loss is weighted by
+   ``clamp(1/SNR(t), 1, 30)`` (x0 error at high t). Prompts: the phantom's descriptor prompt
+   (60 %), its bare class prompt (30 %) or ``""`` (10 %, the empty prompt of Diff-PGD).
+   The text encoder stays frozen for the first half of the phase (as SD's CLIP is frozen):
+   trained from the start, it collapsed every prompt onto one embedding before the UNet could
+   use any.
+
+The learning rate follows a cosine over each phase's CPU-time budget. A checkpoint goes to
+``--scratch`` every minute; re-running the same command resumes from it.
 
 Quality (:func:`evaluate_backbone`, on held-out seeds ``1_000_000 ..``): VAE round-trip SSIM;
 SSIM of the one-step x0 estimate from t ∈ {10, 25, 49} (the P2P regime); and how much a
@@ -118,6 +133,12 @@ UNET_CONFIG: dict[str, Any] = {
     "attention_head_dim": 8,
     "norm_num_groups": 16,
     "cross_attention_dim": TEXT_ENCODER_CONFIG["hidden_size"],
+    # The prompt also enters globally: attention-pooled text added to the time embedding
+    # (diffusers' TextTimeEmbedding). Cross-attention alone is learned too slowly in a
+    # CPU-sized training run (prompt swaps changed ε̂ by ~1e-4 after 400 steps).
+    "addition_embed_type": "text",
+    "addition_embed_type_num_heads": 4,
+    "resnet_time_scale_shift": "scale_shift",  # time+text embedding as FiLM scale and shift
 }
 
 # Stable Diffusion 1.5's training schedule. ``set_alpha_to_one`` is not a DDPMScheduler
@@ -147,14 +168,20 @@ class TrainingPlan:
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_ssim_weight: float = 0.2
-    unet_batch: int = 4               # full 64×64 latents
-    unet_crop_batch: int = 8          # plus random 32×32 latent crops (4× cheaper each)
-    unet_crop: int = 32
+    n_pair_seeds: int = 800           # UNet data: seeds 0 .. each drawn as all three classes
+    unet_triplets: int = 2            # batch = triplets × 3 (one breast, three labels)
     unet_lr: float = 1e-3
-    text_lr: float = 5e-4
+    text_lr: float = 2e-4
+    text_frozen_share: float = 0.5    # text encoder frozen for this part of the UNet phase (as in
+                                      # SD); trained from scratch jointly, a random UNet makes it
+                                      # collapse all prompts onto one embedding within ~100 steps
     small_t: int = 50                 # P2P samples t < 50
-    small_t_share: float = 0.25       # of the full latents
-    crop_small_t_share: float = 0.8   # of the crops (low-t denoising is local)
+    small_t_share: float = 0.2        # of the full latents
+    high_t: int = 750                 # where a lesion fades into the noise: the prompt matters
+    high_t_share: float = 0.4         # t from [high_t, 1000); the rest uniform over [0, 1000)
+    high_t_weight: float = 30.0       # ε-loss weight min(max(1, 1/SNR(t)), this), i.e. x0-error
+                                      # weighting at high t, where the plain ε-loss barely sees
+                                      # the global structure the prompt decides
     empty_prompt_share: float = 0.1
     class_prompt_share: float = 0.3
     warmup_steps: int = 30
@@ -201,13 +228,34 @@ def load_phantom_data(start: int, n: int, size: int = RESOLUTION) -> PhantomData
     return PhantomData(images, labels, prompts, cprompts, seeds)
 
 
-def _cached_phantoms(folder: Path, start: int, n: int) -> PhantomData:
-    """:func:`load_phantom_data`, kept in ``folder`` (npy + json) so a resumed run skips it."""
-    img_f, meta_f = folder / f"phantoms-{start}-{n}.npy", folder / f"phantoms-{start}-{n}.json"
+def load_paired_phantom_data(start: int, n_seeds: int, size: int = RESOLUTION) -> PhantomData:
+    """Seeds ``start ..`` each drawn as every class, in the order (s, CLASSES[0]), (s, CLASSES[1]), …
+
+    The phantom generator keeps the breast of a seed fixed across labels, so each triplet is
+    one breast with a benign mass, a malignant mass and no mass."""
+    from p2p_desktop.phantoms import CLASSES, class_prompt, generate_phantom
+
+    n = n_seeds * len(CLASSES)
+    images = np.empty((n, size, size), np.float32)
+    labels, prompts, cprompts, seeds = [], [], [], []
+    for i in range(n):
+        ph = generate_phantom(start + i // len(CLASSES), CLASSES[i % len(CLASSES)], size=size)
+        images[i] = ph.image
+        labels.append(ph.label)
+        prompts.append(ph.prompt)
+        cprompts.append(class_prompt(ph.label))
+        seeds.append(ph.seed)
+    return PhantomData(images, labels, prompts, cprompts, seeds)
+
+
+def _cached_phantoms(folder: Path, start: int, n: int, paired: bool = False) -> PhantomData:
+    """Phantom data kept in ``folder`` (npy + json) so a resumed run skips generating it."""
+    stem = f"phantoms-{'paired-' if paired else ''}{start}-{n}"
+    img_f, meta_f = folder / f"{stem}.npy", folder / f"{stem}.json"
     if img_f.is_file() and meta_f.is_file():
         meta = json.loads(meta_f.read_text(encoding="utf-8"))
         return PhantomData(np.load(img_f, allow_pickle=False), **meta)
-    data = load_phantom_data(start, n)
+    data = load_paired_phantom_data(start, n) if paired else load_phantom_data(start, n)
     np.save(img_f, data.images, allow_pickle=False)
     meta_f.write_text(json.dumps({"labels": data.labels, "prompts": data.prompts,
                                   "class_prompts": data.class_prompts, "seeds": data.seeds}),
@@ -435,6 +483,8 @@ def _train_unet(parts: dict, latents, data: PhantomData, plan: TrainingPlan, bud
     import torch
     import torch.nn.functional as F
 
+    from p2p_desktop.phantoms import CLASSES
+
     unet, text_encoder, tok, sched = (parts["unet"], parts["text_encoder"], parts["tokenizer"],
                                       parts["scheduler"])
     ids_full = _tokens(tok, data.prompts)
@@ -443,7 +493,8 @@ def _train_unet(parts: dict, latents, data: PhantomData, plan: TrainingPlan, bud
     abar = sched.alphas_cumprod.float()
     opt = torch.optim.AdamW([
         {"params": list(unet.parameters()), "lr": plan.unet_lr, "base": plan.unet_lr},
-        {"params": list(text_encoder.parameters()), "lr": plan.text_lr, "base": plan.text_lr},
+        {"params": list(text_encoder.parameters()), "lr": plan.text_lr, "base": plan.text_lr,
+         "weight_decay": 0.0},
     ], weight_decay=1e-2)
     modules = {"vae": parts["vae"], "unet": unet, "text_encoder": text_encoder}
     if state.get("phase") == "unet" and state.get("step", 0) > 0:
@@ -454,36 +505,48 @@ def _train_unet(parts: dict, latents, data: PhantomData, plan: TrainingPlan, bud
     last_save = time.monotonic()
     t0 = _cpu() - spent
     ema_loss, ema_small = None, None
-    def sample(n: int, small_share: float, crop: int | None):
-        idx = torch.randint(0, len(data), (n,), generator=generator)
+    T = sched.config.num_train_timesteps
+
+    k = len(CLASSES)
+
+    def sample(n_triplets: int):
+        # One breast under each label (same anatomy and speckle; only the mass differs), with
+        # one t and one noise draw per triplet: the losses of a triplet differ only where the
+        # labels differ, so the gradient that teaches the prompt is not buried in speckle.
+        seeds = torch.randint(0, len(data) // k, (n_triplets,), generator=generator)
+        idx = (seeds[:, None] * k + torch.arange(k)).reshape(-1)
+        n = idx.numel()
         z0 = latents[idx]
-        if crop is not None:
-            i, j = torch.randint(0, z0.shape[-1] - crop + 1, (2,), generator=generator).tolist()
-            z0 = z0[:, :, i:i + crop, j:j + crop]
-        small = torch.rand(n, generator=generator) < small_share
-        t = torch.where(small, torch.randint(0, plan.small_t, (n,), generator=generator),
-                        torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator))
+        u = torch.rand(n_triplets, generator=generator)
+        small = u < plan.small_t_share
+        high = (u >= plan.small_t_share) & (u < plan.small_t_share + plan.high_t_share)
+        t = torch.where(small, torch.randint(0, plan.small_t, (n_triplets,), generator=generator),
+                        torch.where(high, torch.randint(plan.high_t, T, (n_triplets,), generator=generator),
+                                    torch.randint(0, T, (n_triplets,), generator=generator)))
+        t, small = t.repeat_interleave(k), small.repeat_interleave(k)
         r = torch.rand(n, generator=generator)
         ids = torch.where((r < plan.empty_prompt_share)[:, None], ids_empty.expand(n, -1),
                           torch.where((r < plan.empty_prompt_share + plan.class_prompt_share)[:, None],
                                       ids_class[idx], ids_full[idx]))
-        noise = torch.randn(z0.shape, generator=generator)
+        noise = torch.randn((n_triplets, *z0.shape[1:]), generator=generator).repeat_interleave(k, 0)
         a = abar[t].view(n, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(zt, t, text_encoder(ids)[0]).sample
-        return F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)), small
+        weight = ((1 - abar[t]) / abar[t]).clamp(1.0, plan.high_t_weight)
+        return weight * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)), small
 
     while (spent := _cpu() - t0) < budget_s:
         frac = spent / budget_s
-        per_full, small_full = sample(plan.unet_batch, plan.small_t_share, None)
-        per_crop, small_crop = sample(plan.unet_crop_batch, plan.crop_small_t_share, plan.unet_crop)
-        per = torch.cat([per_full, per_crop])
-        small = torch.cat([small_full, small_crop])
+        per, small = sample(plan.unet_triplets)
         loss = per.mean()
+        text_frozen = frac < plan.text_frozen_share
         for g in opt.param_groups:
             g["lr"] = g["base"] * _lr_factor(step, frac, plan.warmup_steps)
+        opt.param_groups[1]["lr"] = 0.0 if text_frozen else opt.param_groups[1]["lr"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if text_frozen:
+            text_encoder.zero_grad(set_to_none=True)
         torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(text_encoder.parameters()), 1.0)
         opt.step()
         step += 1
@@ -522,7 +585,8 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
 
     t = _cpu()
     data = _cached_phantoms(scratch, TRAIN_SEED_START, plan.n_train)
-    _log(f"{len(data)} phantoms ready ({_cpu() - t:.0f} CPU s)")
+    pairs = _cached_phantoms(scratch, TRAIN_SEED_START, plan.n_pair_seeds, paired=True)
+    _log(f"{len(data)} + {len(pairs)} phantoms ready ({_cpu() - t:.0f} CPU s)")
     if "budgets" not in state:
         left = plan.minutes * 60 * (1 - plan.reserve_share) - (_cpu() - started_cpu)
         if left < 60:
@@ -537,7 +601,7 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
         ckpt.restore({"vae": parts["vae"]}, None, generator)
     parts["vae"].eval()
     t = _cpu()
-    latents = encode_latents(parts["vae"], data.images)
+    latents = encode_latents(parts["vae"], pairs.images)
     scaling = float(1.0 / latents.std())
     parts["vae"].register_to_config(scaling_factor=scaling)
     latents = latents * scaling
@@ -545,13 +609,17 @@ def train_backbone(plan: TrainingPlan, scratch: str | Path) -> tuple[dict, dict]
          f"{scaling:.5f}; latent mean {latents.mean().item():.3f}")
     if state["phase"] == "unet":
         unet_budget = budgets["unet_s"] - (_cpu() - t)
-        _train_unet(parts, latents, data, plan, unet_budget, ckpt, state, generator)
+        _train_unet(parts, latents, pairs, plan, unet_budget, ckpt, state, generator)
     else:
         ckpt.restore({"unet": parts["unet"], "text_encoder": parts["text_encoder"]}, None, generator)
     record = {
         "phantoms": {"generator": "p2p_desktop.phantoms.generate_phantom", "size": RESOLUTION,
-                     "seeds": f"{TRAIN_SEED_START}..{TRAIN_SEED_START + plan.n_train - 1}",
-                     "count": plan.n_train},
+                     "vae": {"seeds": f"{TRAIN_SEED_START}..{TRAIN_SEED_START + plan.n_train - 1}",
+                             "labels": "CLASSES[seed % 3]", "count": plan.n_train},
+                     "unet_text_encoder": {
+                         "seeds": f"{TRAIN_SEED_START}..{TRAIN_SEED_START + plan.n_pair_seeds - 1}",
+                         "labels": "each seed as all three classes", "count": len(pairs)},
+                     "held_out_for_evaluation": f"{EVAL_SEED_START}.. (card) and {TEST_SEED_START}.. (tests)"},
         "plan": asdict(plan),
         "phases": state.get("record", {}),
         "latent_std_before_scaling": round(1 / scaling, 6),
@@ -598,7 +666,8 @@ def _file_hashes(folder: Path) -> dict[str, str]:
     from p2p_desktop.hashing import sha256_file
 
     return {p.relative_to(folder).as_posix(): sha256_file(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "card.json"}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in ("card.json", ".card.json.partial")}
 
 
 def write_card(folder: str | Path, training: dict, quality: dict, architecture: dict) -> dict:
@@ -618,7 +687,9 @@ def write_card(folder: str | Path, training: dict, quality: dict, architecture: 
         "quality": quality,
         "files": _file_hashes(folder),
     }
-    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    tmp = folder / ".card.json.partial"
+    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "card.json")
     return card
 
 
@@ -673,7 +744,8 @@ def _ssim_np(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEED_START,
-                      seed: int = 0, timesteps: Sequence[int] = (10, 25, 49), t_text: int = 600,
+                      seed: int = 0, timesteps: Sequence[int] = (10, 25, 49),
+                      t_text: Sequence[int] = (600, 800, 900),
                       ddim_steps: int = 20, timing: bool = True) -> dict:
     """Quality figures of a backbone on held-out phantoms (seeds ``start ..``).
 
@@ -681,11 +753,14 @@ def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEE
     - ``x0_ssim[t]``: encode, noise to t, one UNet call with the image's own descriptor prompt,
       x0 = (z_t - sqrt(1-ᾱ)ε̂)/sqrt(ᾱ), decode, SSIM vs the phantom (``x0_ssim_class_prompt``:
       the same with the bare class prompt P2P starts from).
-    - ``text_conditioning``: noise each latent to ``t_text``, DDIM-denoise (η = 0,
-      ``ddim_steps`` steps) to 0 under its own class prompt, under each other class prompt,
-      and under its own prompt from another noise seed; mean |Δ| of the decoded grey images
-      (and 1 - SSIM) for prompt swaps vs the seed-to-seed floor, and their ratio. The
-      one-step x0 estimate at ``t_text`` is reported the same way.
+    - ``text_conditioning``: noise each latent to t (each of ``t_text``) and take the one-step
+      x0 estimate under its own class prompt, under each other class prompt, and under its own
+      prompt from another noise seed; mean |Δ| of the decoded grey images (and 1 - SSIM) for
+      the prompt swaps vs the seed-to-seed floor, and their ratio. The same with a DDIM
+      (η = 0, ``ddim_steps`` steps) denoising from the largest t to 0. Headline: the one-step
+      ratio at the largest t — at t ≲ 800 a lesion is still visible in the noised latent, so
+      a faithful denoiser hardly needs the prompt there. ``one_step_small_t``: the swap's
+      effect at a P2P timestep (what P2P steers).
     """
     import torch
 
@@ -754,19 +829,19 @@ def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEE
         out["undenoised_ssim"] = noisy_ssim
 
         # Text conditioning: same noised latent, another class prompt vs another noise seed.
-        a = float(abar[t_text])
         n1, n2 = torch.randn(z0.shape, generator=g), torch.randn(z0.shape, generator=g)
-        zt1 = math.sqrt(a) * z0 + math.sqrt(1 - a) * n1
-        zt2 = math.sqrt(a) * z0 + math.sqrt(1 - a) * n2
         cls_embed = {c: embed([class_prompt(c)]) for c in CLASSES}
         own = torch.cat([cls_embed[lab] for lab in data.labels])
         others = [torch.cat([cls_embed[CLASSES[(CLASSES.index(lab) + k) % 3]] for lab in data.labels])
                   for k in (1, 2)]
 
-        def figures(run):
-            base = run(zt1, own)
-            seed_img = run(zt2, own)
-            swaps = [run(zt1, o) for o in others]
+        def figures(t, run):
+            a = float(abar[t])
+            zt1 = math.sqrt(a) * z0 + math.sqrt(1 - a) * n1
+            zt2 = math.sqrt(a) * z0 + math.sqrt(1 - a) * n2
+            base = run(zt1, t, own)
+            seed_img = run(zt2, t, own)
+            swaps = [run(zt1, t, o) for o in others]
             mad = lambda p, q: float(np.abs(p - q).mean())  # noqa: E731
             dssim = lambda p, q: float(np.mean([1 - _ssim_np(u, v) for u, v in zip(p, q)]))  # noqa: E731
             f = {"prompt_swap_mad": mad(base, swaps[0]) / 2 + mad(base, swaps[1]) / 2,
@@ -775,15 +850,27 @@ def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEE
                  "seed_1mssim": dssim(base, seed_img)}
             f["ratio_mad"] = f["prompt_swap_mad"] / max(f["seed_mad"], 1e-12)
             f["ratio_1mssim"] = f["prompt_swap_1mssim"] / max(f["seed_1mssim"], 1e-12)
-            return {k: round(v, 4) for k, v in f.items()}
+            return {"t": int(t), **{k: round(v, 4) for k, v in f.items()}}
 
+        one_step = lambda z, t, c: decode(x0_from(z, t, eps(z, t, c)))  # noqa: E731
+        t_head = max(t_text)
         out["text_conditioning"] = {
-            "t": t_text,
             "prompts": "own class prompt vs the other two class prompts (mean); floor: own prompt, "
-                       "other noise seed",
-            "ddim": {"steps": ddim_steps, **figures(lambda z, c: decode(ddim(z, t_text, c)))},
-            "one_step": figures(lambda z, c: decode(x0_from(z, t_text, eps(z, t_text, c)))),
+                       "another noise seed; figures on the decoded grey images",
+            "headline": f"one-step x0 estimate at t={t_head}",
+            "one_step": {str(t): figures(t, one_step) for t in t_text},
+            "ddim": {"steps": ddim_steps,
+                     **figures(t_head, lambda z, t, c: decode(ddim(z, t, c)))},
         }
+        out["text_conditioning"]["ratio_mad"] = out["text_conditioning"]["one_step"][str(t_head)]["ratio_mad"]
+        # What P2P can steer: the same swap in the one-step x0 estimate at a P2P timestep.
+        t_small = int(timesteps[len(timesteps) // 2])
+        a = float(abar[t_small])
+        zs = math.sqrt(a) * z0 + math.sqrt(1 - a) * n1
+        base = decode(x0_from(zs, t_small, eps(zs, t_small, own)))
+        swap = np.mean([np.abs(decode(x0_from(zs, t_small, eps(zs, t_small, o))) - base).mean()
+                        for o in others])
+        out["text_conditioning"]["one_step_small_t"] = {"t": t_small, "prompt_swap_mad": round(float(swap), 5)}
     if timing:
         out["unet_fwd_bwd_seconds_cpu_1thread"] = round(unet_step_seconds(unet), 4)
         out["vae_decode_fwd_bwd_seconds_cpu_1thread"] = round(_decode_seconds(vae), 4)
@@ -804,6 +891,19 @@ def _replace_folder(built: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _reevaluate(folder: Path, n_images: int) -> int:
+    """Refresh ``quality`` (and the file hashes) in an existing folder's card.json."""
+    import torch
+
+    torch.set_num_threads(1)
+    card_file = folder / "card.json"
+    card = json.loads(card_file.read_text(encoding="utf-8"))
+    quality = evaluate_backbone(folder, n_images=n_images)
+    write_card(folder, card.get("training", {}), quality, card.get("architecture", {}))
+    print(json.dumps({"out": str(folder), "quality": quality}, indent=2))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m p2p_desktop.training.backbone",
                                 description="Train the demo diffusion backbone on synthetic phantoms (CPU).")
@@ -812,12 +912,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="wall-time budget of the whole run (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
     p.add_argument("--n-train", type=int, default=TrainingPlan.n_train, help="training phantoms (seeds 0..N-1)")
+    p.add_argument("--n-pair-seeds", type=int, default=TrainingPlan.n_pair_seeds,
+                   help="UNet phantoms: seeds 0..K-1, each as all three classes")
     p.add_argument("--scratch", type=Path, default=None,
                    help="checkpoint folder for resuming (default: <tmp>/p2p-desktop-backbone-seed<S>)")
     p.add_argument("--eval-images", type=int, default=9, help="held-out phantoms for the quality figures")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="re-measure the quality of an existing --out folder and rewrite its card.json")
     args = p.parse_args(argv)
 
-    plan = TrainingPlan(minutes=args.minutes, seed=args.seed, n_train=args.n_train)
+    if args.evaluate_only:
+        return _reevaluate(args.out, args.eval_images)
+    plan = TrainingPlan(minutes=args.minutes, seed=args.seed, n_train=args.n_train,
+                        n_pair_seeds=args.n_pair_seeds)
     scratch = args.scratch or Path(tempfile.gettempdir()) / f"p2p-desktop-backbone-seed{args.seed}"
     out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

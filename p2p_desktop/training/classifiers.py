@@ -15,7 +15,11 @@ Seeds: training ``0 ..`` (labels balanced by ``seed % 3``), validation ``500_000
 Usage::
 
     python -m p2p_desktop.training.classifiers --out resources/models \
-        [--arch densenet121,resnet34,squeezenet1_1] [--minutes M]
+        [--arch densenet121,resnet34,squeezenet1_1] [--minutes M] [--cache DIR]
+
+Budgets are CPU minutes of the (single-threaded) training process, so a busy machine makes a
+run take longer instead of making the models worse. Speeds measured here, 1 thread, 128 px,
+batch 32: SqueezeNet1.1 ~40, ResNet34 ~6, DenseNet121 ~5 training images per CPU second.
 
 Each model is written once, when final: ``<out>/demo-<arch>/model.safetensors`` (fp16) and
 ``card.json`` (classes, input size, normalisation, SHA-256, training record, test accuracy).
@@ -68,20 +72,20 @@ TEST_SEED_START = 2_000_000
 
 @dataclass(frozen=True)
 class ArchRecipe:
-    """Optimiser settings and share of the time budget for one architecture."""
+    """Optimiser settings and CPU-time budget for one architecture."""
 
     lr: float
     warmup_steps: int
     max_epochs: int
-    share: float  # fraction of the total training time
+    minutes: float  # default training budget, CPU minutes
 
 
 # SqueezeNet1.1 has no batch norm and a ReLU before its pooled logits: from scratch at the
 # paper's lr 1e-3 it often starts dead (all logits 0). A lower lr with a long warmup avoids that.
 RECIPES: dict[str, ArchRecipe] = {
-    "squeezenet1_1": ArchRecipe(lr=3e-4, warmup_steps=60, max_epochs=30, share=0.25),
-    "resnet34": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.375),
-    "densenet121": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, share=0.375),
+    "squeezenet1_1": ArchRecipe(lr=3e-4, warmup_steps=60, max_epochs=30, minutes=12),
+    "resnet34": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, minutes=18),
+    "densenet121": ArchRecipe(lr=1e-3, warmup_steps=20, max_epochs=10, minutes=18),
 }
 
 
@@ -130,7 +134,7 @@ def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 250,
     seeds = list(range(start, start + n))
     labels = [DEMO_CLASSES[s % 3] for s in seeds]
     images = np.empty((n, 1, size, size), dtype=np.float32)
-    fingerprint = _generator_fingerprint() if cache else ""
+    fingerprint = _generator_fingerprint(size) if cache else ""
     for i in range(0, n, chunk):
         part = seeds[i:i + chunk]
         cache_file = Path(cache) / f"phantoms-{fingerprint}-{part[0]}-{len(part)}-{size}.npy" if cache else None
@@ -145,23 +149,29 @@ def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 250,
             images[i + j, 0] = np.asarray(ph.image, dtype=np.float32)
         if cache_file is not None:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(cache_file.stem + ".tmp.npy")
+            tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npy")
             np.save(tmp, images[i:i + len(part)], allow_pickle=False)
             os.replace(tmp, cache_file)
     y = torch.tensor([s % 3 for s in seeds], dtype=torch.long)
     return PhantomSet(torch.from_numpy(images), y, (start, start + n - 1))
 
 
-def _generator_fingerprint() -> str:
-    """Short hash of the phantom generator's source, so a changed generator never reuses a cache."""
+def _generator_fingerprint(size: int) -> str:
+    """Hash of a few phantoms as the loaded generator draws them, so a changed generator (even one
+    edited while this process runs) never reuses a cache."""
     import hashlib
 
     from p2p_desktop import phantoms
 
-    h = hashlib.sha256()
-    for f in sorted(Path(phantoms.__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:12]
+    if size not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for ph in phantoms.generate_batch(range(6), size=size):
+            h.update(ph.label.encode() + np.ascontiguousarray(ph.image, dtype=np.float32).tobytes())
+        _FINGERPRINTS[size] = h.hexdigest()[:12]
+    return _FINGERPRINTS[size]
+
+
+_FINGERPRINTS: dict[int, str] = {}
 
 
 def demo_card(arch: str, weights: str = "model.safetensors") -> ModelCard:
@@ -368,10 +378,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="models folder; each model goes to OUT/demo-<arch>/")
     p.add_argument("--arch", default=",".join(DEMO_ARCHITECTURES),
                    help=f"comma-separated architectures (default: {','.join(DEMO_ARCHITECTURES)})")
-    p.add_argument("--minutes", type=float, default=30.0,
-                   help="training time for all requested architectures together, in CPU minutes of this "
-                        "process (default 30; on an idle core that is wall time); split by each "
-                        "architecture's share")
+    p.add_argument("--minutes", type=float,
+                   help="training budget for all requested architectures together, in CPU minutes of "
+                        "this process (on an idle core, wall minutes); split in proportion to each "
+                        "architecture's default (squeezenet1_1 12, resnet34 18, densenet121 18)")
     p.add_argument("--n-train", type=int, default=3000, help="training phantoms (seeds 0..N-1)")
     p.add_argument("--n-val", type=int, default=150, help="validation phantoms (seeds 500000..)")
     p.add_argument("--n-test", type=int, default=300, help="test phantoms (seeds 2000000..)")
@@ -407,11 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     test = phantom_set(TEST_SEED_START, args.n_test, cache=args.cache)
     log(f"phantoms: train {train.seed_range}, val {val.seed_range}, test {test.seed_range} "
         f"({time.monotonic() - t_all:.0f}s)")
-    total_share = sum(RECIPES[a].share for a in archs)
+    default_total = sum(RECIPES[a].minutes for a in archs)
+    scale = (args.minutes / default_total) if args.minutes else 1.0
     summary = []
     for arch in archs:
         recipe = RECIPES[arch]
-        budget = args.minutes * 60.0 * recipe.share / total_share
+        budget = recipe.minutes * 60.0 * scale
         log(f"{arch}: training for at most {budget:.0f} CPU seconds")
         init_state, previous = None, None
         if args.continue_from:
@@ -421,10 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             init_state = load_state_dict(prev_card.weights_path)
             previous = prev_card.extra.get("training")
             recipe = ArchRecipe(lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, 20),
-                                max_epochs=recipe.max_epochs, share=recipe.share)
+                                max_epochs=recipe.max_epochs, minutes=recipe.minutes)
         if args.lr:
             recipe = ArchRecipe(lr=args.lr, warmup_steps=recipe.warmup_steps, max_epochs=recipe.max_epochs,
-                                share=recipe.share)
+                                minutes=recipe.minutes)
         result = train_classifier(arch, train, val, seconds=budget, recipe=recipe, seed=args.seed,
                                   init_state=init_state, schedule=args.schedule, log=log)
         card = demo_card(arch)
@@ -451,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                 "from_scratch": True,
                 "seconds": result.seconds,
                 "cpu_seconds": result.cpu_seconds,
+                "cpu_budget_seconds": round(budget),
                 "images_per_second": result.images_per_second,
                 "device": "cpu",
                 "threads": args.threads,
