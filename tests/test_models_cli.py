@@ -94,25 +94,25 @@ def test_verify_passes_on_the_bundle(capsys):
 
 
 def test_verify_names_a_corrupted_classifier_and_it_is_never_loaded(resources_copy, capsys):
-    weights = resources_copy / "models" / "demo-squeezenet1_1" / "model.safetensors"
+    weights = resources_copy / "models" / "demo-resnet34" / "model.safetensors"
     _flip_byte(weights)
 
     assert main(["models", "verify"]) == 2
     cap = capsys.readouterr()
-    assert "demo-squeezenet1_1: corrupted (model.safetensors: SHA-256 does not match the card)" in cap.out
-    assert "demo-resnet34: verified" in cap.out
-    assert cap.err.count("\n") == 1 and "demo-squeezenet1_1 (corrupted)" in cap.err
+    assert "demo-resnet34: corrupted (model.safetensors: SHA-256 does not match the card)" in cap.out
+    assert "demo-squeezenet1_1: verified" in cap.out
+    assert cap.err.count("\n") == 1 and "demo-resnet34 (corrupted)" in cap.err
     assert "Traceback" not in cap.err
 
     assert main(["models", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
-    assert rows["demo-squeezenet1_1"]["status"] == "corrupted"
+    assert rows["demo-resnet34"]["status"] == "corrupted"
 
     with pytest.raises(ModelError, match="corrupted"):
-        load_classifier("demo-squeezenet1_1")
+        load_classifier("demo-resnet34")
     with pytest.raises(ModelError, match="does not match its card"):
         load_classifier(weights.parent / "card.json")
-    load_classifier("demo-resnet34")  # the intact ones still load
+    load_classifier("demo-squeezenet1_1")  # the intact ones still load
 
 
 def test_verify_reports_missing_and_invalid(resources_copy, capsys):

@@ -746,7 +746,8 @@ def _ssim_np(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEED_START,
                       seed: int = 0, timesteps: Sequence[int] = (10, 25, 49),
                       t_text: Sequence[int] = (600, 800, 900),
-                      ddim_steps: int = 20, timing: bool = True) -> dict:
+                      ddim_steps: int = 20, guidance_scale: float = 7.5,
+                      timing: bool = True) -> dict:
     """Quality figures of a backbone on held-out phantoms (seeds ``start ..``).
 
     - ``vae_ssim``: decode(encode mean) vs the phantom (skimage SSIM, data_range 1, grey).
@@ -853,12 +854,19 @@ def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEE
             return {"t": int(t), **{k: round(v, 4) for k, v in f.items()}}
 
         one_step = lambda z, t, c: decode(x0_from(z, t, eps(z, t, c)))  # noqa: E731
+        uncond = embed([""])
+
+        def one_step_cfg(z, t, c):  # classifier-free guidance, as SD pipelines sample
+            e_u = eps(z, t, uncond.expand(z.shape[0], -1, -1))
+            return decode(x0_from(z, t, e_u + guidance_scale * (eps(z, t, c) - e_u)))
         t_head = max(t_text)
         out["text_conditioning"] = {
             "prompts": "own class prompt vs the other two class prompts (mean); floor: own prompt, "
                        "another noise seed; figures on the decoded grey images",
             "headline": f"one-step x0 estimate at t={t_head}",
             "one_step": {str(t): figures(t, one_step) for t in t_text},
+            "one_step_cfg": {"guidance_scale": guidance_scale,
+                             **{str(t): figures(t, one_step_cfg) for t in t_text}},
             "ddim": {"steps": ddim_steps,
                      **figures(t_head, lambda z, t, c: decode(ddim(z, t, c)))},
         }
