@@ -3,7 +3,8 @@
 
     python scripts/train_demo_bundle.py --out resources/models      (or: make retrain-demo)
 
-1. the demo diffusion backbone (resources/models/demo)            — p2p_desktop.training.backbone
+1. the demo diffusion backbone (resources/models/demo)            — p2p_desktop.training.backbone,
+   then its counterfactual text-conditioning phase                 — p2p_desktop.training.counterfactual
 2. the three demo classifiers (resources/models/demo-<arch>)      — p2p_desktop.training.classifiers
    (runs beside step 1, one CPU thread each)
 3. the example classifier plugin's weights (plugins/phantom_cnn)  — plugins/phantom_cnn/train.py
@@ -16,6 +17,7 @@ to a temporary folder and moves it into place).
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
     p.add_argument("--minutes", type=float, default=35.0, help="time budget of each trainer")
+    p.add_argument("--cf-minutes", type=float, default=40.0,
+                   help="time budget of the backbone's counterfactual text-conditioning phase")
     p.add_argument("--skip", default="", help="comma list of steps to skip: backbone,classifiers,plugin,samples")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -35,9 +39,13 @@ def main() -> int:
     py = sys.executable
     procs = []
     if "backbone" not in skip:
-        procs.append(("backbone", subprocess.Popen(
-            [py, "-m", "p2p_desktop.training.backbone", "--out", str(args.out / "demo"),
-             "--minutes", str(args.minutes)], cwd=ROOT)))
+        demo = str(args.out / "demo")
+        # Base denoiser first, then the counterfactual phase on top of it (one shell chain, so
+        # it runs beside the classifiers).
+        chain = (f"{shlex.quote(py)} -m p2p_desktop.training.backbone --out {shlex.quote(demo)} "
+                 f"--minutes {args.minutes} && {shlex.quote(py)} -m p2p_desktop.training.counterfactual "
+                 f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.cf_minutes}")
+        procs.append(("backbone", subprocess.Popen(["/bin/sh", "-c", chain], cwd=ROOT)))
     if "classifiers" not in skip:
         procs.append(("classifiers", subprocess.Popen(
             [py, "-m", "p2p_desktop.training.classifiers", "--out", str(args.out),

@@ -20,9 +20,9 @@ Presets:
            MSE in the loss"; λ is not stated, the script has the term commented out). Fixed:
            fresh text encoder + optimiser per image, MSE on [0,1] vs [0,1], latent mean encoded once.
 ``fast``   (default) the same model and loss family with early stop: at most 100 iterations,
-           −log(1−p_true) (bounded, so the MSE term takes over once the classifier is fooled),
-           λ·MSE with λ = 10, stop after ``patience`` iterations without a better candidate once
-           one is found, 2 timesteps per step batched.
+           AdamW lr 1e-2 without accumulation, −log(1−p_true) (bounded, so the MSE term takes over
+           once the classifier is fooled), λ·MSE with λ = 10, stop after ``patience`` (10)
+           iterations without a better candidate once one is found, 2 timesteps per step batched.
 
 Shapes: input (1, C, H, W) in [0,1] (C = 1 or 3, any size); output (1, C, R, R) at the
 backbone's resolution R (the runner maps it back to the source geometry).

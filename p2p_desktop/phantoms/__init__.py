@@ -84,10 +84,15 @@ def _round(obj):
     return obj
 
 
-def generate_phantom(seed: int, label: str | None = None, size: int = 128) -> Phantom:
+def generate_phantom(seed: int, label: str | None = None, size: int = 128,
+                     shared_site: bool = False) -> Phantom:
     """Simulate one ``size``×``size`` breast B-mode phantom.
 
     ``label`` None takes ``CLASSES[seed % 3]`` (balanced thirds over consecutive seeds).
+    ``shared_site`` places the mass where the seed alone decides (not the seed and the label),
+    so the benign and malignant phantoms of one seed have their masses at the same spot and the
+    normal one shows the breast around that spot without a mass: counterfactual triplets, used
+    to train the demo backbone's text conditioning. Off by default (the published datasets).
     """
     from p2p_desktop.phantoms import anatomy, simulate
 
@@ -111,6 +116,9 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128) -> Ph
         descriptors = anatomy.tissue_descriptors(tissue)
     else:
         lesion = anatomy.sample_lesion(rng_lesion, label)
+        if shared_site:
+            rng_site = np.random.default_rng([seed, 5])
+            lesion["x_frac"], lesion["depth_frac"] = rng_site.uniform(-0.25, 0.25), rng_site.uniform(0.15, 0.85)
         placement = anatomy.add_lesion(maps, grid, lesion, tissue, layout["bounds"], imaging["f0_mhz"],
                                        rng_lesion)
         descriptors = anatomy.lesion_descriptors(lesion)

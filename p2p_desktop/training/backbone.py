@@ -63,9 +63,9 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -82,6 +82,10 @@ __all__ = [
     "TrainingPlan",
     "PhantomData",
     "load_phantom_data",
+    "load_paired_phantom_data",
+    "to_model_space",
+    "to_grey",
+    "encode_latents",
     "build_components",
     "parameter_counts",
     "train_backbone",
@@ -158,7 +162,7 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 class TrainingPlan:
     """Everything that decides the trained weights (stored in the card and the checkpoint)."""
 
-    minutes: float = 35.0             # wall-time budget of the whole run, data to card
+    minutes: float = 35.0             # CPU-time budget of the whole run, data to card
     seed: int = 0                     # torch initialisation and sampling
     n_train: int = 2400               # phantoms, seeds TRAIN_SEED_START ..
     vae_share: float = 0.25           # of the training time (the rest goes to the UNet)
@@ -228,18 +232,21 @@ def load_phantom_data(start: int, n: int, size: int = RESOLUTION) -> PhantomData
     return PhantomData(images, labels, prompts, cprompts, seeds)
 
 
-def load_paired_phantom_data(start: int, n_seeds: int, size: int = RESOLUTION) -> PhantomData:
+def load_paired_phantom_data(start: int, n_seeds: int, size: int = RESOLUTION,
+                             shared_site: bool = False) -> PhantomData:
     """Seeds ``start ..`` each drawn as every class, in the order (s, CLASSES[0]), (s, CLASSES[1]), …
 
     The phantom generator keeps the breast of a seed fixed across labels, so each triplet is
-    one breast with a benign mass, a malignant mass and no mass."""
+    one breast with a benign mass, a malignant mass and no mass (with ``shared_site`` both
+    masses sit at the same spot: see :func:`p2p_desktop.phantoms.generate_phantom`)."""
     from p2p_desktop.phantoms import CLASSES, class_prompt, generate_phantom
 
     n = n_seeds * len(CLASSES)
     images = np.empty((n, size, size), np.float32)
     labels, prompts, cprompts, seeds = [], [], [], []
     for i in range(n):
-        ph = generate_phantom(start + i // len(CLASSES), CLASSES[i % len(CLASSES)], size=size)
+        ph = generate_phantom(start + i // len(CLASSES), CLASSES[i % len(CLASSES)], size=size,
+                              shared_site=shared_site)
         images[i] = ph.image
         labels.append(ph.label)
         prompts.append(ph.prompt)
@@ -650,6 +657,11 @@ def save_backbone(parts: dict, folder: str | Path) -> Path:
     # The tokenizer folder holds exactly the demo tokenizer's files.
     shutil.rmtree(folder / "tokenizer")
     build_clip_tokenizer_files(folder / "tokenizer")
+    # Components loaded from a folder remember it in "_name_or_path": a machine path, not ours to ship.
+    for cfg_file in folder.glob("*/config.json"):
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if cfg.pop("_name_or_path", None) is not None:
+            cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     sched_file = folder / "scheduler" / "scheduler_config.json"
     cfg = json.loads(sched_file.read_text(encoding="utf-8"))
     cfg["set_alpha_to_one"] = False
@@ -678,7 +690,11 @@ def write_card(folder: str | Path, training: dict, quality: dict, architecture: 
         "kind": "backbone",
         "description": ("synthetic demo latent diffusion backbone in Stable Diffusion format "
                         "(VAE x2, UNet on 64x64x4 latents, small CLIP text encoder), trained from "
-                        "scratch on the project's breast-ultrasound phantoms; not a medical model"),
+                        "scratch on the project's breast-ultrasound phantoms"
+                        + (", then fine-tuned on counterfactual triplets (one breast as benign, "
+                           "malignant and normal) so the prompt steers the x0 estimate at P2P's "
+                           "timesteps" if "counterfactual" in training else "")
+                        + "; not a medical model"),
         "resolution": RESOLUTION,
         "format": "diffusers StableDiffusionPipeline",
         "trained_on": training.get("phantoms"),
@@ -745,7 +761,7 @@ def _ssim_np(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEED_START,
                       seed: int = 0, timesteps: Sequence[int] = (10, 25, 49),
-                      t_text: Sequence[int] = (600, 800, 900),
+                      t_text: Sequence[int] = (25, 600, 900),
                       ddim_steps: int = 20, guidance_scale: float = 7.5,
                       timing: bool = True) -> dict:
     """Quality figures of a backbone on held-out phantoms (seeds ``start ..``).
@@ -758,10 +774,11 @@ def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEE
       x0 estimate under its own class prompt, under each other class prompt, and under its own
       prompt from another noise seed; mean |Δ| of the decoded grey images (and 1 - SSIM) for
       the prompt swaps vs the seed-to-seed floor, and their ratio. The same with a DDIM
-      (η = 0, ``ddim_steps`` steps) denoising from the largest t to 0. Headline: the one-step
-      ratio at the largest t — at t ≲ 800 a lesion is still visible in the noised latent, so
-      a faithful denoiser hardly needs the prompt there. ``one_step_small_t``: the swap's
-      effect at a P2P timestep (what P2P steers).
+      (η = 0, ``ddim_steps`` steps) denoising from the largest t to 0. Headline
+      (``ratio_mad``): the one-step ratio at the smallest t of ``t_text`` — P2P's range, where
+      the attack reads the x0 estimate; ``ratio_mad_high_t``: the same at the largest t, where
+      the mass has faded into the noise. ``one_step_small_t``: the swap's effect at the middle
+      of ``timesteps``.
     """
     import torch
 
@@ -859,18 +876,19 @@ def evaluate_backbone(folder_or_parts, n_images: int = 12, start: int = EVAL_SEE
         def one_step_cfg(z, t, c):  # classifier-free guidance, as SD pipelines sample
             e_u = eps(z, t, uncond.expand(z.shape[0], -1, -1))
             return decode(x0_from(z, t, e_u + guidance_scale * (eps(z, t, c) - e_u)))
-        t_head = max(t_text)
+        t_head, t_low = max(t_text), min(t_text)
         out["text_conditioning"] = {
             "prompts": "own class prompt vs the other two class prompts (mean); floor: own prompt, "
                        "another noise seed; figures on the decoded grey images",
-            "headline": f"one-step x0 estimate at t={t_head}",
+            "headline": f"one-step x0 estimate at t={t_low} (P2P's range); also at t={t_head}",
             "one_step": {str(t): figures(t, one_step) for t in t_text},
             "one_step_cfg": {"guidance_scale": guidance_scale,
                              **{str(t): figures(t, one_step_cfg) for t in t_text}},
             "ddim": {"steps": ddim_steps,
                      **figures(t_head, lambda z, t, c: decode(ddim(z, t, c)))},
         }
-        out["text_conditioning"]["ratio_mad"] = out["text_conditioning"]["one_step"][str(t_head)]["ratio_mad"]
+        out["text_conditioning"]["ratio_mad"] = out["text_conditioning"]["one_step"][str(t_low)]["ratio_mad"]
+        out["text_conditioning"]["ratio_mad_high_t"] = out["text_conditioning"]["one_step"][str(t_head)]["ratio_mad"]
         # What P2P can steer: the same swap in the one-step x0 estimate at a P2P timestep.
         t_small = int(timesteps[len(timesteps) // 2])
         a = float(abar[t_small])
@@ -917,7 +935,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Train the demo diffusion backbone on synthetic phantoms (CPU).")
     p.add_argument("--out", required=True, type=Path, help="the backbone folder to write (e.g. resources/models/demo)")
     p.add_argument("--minutes", type=float, default=TrainingPlan.minutes,
-                   help="wall-time budget of the whole run (default %(default)s)")
+                   help="CPU-time budget of the whole run, one thread (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed")
     p.add_argument("--n-train", type=int, default=TrainingPlan.n_train, help="training phantoms (seeds 0..N-1)")
     p.add_argument("--n-pair-seeds", type=int, default=TrainingPlan.n_pair_seeds,
