@@ -72,6 +72,23 @@ def test_entry_script_imports_torch_before_the_app_and_never_qt():
     assert not any(n and n.startswith(("PySide6", "pyqtgraph")) for n in names)
 
 
+@pytest.mark.parametrize("argv, gui", [
+    ([], True),
+    (["--smoke-test"], True),
+    (["--smoke-test", "--screenshot", "shot.png"], True),
+    (["--smoke-test", "--screenshot=shot.png", "-v"], True),
+    (["--version"], False),
+    (["--help"], False),
+    (["-v", "attack", "x.dcm", "--attack", "pgd"], False),
+    (["models", "list"], False),
+])
+def test_entry_script_imports_torch_first_whenever_qt_may_load(argv, gui):
+    spec = importlib.util.spec_from_file_location("p2p_desktop_entry", PACKAGING / "p2p_desktop_entry.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)  # not __main__: defines, does not run the program
+    assert entry.gui_may_open(argv) is gui
+
+
 def test_cpu_runtime_hook_hides_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     monkeypatch.delenv("P2P_DESKTOP_BUILD", raising=False)
