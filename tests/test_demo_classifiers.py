@@ -17,10 +17,12 @@ ARCHS = ("densenet121", "resnet34", "squeezenet1_1")
 UNSEEN_SEED = 3_000_000  # training uses 0.., validation 500_000.., the training script's test 2_000_000..
 N_UNSEEN = 45
 MODELS_BUDGET_BYTES = 100_000_000
-# The Demo-bundle issue targets >= 0.9 on unseen phantoms; the shipped models reach 0.87-0.89 on
-# the training script's 300 test phantoms (figures in each card), so that target is NOT met yet.
-# These tests guard what the shipped models do achieve, so a regression is caught.
+# The Demo-bundle issue targets >= 0.9 on unseen phantoms. On the training script's 300 test
+# phantoms (figures in each card) DenseNet121 reaches 0.907 and SqueezeNet1.1 0.900, but
+# ResNet34 only 0.870, so the target is NOT met for ResNet34. The card figure is guarded per
+# architecture at what each shipped model achieves, so a regression (or a swapped file) is caught.
 MIN_ACCURACY = 0.85
+CARD_ACCURACY = {"densenet121": 0.9, "squeezenet1_1": 0.9, "resnet34": 0.87}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def test_demo_classifier_loads_by_name_and_is_accurate(arch, unseen):
     assert card.extra["synthetic_demo"] is True
     assert "not for clinical use" in card.extra["description"].lower()
     training, accuracy = card.extra["training"], card.extra["accuracy"]
-    assert accuracy["test"] >= MIN_ACCURACY and accuracy["n_test"] >= 300
+    assert accuracy["test"] >= CARD_ACCURACY[arch] - 1e-9 and accuracy["n_test"] >= 300
     # Test seeds of the card never overlap the training seeds.
     lo, hi = (int(v) for v in training["seeds"].split(".."))
     assert hi < int(accuracy["test_seeds"].split("..")[0])

@@ -130,11 +130,23 @@ def test_selection_keeps_smallest_t_then_lowest_mse(bb):
     x = phantom(32, 3, seed=1)
     clf = ChangeDetector.build(x)
     ctx = _ctx(clf, bb)
-    out = P2P.from_preset("fast", steps=8, early_stop=False, batch_timesteps=1).run(x, ctx)
+    out = P2P.from_preset("fast", steps=8, early_stop=False, batch_timesteps=1,
+                          selection="min_t_then_mse").run(x, ctx)
     assert out.info["success"] and all(e.success for e in ctx.history)
     seen = [(e.extra["t"], e.extra["mse"]) for e in ctx.history]
     assert (out.info["chosen_t"], pytest.approx(out.info["mse"])) == min(seen)
     assert out.info["predicted"] == "normal"
+
+
+def test_fast_selection_keeps_lowest_mse_success(bb):
+    x = phantom(32, 3, seed=1)
+    clf = ChangeDetector.build(x)
+    ctx = _ctx(clf, bb)
+    out = P2P.from_preset("fast", steps=8, early_stop=False, batch_timesteps=1).run(x, ctx)
+    assert P2P.from_preset("fast").config.selection == "min_mse"
+    seen = [e.extra["mse"] for e in ctx.history if e.success]
+    assert out.info["success"] and seen
+    assert out.info["mse"] == pytest.approx(min(seen))
 
 
 def test_margin_and_the_no_success_fallback(bb):
