@@ -3,9 +3,11 @@
 
     python benchmarks/p2p_presets.py [--n 4] [--classifier demo-squeezenet1_1] [--backbone demo]
 
-Prints, per preset: seconds per attacked image, success rate, mean SSIM (over successes and over
-all attacked images), iterations; then the speed ratio paper/fast and whether `fast` meets the
-target (≥ 5× quicker, success rate and SSIM no worse than `paper`'s within 0.02).
+Prints, per preset: seconds per attacked image, success rate, mean SSIM (over successes, over
+all attacked images, and over the images BOTH presets fooled), iterations; then the speed ratio
+paper/fast and whether `fast` meets the target (≥ 5× quicker, success rate and SSIM no worse than
+`paper`'s within 0.02). SSIM is compared on the images both presets fooled: a failed attack that
+barely touched its image has a high SSIM, so "over all" favours the preset that fails more.
 Only phantoms the clean classifier gets right are attacked (as in the paper).
 """
 
@@ -57,7 +59,7 @@ def main() -> int:
           f"backbone {args.backbone}, device {args.device}, torch threads {torch.get_num_threads()}", flush=True)
 
     P2P = get("p2p")
-    figures = {}
+    figures, per_image = {}, {}
     for preset in ("fast", "paper"):
         rows = []
         for st in studies:
@@ -68,6 +70,7 @@ def main() -> int:
                          "iterations": res.iterations})
             print(f"  {preset:<5} {st.path.name}: {'success' if res.success else 'failed '} "
                   f"SSIM {res.metrics['ssim']:.3f} {rows[-1]['seconds']:.1f} s {res.iterations} it", flush=True)
+        per_image[preset] = rows
         succ = [r for r in rows if r["success"]]
         figures[preset] = {
             "seconds_per_image": statistics.mean(r["seconds"] for r in rows),
@@ -76,20 +79,24 @@ def main() -> int:
             "ssim_mean_all": statistics.mean(r["ssim"] for r in rows),
             "iterations_mean": statistics.mean(r["iterations"] for r in rows),
         }
+    both = [i for i, (a, b) in enumerate(zip(per_image["fast"], per_image["paper"])) if a["success"] and b["success"]]
+    for name, v in figures.items():
+        v["ssim_mean_both_fooled"] = (statistics.mean(per_image[name][i]["ssim"] for i in both) if both else None)
     f, p = figures["fast"], figures["paper"]
     ratio = p["seconds_per_image"] / f["seconds_per_image"]
-    print("\npreset  s/image  success  SSIM(succ)  SSIM(all)  iterations")
+    fmt = lambda v: "   n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"\npreset  s/image  success  SSIM(succ)  SSIM(all)  SSIM(both fooled, n={len(both)})  iterations")
     for name, v in figures.items():
-        ss = "   n/a" if v["ssim_mean_successes"] is None else f"{v['ssim_mean_successes']:.3f}"
-        print(f"{name:<7} {v['seconds_per_image']:7.1f}  {v['success_rate']:7.2f}  {ss:>10}  {v['ssim_mean_all']:9.3f}"
-              f"  {v['iterations_mean']:10.1f}")
+        print(f"{name:<7} {v['seconds_per_image']:7.1f}  {v['success_rate']:7.2f}  {fmt(v['ssim_mean_successes']):>10}"
+              f"  {v['ssim_mean_all']:9.3f}  {fmt(v['ssim_mean_both_fooled']):>24}  {v['iterations_mean']:10.1f}")
     ok_speed = ratio >= 5
     ok_success = f["success_rate"] >= p["success_rate"] - 0.02
-    ok_ssim = (f["ssim_mean_all"] >= p["ssim_mean_all"] - 0.02)
+    ok_ssim = bool(both) and f["ssim_mean_both_fooled"] >= p["ssim_mean_both_fooled"] - 0.02
     print(f"\nspeed ratio paper/fast: {ratio:.1f}x (target ≥ 5x: {'met' if ok_speed else 'NOT met'}); "
-          f"success {'no worse' if ok_success else 'WORSE'}; SSIM {'no worse' if ok_ssim else 'WORSE'} (±0.02)")
+          f"success {'no worse' if ok_success else 'WORSE'}; SSIM on images both fooled "
+          f"{'no worse' if ok_ssim else ('WORSE' if both else 'n/a (none fooled by both)')} (±0.02)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"figures": figures, "ratio": ratio, "n": args.n,
+        Path(args.json).write_text(json.dumps({"figures": figures, "per_image": per_image, "ratio": ratio, "n": args.n,
                                                "classifier": args.classifier, "cpu_count": os.cpu_count()}, indent=2))
     return 0
 

@@ -20,9 +20,12 @@ Presets:
            MSE in the loss"; λ is not stated, the script has the term commented out). Fixed:
            fresh text encoder + optimiser per image, MSE on [0,1] vs [0,1], latent mean encoded once.
 ``fast``   (default) the same model and loss family with early stop: at most 100 iterations,
-           AdamW lr 1e-2 without accumulation, −log(1−p_true) (bounded, so the MSE term takes over
-           once the classifier is fooled), λ·MSE with λ = 10, stop after ``patience`` (10)
-           iterations without a better candidate once one is found, 2 timesteps per step batched.
+           AdamW lr 5e-3 without accumulation, −log(1−p_true) (bounded, so the MSE term takes over
+           once the classifier is fooled), λ·MSE with λ = 50, stop after ``patience`` (25)
+           iterations without a better candidate once one is found, 2 timesteps per step batched;
+           the kept candidate is the lowest-MSE success whose wrong class wins by a margin of
+           0.05 (so the verdict survives 8-bit writing). Settings chosen with
+           ``benchmarks/p2p_presets.py``: ≥ 5× quicker than ``paper`` at no worse success or SSIM.
 
 Shapes: input (1, C, H, W) in [0,1] (C = 1 or 3, any size); output (1, C, R, R) at the
 backbone's resolution R (the runner maps it back to the source geometry).
@@ -74,7 +77,7 @@ class P2PConfig(AttackConfig):
     preset: str = param("fast", choices=("fast", "paper", "custom"),
                         help="Which preset these settings came from (recorded in the report).")
     steps: int = param(100, min=1, max=10000, help="Maximum number of iterations (UNet + decode + backward).")
-    lr: float = param(1e-2, min=0.0, min_exclusive=True, max=1.0, help="AdamW learning rate.")
+    lr: float = param(5e-3, min=0.0, min_exclusive=True, max=1.0, help="AdamW learning rate.")
     beta1: float = param(0.9, min=0.0, max=0.9999, advanced=True, help="AdamW β1.")
     beta2: float = param(0.999, min=0.0, max=0.99999, advanced=True, help="AdamW β2.")
     weight_decay: float = param(1e-2, min=0.0, max=1.0, advanced=True, help="AdamW weight decay.")
@@ -96,13 +99,13 @@ class P2PConfig(AttackConfig):
                            "Targeted mode always uses CE toward the target.")
     fidelity: str = param("mse", choices=("none", "mse", "lpips"),
                           help="Fidelity term added to the loss (LPIPS needs local AlexNet weights).")
-    fidelity_weight: float = param(10.0, min=0.0, max=1e6, help="λ: weight of the fidelity term.")
+    fidelity_weight: float = param(50.0, min=0.0, max=1e6, help="λ: weight of the fidelity term.")
     encode: str = param("mean", choices=("mean", "sample"),
                         help="VAE latent: posterior mean (encoded once), or a fresh posterior sample "
                              "each iteration (as the script).")
     early_stop: bool = param(True, help="Stop once an adversarial example is found and no better one "
                                         "has appeared for `patience` iterations.")
-    patience: int = param(10, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
+    patience: int = param(25, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
     bound: str = param("none", choices=("none", "linf", "l2"),
                        help="Project the output onto an L∞ or L2 ball around the original (at the "
                             "backbone's resolution).")
@@ -110,11 +113,11 @@ class P2PConfig(AttackConfig):
                              help="Radius of the bound in [0,1] pixel units (L2: over the whole image).")
     batch_timesteps: int = param(2, min=1, max=64, advanced=True,
                                  help="Timesteps evaluated per iteration in one batch (more candidates per step).")
-    margin: float = param(0.0, min=0.0, max=1.0, advanced=True,
+    margin: float = param(0.05, min=0.0, max=1.0, advanced=True,
                           help="A candidate counts as a success only when the winning wrong (or target) class's "
                                "probability beats the true (or best other) class by this much; a margin keeps "
                                "the verdict through 8-bit quantisation of the written image.")
-    selection: str = param("min_t_then_mse", choices=("min_t_then_mse", "min_mse"),
+    selection: str = param("min_mse", choices=("min_t_then_mse", "min_mse"),
                            help="Which successful candidate to keep: smallest t then lowest MSE (paper), "
                                 "or lowest MSE.")
 
@@ -131,11 +134,11 @@ class P2PConfig(AttackConfig):
 PAPER = dict(preset="paper", steps=500, lr=2e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
              grad_accum=4, t_max=50, learn="text_encoder", new_class_tokens=True, loss="neg_ce",
              fidelity="mse", fidelity_weight=1.0, encode="mean", early_stop=False, bound="none",
-             batch_timesteps=1, selection="min_t_then_mse")
-FAST = dict(preset="fast", steps=100, lr=1e-2, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
+             batch_timesteps=1, margin=0.0, selection="min_t_then_mse")
+FAST = dict(preset="fast", steps=100, lr=5e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
             grad_accum=1, t_max=50, learn="text_encoder", new_class_tokens=True, loss="log1m",
-            fidelity="mse", fidelity_weight=10.0, encode="mean", early_stop=True, patience=10, bound="none",
-            batch_timesteps=2, selection="min_t_then_mse")
+            fidelity="mse", fidelity_weight=50.0, encode="mean", early_stop=True, patience=25, bound="none",
+            batch_timesteps=2, margin=0.05, selection="min_mse")
 
 
 class _Prompt:
