@@ -78,6 +78,10 @@ class AttackContext:
     cancel: CancelToken = field(default_factory=CancelToken)
     generator: Any = None  # torch.Generator seeded from the config
     history: list[StepEvent] = field(default_factory=list)
+    # Maps an attack output (1, C, h, w) in [0,1] to the image exactly as it will be written
+    # (source geometry, quantised to the source's levels), on the classifier's device. Set by
+    # the runner; attacks that pick among candidates use it so their verdict is the written one.
+    written: Callable[[Any], Any] | None = None
     _t0: float = field(default_factory=time.perf_counter)
 
     @property

@@ -196,8 +196,14 @@ def run_attack(
     if orig_idx != label_idx:
         notes.append(f"the clean image is already misclassified ({classes[orig_idx]} instead of {label_name})")
 
+    def written(adv):  # the image as step 4 below will write it
+        with torch.no_grad():
+            src = _to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x)
+            return to_tensor(study.quantise(to_numpy(src))).to(classifier.device)
+
     ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
-                        backbone=backbone, on_step=on_step, cancel=cancel, generator=generator)
+                        backbone=backbone, on_step=on_step, cancel=cancel, generator=generator,
+                        written=written)
 
     # 3. the attack (after an out-of-memory error: one retry at lower cost, where one exists)
     cancel.check()
