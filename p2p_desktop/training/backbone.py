@@ -216,20 +216,22 @@ class PhantomData:
         return len(self.seeds)
 
 
+def _phantom_data(phantoms: Sequence, size: int) -> PhantomData:
+    """Stack generated phantoms with their labels, prompts and seeds."""
+    from p2p_desktop.phantoms import class_prompt
+
+    images = np.empty((len(phantoms), size, size), np.float32)
+    for i, ph in enumerate(phantoms):
+        images[i] = ph.image
+    return PhantomData(images, [ph.label for ph in phantoms], [ph.prompt for ph in phantoms],
+                       [class_prompt(ph.label) for ph in phantoms], [ph.seed for ph in phantoms])
+
+
 def load_phantom_data(start: int, n: int, size: int = RESOLUTION) -> PhantomData:
     """Generate ``n`` phantoms from seeds ``start ..`` (labels balanced by ``seed % 3``)."""
-    from p2p_desktop.phantoms import class_prompt, generate_phantom
+    from p2p_desktop.phantoms import generate_phantom
 
-    images = np.empty((n, size, size), np.float32)
-    labels, prompts, cprompts, seeds = [], [], [], []
-    for i in range(n):
-        ph = generate_phantom(start + i, size=size)
-        images[i] = ph.image
-        labels.append(ph.label)
-        prompts.append(ph.prompt)
-        cprompts.append(class_prompt(ph.label))
-        seeds.append(ph.seed)
-    return PhantomData(images, labels, prompts, cprompts, seeds)
+    return _phantom_data([generate_phantom(start + i, size=size) for i in range(n)], size)
 
 
 def load_paired_phantom_data(start: int, n_seeds: int, size: int = RESOLUTION,
@@ -239,20 +241,10 @@ def load_paired_phantom_data(start: int, n_seeds: int, size: int = RESOLUTION,
     The phantom generator keeps the breast of a seed fixed across labels, so each triplet is
     one breast with a benign mass, a malignant mass and no mass (with ``shared_site`` both
     masses sit at the same spot: see :func:`p2p_desktop.phantoms.generate_phantom`)."""
-    from p2p_desktop.phantoms import CLASSES, class_prompt, generate_phantom
+    from p2p_desktop.phantoms import CLASSES, generate_phantom
 
-    n = n_seeds * len(CLASSES)
-    images = np.empty((n, size, size), np.float32)
-    labels, prompts, cprompts, seeds = [], [], [], []
-    for i in range(n):
-        ph = generate_phantom(start + i // len(CLASSES), CLASSES[i % len(CLASSES)], size=size,
-                              shared_site=shared_site)
-        images[i] = ph.image
-        labels.append(ph.label)
-        prompts.append(ph.prompt)
-        cprompts.append(class_prompt(ph.label))
-        seeds.append(ph.seed)
-    return PhantomData(images, labels, prompts, cprompts, seeds)
+    return _phantom_data([generate_phantom(start + s, label, size=size, shared_site=shared_site)
+                          for s in range(n_seeds) for label in CLASSES], size)
 
 
 def _cached_phantoms(folder: Path, start: int, n: int, paired: bool = False) -> PhantomData:
