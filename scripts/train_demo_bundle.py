@@ -29,9 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
-    p.add_argument("--minutes", type=float, default=35.0, help="time budget of each trainer")
+    p.add_argument("--minutes", type=float, default=35.0, help="time budget of the backbone's base training")
     p.add_argument("--cf-minutes", type=float, default=40.0,
                    help="time budget of the backbone's counterfactual text-conditioning phase")
+    p.add_argument("--classifier-minutes", type=float,
+                   help="CPU-time budget of the three classifiers together (default: each architecture's "
+                        "own, p2p_desktop.training.classifiers.RECIPES)")
     p.add_argument("--skip", default="", help="comma list of steps to skip: backbone,classifiers,plugin,samples")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -47,9 +50,9 @@ def main() -> int:
                  f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.cf_minutes}")
         procs.append(("backbone", subprocess.Popen(["/bin/sh", "-c", chain], cwd=ROOT)))
     if "classifiers" not in skip:
+        budget = ["--minutes", str(args.classifier_minutes)] if args.classifier_minutes else []
         procs.append(("classifiers", subprocess.Popen(
-            [py, "-m", "p2p_desktop.training.classifiers", "--out", str(args.out),
-             "--minutes", str(args.minutes)], cwd=ROOT)))
+            [py, "-m", "p2p_desktop.training.classifiers", "--out", str(args.out), *budget], cwd=ROOT)))
     failed = [name for name, proc in procs if proc.wait() != 0]
     if "plugin" not in skip and not failed:
         if subprocess.call([py, str(ROOT / "plugins" / "phantom_cnn" / "train.py")], cwd=ROOT) != 0:

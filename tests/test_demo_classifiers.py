@@ -17,12 +17,12 @@ ARCHS = ("densenet121", "resnet34", "squeezenet1_1")
 UNSEEN_SEED = 3_000_000  # training uses 0.., validation 500_000.., the training script's test 2_000_000..
 N_UNSEEN = 45
 MODELS_BUDGET_BYTES = 100_000_000
-# The Demo-bundle issue targets >= 0.9 on unseen phantoms. On the training script's 300 test
-# phantoms (figures in each card) DenseNet121 reaches 0.907 and SqueezeNet1.1 0.900, but
-# ResNet34 only 0.870, so the target is NOT met for ResNet34. The card figure is guarded per
-# architecture at what each shipped model achieves, so a regression (or a swapped file) is caught.
+# The Demo-bundle issue targets >= 0.9 on unseen phantoms. Each card records the accuracy on the
+# training script's 300 test phantoms (DenseNet121 0.907, ResNet34 0.950, SqueezeNet1.1 0.900);
+# the card figure must meet the target. The live check below re-measures the shipped weights on
+# 45 further unseen phantoms; at n = 45 one image is 2.2 points, hence its wider margin.
+TARGET_ACCURACY = 0.9
 MIN_ACCURACY = 0.85
-CARD_ACCURACY = {"densenet121": 0.9, "squeezenet1_1": 0.9, "resnet34": 0.87}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_demo_classifier_loads_by_name_and_is_accurate(arch, unseen):
     assert card.extra["synthetic_demo"] is True
     assert "not for clinical use" in card.extra["description"].lower()
     training, accuracy = card.extra["training"], card.extra["accuracy"]
-    assert accuracy["test"] >= CARD_ACCURACY[arch] - 1e-9 and accuracy["n_test"] >= 300
+    assert accuracy["test"] >= TARGET_ACCURACY - 1e-9 and accuracy["n_test"] >= 300
     # Test seeds of the card never overlap the training seeds.
     lo, hi = (int(v) for v in training["seeds"].split(".."))
     assert hi < int(accuracy["test_seeds"].split("..")[0])
@@ -88,3 +88,28 @@ def test_training_round_trip(tmp_path):
         want = result.module(Classifier(torch.nn.Identity(), tc.demo_card("squeezenet1_1")).preprocess(x))
         got = clf.logits(x)
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-2, rtol=1e-2)
+
+
+def test_phantom_set_head_keeps_seeds_and_labels():
+    data = tc.phantom_set(0, 7)
+    head = data.head(4)
+    assert len(head) == 4 and head.seed_range == "0..3"
+    assert head.labels.tolist() == [s % 3 for s in range(4)]
+    assert torch.equal(head.images, data.images[:4])
+    assert data.head(100).seed_range == "0..6"
+    with pytest.raises(ValueError):
+        data.head(0)
+
+
+def test_training_cli_writes_a_served_bundle(tmp_path, capsys):
+    """The training command end to end on a few phantoms: bundle written, card records the run."""
+    assert tc.RECIPES["resnet34"].n_train == 12_000  # the shipped ResNet34's recipe (see its card)
+    rc = tc.main(["--out", str(tmp_path), "--arch", "squeezenet1_1", "--n-train", "8", "--n-val", "3",
+                  "--n-test", "6", "--minutes", "0.001"])
+    assert rc == 0
+    card = json.loads((tmp_path / "demo-squeezenet1_1" / "card.json").read_text(encoding="utf-8"))
+    assert card["training"]["seeds"] == "0..7" and card["training"]["n_train"] == 8
+    assert card["training"]["val_seeds"] == "500000..500002"
+    assert card["accuracy"]["n_test"] == 6 and card["accuracy"]["test_seeds"] == "2000000..2000005"
+    assert load_classifier(tmp_path / "demo-squeezenet1_1" / "card.json").card.sha256 == card["sha256"]
+    assert "TEST accuracy" in capsys.readouterr().out
