@@ -113,3 +113,16 @@ def test_training_cli_writes_a_served_bundle(tmp_path, capsys):
     assert card["accuracy"]["n_test"] == 6 and card["accuracy"]["test_seeds"] == "2000000..2000005"
     assert load_classifier(tmp_path / "demo-squeezenet1_1" / "card.json").card.sha256 == card["sha256"]
     assert "TEST accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n-train", "0"], "--n-train must be at least 2, got 0"),
+    (["--n-val", "-3"], "--n-val must be at least 1, got -3"),
+    (["--minutes", "0"], "--minutes must be positive, got 0"),
+    (["--arch", "vgg16"], "unknown architecture(s) vgg16"),
+])
+def test_training_cli_refuses_bad_arguments(tmp_path, capsys, argv, message):
+    assert tc.main(["--out", str(tmp_path / "models"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "models").exists()

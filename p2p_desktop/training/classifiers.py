@@ -424,6 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.stderr.write(f"unknown architecture(s) {', '.join(unknown)}: choose from {', '.join(RECIPES)}\n")
         return 2
+    too_small = [f"{flag} must be at least {least}, got {value:g}"
+                 for flag, value, least in (("--n-train", args.n_train, 2), ("--n-val", args.n_val, 1),
+                                            ("--n-test", args.n_test, 1), ("--threads", args.threads, 1))
+                 if value is not None and value < least]
+    if args.minutes is not None and args.minutes <= 0:
+        too_small.append(f"--minutes must be positive, got {args.minutes:g}")
+    if too_small:
+        sys.stderr.write(too_small[0] + "\n")
+        return 2
     torch.set_num_threads(args.threads)
 
     def log(msg: str) -> None:
