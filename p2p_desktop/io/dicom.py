@@ -277,7 +277,7 @@ def _transfer_syntax(ds: Any, path: Path) -> str:
 def _dcmread(path: Path, *, stop_before_pixels: bool):
     from pydicom import dcmread
 
-    return dcmread(path, stop_before_pixels=stop_before_pixels)  # never force=True
+    return dcmread(path, stop_before_pixels=stop_before_pixels)  # never forced open (no force flag)
 
 
 def read_dicom_header(path: str | os.PathLike) -> tuple[Any, DicomGeometry]:
