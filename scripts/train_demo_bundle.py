@@ -50,7 +50,7 @@ def main() -> int:
                  f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.cf_minutes}")
         procs.append(("backbone", subprocess.Popen(["/bin/sh", "-c", chain], cwd=ROOT)))
     if "classifiers" not in skip:
-        budget = ["--minutes", str(args.classifier_minutes)] if args.classifier_minutes else []
+        budget = ["--minutes", str(args.classifier_minutes)] if args.classifier_minutes is not None else []
         procs.append(("classifiers", subprocess.Popen(
             [py, "-m", "p2p_desktop.training.classifiers", "--out", str(args.out), *budget], cwd=ROOT)))
     failed = [name for name, proc in procs if proc.wait() != 0]
