@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.metadata as md
 import importlib.util
 import json
@@ -96,12 +98,58 @@ def _write_state(state: dict[str, dict[str, str]]) -> None:
     os.replace(tmp, path)
 
 
-def _hash_folder(folder: Path) -> str:
+class PluginIntegrityError(Exception):
+    """A plugin folder that cannot be hashed safely (a symlink leaving it, an unreadable file)."""
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of a plugin folder (``__pycache__`` and bytecode left out: never imported),
+    read once: ``{relative posix path: bytes}``.
+
+    Symlinks are followed only while they stay inside the folder (a symlinked sub-folder is
+    walked like a real one); one that leaves the folder, or dangles, is refused, so what is
+    hashed is exactly what can be imported.
+    """
+    root = folder.resolve()
+    files: dict[str, bytes] = {}
+
+    def walk(real: Path, rel: str, depth: int) -> None:
+        if depth > 32:
+            raise PluginIntegrityError(f"folders nested too deep at {rel or '.'}")
+        for entry in sorted(os.scandir(real), key=lambda e: e.name):
+            name = entry.name
+            if name == "__pycache__" or name.endswith((".pyc", ".pyo")):
+                continue
+            sub = f"{rel}/{name}" if rel else name
+            target = Path(entry.path)
+            if entry.is_symlink():
+                try:
+                    target = target.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise PluginIntegrityError(f"symlink {sub} dangles or loops") from None
+                if target != root and root not in target.parents:
+                    raise PluginIntegrityError(f"symlink {sub} leaves the plugin folder (to {target})")
+            if target.is_dir():
+                walk(target, sub, depth + 1)
+            elif target.is_file():
+                try:
+                    files[sub] = target.read_bytes()
+                except OSError as exc:
+                    raise PluginIntegrityError(f"cannot read {sub}: {exc.strerror or exc}") from None
+    walk(root, "", 0)
+    return files
+
+
+def _hash_snapshot(files: dict[str, bytes]) -> str:
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(f.read_bytes()).digest())
+    for rel in sorted(files):
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256(files[rel]).digest())
     return h.hexdigest()
+
+
+def _hash_folder(folder: Path) -> str:
+    return _hash_snapshot(_snapshot(folder))
 
 
 def _check_fields(name: Any, kind: Any, entry: Any) -> str:
@@ -111,7 +159,28 @@ def _check_fields(name: Any, kind: Any, entry: Any) -> str:
         return f"kind {kind!r} is not one of {', '.join(KINDS)}"
     if not isinstance(entry, str) or ":" not in entry:
         return "'entry' must be 'module:attr'"
+    module, _, attr = entry.partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")) or not attr.isidentifier():
+        return (f"'entry' {entry!r} must be 'module:attr' with a module inside the plugin's folder "
+                "(dotted names only, no leading dot)")
+    reserved = _reserved_names()
+    if name.strip() in reserved:
+        return f"name {name!r} is taken by the built-in {reserved[name.strip()]}; rename the plugin"
     return ""
+
+
+def _reserved_names() -> dict[str, str]:
+    """Names a plugin may not take: built-in attacks and bundled models."""
+    from p2p_desktop.attacks.registry import BUILTIN
+
+    out = {s.name: "attack" for s in BUILTIN}
+    try:
+        from p2p_desktop.models.registry import _bundle_entries
+
+        out.update({e.name: f"{e.kind} model" for e in _bundle_entries()})
+    except Exception:  # noqa: BLE001 - a damaged bundle must not stop plugin discovery
+        pass
+    return out
 
 
 def _folder_plugins() -> list[PluginInfo]:
@@ -131,9 +200,16 @@ def _folder_plugins() -> list[PluginInfo]:
                 continue
             name, kind, entry = data.get("name"), data.get("kind"), data.get("entry")
             error = _check_fields(name, kind, entry)
+            try:
+                snap = _snapshot(folder)
+                digest = _hash_snapshot(snap)
+            except (OSError, PluginIntegrityError) as exc:
+                snap, digest, error = {}, "", error or f"refused: {exc}"
+            if not error and _module_file(snap, entry.partition(":")[0]) is None:
+                error = f"entry module {entry.partition(':')[0]!r} is not a .py file inside the plugin folder"
             out.append(PluginInfo(
                 name=str(name or folder.name), kind=str(kind), entry=str(entry or ""), source="folder",
-                path=str(manifest), sha256=_hash_folder(folder), summary=str(data.get("summary", "")),
+                path=str(manifest), sha256=digest, summary=str(data.get("summary", "")),
                 version=str(data.get("version", "")), status="broken" if error else "disabled", error=error))
     return out
 
@@ -169,8 +245,13 @@ def discover() -> list[PluginInfo]:
     """Every plugin with its status; never imports plugin code, never raises."""
     state = _read_state()
     out = []
+    seen: dict[str, str] = {}
     for info in _folder_plugins() + _entry_point_plugins():
+        if info.status != "broken" and info.name in seen:
+            info = PluginInfo(**{**info.to_dict(), "status": "broken",
+                                 "error": f"name {info.name!r} is already used by the plugin at {seen[info.name]}"})
         if info.status != "broken":
+            seen[info.name] = info.path
             approved = state.get(info.name)
             if approved and approved.get("sha256") == info.sha256 and approved.get("path") == info.path:
                 info = PluginInfo(**{**info.to_dict(), "status": "enabled"})
@@ -207,38 +288,163 @@ def disable(name: str) -> None:
         _registered.discard(name)
 
 
+def _module_file(files: dict[str, bytes], module: str) -> tuple[str, bool] | None:
+    """``(relative path, is_package)`` of ``module`` inside a snapshot, or None."""
+    rel = module.replace(".", "/")
+    if f"{rel}.py" in files:
+        return f"{rel}.py", False
+    if f"{rel}/__init__.py" in files:
+        return f"{rel}/__init__.py", True
+    return None
+
+
+class _SourceLoader(importlib.abc.Loader):
+    """Executes one module from source bytes that were hashed: no bytecode is read or written."""
+
+    def __init__(self, source: bytes, origin: str) -> None:
+        self.source, self.origin = source, origin
+
+    def create_module(self, spec):  # default module creation
+        return None
+
+    def exec_module(self, module) -> None:
+        code = compile(self.source, self.origin, "exec", dont_inherit=True)
+        exec(code, module.__dict__)  # noqa: S102 - the approved plugin's verified source
+
+
+class _SnapshotFinder(importlib.abc.MetaPathFinder):
+    """Serves the modules of one verified plugin snapshot under a private package name, so a
+    plugin's own sub-imports (``from . import helper``) also come from what was hashed."""
+
+    def __init__(self, package: str, folder: Path, files: dict[str, bytes]) -> None:
+        self.package, self.folder, self.files = package, folder, files
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not fullname.startswith(self.package + "."):
+            return None
+        found = _module_file(self.files, fullname[len(self.package) + 1:])
+        if found is None:
+            return None
+        rel, is_pkg = found
+        origin = str(self.folder / rel)
+        spec = importlib.machinery.ModuleSpec(fullname, _SourceLoader(self.files[rel], origin), origin=origin,
+                                              is_package=is_pkg)
+        if is_pkg:
+            spec.submodule_search_locations = []  # sub-modules come from this finder only
+        spec.has_location = True
+        return spec
+
+
+_finders: dict[str, _SnapshotFinder] = {}
+_loaded: dict[str, dict[str, str]] = {}
+
+
+def loaded(name: str) -> dict[str, str] | None:
+    """The identity of a plugin imported in this session (name, kind, entry, path, sha256), or None:
+    what provenance records for a run that used it."""
+    return _loaded.get(name)
+
+
+def _approved_sha(info: PluginInfo) -> str | None:
+    approved = _read_state().get(info.name)
+    if approved and approved.get("path") == info.path:
+        return approved.get("sha256")
+    return None
+
+
+def _changed(info: PluginInfo) -> InputError:
+    return InputError(f"plugin {info.name!r} is changed: its files changed since it was enabled, so it is not run; "
+                      f"enable it again with `p2p-desktop plugins enable {info.name}` to approve the new code")
+
+
+def _import_folder_plugin(info: PluginInfo, module_name: str, approved: str):
+    folder = Path(info.path).parent
+    files = _snapshot(folder)  # read once: what is hashed is what is executed
+    if _hash_snapshot(files) != approved:
+        raise _changed(info)
+    package = f"p2p_desktop_plugin_{hashlib.sha256((str(folder) + approved).encode()).hexdigest()[:16]}"
+    key = f"{package}.{module_name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    with _lock:
+        if package not in _finders:
+            finder = _SnapshotFinder(package, folder, files)
+            sys.meta_path.insert(0, finder)
+            _finders[package] = finder
+            parent = importlib.util.module_from_spec(
+                importlib.machinery.ModuleSpec(package, None, is_package=True))
+            parent.__path__ = []
+            sys.modules[package] = parent
+    if _module_file(files, module_name) is None:
+        raise ImportError(f"module {module_name!r} is not a .py file inside {folder}")
+    try:
+        return importlib.import_module(key)
+    except BaseException:
+        for m in [m for m in sys.modules if m == key or m.startswith(key + ".")]:
+            sys.modules.pop(m, None)
+        raise
+
+
+def _import_entry_point_plugin(info: PluginInfo, module_name: str, approved: str):
+    module = sys.modules.get(module_name)
+    if module is not None and getattr(module, "__p2p_plugin_sha256__", None) == approved:
+        return module
+    try:
+        source = Path(info.path).read_bytes()
+    except OSError as exc:
+        raise ImportError(f"cannot read {info.path}: {exc.strerror or exc}") from None
+    if hashlib.sha256(source).hexdigest() != approved:
+        raise _changed(info)
+    if module_name.rpartition(".")[0]:
+        importlib.import_module(module_name.rpartition(".")[0])  # the installed parent package
+    is_pkg = Path(info.path).name == "__init__.py"
+    spec = importlib.machinery.ModuleSpec(module_name, _SourceLoader(source, info.path), origin=info.path,
+                                          is_package=is_pkg)
+    if is_pkg:
+        spec.submodule_search_locations = [str(Path(info.path).parent)]
+    spec.has_location = True
+    module = importlib.util.module_from_spec(spec)
+    module.__p2p_plugin_sha256__ = approved
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
 def load_plugin_object(info: PluginInfo) -> Any:
-    """Import an ENABLED plugin and return its ``attr``; errors become InputError."""
+    """Import an ENABLED plugin and return its ``attr``; errors become InputError.
+
+    The approval is checked again here, at import time, against the files as they are now
+    (a plugin edited after start-up is refused as "changed", whatever ``info`` says), and the
+    module is executed from exactly the bytes that were hashed: from source, never from a
+    ``.pyc`` (none is read or written), with ``entry`` resolved inside the plugin folder.
+    """
     if info.status != "enabled":
         raise InputError(
             f"plugin {info.name!r} is {info.status}: it runs code from {info.path} (sha256 {info.sha256[:12]}…); "
             f"enable it with `p2p-desktop plugins enable {info.name}` or in the app's Plugins dialog")
     module_name, _, attr = info.entry.partition(":")
+    approved = _approved_sha(info)
+    if approved is None or approved != info.sha256:
+        raise _changed(info)
     try:
         if info.source == "folder":
-            folder = Path(info.path).parent
-            unique = f"p2p_desktop_plugin_{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}"
-            mod_file = folder / (module_name.replace(".", "/") + ".py")
-            if not mod_file.is_file():
-                mod_file = folder / module_name.replace(".", "/") / "__init__.py"
-            key = f"{unique}.{module_name}"
-            module = sys.modules.get(key)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(key, mod_file)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot import {mod_file}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[key] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    sys.modules.pop(key, None)
-                    raise
+            module = _import_folder_plugin(info, module_name, approved)
         else:
-            module = importlib.import_module(module_name)
-        return getattr(module, attr)
+            module = _import_entry_point_plugin(info, module_name, approved)
+        obj = getattr(module, attr)
+    except InputError:
+        raise
+    except PluginIntegrityError as exc:
+        raise InputError(f"plugin {info.name!r} refused: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
         raise InputError(f"plugin {info.name!r} failed to load ({info.entry}): {type(exc).__name__}: {exc}") from None
+    _loaded[info.name] = {"name": info.name, "kind": info.kind, "entry": info.entry, "source": info.source,
+                          "path": info.path, "sha256": approved, "version": info.version}
+    return obj
 
 
 def register_enabled() -> list[PluginInfo]:

@@ -63,6 +63,15 @@ def _weights_sha(identity: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _plugin_identity(name: Any, kind: str) -> dict[str, Any]:
+    """``{"plugin": {name, entry, path, sha256, ...}}`` when ``name`` is a plugin imported in this
+    session (the hash is the one verified at import), else ``{}``."""
+    from p2p_desktop import plugins
+
+    info = plugins.loaded(str(name)) if name else None
+    return {"plugin": dict(info)} if info and info.get("kind") == kind else {}
+
+
 def provenance_name(study, attack: str) -> str:
     from p2p_desktop.export.images import output_stem
 
@@ -96,11 +105,13 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
             "kind": study.kind,
             "true_label": label,
         },
-        "attack": {"name": result.attack, "config": _jsonable(result.config)},
+        "attack": {"name": result.attack, "config": _jsonable(result.config),
+                   **_plugin_identity(result.attack, "attack")},
         "classifier": {
             **(classifier_spec or {"spec": clf_identity.get("name")}),
             "weights_sha256": _weights_sha(clf_identity),
             "identity": _jsonable(clf_identity),
+            **_plugin_identity(clf_identity.get("name"), "classifier"),
         },
         "backbone": None if bb_identity is None and backbone_spec is None else {
             **(backbone_spec or {"spec": (bb_identity or {}).get("path")}),
