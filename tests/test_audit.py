@@ -43,7 +43,8 @@ def test_records_are_chained(tmp_path):
     assert all(record_hash(r) == r["hash"] for r in records)
     report = verify_log(log.path)
     assert report.ok and report.records == 3
-    assert report.message() == "3 records, chain intact"
+    assert report.message() == "3 records, chain intact, every record signed with this installation's key"
+    assert verify_log(log.path, use_key=False).message() == "3 records, chain intact (signatures not checked: no key)"
 
 
 def test_cli_verify_intact(tmp_path, capsys):
@@ -57,7 +58,7 @@ def test_cli_verify_intact(tmp_path, capsys):
     ("delete", 2),  # record 2 removed: the record now on line 2 links to a missing hash
     ("reorder", 2),  # records 2 and 3 swapped
     ("delete-first", 1),
-    ("rehash", 3),  # record 2 edited and its own hash recomputed: record 3's link breaks
+    ("rehash", 2),  # record 2 edited and its own hash recomputed: its keyed mac no longer matches
 ])
 def test_tampering_is_found(tmp_path, capsys, tamper, line):
     log = _log(tmp_path, 4)
