@@ -233,3 +233,26 @@ def test_record_that_lost_only_its_end_of_line(log):
     assert verify_log(log.path).ok
     log.append("attack", {"after": "lost newline"})
     assert verify_log(log.path).ok and verify_log(log.path).records == 6
+
+
+def test_every_report_carries_the_chain_head(log, tmp_path, capsys):
+    import torch
+    from pydicom.data import get_testdata_file
+
+    from p2p_desktop.models.classifier import build_architecture
+
+    torch.manual_seed(0)
+    w = tmp_path / "sq.pth"
+    torch.save(build_architecture("squeezenet1_1", 3).state_dict(), w)
+    head = json.loads(_lines(log)[-1])["hash"]
+    code = cli("attack", get_testdata_file("examples_rgb_color.dcm"), "--attack", "fgsm", "--classifier", w,
+               "--arch", "squeezenet1_1", "--classes", "a,b,c", "--input-size", 64, "--report", "html",
+               "--audit-log", log.path, "--out", tmp_path / "o")
+    assert code == 0, capsys.readouterr().err
+    html = next((tmp_path / "o").glob("*_report.html")).read_text()
+    assert f"seq 4, {head}" in html and f"audit verify --head {head}" in html
+    record = json.loads(_lines(log)[-1])
+    assert record["prev"] == head and record["seq"] == 5  # this run's record links to the head in its report
+    # cut the run's record and the one before off: the head from the report finds it
+    _write(log, _lines(log)[:4])
+    assert cli("audit", "verify", log.path, "--head", head) == 2

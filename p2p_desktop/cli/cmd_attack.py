@@ -131,7 +131,8 @@ def run(args) -> int:
     with OutputSet(args.out, [args.input], cancel=cancel) as outs:
         summary = write_run_outputs(result, study, outs, input_sha256=sha256_file(args.input),
                                     export_dicom=args.export_dicom, deidentify=args.deidentify, reports=reports,
-                                    classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label)
+                                    classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label,
+                                    audit_log=audit.path)
         entry = audit.append("attack", audit_record(summary, "attack", outs.records,
                                                         deidentified=bool(args.deidentify)))
     summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}

@@ -100,7 +100,7 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
             classifier_spec={k: v for k, v in clf_spec.items() if k not in ("weights_sha256", "identity")},
             backbone_spec={k: v for k, v in bb_spec.items() if k not in ("weights_sha256", "identity")}
             if bb_spec else None,
-            label=info.get("true_label"))
+            label=info.get("true_label"), audit_log=audit.path)
         recorded_png = next((o["sha256"] for o in record.get("outputs", []) if o.get("kind") == "png"), None)
         new_png = next((o["sha256"] for o in outs.records if o["kind"] == "png"), None)
         reproduced = bool(recorded_png) and recorded_png == new_png

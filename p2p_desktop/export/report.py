@@ -236,8 +236,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def _audit_rows(audit_log=None) -> list[tuple[str, str]]:
+    """The audit chain head when the report is written (this run's record links to it): a log
+    later found without this hash was cut off (``p2p-desktop audit verify --head HASH``)."""
+    from p2p_desktop.audit import chain_head
+
+    head = chain_head(audit_log)
+    if head is None:
+        return [("audit chain head", "none yet (empty log): this run's record starts the chain")]
+    return [("audit chain head", f"seq {head['seq']}, {head['hash']}"),
+            ("check", "p2p-desktop audit verify --head " + head["hash"])]
+
+
 def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, input_sha256: str | None = None,
-                     deidentified: bool = False) -> RunReport:
+                     deidentified: bool = False, audit_log=None) -> RunReport:
     """Collect the content of a run report (no file is written)."""
     from p2p_desktop.hashing import sha256_file
 
@@ -286,6 +298,7 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     if info:
         sections.append(("Attack details", info))
     sections.append(("Software versions", versions))
+    sections.append(("Audit log", _audit_rows(audit_log)))
 
     heat = perturbation_heatmap_png(result.perturbation)
     amplified, k = amplified_perturbation_png(result.perturbation)
@@ -552,7 +565,7 @@ def _write(report: RunReport | BatchReport, stem: str, outs, formats: Sequence[s
 
 
 def write_reports(result, study, outs, formats: Sequence[str] | str = REPORT_FORMATS, *,
-                  input_sha256: str | None = None, deidentified: bool = False) -> list[Path]:
+                  input_sha256: str | None = None, deidentified: bool = False, audit_log=None) -> list[Path]:
     """Write the run report(s) through ``outs`` (kinds ``report-html``/``report-pdf``).
 
     Call it last: the report lists every output already in ``outs`` with its SHA-256.
@@ -561,14 +574,14 @@ def write_reports(result, study, outs, formats: Sequence[str] | str = REPORT_FOR
 
     formats = parse_formats(formats)
     report = build_run_report(result, study, list(outs.records), input_sha256=input_sha256,
-                              deidentified=deidentified)
+                              deidentified=deidentified, audit_log=audit_log)
     return _write(report, output_stem(study, result.attack), outs, formats)
 
 
 def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: Sequence[dict[str, Any]], outs,
                        formats: Sequence[str] | str = REPORT_FORMATS, *, title: str = "p2p-desktop evaluation report",
                        meta: dict[str, Any] | None = None, notes: Sequence[str] = (),
-                       stem: str = "evaluation") -> list[Path]:
+                       stem: str = "evaluation", audit_log=None) -> list[Path]:
     """Write the report of a batch evaluation (``evaluate``) through ``outs``; returns the paths.
 
     Input shape (plain JSON-able dicts; columns are the union of the keys, in first-seen order):
@@ -604,6 +617,7 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
                        _bar_chart_png(labels, [float(r["success_rate"]) for r in rated], "success rate")))
     meta_rows = [(str(k), _fmt(v)) for k, v in (meta or {}).items()]
     meta_rows.append(("images", str(len(per_image_rows))))
+    meta_rows += _audit_rows(audit_log)
     outputs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outs.records]
     report = BatchReport(title=title, meta=meta_rows, tables=tables, charts=charts, notes=list(notes),
                          outputs=outputs, created=_now())

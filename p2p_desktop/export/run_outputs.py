@@ -10,7 +10,7 @@ __all__ = ["write_run_outputs", "audit_record"]
 
 def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: bool = False,
                       deidentify: bool = False, reports: tuple[str, ...] = (), classifier_spec=None,
-                      backbone_spec=None, label: str | None = None) -> dict:
+                      backbone_spec=None, label: str | None = None, audit_log=None) -> dict:
     """Every output of one run, in order: PNG and perturbation, DICOM, provenance, the result
     JSON, then the reports (last, so they list the others). Returns the JSON summary."""
     from p2p_desktop.export.images import output_stem, write_image_outputs
@@ -31,7 +31,8 @@ def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: b
     if reports:
         from p2p_desktop.export.report import write_reports
 
-        write_reports(result, study, outs, reports, input_sha256=input_sha256, deidentified=deidentify)
+        write_reports(result, study, outs, reports, input_sha256=input_sha256, deidentified=deidentify,
+                      audit_log=audit_log)
     summary["outputs"] = [r for r in outs.records if r["kind"] != "result"]
     summary["result_file"] = next(r["path"] for r in outs.records if r["kind"] == "result")
     return summary
