@@ -343,7 +343,8 @@ def build_adversarial_dataset(result, study, *, deidentify: bool = False, now: _
         equipment.ContributionDateTime = datetime
     equipment.ContributionDescription = f"Adversarial perturbation ({result.attack}); research use only"
     equipment.PurposeOfReferenceCodeSequence = [_code("109103", "Modifying Equipment")]
-    contributing = list(ds.get("ContributingEquipmentSequence", []) or []) + [equipment]
+    # a de-identified export drops the source's equipment history (vendors, contribution times)
+    contributing = ([] if deidentify else list(ds.get("ContributingEquipmentSequence", []) or [])) + [equipment]
     if deidentify:
         deid_eq = Dataset()
         deid_eq.Manufacturer = "p2p-desktop"
