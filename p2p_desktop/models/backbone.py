@@ -98,18 +98,41 @@ class Backbone:
 
 # -- checks ---------------------------------------------------------------------------------
 def _weights_digest(path: Path, names: tuple[str, ...] = ()) -> str:
+    """SHA-256 over sorted ``relative path:sha256`` lines of every file a backbone is loaded from:
+    weights (shards and their indexes included) AND configs, tokenizer files and model_index.json,
+    so that changing ``beta_end`` or the VAE ``scaling_factor`` changes the hash as well."""
     from p2p_desktop.hashing import sha256_file
 
     if path.is_file():
         return sha256_file(path)
-    if names:
-        files = sorted(path / n for n in names)
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    files = sorted(path / n for n in names) if names else sorted(_loaded_files(path))
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.relative_to(path).as_posix()}:{sha256_file(p)}\n".encode())
     return h.hexdigest()
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder``, following symlinked sub-folders (each real folder once)."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        out += [Path(dirpath) / f for f in filenames]
+    return out
+
+
+def _loaded_files(folder: Path) -> list[Path]:
+    """The files a folder backbone is read from: model_index.json and everything in the components."""
+    out = [folder / "model_index.json"] if (folder / "model_index.json").is_file() else []
+    for comp in COMPONENTS:
+        if (folder / comp).is_dir():
+            out += [p for p in _walk(folder / comp) if p.is_file()]
+    return out
 
 
 def _weight_file(sub: Path, stems: tuple[str, ...], allow_pickle: bool) -> tuple[str | None, bool]:
@@ -119,15 +142,16 @@ def _weight_file(sub: Path, stems: tuple[str, ...], allow_pickle: bool) -> tuple
             name = stem + (f".{variant}" if variant else "")
             if (sub / f"{name}.safetensors").is_file():
                 return variant, True
-            if (sub / f"{name}.safetensors.index.json").is_file():
+            index = sub / f"{name}.safetensors.index.json"
+            if index.is_file():
+                _check_index(index)
                 return variant, True
     pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES) if sub.is_dir() else []
     if pickles:
         if not allow_pickle:
             raise UnsafeFileError(
                 f"{sub.name}/ holds only pickle weights ({', '.join(pickles)}), which can run code when "
-                "loaded; refused. Convert them to .safetensors, or opt in with --allow-pickle if you "
-                "trust the source"
+                "loaded; refused. Convert them to .safetensors"
             )
         plain = any(n.startswith(stems) and ".fp16." not in n for n in pickles)
         return (None if plain else "fp16"), False
@@ -135,6 +159,28 @@ def _weight_file(sub: Path, stems: tuple[str, ...], allow_pickle: bool) -> tuple
         f"backbone component '{sub.name}' has no weights: expected {sub / (stems[0] + '.safetensors')} "
         f"(copy the {sub.name}/ folder of a diffusers Stable Diffusion checkpoint there)"
     )
+
+
+def _check_index(index: Path) -> None:
+    """A sharded safetensors index may name only .safetensors shards inside its own folder."""
+    import json
+
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        shards = set((data.get("weight_map") or {}).values())
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{index.parent.name}/{index.name} is not a readable shard index ({exc})") from None
+    if not shards or not all(isinstance(s, str) for s in shards):
+        raise ModelError(f"{index.parent.name}/{index.name} names no weight shards")
+    for shard in sorted(shards):
+        if not shard.endswith(".safetensors"):
+            raise UnsafeFileError(
+                f"{index.parent.name}/{index.name} references the pickle shard {shard!r}, which can run code "
+                "when loaded; refused. Convert it to .safetensors")
+        target = (index.parent / shard)
+        if "/" in shard or "\\" in shard or not target.is_file():
+            raise ModelError(f"{index.parent.name}/{index.name} references {shard!r}, which is not a file "
+                             f"in {index.parent}")
 
 
 def _component_files(folder: Path, comp: str, variant: str | None, safe: bool) -> list[str]:
@@ -156,7 +202,7 @@ def check_backbone_folder(folder: str | Path, allow_pickle: bool = False) -> dic
         raise ModelError(f"backbone folder not found: {folder}")
     if not folder.is_dir():
         raise ModelError(f"backbone {folder} is neither a diffusers folder nor a .safetensors checkpoint")
-    code = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.py"))
+    code = sorted(p.relative_to(folder).as_posix() for p in _walk(folder) if p.suffix.lower() == ".py")
     if code:
         raise UnsafeFileError(
             f"backbone folder {folder} carries Python code ({', '.join(code[:3])}"
@@ -290,21 +336,132 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
         return {**common, "subfolder": comp, "use_safetensors": safe,
                 **({"variant": variant} if variant else {})}
 
+    check_configs(folder)
+    loaded = tuple(p.relative_to(folder).as_posix() for p in _loaded_files(folder))
+    digest = _weights_digest(folder, loaded)  # hashed before loading: what is recorded is what is read
     diffusers_kw = {"torch_dtype": dtype, **_low_mem_kw()}
     try:
-        vae = AutoencoderKL.from_pretrained(str(folder), **kw("vae"), **diffusers_kw)
-        unet = UNet2DConditionModel.from_pretrained(str(folder), **kw("unet"), **diffusers_kw)
-        text_encoder = CLIPTextModel.from_pretrained(str(folder), trust_remote_code=False,
-                                                     **kw("text_encoder"), **_transformers_dtype_kw(dtype))
-        tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", **common)
-        scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", **common)
+        with _library_warnings() as warned:
+            vae, info_vae = AutoencoderKL.from_pretrained(str(folder), **kw("vae"), **diffusers_kw,
+                                                          output_loading_info=True)
+            unet, info_unet = UNet2DConditionModel.from_pretrained(str(folder), **kw("unet"), **diffusers_kw,
+                                                                   output_loading_info=True)
+            text_encoder, info_te = CLIPTextModel.from_pretrained(
+                str(folder), trust_remote_code=False, output_loading_info=True, **kw("text_encoder"),
+                **_transformers_dtype_kw(dtype))
+            tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", **common)
+            scheduler = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", **common)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"backbone {folder} could not be loaded: {first}") from None
+    for comp, info in (("vae", info_vae), ("unet", info_unet), ("text_encoder", info_te)):
+        _check_loading_info(folder, comp, info)
+    _check_warnings(str(folder), warned)
     backbone = _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, str(folder))
-    backbone.weight_files = tuple(f for comp, (variant, safe) in found.items()
-                                  for f in _component_files(folder, comp, variant, safe))
+    backbone.weight_files = loaded
+    backbone._sha256 = digest
     return backbone
+
+
+# Sizes far beyond any Stable Diffusion 1.x/2.x configuration: refused before anything is built.
+_CONFIG_LIMITS = {
+    "scheduler/scheduler_config.json": {"num_train_timesteps": 100_000},
+    "unet/config.json": {"sample_size": 1024, "in_channels": 64, "out_channels": 64, "cross_attention_dim": 8192,
+                         "block_out_channels": 8192, "layers_per_block": 16},
+    "vae/config.json": {"sample_size": 8192, "latent_channels": 64, "block_out_channels": 8192,
+                        "layers_per_block": 16, "in_channels": 16, "out_channels": 16},
+    "text_encoder/config.json": {"vocab_size": 1_000_000, "hidden_size": 8192, "intermediate_size": 65536,
+                                 "num_hidden_layers": 128, "max_position_embeddings": 8192,
+                                 "num_attention_heads": 256},
+}
+
+
+def check_configs(folder: Path) -> None:
+    """Refuse configs whose sizes would exhaust memory while the model is built (one clear line)."""
+    import json
+
+    for rel, limits in _CONFIG_LIMITS.items():
+        path = folder / rel
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{rel} of backbone {folder} is not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{rel} of backbone {folder} is not a JSON object")
+        for key, limit in limits.items():
+            value = data.get(key)
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= limit:
+                    raise ModelError(f"{rel} of backbone {folder}: {key} = {v!r} is outside 1..{limit:,}; refused "
+                                     "before building the model")
+
+
+def _check_loading_info(folder: Path, comp: str, info: dict) -> None:
+    """Refuse a component whose weights do not match its architecture exactly."""
+    def names(key: str) -> list[str]:
+        return sorted(str(k if not isinstance(k, tuple) else k[0]) for k in (info.get(key) or ()))
+
+    missing, unexpected, mismatched = names("missing_keys"), names("unexpected_keys"), names("mismatched_keys")
+    errors = [str(e) for e in (info.get("error_msgs") or ())]
+    if missing or unexpected or mismatched or errors:
+        parts = []
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", mismatched),
+                            ("errors", errors)):
+            if items:
+                parts.append(f"{len(items)} {what} ({', '.join(items[:3])}{', …' if len(items) > 3 else ''})")
+        raise ModelError(f"backbone {folder}: {comp}/ weights do not match its config: {'; '.join(parts)}; "
+                         "refused (an incomplete checkpoint would produce garbage)")
+
+
+_WARNING_MARKS = ("newly initialized", "were not used when initializing", "not initialized from the model")
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+
+def _library_warnings():
+    """Capture (and keep off stderr) the loaders' log records while loading."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def scope():
+        collected = _Collect()
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                collected.messages.append(record.getMessage())
+
+        handler = Handler(level=logging.WARNING)
+        loggers = [logging.getLogger(n) for n in ("diffusers", "transformers")]
+        saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+        for lg in loggers:
+            lg.handlers = [handler]
+            lg.propagate = False
+            lg.setLevel(logging.WARNING)
+        try:
+            yield collected
+        finally:
+            for lg, (level, propagate, handlers) in zip(loggers, saved):
+                lg.handlers, lg.propagate = handlers, propagate
+                lg.setLevel(level)
+
+    return scope()
+
+
+def _check_warnings(what: str, collected: _Collect) -> None:
+    bad = [m for m in collected.messages if any(k in m for k in _WARNING_MARKS)]
+    if bad:
+        first = bad[0].strip().splitlines()[0][:200]
+        raise ModelError(f"backbone {what}: weights missing or unexpected ({first}); refused (an incomplete "
+                         "checkpoint would produce garbage)")
 
 
 def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dtype,
@@ -315,7 +472,7 @@ def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dt
     if suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise UnsafeFileError(
             f"{path.name} is a pickle checkpoint, which can run code when loaded; refused. Use the "
-            ".safetensors version, or opt in with --allow-pickle if you trust the source"
+            ".safetensors version"
         )
     if suffix not in (".safetensors",) + PICKLE_SUFFIXES:
         raise ModelError(f"{path.name}: unsupported checkpoint format {suffix!r} (use .safetensors)")
@@ -328,22 +485,32 @@ def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dt
     config_dir = Path(config_dir)
     if not (config_dir / "model_index.json").is_file():
         raise ModelError(f"config folder {config_dir}: model_index.json is missing")
-    code = sorted(p.name for p in config_dir.rglob("*.py"))
+    code = sorted(p.name for p in _walk(config_dir) if p.suffix.lower() == ".py")
     if code:
         raise UnsafeFileError(f"config folder {config_dir} carries Python code ({', '.join(code[:3])}); refused")
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
     _quiet_loaders()
+    check_configs(config_dir)
+    from p2p_desktop.hashing import sha256_file
+
+    h = hashlib.sha256(f"{path.name}:{sha256_file(path)}\n".encode())
+    h.update(_weights_digest(config_dir, tuple(p.relative_to(config_dir).as_posix()
+                                               for p in _loaded_files(config_dir))).encode())
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config_dir), local_files_only=True, safety_checker=None,
-            requires_safety_checker=False, load_safety_checker=False, torch_dtype=dtype)
-        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        with _library_warnings() as warned:
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), config=str(config_dir), local_files_only=True, safety_checker=None,
+                requires_safety_checker=False, load_safety_checker=False, torch_dtype=dtype)
+            scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"checkpoint {path.name} could not be loaded with configs from {config_dir}: {first}") from None
-    return _assemble(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, device, dtype,
-                     path.stem, str(path))
+    _check_warnings(path.name, warned)
+    backbone = _assemble(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, device, dtype,
+                         path.stem, str(path))
+    backbone._sha256 = h.hexdigest()  # the checkpoint and every config read with it
+    return backbone
 
 
 def _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, path) -> Backbone:
