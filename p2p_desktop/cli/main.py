@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -34,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"p2p-desktop: error: {message}\n")
+        sys.stderr.write(f"p2p-desktop: error: {escape_controls(message)}\n")
         raise SystemExit(2)
 
 
@@ -76,6 +77,39 @@ def _write_crash_log(exc: BaseException) -> Path | None:
         return None
 
 
+_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Terminal control characters (escape sequences in file names, say) shown as ``\\xNN``."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _EscapingStream:
+    """A text stream that never passes terminal control sequences through (tab, CR, LF kept)."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+
+    def write(self, text: str) -> int:
+        self._raw.write(escape_controls(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled exactly like Ctrl-C: everything written is rolled back, nothing audited."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+_QUIET_LOGGERS = ("diffusers", "transformers", "pydicom", "PIL", "torch", "huggingface_hub", "matplotlib")
+
+
 def main(argv: list[str] | None = None) -> int:
     from p2p_desktop.errors import Cancelled, P2PError
 
@@ -88,21 +122,71 @@ def main(argv: list[str] | None = None) -> int:
             from p2p_desktop.gui.app import run_app
 
             return run_app(smoke_test=args.smoke_test, screenshot=args.screenshot)
-        return int(args.handler(args) or 0)
+        with _command_scope(verbose=bool(args.verbose)):
+            return int(args.handler(args) or 0)
     except Cancelled as exc:
-        sys.stderr.write(f"p2p-desktop: cancelled: {exc}\n")
+        sys.stderr.write(f"p2p-desktop: cancelled: {escape_controls(str(exc))}\n")
+        return 3
+    except _Terminated:
+        sys.stderr.write("p2p-desktop: cancelled (terminated); nothing half-written was left behind\n")
         return 3
     except KeyboardInterrupt:
         sys.stderr.write("p2p-desktop: cancelled (Ctrl-C); nothing half-written was left behind\n")
         return 3
     except P2PError as exc:
-        sys.stderr.write(f"p2p-desktop: error: {exc}\n")
+        sys.stderr.write(f"p2p-desktop: error: {escape_controls(str(exc))}\n")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - last line of defence: short message + log
         log = _write_crash_log(exc)
         where = f"; details in {log}" if log else ""
-        sys.stderr.write(f"p2p-desktop: internal error: {type(exc).__name__}: {exc}{where}\n")
+        sys.stderr.write(escape_controls(f"p2p-desktop: internal error: {type(exc).__name__}: {exc}{where}") + "\n")
         return 1
+
+
+class _command_scope:
+    """While a sub-command runs: stdout/stderr escape control characters, SIGTERM cancels like
+    Ctrl-C (outputs rolled back, nothing audited), library warnings and log records stay off
+    stderr unless --verbose (a refusal is one line)."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def __enter__(self):
+        import logging
+        import signal
+        import threading
+        import warnings
+
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _EscapingStream(sys.stdout), _EscapingStream(sys.stderr)
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            except (ValueError, OSError):  # pragma: no cover
+                self._previous = None
+        self._warnings = warnings.catch_warnings(record=True)
+        self._caught = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        self._loggers = [logging.getLogger(n) for n in _QUIET_LOGGERS]
+        self._levels = [lg.level for lg in self._loggers]
+        if not self.verbose:
+            for lg in self._loggers:
+                lg.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)
+        self._warnings.__exit__(None, None, None)
+        if self.verbose:
+            for w in self._caught:
+                sys.stderr.write(f"p2p-desktop: library warning: {w.category.__name__}: {w.message}\n")
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        sys.stdout, sys.stderr = self._streams
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -406,7 +406,8 @@ def export_dicom(result, study, outs, deidentify: bool = False, *, name: str | N
     """
     ds, warnings = build_adversarial_dataset(result, study, deidentify=deidentify, now=now)
     data = dataset_to_bytes(ds)
-    path = outs.write_bytes(name or dicom_output_name(study, result.attack), data, kind="dicom")
+    path = outs.write_bytes(name or dicom_output_name(study, result.attack), data, kind="dicom",
+                            private=not deidentify)  # the patient's header: owner-only
     for w in warnings:
         if w not in result.notes:
             result.notes.append(w)

@@ -45,23 +45,47 @@ def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path] = ()) -> 
     return out
 
 
+def _taken(path: Path) -> bool:
+    """Any directory entry makes a name taken: a file, a folder, a symlink (dangling ones too)."""
+    return os.path.lexists(path)
+
+
 def unique_path(path: Path) -> Path:
-    """``path`` if free, else ``stem-1.ext``, ``stem-2.ext`` …"""
-    if not path.exists():
+    """``path`` if free, else ``stem-1.ext``, ``stem-2.ext`` … (any existing entry counts as taken)."""
+    if not _taken(path):
         return path
     i = 1
     while True:
         cand = path.with_name(f"{path.stem}-{i}{path.suffix}")
-        if not cand.exists():
+        if not _taken(cand):
             return cand
         i += 1
+        if i > 100_000:
+            raise OutputError(f"no free name for {path.name} in {path.parent}")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # pragma: no cover - non-Linux: read and restore at once
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> Path:
     """Write ``data`` to a new file at ``path`` (or a fresh name beside it); returns the path used.
 
     The bytes go to a temporary file in the same folder, are fsynced, then linked into place
     (which fails rather than overwrite). A full disk raises :class:`OutputError` and leaves nothing.
+    The file's mode follows the umask (0666 & ~umask), like any file the user creates, except
+    ``private`` outputs (identifying by design, e.g. a DICOM export that keeps the patient's
+    header): those are 0600.
     """
     path = Path(path)
     folder = path.parent
@@ -69,8 +93,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".part")
+    try:  # a short temporary name: it must fit wherever the final name fits
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".p2p-", suffix=".part")
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
     try:
+        try:
+            os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())
+        except (OSError, AttributeError):  # pragma: no cover - Windows
+            pass
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -87,9 +118,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
                 break
             except FileExistsError:
                 continue  # someone took the name meanwhile: pick the next one
-            except OSError:
-                if target.exists():
+            except OSError as exc:
+                if _taken(target):
                     continue
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
                 os.replace(tmp, target)  # file systems without hard links
                 break
         return target
@@ -123,10 +156,10 @@ class OutputSet:
     def path_for(self, name: str) -> Path:
         return unique_path(self.out_dir / name)
 
-    def write_bytes(self, name: str, data: bytes, kind: str) -> Path:
+    def write_bytes(self, name: str, data: bytes, kind: str, *, private: bool = False) -> Path:
         if self.cancel is not None:
             self.cancel.check()  # raises Cancelled; the with-block then rolls everything back
-        path = atomic_write_bytes(self.out_dir / name, data)
+        path = atomic_write_bytes(self.out_dir / name, data, private=private)
         self.records.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
         return path
 
