@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from p2p_desktop.errors import OutputError
+from p2p_desktop.jsonsafe import finite_json
 
 __all__ = ["GENESIS", "AuditLog", "ChainReport", "default_log_path", "default_key_path", "canonical_json",
            "record_hash", "record_mac", "key_id", "load_key", "append_event", "verify_log", "repair_log",
@@ -230,7 +231,8 @@ class AuditLog:
                             fh.seek(0, os.SEEK_END)
                             fh.write(b"\n")
                             offset += 1
-                    record = {"seq": seq, "time": _now(), "event": str(event), "data": data, "prev": prev,
+                    record = {"seq": seq, "time": _now(), "event": str(event), "data": finite_json(data),
+                              "prev": prev,
                               "key": key_id(key)}
                     record["hash"] = record_hash(record)
                     record["mac"] = record_mac(record, key)

@@ -781,7 +781,8 @@ def evaluate(
     outputs = [{"kind": "per-image-csv", "path": str(per_image_path), "sha256": sha256_file(per_image_path)}]
     for kind, data in (("summary-md", summary_markdown(summary, notes, header).encode()),
                        ("summary-csv", _summary_csv(summary).encode()),
-                       ("summary-json", json.dumps(summary_json, indent=2, default=str).encode())):
+                       ("summary-json", json.dumps(_finite(summary_json), indent=2, default=str,
+                                                   allow_nan=False).encode())):
         path = out / SUMMARY_FILES[kind]
         _replace_atomic(path, data)
         outputs.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
@@ -794,6 +795,12 @@ def evaluate(
     return EvaluationResult(out_dir=out, summary=summary, rows=rows, outputs=outputs, notes=notes, config=config,
                             fingerprint=fingerprint, attacked=attacked, resumed=resumed, seconds=seconds,
                             adversarial_dir=adv_dir if adv_dir.is_dir() else None)
+
+
+def _finite(obj):
+    from p2p_desktop.jsonsafe import finite_json
+
+    return finite_json(obj)
 
 
 def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, formats, meta) -> list[dict[str, str]]:

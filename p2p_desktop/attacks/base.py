@@ -37,7 +37,7 @@ __all__ = ["AttackConfig", "StepEvent", "StepCallback", "AttackContext", "Attack
 class AttackConfig(Config):
     """Fields every attack has."""
 
-    seed: int = param(0, help="Random seed: same seed + same device gives the same output.", min=0)
+    seed: int = param(0, help="Random seed: same seed + same device gives the same output.", min=0, max=2**63 - 1)
     target: str | None = param(
         None, help="Target class for a targeted attack; empty means untargeted (any wrong class)."
     )

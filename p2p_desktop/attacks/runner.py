@@ -27,7 +27,7 @@ import numpy as np
 
 from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
 from p2p_desktop.cancel import CancelToken
-from p2p_desktop.errors import InputError, OutOfMemory
+from p2p_desktop.errors import InputError, ModelError, OutOfMemory
 from p2p_desktop.io.study import Study
 from p2p_desktop.metrics import compute_metrics
 from p2p_desktop.models.classifier import Classifier, to_numpy, to_tensor
@@ -238,12 +238,18 @@ def run_attack(
     # 4. back to the source geometry, quantised as it will be written
     with torch.no_grad():
         adv = out.adversarial.detach().to(x.device, dtype=torch.float32)
+        if not bool(torch.isfinite(adv).all()):  # never quantise NaN/Inf into an image
+            raise ModelError(f"{attack.name} produced non-finite pixel values (NaN or Inf): the classifier or "
+                             "backbone is broken or incomplete; nothing was written")
         p_int = classifier.probs(adv)[0].float().cpu().numpy()
         adv_src = _to_source_geometry(adv, x)
     written = study.quantise(to_numpy(adv_src))
     # 5. the verdict on the written image
     with torch.no_grad():
         p1 = classifier.probs(to_tensor(written).to(classifier.device))[0].float().cpu().numpy()
+    if not (np.isfinite(p1).all() and np.isfinite(p_int).all()):
+        raise ModelError("the classifier returned non-finite probabilities (NaN or Inf) for the attacked image; "
+                         "nothing was written")
     adv_idx, int_idx = int(p1.argmax()), int(p_int.argmax())
     success, success_internal = ctx.is_adversarial(adv_idx), ctx.is_adversarial(int_idx)
     if success != success_internal:

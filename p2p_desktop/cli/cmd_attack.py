@@ -8,7 +8,7 @@ from pathlib import Path
 from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
 from p2p_desktop.attacks.factory import build_attack, parse_params
 from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
-from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, split_list
+from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, seed_arg, split_list
 
 __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
 
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--target", help="target class (targeted attack); default untargeted")
     p.add_argument("--eps", type=float, help="perturbation budget ε in [0,1] pixel units")
     p.add_argument("--steps", type=int, help="number of iterations")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed, 0 to 2^63-1 (default 0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other attack parameter (repeatable), e.g. --param alpha=0.005")
     p.add_argument("--label", help="true class of the image (default: the clean prediction)")

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, split_list
+from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, seed_arg, split_list
 
 __all__ = ["add_parser", "run"]
 
@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
                    help="output folder (outside the dataset); an unfinished run there is resumed")
     p.add_argument("--backbone", help="diffusion backbone for diff-pgd/p2p: 'demo' (default) or a local folder")
     p.add_argument("--limit", type=int, metavar="N", help="use only N images (classes taken in turn)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of every attack (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed of every attack, 0 to 2^63-1 (default 0)")
     p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",
                    help="attack parameter (repeatable), e.g. --param pgd.steps=20; without 'ATTACK.' it "
                         "applies to every attack that has the parameter")

@@ -61,6 +61,15 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
     info = record["input"]
     options = record.get("options") or {}
     cls = get(record["attack"]["name"])
+    recorded_plugin = record["attack"].get("plugin")
+    if isinstance(recorded_plugin, dict):  # the same plugin code, or no re-run
+        from p2p_desktop import plugins
+
+        now = plugins.loaded(record["attack"]["name"]) or {}
+        if now.get("sha256") != recorded_plugin.get("sha256"):
+            raise InputError(f"attack plugin {record['attack']['name']!r} differs from the recorded run: SHA-256 "
+                             f"{str(now.get('sha256'))[:16]}… but the record says "
+                             f"{str(recorded_plugin.get('sha256'))[:16]}…")
     attack = cls(cls.Config.from_dict(dict(record["attack"].get("config") or {})))
     recorded_device = str(record.get("device") or "cpu")
     dev = resolve_device(device or ("cuda" if recorded_device.startswith("cuda") else recorded_device))

@@ -6,12 +6,14 @@ import json
 import sys
 from typing import Any
 
-__all__ = ["emit_json", "progress_bar", "add_device_arg", "split_list"]
+from p2p_desktop.jsonsafe import finite_json
+
+__all__ = ["emit_json", "progress_bar", "add_device_arg", "split_list", "seed_arg", "finite_json"]
 
 
 def emit_json(obj: Any) -> None:
-    """Exactly one JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Exactly one JSON object on stdout (strict JSON: no NaN or Infinity)."""
+    sys.stdout.write(json.dumps(finite_json(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -30,6 +32,19 @@ def progress_bar(total: int, desc: str, unit: str = "it"):
 def add_device_arg(p) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="compute device (default: auto = CUDA, then MPS, then CPU)")
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of ``--seed``: a whole number from 0 to 2^63-1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 0 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2^63-1, got {text}")
+    return value
 
 
 def split_list(text: str | None) -> list[str]:

@@ -140,7 +140,9 @@ def write_provenance(result, study, outs, **kwargs: Any) -> Path:
     outputs written so far; returns its path. ``kwargs`` as for :func:`provenance_record`."""
     kwargs.setdefault("outputs", list(outs.records))
     record = provenance_record(result, study, **kwargs)
-    data = json.dumps(record, indent=2, sort_keys=False).encode("utf-8") + b"\n"
+    from p2p_desktop.jsonsafe import finite_json
+
+    data = json.dumps(finite_json(record), indent=2, sort_keys=False, allow_nan=False).encode("utf-8") + b"\n"
     return outs.write_bytes(provenance_name(study, result.attack), data, kind="provenance")
 
 
@@ -155,7 +157,10 @@ def load_provenance(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path.name} is not a readable provenance record ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(f"{path.name} is not a p2p-desktop provenance record (no \"format\": \"{FORMAT}\")")
-    if int(record.get("version", 0)) > VERSION:
+    version = record.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"{path.name}: provenance field 'version' must be a whole number, got {version!r}")
+    if version > VERSION:
         raise InputError(f"{path.name} has provenance version {record.get('version')}; this program reads "
                          f"up to {VERSION} (update p2p-desktop)")
     for key in ("input", "attack", "classifier", "seed"):
@@ -165,7 +170,57 @@ def load_provenance(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path.name}: provenance record lacks the input path")
     if not isinstance(record["attack"], dict) or "name" not in record["attack"]:
         raise InputError(f"{path.name}: provenance record lacks the attack name")
+    _check_types(record, path.name)
     return record
+
+
+_SHA = frozenset("0123456789abcdef")
+
+
+def _check_types(record: dict[str, Any], name: str) -> None:
+    """Every field a re-run reads has the type it must have (a hand-edited record is bad input)."""
+    def bad(field: str, what: str, value: Any) -> InputError:
+        return InputError(f"{name}: provenance field {field!r} must be {what}, got {value!r}"[:300])
+
+    def whole(field: str, value: Any, lo: int, hi: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise bad(field, f"a whole number from {lo} to {hi}", value)
+
+    def sha(field: str, value: Any, required: bool = False) -> None:
+        if value is None and not required:
+            return
+        if not isinstance(value, str) or len(value) != 64 or not set(value) <= _SHA:
+            raise bad(field, "a SHA-256 (64 lowercase hex digits)", value)
+
+    inp = record["input"]
+    if not isinstance(inp["path"], str):
+        raise bad("input.path", "a path", inp["path"])
+    sha("input.sha256", inp.get("sha256"), required=True)
+    if inp.get("frame") is not None:
+        whole("input.frame", inp["frame"], 0, 1_000_000)
+    if inp.get("true_label") is not None and not isinstance(inp["true_label"], str):
+        raise bad("input.true_label", "a class name", inp["true_label"])
+    whole("seed", record["seed"], 0, 2**63 - 1)
+    attack = record["attack"]
+    if not isinstance(attack["name"], str):
+        raise bad("attack.name", "a name", attack["name"])
+    if attack.get("config") is not None and not isinstance(attack["config"], dict):
+        raise bad("attack.config", "an object", attack["config"])
+    if not isinstance(record["classifier"], dict):
+        raise bad("classifier", "an object", record["classifier"])
+    sha("classifier.weights_sha256", record["classifier"].get("weights_sha256"))
+    backbone = record.get("backbone")
+    if backbone is not None:
+        if not isinstance(backbone, dict) or not isinstance(backbone.get("spec"), str):
+            raise bad("backbone", "an object with a 'spec'", backbone)
+        sha("backbone.weights_sha256", backbone.get("weights_sha256"))
+    for key in ("options", "versions"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            raise bad(key, "an object", record[key])
+    if record.get("device") is not None and not isinstance(record["device"], str):
+        raise bad("device", "a device name", record["device"])
+    if not isinstance(record.get("outputs", []), list):
+        raise bad("outputs", "a list", record.get("outputs"))
 
 
 def verify_input(record: dict[str, Any]) -> Path:
@@ -175,6 +230,9 @@ def verify_input(record: dict[str, Any]) -> Path:
     if not path.is_file():
         raise InputError(f"input {path} of the recorded run is missing")
     expected = info.get("sha256")
+    if not expected:  # never re-run on a file nobody can show is the recorded one
+        raise InputError(f"the provenance record has no SHA-256 of its input {path}, so it cannot be "
+                         "verified that this is the recorded file; refused")
     if expected:
         actual = sha256_file(path)
         if actual != expected:

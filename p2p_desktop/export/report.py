@@ -224,7 +224,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if value != value:
+        if value != value or value in (float("inf"), float("-inf")):
             return "—"
         return f"{value:.4g}"
     if isinstance(value, (dict, list, tuple)):

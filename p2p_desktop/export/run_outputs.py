@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from p2p_desktop.jsonsafe import finite_json
+
 __all__ = ["write_run_outputs", "audit_record"]
 
 
@@ -27,7 +29,8 @@ def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: b
     summary = {"input": str(study.path), "input_sha256": input_sha256, **result.summary(),
                "outputs": list(outs.records)}
     outs.write_bytes(f"{output_stem(study, result.attack)}_result.json",
-                     json.dumps(summary, indent=2, default=str).encode(), kind="result")
+                     json.dumps(finite_json(summary), indent=2, default=str, allow_nan=False).encode(),
+                     kind="result")
     if reports:
         from p2p_desktop.export.report import write_reports
 

@@ -78,14 +78,35 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> Path:
+class _deferred_signals:
+    """Ctrl-C and SIGTERM wait (POSIX, main thread) while a file is linked into place and
+    recorded, so a cancel can never leave a file that its OutputSet does not know about."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._mask = None
+        if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False, on_created=None) -> Path:
     """Write ``data`` to a new file at ``path`` (or a fresh name beside it); returns the path used.
 
     The bytes go to a temporary file in the same folder, are fsynced, then linked into place
     (which fails rather than overwrite). A full disk raises :class:`OutputError` and leaves nothing.
     The file's mode follows the umask (0666 & ~umask), like any file the user creates, except
     ``private`` outputs (identifying by design, e.g. a DICOM export that keeps the patient's
-    header): those are 0600.
+    header): those are 0600. ``on_created(path)`` is called as soon as the file exists (with
+    Ctrl-C and SIGTERM held back), so that a caller can always roll it back.
     """
     path = Path(path)
     folder = path.parent
@@ -113,17 +134,19 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) 
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         while True:
             target = unique_path(path)
-            try:
-                os.link(tmp, target)
-                break
-            except FileExistsError:
-                continue  # someone took the name meanwhile: pick the next one
-            except OSError as exc:
-                if _taken(target):
-                    continue
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                    raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-                os.replace(tmp, target)  # file systems without hard links
+            with _deferred_signals():
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    continue  # someone took the name meanwhile: pick the next one
+                except OSError as exc:
+                    if _taken(target):
+                        continue
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
+                    os.replace(tmp, target)  # file systems without hard links
+                if on_created is not None:
+                    on_created(target)
                 break
         return target
     finally:
@@ -159,9 +182,12 @@ class OutputSet:
     def write_bytes(self, name: str, data: bytes, kind: str, *, private: bool = False) -> Path:
         if self.cancel is not None:
             self.cancel.check()  # raises Cancelled; the with-block then rolls everything back
-        path = atomic_write_bytes(self.out_dir / name, data, private=private)
-        self.records.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
-        return path
+        digest = sha256_bytes(data)
+
+        def created(path: Path) -> None:  # recorded the moment it exists: a cancel rolls it back
+            self.records.append({"kind": kind, "path": str(path), "sha256": digest})
+
+        return atomic_write_bytes(self.out_dir / name, data, private=private, on_created=created)
 
     def rollback(self) -> None:
         for rec in self.records:
