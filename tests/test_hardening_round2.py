@@ -92,19 +92,27 @@ def test_nan_attack_output_is_refused_and_nothing_written(tmp_path, weights, plu
     assert not (tmp_path / "o").exists() and _no_records(log) and out.out == ""
 
 
-def test_infinite_metrics_give_valid_json(tmp_path, weights, plugin_attack, capsys):
-    # an attack that changes nothing: PSNR is +inf, which used to be written as a bare `Infinity`
+def test_non_finite_numbers_give_valid_json(tmp_path, capsys):
+    # NaN metrics used to reach stdout and files as bare NaN, and made the audit append crash
+    from p2p_desktop.audit import AuditLog
+    from p2p_desktop.cli.common import emit_json
+
+    emit_json({"metrics": {"ssim": float("nan"), "psnr": float("inf"), "l2": 0.5}})
+    assert _strict(capsys.readouterr().out) == {"metrics": {"ssim": None, "psnr": None, "l2": 0.5}}
+    log = AuditLog(tmp_path / "audit.jsonl")
+    rec = log.append("attack", {"metrics": {"ssim": float("nan")}})
+    assert rec["data"]["metrics"]["ssim"] is None and log.verify().ok
+
+
+def test_noop_attack_gives_valid_json(tmp_path, weights, plugin_attack, capsys):
     name = plugin_attack("noop-attack", "return AttackOutput(adversarial=x.clone(), iterations=1)")
     code = main("attack", RGB, "--attack", name, *_clf(weights), "--out", tmp_path / "o", "--json",
                 "--audit-log", tmp_path / "audit.jsonl")
     out = capsys.readouterr()
     assert code == 0, out.err
-    data = _strict(out.out)
-    assert data["metrics"]["psnr"] is None
+    _strict(out.out)
     for f in (tmp_path / "o").glob("*.json"):
         _strict(f.read_text())
-    for line in (tmp_path / "audit.jsonl").read_text().splitlines():
-        _strict(line)
 
 
 # -- item 9: dangling symlinks at output names, SIGTERM ------------------------------------------
@@ -261,12 +269,15 @@ def test_escape_sequences_in_file_names_are_not_printed_raw(tmp_path, weights, c
 
 
 # -- item 19: one line on exit 2 ----------------------------------------------------------------
-def test_exit_2_is_one_line_even_when_libraries_warn(tmp_path, capsys):
-    # ExplVR_BigEnd.dcm makes pydicom warn while it is read; the classifier then is missing
-    code = main("attack", get_testdata_file("ExplVR_BigEnd.dcm"), "--attack", "fgsm", "--classifier",
-                tmp_path / "missing.pth", "--arch", "squeezenet1_1", "--classes", "a,b", "--out", tmp_path / "o")
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
+def test_exit_2_is_one_line_even_when_libraries_warn(tmp_path):
+    # badVR.dcm makes pydicom warn twice (invalid IS and UI values) before it is refused: the warnings
+    # used to reach stderr as 4 more lines. A real process: pytest would swallow the warnings in-process.
+    proc = subprocess.run([sys.executable, "-m", "p2p_desktop", "attack", get_testdata_file("badVR.dcm"),
+                           "--attack", "fgsm", "--classifier", "demo-squeezenet1_1", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "P2P_DESKTOP_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "NumberOfFrames" in proc.stderr and not (tmp_path / "o").exists()
 
 
 # -- item 20: modes follow the umask -------------------------------------------------------------
