@@ -246,6 +246,11 @@ def _geometry(ds: Any, path: Path) -> DicomGeometry:
     if geo.total_bytes > MAX_TOTAL_BYTES:
         raise _error(path, f"pixel data too large: {n_frames} frames of {rows}x{cols}x{samples} "
                            f"= {geo.total_bytes / 2**30:.1f} GiB (limit {MAX_TOTAL_BYTES / 2**30:.0f} GiB)")
+    from p2p_desktop.io.memory import check_decode_budget
+
+    reason = check_decode_budget(cols, rows)  # one frame goes through the pipeline
+    if reason:
+        raise _error(path, reason)
     return geo
 
 

@@ -121,6 +121,12 @@ def _check_size(path: Path, im) -> None:
         im.close()
         raise _error(path, f"image too large: {w}x{h} = {w * h / 1e6:.0f} megapixels "
                            f"(limit {MAX_IMAGE_PIXELS / 1e6:.0f}; decompression bomb guard)")
+    from p2p_desktop.io.memory import check_decode_budget
+
+    reason = check_decode_budget(w, h)
+    if reason:
+        im.close()
+        raise _error(path, reason)
 
 
 def probe_image(path: str | os.PathLike) -> ImageProbe:
