@@ -299,3 +299,22 @@ def test_outputs_follow_the_umask_except_identifying_dicom(tmp_path, weights, ca
     assert [m for n, m in modes.items() if n.endswith(".dcm")] == [0o600]  # the patient's header
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in (tmp_path / "d").iterdir())  # de-identified
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in (tmp_path / "g").iterdir())
+
+
+# -- item 12: sizes checked before building -----------------------------------------------------
+def test_card_with_two_million_classes_is_refused_before_building(tmp_path, weights, capsys):
+    import resource
+
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"architecture": "squeezenet1_1", "weights": str(weights),
+                                "classes": [f"c{i}" for i in range(2_000_000)]}))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.time()
+    code = main("classify", RGB, "--classifier", card)
+    err = capsys.readouterr().err
+    assert code == 2 and "2 to 1000 names" in err and len(err.strip().splitlines()) == 1, err
+    assert time.time() - t0 < 60
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KB: no 2M-wide head built
+    assert main("classify", RGB, "--classifier", weights, "--arch", "squeezenet1_1",
+                "--classes", ",".join(f"c{i}" for i in range(5000))) == 2
+    assert "2 to 1000 classes" in capsys.readouterr().err

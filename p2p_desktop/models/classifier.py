@@ -104,6 +104,18 @@ class ModelCard:
             where = Path(card_path).name if card_path else "model card"
             raise ModelError(f"{where}: missing field(s) {', '.join(missing)}")
         extra = {k: v for k, v in data.items() if k not in known}
+        where = Path(card_path).name if card_path else "model card"
+        classes = data["classes"]
+        if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
+            count = len(classes) if isinstance(classes, list) else type(classes).__name__
+            raise ModelError(f"{where}: 'classes' must be a list of 2 to {MAX_CLASSES} names, got {count}; "
+                             "refused before building the model")
+        size = data.get("input_size", 224)
+        if isinstance(size, bool) or not isinstance(size, int) or not MIN_INPUT <= size <= MAX_INPUT:
+            raise ModelError(f"{where}: 'input_size' must be a whole number from {MIN_INPUT} to {MAX_INPUT}, "
+                             f"got {size!r}")
+        if data.get("in_channels", 3) not in (1, 3):
+            raise ModelError(f"{where}: 'in_channels' must be 1 or 3, got {data.get('in_channels')!r}")
         try:
             return cls(
                 name=str(data.get("name") or Path(str(data["weights"])).stem),
@@ -133,10 +145,18 @@ class ModelCard:
         return d
 
 
+MAX_CLASSES = 1000  # ImageNet's head; a card asking for millions would exhaust memory while building
+MIN_INPUT, MAX_INPUT = 16, 4096
+
+
 def build_architecture(arch: str, num_classes: int, in_channels: int = 3):
     """An untrained torchvision network with a ``num_classes`` head (no download ever)."""
     import torch.nn as nn
     import torchvision
+
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= MAX_CLASSES:
+        raise ModelError(f"a classifier needs 2 to {MAX_CLASSES} classes, got {num_classes!r}; refused before "
+                         "building it")
 
     if arch not in ARCHITECTURES:
         raise ModelError(f"unknown architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
