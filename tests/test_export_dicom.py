@@ -183,8 +183,7 @@ def test_export_signed_ct_with_rescale(pydicom_file, clf, outs_dir, tmp_path):
 @pytest.fixture(scope="module")
 def phantom_dicom(tmp_path_factory):
     from p2p_desktop import phantoms
-    if not hasattr(phantoms, "write_dicom_dataset"):
-        pytest.skip("p2p_desktop.phantoms.write_dicom_dataset is not available")
+
     paths = phantoms.write_dicom_dataset(tmp_path_factory.mktemp("phantoms"), 1, 0, size=64)
     return Path(paths[0])
 
