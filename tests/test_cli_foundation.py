@@ -31,6 +31,36 @@ def squeezenet_weights(tmp_path_factory) -> Path:
     return path
 
 
+def _reference_probs(weights: Path, image_path, size: int) -> dict[str, float]:
+    """The verdict computed here without the project's classifier code: torchvision's
+    squeezenet1_1 with the weights, bilinear resize to ``size``, ImageNet normalisation, softmax."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+
+    from p2p_desktop.io import load_study
+
+    net = torchvision.models.squeezenet1_1(num_classes=3)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.eval()
+    img = load_study(image_path).image
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        p = torch.softmax(net((x - mean) / std), dim=1)[0].tolist()
+    return dict(zip(CLASSES.split(","), p))
+
+
+def _expect_verdict(result: dict, weights: Path, image_path, size: int) -> None:
+    ref = _reference_probs(weights, image_path, size)
+    assert result["probs"] == pytest.approx(ref, abs=1e-5)
+    assert result["label"] == max(ref, key=ref.get)
+
+
 def _run(argv, capsys):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()
@@ -51,8 +81,8 @@ def test_classify_pydicom_ultrasound_json(squeezenet_weights, capsys):
     assert code == 0, err
     data = json.loads(out)
     assert [r["input"] for r in data["results"]] == [str(f) for f in files]
-    for r in data["results"]:
-        assert r["label"] in CLASSES.split(",")
+    for r, f in zip(data["results"], files):
+        _expect_verdict(r, squeezenet_weights, f, 128)  # the label and probabilities of this image
         assert abs(sum(r["probs"].values()) - 1) < 1e-4
 
 
@@ -174,7 +204,8 @@ def test_console_entry_point_subprocess(squeezenet_weights, tmp_path):
                            str(squeezenet_weights), "--arch", "squeezenet1_1", "--classes", CLASSES, "--json"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["results"][0]["label"] in CLASSES.split(",")
+    _expect_verdict(json.loads(proc.stdout)["results"][0], squeezenet_weights,
+                    get_testdata_file("examples_ybr_color.dcm"), 224)
     proc = subprocess.run([str(exe), "classify", str(tmp_path / "missing.dcm"), "--classifier",
                            str(squeezenet_weights), "--arch", "squeezenet1_1", "--classes", CLASSES],
                           capture_output=True, text=True, timeout=300, env=env)

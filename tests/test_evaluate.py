@@ -40,20 +40,6 @@ def _save_classifier(folder: Path, arch: str, seed: int, name: str) -> Path:
     return path
 
 
-def _write_dataset(root: Path, per_class: int = 3, size: int = 40) -> Path:
-    """A BUSI-layout folder of 8-bit grey PNGs, each with a ``_mask.png`` beside it."""
-    from PIL import Image
-
-    rng = np.random.RandomState(0)
-    for label in CLASSES:
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            img = np.clip(0.5 + 0.2 * rng.randn(size, size), 0, 1)
-            Image.fromarray((img * 255).astype(np.uint8)).save(root / label / f"{label} ({i + 1}).png")
-            Image.fromarray(((img > 0.6) * 255).astype(np.uint8)).save(root / label / f"{label} ({i + 1})_mask.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """Dataset, two classifier cards, and the clean verdicts computed independently."""
@@ -65,13 +51,12 @@ def bench(tmp_path_factory):
     models.mkdir()
     # seeds picked so that the untrained networks' verdicts vary and PGD can move them
     cards = [_save_classifier(models, "resnet18", 0, "rn"), _save_classifier(models, "squeezenet1_1", 0, "sq")]
-    try:  # the project's phantoms (BUSI layout, masks, a metadata CSV/JSON beside the class folders)
-        from p2p_desktop.phantoms import write_png_dataset
+    # the project's phantoms (BUSI layout, masks, a metadata CSV/JSON beside the class folders);
+    # a failing import is a failure, not a reason to test something else
+    from p2p_desktop.phantoms import write_png_dataset
 
-        write_png_dataset(base / "busi", 9, seed=3, size=48)
-        data = base / "busi"
-    except ImportError:
-        data = _write_dataset(base / "busi")
+    write_png_dataset(base / "busi", 9, seed=3, size=48)
+    data = base / "busi"
     items = load_dataset(data)
     correct = {}
     for card in cards:
@@ -229,6 +214,39 @@ def test_tables_complete(bench, full_run):
     assert doc["summary"] == json.loads(json.dumps(res.summary))
     assert any("pt_inception-2015-12-05-6726825d.pth" in n for n in doc["notes"])
     assert not list(out.rglob("*.part"))
+
+
+def test_rows_hold_the_values_of_a_direct_run_of_each_job(bench, full_run):
+    """Each row's verdict and metrics are those of the job run on its own (same seed and
+    settings), and a success's adversarial PNG is that run's written image."""
+    from p2p_desktop.attacks.runner import run_attack
+    from p2p_desktop.evaluate import build_attacks
+    from p2p_desktop.io import load_study
+    from p2p_desktop.models.classifier import load_classifier
+
+    attacks = {a.name: a for a in build_attacks(["fgsm", "pgd"], seed=0, params={"pgd.steps": 3})}
+    cards = {load_classifier(c).name: c for c in bench["cards"]}
+    csv_rows = {(r["image"], r["classifier"], r["attack"]): r for r in _csv(full_run.out_dir / "per_image.csv")}
+    checked = set()
+    for row in full_run.rows:
+        if (row["classifier"], row["attack"]) in checked:
+            continue  # one job per classifier × attack keeps this quick
+        checked.add((row["classifier"], row["attack"]))
+        clf = load_classifier(cards[row["classifier"]])
+        study = load_study(bench["data"] / row["image"])
+        assert row["clean_pred"] == clf.predict(study.image)[0] == row["label"]
+        res = run_attack(study, clf, attacks[row["attack"]], true_label=row["label"])
+        assert row["adv_pred"] == res.adversarial_label and row["success"] == res.success
+        assert row["iterations"] == res.iterations
+        for key in ("ssim", "psnr", "l2", "linf"):
+            assert row[key] == pytest.approx(res.metrics[key], rel=1e-6, abs=1e-9), key
+        text = csv_rows[(row["image"], row["classifier"], row["attack"])]
+        assert text["adv_pred"] == res.adversarial_label and text["success"] == str(res.success).lower()
+        assert float(text["ssim"]) == pytest.approx(res.metrics["ssim"], rel=1e-6)
+        png = full_run.out_dir / "adversarial" / row["classifier"] / row["attack"] / row["image"]
+        if res.success:
+            np.testing.assert_allclose(load_study(png).image, res.adversarial, atol=1e-6)
+    assert len(checked) == 4
 
 
 def test_resume_after_cancel_does_not_redo_finished_jobs(bench, full_run, tmp_path):
@@ -476,10 +494,8 @@ def test_demo_classifiers_on_phantoms(tmp_path):
                   if json.loads(p.read_text(encoding="utf-8")).get("kind", "classifier") == "classifier")
     if not demo:
         pytest.skip("the demo bundle (resources/models/demo-*) is not built")
-    try:
-        from p2p_desktop.phantoms import write_png_dataset
-    except ImportError:
-        pytest.skip("phantom generator not available")
+    from p2p_desktop.phantoms import write_png_dataset
+
     data = tmp_path / "phantoms"
     write_png_dataset(data, 6, seed=11, size=128)
     res = evaluate(data, ["fgsm", "pgd"], demo, tmp_path / "out", device="cpu")

@@ -207,7 +207,11 @@ def test_a_failing_attack_shows_an_error_dialog_and_the_app_goes_on(qtbot, windo
     with qtbot.waitSignals([window.runner.failed, window.runner.finished], timeout=30000):
         assert window.run_attack()
     box = window.last_error_dialog
-    assert box is not None and box.isVisible() and not box.isModal() or box.windowModality() != 0
+    from PySide6.QtCore import Qt
+
+    # shown with open(): window-modal over the main window, without a blocking exec() loop
+    assert box is not None and box.isVisible()
+    assert box.windowModality() == Qt.WindowModality.WindowModal and box.parent() is window
     assert "the model exploded on purpose" in box.informativeText()
     assert "Traceback" in box.detailedText() and "RuntimeError" in box.detailedText()
     assert any("exploded" in m for _, m in window.errors)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.test_export_dicom import attack_result, load, tiny_classifier
+from tests.tools import require_tool
 
 
 @pytest.fixture(scope="module")
@@ -76,28 +76,27 @@ def test_deidentified_report_leaves_identifying_attributes_out(run):
         text = path.read_text(encoding="utf-8")
         assert "DOE^JANE" not in text and "PID-778899" not in text and "us.dcm" not in text
         assert "de-identified" in text
-    if shutil.which("pdftotext"):
-        text = subprocess.run(["pdftotext", str(run["out"][True]["pdf"]), "-"], capture_output=True,
-                              text=True, timeout=60).stdout
-        assert "DOE" not in text and "PID-778899" not in text
+    require_tool("pdftotext")
+    text = subprocess.run(["pdftotext", str(run["out"][True]["pdf"]), "-"], capture_output=True,
+                          text=True, timeout=60).stdout
+    assert "DOE" not in text and "PID-778899" not in text
 
 
 def test_pdf_report_renders(run, tmp_path):
     pdf = run["out"][False]["pdf"]
     assert pdf.read_bytes().startswith(b"%PDF")
-    if not shutil.which("pdftoppm"):
-        pytest.skip("pdftoppm (poppler-utils) is not installed")
+    require_tool("pdftoppm")
     from PIL import Image
 
     subprocess.run(["pdftoppm", "-r", "50", "-f", "1", "-l", "1", "-png", str(pdf), str(tmp_path / "page")],
                    check=True, timeout=60)
     page = np.asarray(Image.open(next(tmp_path.glob("page*.png"))).convert("L"), dtype=np.float64)
     assert page.std() > 20 and page.mean() < 245  # images, charts and text, not a blank page
-    if shutil.which("pdftotext"):
-        text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, timeout=60).stdout
-        assert "ε" in text or "eps" in text
-        for rec in run["out"][False]["others"]:
-            assert rec["sha256"][:20] in text.replace("\n", "")
+    require_tool("pdftotext")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, timeout=60).stdout
+    assert "ε" in text or "eps" in text
+    for rec in run["out"][False]["others"]:
+        assert rec["sha256"][:20] in text.replace("\n", "")
 
 
 def test_perturbation_heatmap_is_centred_on_zero():
@@ -150,10 +149,10 @@ def test_batch_report(tmp_path):
     assert "success_rate" in html and "benign/3.png" in html and "BUSI" in html
     assert outs.records[0]["sha256"] in html and "data:image/png;base64," in html
     assert paths[1].read_bytes().startswith(b"%PDF")
-    if shutil.which("pdftoppm"):
-        from PIL import Image
+    require_tool("pdftoppm")
+    from PIL import Image
 
-        subprocess.run(["pdftoppm", "-r", "40", "-f", "1", "-l", "1", "-png", str(paths[1]),
-                        str(tmp_path / "batch")], check=True, timeout=60)
-        page = np.asarray(Image.open(next(tmp_path.glob("batch*.png"))).convert("L"), dtype=np.float64)
-        assert page.std() > 10
+    subprocess.run(["pdftoppm", "-r", "40", "-f", "1", "-l", "1", "-png", str(paths[1]),
+                    str(tmp_path / "batch")], check=True, timeout=60)
+    page = np.asarray(Image.open(next(tmp_path.glob("batch*.png"))).convert("L"), dtype=np.float64)
+    assert page.std() > 10

@@ -1,0 +1,252 @@
+"""The runner's judgement: success and the adversarial label come from a fresh classification of
+the image *as written* (source geometry, quantised to the source's levels), never from the
+attack's internal image.
+
+A classifier whose verdict flips under 8-bit rounding makes the difference observable: it is
+the seeded toy CNN (tests/toy.py) plus one readable term that sees sub-level detail. FGSM with
+ε = 3.5/255 leaves every pixel half-way between two 8-bit levels; the written image (the change
+rounded toward zero, 3/255) sits on the levels again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from p2p_desktop.attacks.base import Attack, AttackConfig, AttackOutput
+from p2p_desktop.attacks.fgsm import FGSM
+from p2p_desktop.attacks.runner import AttackResult, run_attack
+from p2p_desktop.errors import InputError
+from tests.toy import CLASSES, toy_image, toy_module
+
+EPS = 3.5 / 255
+
+
+class _RoundingSensitive:
+    """``forward`` of a torch module: toy CNN (× 0.01) + fixed terms on the image's level grid."""
+
+    @staticmethod
+    def build(mode: str, clean=None):
+        import torch
+        import torch.nn as nn
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.base = toy_module(seed=0)  # gives FGSM a non-zero, seeded gradient
+                self.register_buffer("clean", torch.zeros(1) if clean is None else clean)
+
+            def forward(self, x):
+                grey = x.mean(dim=1, keepdim=True)
+                levels = grey * 255
+                off_grid = (levels - torch.round(levels)).abs().mean(dim=(1, 2, 3))  # 0 on 8-bit levels
+                moved = ((grey - self.clean).abs() * 255).mean(dim=(1, 2, 3)).clamp(max=1.0)
+                zero = torch.zeros_like(off_grid)
+                if mode == "internal-only":  # malignant only between levels
+                    malignant = 4.0 * off_grid
+                else:  # "written-only": malignant once moved by whole levels, not between them
+                    malignant = 2.0 * moved - 4.0 * off_grid
+                bias = torch.stack([zero + 0.5, malignant, zero], dim=1)
+                return 0.01 * self.base(x) + bias
+
+        return Net()
+
+
+def _classifier(mode: str, clean=None):
+    from p2p_desktop.models.classifier import Classifier, ModelCard
+
+    card = ModelCard(name=f"rounding-{mode}", architecture="toy-cnn", classes=CLASSES, weights="none",
+                     input_size=32, mean=(0.0,), std=(1.0,))
+    return Classifier(_RoundingSensitive.build(mode, clean), card)
+
+
+@pytest.fixture
+def png_study(tmp_path):
+    """An 8-bit grey PNG (32×32 toy lesion) loaded through the real loader."""
+    from p2p_desktop.io import load_study
+
+    img = toy_image(np.random.RandomState(1), 0)[:, :, 0]
+    img = np.clip(img, 0.2, 0.8)  # FGSM never clips at 0 or 1
+    path = tmp_path / "study" / "lesion.png"
+    path.parent.mkdir()
+    Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(path)
+    return load_study(path)
+
+
+def _on_levels(a: np.ndarray) -> bool:
+    return bool(np.allclose(a * 255, np.round(a * 255), atol=1e-4))
+
+
+def _fresh(clf, image):
+    label, probs = clf.predict(image)
+    return label, probs
+
+
+def test_success_and_label_come_from_the_written_image_not_the_internal_one(png_study, tmp_path):
+    clf = _classifier("internal-only")
+    assert _fresh(clf, png_study.image)[0] == "benign"
+    r = run_attack(png_study, clf, FGSM(eps=EPS))
+    # the attack's own image fooled the classifier ...
+    assert r.internal_label == "malignant" and r.success_internal is True
+    # ... the image as written does not: that is what is reported
+    assert _on_levels(r.adversarial) and not np.array_equal(r.adversarial, r.original)
+    assert r.adversarial_label == "benign" and r.success is False
+    label, probs = _fresh(clf, r.adversarial)
+    assert (r.adversarial_label, r.adversarial_probs) == (label, pytest.approx(probs, abs=1e-7))
+    assert r.internal_probs["malignant"] > 0.5 > r.adversarial_probs["malignant"]
+    assert any("disagree" in n and "written verdict is reported" in n for n in r.notes)
+    s = r.summary()
+    assert s["success"] is False and s["adversarial"]["label"] == "benign"
+    assert s["internal"] == {"label": "malignant", "probs": r.internal_probs, "success": True}
+    # the metrics describe the written change (3 levels, rounded toward zero), not the internal 3.5
+    assert r.metrics["linf"] == pytest.approx(3 / 255, abs=1e-6)
+    assert np.abs(r.perturbation).max() == pytest.approx(3 / 255, abs=1e-6)
+    np.testing.assert_array_equal(r.perturbation, r.adversarial - r.original)
+
+
+def test_the_written_png_read_back_gets_the_reported_verdict(png_study, tmp_path):
+    from p2p_desktop.export.images import write_image_outputs
+    from p2p_desktop.io import load_study
+    from p2p_desktop.io.outputs import OutputSet
+
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, FGSM(eps=EPS))
+    with OutputSet(tmp_path / "out", [png_study.path]) as outs:
+        write_image_outputs(r, png_study, outs)
+    png = next(rec["path"] for rec in outs.records if rec["kind"] == "png")
+    again = load_study(png)
+    np.testing.assert_allclose(again.image, r.adversarial, atol=1e-6)
+    assert _fresh(clf, again.image)[0] == r.adversarial_label == "benign"
+
+
+def test_a_written_image_can_succeed_where_the_internal_one_failed(png_study):
+    import torch
+
+    clean = torch.from_numpy(png_study.image[:, :, 0])[None, None]
+    clf = _classifier("written-only", clean)
+    r = run_attack(png_study, clf, FGSM(eps=EPS))
+    assert r.internal_label == "benign" and r.success_internal is False
+    assert r.adversarial_label == "malignant" and r.success is True
+    assert _fresh(clf, r.adversarial)[0] == "malignant"
+    assert any("internal failure, written success" in n for n in r.notes)
+
+
+def test_targeted_success_is_judged_on_the_written_image_too(png_study):
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, FGSM(eps=EPS, target="malignant"))
+    assert r.target == "malignant"
+    assert r.success_internal is True and r.success is False
+    # the other target: not reached by either image
+    r2 = run_attack(png_study, clf, FGSM(eps=EPS, target="normal"))
+    assert r2.success is False and r2.success_internal is False
+    assert not any("disagree" in n for n in r2.notes)
+
+
+def test_agreeing_verdicts_add_no_note_and_keep_every_field(png_study):
+    from tests.toy import trained_toy_classifier
+
+    clf = trained_toy_classifier(seed=0)
+    r = run_attack(png_study, clf, FGSM(eps=0.3, seed=5), true_label="benign")
+    assert isinstance(r, AttackResult)
+    assert r.true_label == "benign" and r.original_label == _fresh(clf, png_study.image)[0]
+    assert r.success == (r.adversarial_label != "benign") and r.success == r.success_internal
+    assert not any("disagree" in n for n in r.notes)
+    assert r.seed == 5 and r.config["seed"] == 5 and r.config["eps"] == 0.3 and r.attack == "fgsm"
+    assert r.iterations == 1 and r.seconds > 0 and len(r.history) == 1
+    assert r.classes == CLASSES and r.device == "cpu" and r.classifier["name"] == "toy"
+    assert r.study_path == str(png_study.path) and r.frame == 0 and r.backbone is None
+    assert set(r.versions) >= {"p2p-desktop", "python", "torch", "numpy"}
+    assert sum(r.original_probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert r.original_probs == pytest.approx(_fresh(clf, png_study.image)[1], abs=1e-6)
+    np.testing.assert_array_equal(r.original, png_study.image)
+
+
+def test_true_label_comes_from_the_class_folder_else_the_clean_prediction(png_study):
+    clf = _classifier("internal-only")  # predicts benign on the clean image
+    r = run_attack(png_study, clf, FGSM(eps=EPS))
+    assert r.true_label == "benign" and not any("misclassified" in n for n in r.notes)
+    png_study.label = "normal"  # a BUSI-style class folder
+    r = run_attack(png_study, clf, FGSM(eps=EPS))
+    assert r.true_label == "normal"
+    assert any("already misclassified (benign instead of normal)" in n for n in r.notes)
+    # untargeted against 'normal': benign (written) already counts as a success
+    assert r.success is True
+    png_study.label = "not-a-class"  # a folder name that is no class: the clean prediction
+    assert run_attack(png_study, clf, FGSM(eps=EPS)).true_label == "benign"
+    r = run_attack(png_study, clf, FGSM(eps=EPS), true_label="malignant")  # explicit wins
+    assert r.true_label == "malignant"
+
+
+def test_bad_labels_and_targets_are_refused_before_the_attack(png_study):
+    clf = _classifier("internal-only")
+    with pytest.raises(InputError, match="true label 'cyst' is not a class of rounding-internal-only"):
+        run_attack(png_study, clf, FGSM(eps=EPS), true_label="cyst")
+    with pytest.raises(InputError, match="target class 'benign' is the image's own class"):
+        run_attack(png_study, clf, FGSM(eps=EPS, target="benign"))
+    with pytest.raises(InputError, match="unknown class 'cyst'"):
+        run_attack(png_study, clf, FGSM(eps=EPS, target="cyst"))
+
+    class NeedsBackbone(FGSM):
+        name = "needs-backbone"
+        requires_backbone = True
+
+    with pytest.raises(InputError, match="'needs-backbone' needs a diffusion backbone"):
+        run_attack(png_study, clf, NeedsBackbone(eps=EPS))
+
+
+# -- the output is brought back to the source's geometry before it is judged --------------------
+@dataclasses.dataclass(frozen=True)
+class _ShiftConfig(AttackConfig):
+    size: int = 16
+    channels: int = 1
+    shift: float = 0.1
+
+
+class _WorksAtOtherGeometry(Attack):
+    """An attack working at another resolution / channel count: adds ``shift`` there."""
+
+    name = "other-geometry"
+    Config = _ShiftConfig
+
+    def run(self, x, ctx):
+        import torch.nn.functional as F
+
+        cfg = self.config
+        small = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True)
+        if cfg.channels != small.shape[1]:
+            small = small.mean(dim=1, keepdim=True).expand(-1, cfg.channels, -1, -1)
+        adv = (small + cfg.shift).clamp(0, 1)
+        ctx.step(1, 1, 0.0, ctx.classifier.probs(adv)[0])
+        return AttackOutput(adversarial=adv, iterations=1, info={"size": cfg.size})
+
+
+def test_a_lower_resolution_output_contributes_its_perturbation_upsampled(png_study):
+    clf = _classifier("internal-only")
+    # +10.5 levels at 16 px: +10 levels everywhere once written (the change rounds toward zero)
+    r = run_attack(png_study, clf, _WorksAtOtherGeometry(size=16, shift=10.5 / 255))
+    assert r.adversarial.shape == png_study.image.shape  # source geometry, source detail kept
+    np.testing.assert_allclose(r.adversarial, png_study.image + 10 / 255, atol=1e-6)
+    assert r.info == {"size": 16}
+    r3 = run_attack(png_study, clf, _WorksAtOtherGeometry(size=32, channels=3, shift=5.5 / 255))
+    np.testing.assert_allclose(r3.adversarial, png_study.image + 5 / 255, atol=1e-6)
+
+
+def test_a_grey_output_on_a_colour_source_is_spread_to_every_channel(tmp_path):
+    from p2p_desktop.io import load_study
+
+    rng = np.random.RandomState(2)
+    rgb = np.round(np.clip(0.3 + 0.4 * rng.rand(32, 32, 3), 0, 1) * 255).astype(np.uint8)
+    (tmp_path / "study").mkdir()
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "study" / "c.png")
+    study = load_study(tmp_path / "study" / "c.png")
+    clf = _classifier("internal-only")
+    r = run_attack(study, clf, _WorksAtOtherGeometry(size=32, channels=1, shift=0.0))
+    grey = study.image.mean(axis=2, keepdims=True)
+    expected = study.quantise(np.repeat(grey, 3, axis=2))
+    np.testing.assert_allclose(r.adversarial, expected, atol=1e-6)
+    r = run_attack(study, clf, _WorksAtOtherGeometry(size=16, channels=3, shift=0.9))
+    assert r.adversarial.max() == 1.0  # clamped to [0,1] before it is written
+    assert _on_levels(r.adversarial)
