@@ -89,8 +89,30 @@ class Orthanc:
             self.rest(f"/patients/{pid}", method="DELETE")
 
 
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    folder.mkdir(parents=True, exist_ok=True)
+    f = {k: folder / k for k in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "client.key",
+                                 "client.csr", "client.crt", "ext.cnf")}
+    f["ext.cnf"].write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def run(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f["ca.key"], "-out", f["ca.crt"], "-days", 2,
+        "-subj", "/CN=p2p-desktop test CA")
+    for who in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f[f"{who}.key"], "-out", f[f"{who}.csr"],
+            "-subj", f"/CN={'127.0.0.1' if who == 'server' else OUR_AET}")
+        run("x509", "-req", "-in", f[f"{who}.csr"], "-CA", f["ca.crt"], "-CAkey", f["ca.key"], "-CAcreateserial",
+            "-out", f[f"{who}.crt"], "-days", 2, "-extfile", f["ext.cnf"])
+    return f
+
+
 @contextmanager
-def orthanc_server(folder: Path):
+def orthanc_server(folder: Path, tls: dict[str, Path] | None = None):
     binary = require_orthanc()
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port, storage_port = free_port(), free_port(), free_port()
@@ -111,6 +133,11 @@ def orthanc_server(folder: Path):
         "SaveJobs": False, "OverwriteInstances": True, "HttpTimeout": 10,
         "StableAge": 1, "KeepAlive": False,
     }
+    if tls is not None:
+        config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls["server.crt"]),
+                       "DicomTlsPrivateKey": str(tls["server.key"]),
+                       "DicomTlsTrustedCertificates": str(tls["ca.crt"]),
+                       "DicomTlsRemoteCertificateRequired": True})
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     log = folder / "orthanc.log"

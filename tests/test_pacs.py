@@ -282,3 +282,31 @@ def test_audit_log_chain_stays_intact(node, orthanc, source, capsys, tmp_path):
                "--out", tmp_path / "r") == 0
     assert cli("audit", "verify", tmp_path / "audit.jsonl") == 0
     assert [e["event"] for e in _audit(tmp_path / "audit.jsonl")] == ["pacs-send", "pacs-retrieve"]
+
+
+def test_tls_node(home, tmp_path, capsys, source):
+    """Orthanc with DICOM TLS (client certificate required): a TLS node works, and a missing
+    client certificate or plain TCP against the TLS port is one line, exit 2."""
+    from tests.orthanc import make_tls_files
+
+    tls = make_tls_files(tmp_path / "pki")
+    with orthanc_server(tmp_path / "tls-orthanc", tls=tls) as server:
+        assert cli("pacs", "config", "--ae-title", OUR_AET) == 0
+        assert cli("pacs", "nodes", "add", "secure", "--aet", server.aet, "--host", "127.0.0.1", "--port",
+                   server.dicom_port, "--tls-cert", tls["client.crt"], "--tls-key", tls["client.key"],
+                   "--tls-ca", tls["ca.crt"]) == 0
+        assert cli("pacs", "nodes", "add", "no-client-cert", "--aet", server.aet, "--host", "127.0.0.1",
+                   "--port", server.dicom_port, "--tls-ca", tls["ca.crt"]) == 0
+        capsys.readouterr()
+        assert cli("pacs", "send", "secure", source, "--json") == 0
+        assert _json(capsys)["instances"][0]["status"] == "success"
+        assert cli("pacs", "find", "secure", "--json") == 0
+        assert [m["StudyInstanceUID"] for m in _json(capsys)["matches"]] == [pydicom.dcmread(source).StudyInstanceUID]
+        start = time.monotonic()
+        assert cli("pacs", "echo", "no-client-cert", "--timeout", "3") == 2
+        err = _one_line_error(capsys)
+        assert "closed the TLS connection" in err and "certificate" in err, err
+        assert cli("pacs", "echo", server.address, "--timeout", "3") == 2  # plain TCP to a TLS port
+        assert "require TLS" in _one_line_error(capsys)
+        assert time.monotonic() - start < 20
+    assert json.loads((home / "pacs.json").read_text())["nodes"][0]["tls"]["ca"] == str(tls["ca.crt"])

@@ -112,21 +112,44 @@ def _tls_context(node: Node) -> tuple[ssl.SSLContext, str] | None:
     return ctx, node.host
 
 
-def _check_reachable(node: Node, timeouts: Timeouts) -> None:
-    """Open and close a TCP connection first, so 'unreachable' gets its own clear line."""
+def _check_reachable(node: Node, timeouts: Timeouts, tls: tuple[ssl.SSLContext, str] | None = None) -> None:
+    """Open and close a TCP connection (and the TLS handshake) first, so 'unreachable' and
+    'TLS refused' each get their own clear line."""
+    where = node.describe()
     try:
-        with socket.create_connection((node.host, node.port), timeout=timeouts.connect):
-            pass
+        with socket.create_connection((node.host, node.port), timeout=timeouts.connect) as sock:
+            if tls is not None:
+                ctx, hostname = tls
+                with ctx.wrap_socket(sock, server_hostname=hostname):
+                    pass
     except socket.gaierror as exc:
-        raise PacsError(f"{node.describe()}: unknown host {node.host!r} ({exc.strerror})") from None
+        raise PacsError(f"{where}: unknown host {node.host!r} ({exc.strerror})") from None
     except ConnectionRefusedError:
-        raise PacsError(f"{node.describe()}: connection refused (is the DICOM server running on "
-                        f"port {node.port}?)") from None
+        raise PacsError(f"{where}: connection refused (is the DICOM server running on port {node.port}?)") from None
+    except ssl.SSLError as exc:
+        raise PacsError(f"{where}: TLS handshake failed: {getattr(exc, 'reason', None) or exc} "
+                        "(check the certificates and that the node's port speaks TLS)") from None
     except (socket.timeout, TimeoutError):
-        raise PacsError(f"{node.describe()}: no answer within {timeouts.connect:g} s "
+        raise PacsError(f"{where}: no answer within {timeouts.connect:g} s "
                         "(host down, firewall or wrong address)") from None
     except OSError as exc:
-        raise PacsError(f"{node.describe()}: cannot connect: {exc.strerror or exc}") from None
+        raise PacsError(f"{where}: cannot connect: {exc.strerror or exc}") from None
+
+
+def _tls_refusal(node: Node, tls: tuple[ssl.SSLContext, str], timeouts: Timeouts) -> str | None:
+    """After a failed TLS association: the alert the node sends (TLS 1.3 rejects a client
+    certificate only after the handshake), or None."""
+    ctx, hostname = tls
+    try:
+        with socket.create_connection((node.host, node.port), timeout=timeouts.connect) as sock:
+            with ctx.wrap_socket(sock, server_hostname=hostname) as tls_sock:
+                tls_sock.settimeout(min(2.0, timeouts.acse))
+                tls_sock.recv(1)
+    except ssl.SSLError as exc:
+        return str(getattr(exc, "reason", None) or exc).replace("_", " ").lower()
+    except OSError:
+        return None
+    return None
 
 
 def _new_ae(ae_title: str, timeouts: Timeouts):
@@ -155,7 +178,9 @@ def _why_not(assoc, node: Node, timeouts: Timeouts) -> str:
         names = ", ".join(_uid_name(u) for u in asked[:4]) + (" ..." if len(asked) > 4 else "")
         return f"{where}: the node accepted none of the proposed presentation contexts ({names})"
     if prim is None:
-        return f"{where}: no association response within {timeouts.acse:g} s (ACSE timeout; is it a DICOM port?)"
+        hint = "and does it speak TLS" if node.tls.enabled else "or does it require TLS"
+        return (f"{where}: no association response within {timeouts.acse:g} s "
+                f"(ACSE timeout; is it a DICOM port, {hint}?)")
     return f"{where}: the association was aborted by the node"
 
 
@@ -172,13 +197,18 @@ def _associate(node: Node, ae, timeouts: Timeouts, **kwargs) -> Iterator[Any]:
     on the way out, whatever happens."""
     assoc = None
     try:
-        _check_reachable(node, timeouts)
         tls = _tls_context(node)
+        _check_reachable(node, timeouts, tls)
         try:
             assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls, **kwargs)
         except (OSError, ssl.SSLError) as exc:
             raise PacsError(f"{node.describe()}: cannot associate: {exc}") from None
         if not assoc.is_established:
+            if tls is not None and getattr(assoc.acceptor, "primitive", None) is None:
+                reason = _tls_refusal(node, tls, timeouts)
+                if reason:
+                    raise PacsError(f"{node.describe()}: the node closed the TLS connection ({reason}): "
+                                    "it refused our certificate, or we sent none and it requires one")
             raise PacsError(_why_not(assoc, node, timeouts))
         yield assoc
     finally:
