@@ -163,7 +163,7 @@ def _new_ae(ae_title: str, timeouts: Timeouts):
     return ae
 
 
-def _why_not(assoc, node: Node, timeouts: Timeouts) -> str:
+def _why_not(assoc, node: Node, timeouts: Timeouts, elapsed: float) -> str:
     where = node.describe()
     prim = getattr(assoc.acceptor, "primitive", None)
     if assoc.is_rejected and prim is not None:
@@ -177,8 +177,11 @@ def _why_not(assoc, node: Node, timeouts: Timeouts) -> str:
         asked = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts})
         names = ", ".join(_uid_name(u) for u in asked[:4]) + (" ..." if len(asked) > 4 else "")
         return f"{where}: the node accepted none of the proposed presentation contexts ({names})"
+    hint = "and does it speak TLS" if node.tls.enabled else "or does it require TLS"
+    if prim is None and elapsed < timeouts.acse * 0.9:
+        return (f"{where}: the node closed the connection without answering the association request "
+                f"(is it a DICOM port, {hint}?)")
     if prim is None:
-        hint = "and does it speak TLS" if node.tls.enabled else "or does it require TLS"
         return (f"{where}: no association response within {timeouts.acse:g} s "
                 f"(ACSE timeout; is it a DICOM port, {hint}?)")
     return f"{where}: the association was aborted by the node"
@@ -199,17 +202,26 @@ def _associate(node: Node, ae, timeouts: Timeouts, **kwargs) -> Iterator[Any]:
     try:
         tls = _tls_context(node)
         _check_reachable(node, timeouts, tls)
-        try:
-            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls, **kwargs)
-        except (OSError, ssl.SSLError) as exc:
-            raise PacsError(f"{node.describe()}: cannot associate: {exc}") from None
+        for attempt in (1, 2):
+            start = time.monotonic()
+            try:
+                assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls, **kwargs)
+            except (OSError, ssl.SSLError) as exc:
+                raise PacsError(f"{node.describe()}: cannot associate: {exc}") from None
+            elapsed = time.monotonic() - start
+            quick_close = (not assoc.is_established and assoc.acceptor.primitive is None
+                           and elapsed < timeouts.acse * 0.9)
+            # pynetdicom can miss a rejection when the node closes the connection right after
+            # sending it (seen about once in 40 with Orthanc): ask once more before reporting
+            if not quick_close or attempt == 2:
+                break
         if not assoc.is_established:
             if tls is not None and getattr(assoc.acceptor, "primitive", None) is None:
                 reason = _tls_refusal(node, tls, timeouts)
                 if reason:
                     raise PacsError(f"{node.describe()}: the node closed the TLS connection ({reason}): "
                                     "it refused our certificate, or we sent none and it requires one")
-            raise PacsError(_why_not(assoc, node, timeouts))
+            raise PacsError(_why_not(assoc, node, timeouts, elapsed))
         yield assoc
     finally:
         try:
