@@ -217,6 +217,21 @@ def test_attack_sends_the_derived_instance(node, orthanc, source, capsys, tmp_pa
     assert events[-1]["data"]["status"] == "success"
 
 
+def test_attack_sends_the_deidentified_instance(node, orthanc, source, capsys, tmp_path):
+    src = pydicom.dcmread(source)
+    assert cli("attack", source, "--attack", "fgsm", "--classifier", "demo-squeezenet1_1", "--device", "cpu",
+               "--out", tmp_path / "adv", "--export-dicom", "--deidentify", "--send-dicom", node, "--json") == 0
+    data = _json(capsys)
+    exported = pydicom.dcmread(next(o["path"] for o in data["outputs"] if o["kind"] == "dicom"))
+    assert exported.PatientIdentityRemoved == "YES"
+    tags = orthanc.tags(orthanc.find_instance(exported.SOPInstanceUID))
+    assert tags["PatientIdentityRemoved"] == "YES"
+    assert tags["PatientID"] != src.PatientID and tags["PatientName"] != str(src.PatientName)
+    assert tags["StudyInstanceUID"] == exported.StudyInstanceUID != src.StudyInstanceUID
+    sent = _audit(tmp_path / "audit.jsonl")[-1]
+    assert sent["event"] == "pacs-send" and sent["data"]["sop_instance_uids"] == [exported.SOPInstanceUID]
+
+
 def test_attack_refuses_send_without_export(node, source, capsys, tmp_path):
     out = tmp_path / "adv"
     assert cli("attack", source, "--attack", "fgsm", "--classifier", "demo-squeezenet1_1", "--out", out,
