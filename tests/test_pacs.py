@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -273,6 +274,32 @@ def test_network_errors_are_one_line_and_exit_2(node, orthanc, source, capsys, t
                  ("send", node, Path(__file__))):
         assert cli("pacs", *argv) == 2, argv
         _one_line_error(capsys)
+
+
+def test_a_node_that_stops_answering_is_a_dimse_timeout(home, capsys):
+    """A real (pynetdicom) SCP that accepts the association, then takes too long over C-ECHO."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Verification
+
+    release = threading.Event()
+
+    def slow_echo(event):
+        release.wait(10)
+        return 0x0000
+
+    scp = AE(ae_title="SLOW")
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_ECHO, slow_echo)])
+    try:
+        port = server.server_address[1]
+        start = time.monotonic()
+        assert cli("pacs", "echo", f"SLOW@127.0.0.1:{port}", "--timeout", "1") == 2
+        assert time.monotonic() - start < 8
+        err = _one_line_error(capsys)
+        assert "no C-ECHO response within 1 s (DIMSE timeout)" in err, err
+    finally:
+        release.set()
+        server.shutdown()
 
 
 def test_stopped_server(home, tmp_path, capsys, source):

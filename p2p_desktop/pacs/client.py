@@ -231,10 +231,12 @@ def _associate(node: Node, ae, timeouts: Timeouts, **kwargs) -> Iterator[Any]:
             ae.shutdown()
 
 
-def _lost(node: Node, assoc, timeouts: Timeouts, what: str) -> PacsError:
-    if assoc.is_aborted:
-        return PacsError(f"{node.describe()}: the association was aborted during {what}")
-    return PacsError(f"{node.describe()}: no {what} response within {timeouts.dimse:g} s (DIMSE timeout)")
+def _lost(node: Node, assoc, timeouts: Timeouts, what: str, since: float) -> PacsError:
+    """The error for a missing DIMSE response: a timeout (pynetdicom then aborts the
+    association itself) or the node aborting, told apart by the time waited since ``since``."""
+    if time.monotonic() - since >= 0.9 * min(timeouts.dimse, timeouts.network):
+        return PacsError(f"{node.describe()}: no {what} response within {timeouts.dimse:g} s (DIMSE timeout)")
+    return PacsError(f"{node.describe()}: the node aborted the association during {what}")
 
 
 def _status_text(status) -> tuple[int | None, str]:
@@ -259,10 +261,11 @@ def echo(node: Node, *, ae_title: str = DEFAULT_AE_TITLE, timeouts: Timeouts = T
     ae = _new_ae(ae_title, timeouts)
     ae.add_requested_context(Verification)
     with _associate(node, ae, timeouts) as assoc:
+        sent = time.monotonic()
         status = assoc.send_c_echo()
         code, text = _status_text(status)
         if code is None:
-            raise _lost(node, assoc, timeouts, "C-ECHO")
+            raise _lost(node, assoc, timeouts, "C-ECHO", sent)
         if code != 0x0000:
             raise PacsError(f"{node.describe()}: C-ECHO failed: {text}")
     return time.monotonic() - start
@@ -334,10 +337,12 @@ def find(node: Node, *, level: str = "study", patient_id: str | None = None, mod
     ae.add_requested_context(model)
     matches: list[dict[str, Any]] = []
     with _associate(node, ae, timeouts) as assoc:
+        last = time.monotonic()
         for status, identifier in assoc.send_c_find(query, model):
             code, text = _status_text(status)
             if code is None:
-                raise _lost(node, assoc, timeouts, "C-FIND")
+                raise _lost(node, assoc, timeouts, "C-FIND", last)
+            last = time.monotonic()
             if code in (0xFF00, 0xFF01):
                 if identifier is not None:
                     matches.append({k: _json_value(identifier.get(k)) for k in _KEYS[level]})
@@ -471,10 +476,12 @@ def retrieve(node: Node, study_uid: str, out_dir: str | os.PathLike, *, method: 
                 responses = (assoc.send_c_get(query, model) if method == "get"
                              else assoc.send_c_move(query, ae_title, model))
                 final = None
+                last = time.monotonic()
                 for status, _identifier in responses:
                     code, text = _status_text(status)
                     if code is None:
-                        raise _lost(node, assoc, timeouts, f"C-{method.upper()}")
+                        raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
+                    last = time.monotonic()
                     remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
                     done = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0) + \
                         int(getattr(status, "NumberOfFailedSuboperations", 0) or 0) + \
@@ -493,7 +500,7 @@ def retrieve(node: Node, study_uid: str, out_dir: str | os.PathLike, *, method: 
                 if receiver.error is not None:
                     raise receiver.error
                 if final is None:
-                    raise _lost(node, assoc, timeouts, f"C-{method.upper()}")
+                    raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
                 code, text, status = final
                 failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
                 if code not in (0x0000, 0xB000) or failed:
@@ -580,11 +587,12 @@ def send(node: Node, files: Iterable[str | os.PathLike], *, ae_title: str = DEFA
                     inst.status = (f"failed: the node does not accept {_uid_name(sop_class)} in "
                                    f"{_uid_name(ts)}")
                     continue
+                sent = time.monotonic()
                 status = assoc.send_c_store(path)
                 code, text = _status_text(status)
                 if code is None:
                     inst.status = "failed: no response"
-                    raise _lost(node, assoc, timeouts, "C-STORE")
+                    raise _lost(node, assoc, timeouts, "C-STORE", sent)
                 inst.status = ("success" if code == 0x0000 else
                                f"warning: {text}" if code in (0xB000, 0xB006, 0xB007) else f"failed: {text}")
                 if on_progress is not None:
