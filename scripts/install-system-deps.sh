@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Optional system tools used by tests when present: DICOM validator (dciodvfy),
-# DCMTK (dcm2pnm, storescu), poppler (pdftoppm), the Orthanc DICOM server (the PACS tests
-# start their own instance on loopback ports), and the libraries Qt needs offscreen.
+# DCMTK (dcm2pnm, storescu), poppler (pdftoppm), the Orthanc DICOM server and its DICOMweb
+# plugin (the PACS tests start their own instance on loopback ports), and the libraries Qt
+# needs offscreen.
 # Best effort: the suite skips the checks whose tools are missing.
 set -u
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
@@ -10,6 +11,7 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   command -v dcm2pnm  >/dev/null || need+=(dcmtk)
   command -v pdftoppm >/dev/null || need+=(poppler-utils)
   command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+  [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
   for lib in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3; do
     dpkg -s "$lib" >/dev/null 2>&1 || need+=("$lib")
   done

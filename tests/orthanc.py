@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 ORTHANC_AET = "ORTHANC_TEST"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian package orthanc-dicomweb
 OUR_AET = "P2P_TEST"
 
 
@@ -44,6 +45,16 @@ def require_orthanc() -> str:
     return found
 
 
+def require_dicomweb(server: "Orthanc") -> str:
+    """The server's DICOMweb root; skip (fail under $P2P_REQUIRE_ORTHANC) without the plugin."""
+    if server.web_url is None:
+        why = "Orthanc's DICOMweb plugin is not installed (Debian package 'orthanc-dicomweb')"
+        if os.environ.get("P2P_REQUIRE_ORTHANC"):
+            pytest.fail(why + " but $P2P_REQUIRE_ORTHANC is set", pytrace=False)
+        pytest.skip(why)
+    return server.web_url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,6 +69,7 @@ class Orthanc:
     storage_port: int  # where Orthanc sends C-MOVE results for OUR_AET
     pid: int
     log: Path
+    web_url: str | None = None  # DICOMweb root when the plugin is installed
 
     @property
     def address(self) -> str:
@@ -133,6 +145,10 @@ def orthanc_server(folder: Path, tls: dict[str, Path] | None = None):
         "SaveJobs": False, "OverwriteInstances": True, "HttpTimeout": 10,
         "StableAge": 1, "KeepAlive": False,
     }
+    web = os.path.isfile(DICOMWEB_PLUGIN)
+    if web:
+        config["Plugins"] = [DICOMWEB_PLUGIN]
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}
     if tls is not None:
         config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls["server.crt"]),
                        "DicomTlsPrivateKey": str(tls["server.key"]),
@@ -144,7 +160,8 @@ def orthanc_server(folder: Path, tls: dict[str, Path] | None = None):
     with open(log, "wb") as fh:
         proc = subprocess.Popen([binary, str(cfg)], stdout=fh, stderr=subprocess.STDOUT, cwd=folder,
                                 start_new_session=True)
-    server = Orthanc(ORTHANC_AET, dicom_port, http_port, storage_port, proc.pid, log)
+    server = Orthanc(ORTHANC_AET, dicom_port, http_port, storage_port, proc.pid, log,
+                     f"http://127.0.0.1:{http_port}/dicom-web" if web else None)
     try:
         deadline = time.monotonic() + 30
         while True:

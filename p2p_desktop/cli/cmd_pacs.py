@@ -27,7 +27,8 @@ def _network_args(p, *, audit: bool = False) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("pacs", help="DICOM nodes: echo, find, retrieve (C-GET/C-MOVE) and send (C-STORE)",
                        description="Query/retrieve studies from a DICOM node and send derived instances. "
-                                   "NODE is a configured node name or AET@HOST:PORT.")
+                                   "NODE is a configured node name, AET@HOST:PORT, or a DICOMweb URL "
+                                   "(http(s)://.../dicom-web: QIDO-RS, WADO-RS, STOW-RS).")
     actions = p.add_subparsers(dest="pacs_action", metavar="ACTION")
 
     n = actions.add_parser("nodes", help="list, add or remove configured nodes")
@@ -36,9 +37,11 @@ def add_parser(sub) -> None:
     nl.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     na = nodes.add_parser("add", help="add a node")
     na.add_argument("name", metavar="NAME", help="a short name (letters, digits, '.', '_', '-')")
-    na.add_argument("--aet", required=True, metavar="AET", help="the node's AE title")
-    na.add_argument("--host", required=True, help="host name or IP address")
-    na.add_argument("--port", required=True, type=int, help="DICOM port")
+    na.add_argument("--aet", metavar="AET", help="the node's AE title (with --host and --port)")
+    na.add_argument("--host", help="host name or IP address")
+    na.add_argument("--port", type=int, help="DICOM port")
+    na.add_argument("--url", help="instead of --aet/--host/--port: a DICOMweb root URL "
+                                  "(QIDO-RS/WADO-RS/STOW-RS), e.g. http://pacs:8042/dicom-web")
     na.add_argument("--tls-cert", metavar="FILE", help="our TLS certificate (PEM), with --tls-key")
     na.add_argument("--tls-key", metavar="FILE", help="our TLS private key (PEM)")
     na.add_argument("--tls-ca", metavar="FILE", help="CA certificates to verify the node (PEM); enables TLS")
@@ -71,7 +74,8 @@ def add_parser(sub) -> None:
     r.add_argument("--study", required=True, metavar="UID", help="StudyInstanceUID")
     r.add_argument("--out", required=True, metavar="DIR", help="output folder (one <SOPInstanceUID>.dcm each)")
     r.add_argument("--method", choices=["get", "move"], default="get",
-                   help="C-GET over one association (default) or C-MOVE to our storage port")
+                   help="C-GET over one association (default) or C-MOVE to our storage port "
+                        "(a DICOMweb node always uses WADO-RS)")
     r.add_argument("--storage-port", type=int, metavar="PORT", help="C-MOVE: our storage port for this call")
     _network_args(r, audit=True)
 
@@ -126,13 +130,20 @@ def run(args) -> int:
 
 def _nodes(args, settings) -> int:
     from p2p_desktop.errors import InputError
-    from p2p_desktop.pacs import Node, TLSFiles, save_settings, settings_path
+    from p2p_desktop.pacs import Node, TLSFiles, WebNode, save_settings, settings_path
 
     action = getattr(args, "nodes_action", None) or "list"
     if action == "add":
         tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_ca)
         tls.check()
-        node = Node(args.name, args.aet, args.host, args.port, tls)
+        if args.url:
+            if args.aet or args.host or args.port:
+                raise InputError("give either --url (DICOMweb) or --aet, --host and --port (DIMSE), not both")
+            node = WebNode(args.name, args.url, tls)
+        elif not (args.aet and args.host and args.port is not None):
+            raise InputError("pacs nodes add needs --aet, --host and --port (or --url for a DICOMweb node)")
+        else:
+            node = Node(args.name, args.aet, args.host, args.port, tls)
         save_settings(settings.with_node(node, replace_existing=args.replace))
         print(f"added {node.describe()}")
         return 0
@@ -232,8 +243,8 @@ def _retrieve(args, settings) -> int:
     if args.json:
         emit_json(_transfer_json(transfer))
     else:
-        print(f"{node.describe()}: retrieved {len(transfer.paths)} instance(s) of {args.study} "
-              f"by C-{args.method.upper()}")
+        how = "WADO-RS" if transfer.operation == "retrieve-wado" else f"C-{args.method.upper()}"
+        print(f"{node.describe()}: retrieved {len(transfer.paths)} instance(s) of {args.study} by {how}")
         for path in transfer.paths:
             print(f"  {path}")
     return 0

@@ -55,7 +55,8 @@ def _text(value) -> str:
 
 
 class NodeEditor(QDialog):
-    """Add a node: name, AE title, host, port (TLS files through ``p2p-desktop pacs nodes add``)."""
+    """Add a node: name, AE title, host, port, or a DICOMweb URL instead (TLS files through
+    ``p2p-desktop pacs nodes add``)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -67,19 +68,22 @@ class NodeEditor(QDialog):
         self.port_spin = QSpinBox()
         self.port_spin.setRange(1, 65535)
         self.port_spin.setValue(104)
+        self.url_edit = QLineEdit()
+        self.url_edit.setPlaceholderText("or a DICOMweb URL, e.g. http://pacs:8042/dicom-web")
         form = QFormLayout(self)
         form.addRow("Name", self.name_edit)
         form.addRow("AE title", self.aet_edit)
         form.addRow("Host", self.host_edit)
         form.addRow("Port", self.port_spin)
+        form.addRow("DICOMweb", self.url_edit)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
 
-    def values(self) -> tuple[str, str, str, int]:
+    def values(self) -> tuple[str, str, str, int, str]:
         return (self.name_edit.text().strip(), self.aet_edit.text().strip(), self.host_edit.text().strip(),
-                self.port_spin.value())
+                self.port_spin.value(), self.url_edit.text().strip())
 
 
 class _NodeChooser(QWidget):
@@ -125,12 +129,13 @@ class _NodeChooser(QWidget):
                 self.combo.setCurrentIndex(index)
         self.our_aet.setText(f"as {settings.ae_title}")
 
-    def add_node(self, name: str, ae_title: str, host: str, port: int) -> bool:
-        """Save a node in the user's PACS settings and select it; False (and ``error``) if refused."""
-        from p2p_desktop.pacs import Node, PacsError, save_settings
+    def add_node(self, name: str, ae_title: str, host: str, port: int, url: str = "") -> bool:
+        """Save a node (a DICOMweb node when ``url`` is given) in the user's PACS settings and
+        select it; False (and ``error``) if refused."""
+        from p2p_desktop.pacs import Node, PacsError, WebNode, save_settings
 
         try:
-            node = Node(name, ae_title, host, port)
+            node = WebNode(name, url) if url else Node(name, ae_title, host, port)
             save_settings(self.settings().with_node(node))
         except PacsError as exc:
             self.error.emit(str(exc))

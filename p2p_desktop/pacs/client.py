@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.pacs.errors import PacsError
-from p2p_desktop.pacs.nodes import DEFAULT_AE_TITLE, DEFAULT_STORAGE_PORT, Node, check_ae_title
+from p2p_desktop.pacs.nodes import DEFAULT_AE_TITLE, DEFAULT_STORAGE_PORT, Node, WebNode, check_ae_title
 
 __all__ = ["Timeouts", "Instance", "Transfer", "echo", "find", "retrieve", "send", "LEVELS", "METHODS"]
 
@@ -88,6 +88,7 @@ class Transfer:
 
     def record(self, status: str) -> dict[str, Any]:
         return {"operation": self.operation, "node": self.node.name, "node_ae_title": self.node.ae_title,
+                "url": getattr(self.node, "url", None),
                 "host": self.node.host, "port": self.node.port, "ae_title": self.ae_title,
                 "tls": self.node.tls.enabled, "study_instance_uid": self.study_uid, "status": status,
                 "sop_instance_uids": [i.sop_instance_uid for i in self.instances],
@@ -253,8 +254,12 @@ def _status_text(status) -> tuple[int | None, str]:
 # ----------------------------------------------------------------------------- echo / find
 
 
-def echo(node: Node, *, ae_title: str = DEFAULT_AE_TITLE, timeouts: Timeouts = Timeouts()) -> float:
-    """C-ECHO the node; returns the round trip in seconds (association included)."""
+def echo(node: Node | WebNode, *, ae_title: str = DEFAULT_AE_TITLE, timeouts: Timeouts = Timeouts()) -> float:
+    """C-ECHO the node (a DICOMweb node: one QIDO-RS query); returns the round trip in seconds."""
+    if isinstance(node, WebNode):
+        from p2p_desktop.pacs.web import web_echo
+
+        return web_echo(node, timeouts=timeouts)
     from pynetdicom.sop_class import Verification
 
     start = time.monotonic()
@@ -293,7 +298,7 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def find(node: Node, *, level: str = "study", patient_id: str | None = None, modality: str | None = None,
+def find(node: Node | WebNode, *, level: str = "study", patient_id: str | None = None, modality: str | None = None,
          study_date: str | None = None, study_uid: str | None = None, ae_title: str = DEFAULT_AE_TITLE,
          timeouts: Timeouts = Timeouts(), cancel=None) -> list[dict[str, Any]]:
     """C-FIND at ``patient``, ``study`` or ``series`` level; one dict per match (keyword -> value).
@@ -331,6 +336,10 @@ def find(node: Node, *, level: str = "study", patient_id: str | None = None, mod
             query.Modality = modality
         else:
             query.ModalitiesInStudy = modality
+    if isinstance(node, WebNode):
+        from p2p_desktop.pacs.web import web_find
+
+        return web_find(node, level=level, query=query, keys=_KEYS[level], timeouts=timeouts, cancel=cancel)
     model = (PatientRootQueryRetrieveInformationModelFind if level == "patient"
              else StudyRootQueryRetrieveInformationModelFind)
     ae = _new_ae(ae_title, timeouts)
@@ -419,7 +428,7 @@ class _Receiver:
         return 0x0000
 
 
-def retrieve(node: Node, study_uid: str, out_dir: str | os.PathLike, *, method: str = "get",
+def retrieve(node: Node | WebNode, study_uid: str, out_dir: str | os.PathLike, *, method: str = "get",
              ae_title: str = DEFAULT_AE_TITLE, storage_port: int = DEFAULT_STORAGE_PORT,
              timeouts: Timeouts = Timeouts(), on_progress: ProgressFn | None = None, cancel=None,
              audit_log: str | os.PathLike | None = None) -> Transfer:
@@ -430,11 +439,6 @@ def retrieve(node: Node, study_uid: str, out_dir: str | os.PathLike, *, method: 
     All or nothing: on any error or cancel the files written so far are removed. Appends an
     audit record either way.
     """
-    from pydicom.dataset import Dataset
-    from pynetdicom import build_role, evt
-    from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
-                                      StudyRootQueryRetrieveInformationModelMove)
-
     from p2p_desktop.io.outputs import OutputSet
 
     method = (method or "get").lower()
@@ -444,72 +448,19 @@ def retrieve(node: Node, study_uid: str, out_dir: str | os.PathLike, *, method: 
         raise PacsError(f"study UID {study_uid!r} is not a DICOM UID")
     ae_title = check_ae_title(ae_title, "our AE title")
     _audit_check(audit_log)
-    transfer = Transfer(node, f"retrieve-{method}", ae_title, study_uid=study_uid)
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = study_uid
-    requested, supported = _storage_contexts()
+    transfer = Transfer(node, f"retrieve-{'wado' if isinstance(node, WebNode) else method}", ae_title,
+                        study_uid=study_uid)
     try:
         with OutputSet(out_dir, [], cancel=None) as outs:
-            receiver = _Receiver(outs, study_uid, cancel, on_progress, transfer)
-            handlers = [(evt.EVT_C_STORE, receiver)]
-            ae = _new_ae(ae_title, timeouts)
-            if method == "get":
-                model = StudyRootQueryRetrieveInformationModelGet
-                ae.add_requested_context(model)
-                for cx in requested[:127]:
-                    ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-                kwargs = {"ext_neg": [build_role(cx.abstract_syntax, scp_role=True) for cx in requested[:127]],
-                          "evt_handlers": handlers}
+            if isinstance(node, WebNode):
+                from p2p_desktop.pacs.web import web_retrieve
+
+                web_retrieve(node, study_uid, outs, transfer, timeouts=timeouts, on_progress=on_progress,
+                             cancel=cancel)
             else:
-                model = StudyRootQueryRetrieveInformationModelMove
-                ae.add_requested_context(model)
-                ae.supported_contexts = supported
-                try:
-                    ae.start_server(("127.0.0.1", int(storage_port)), block=False, evt_handlers=handlers)
-                except OSError as exc:
-                    ae.shutdown()
-                    raise PacsError(f"cannot listen on 127.0.0.1:{storage_port} for the C-MOVE: "
-                                    f"{exc.strerror or exc} (choose another storage port)") from None
-                kwargs = {}
-            with _associate(node, ae, timeouts, **kwargs) as assoc:
-                responses = (assoc.send_c_get(query, model) if method == "get"
-                             else assoc.send_c_move(query, ae_title, model))
-                final = None
-                last = time.monotonic()
-                for status, _identifier in responses:
-                    code, text = _status_text(status)
-                    if code is None:
-                        raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
-                    last = time.monotonic()
-                    remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
-                    done = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0) + \
-                        int(getattr(status, "NumberOfFailedSuboperations", 0) or 0) + \
-                        int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
-                    receiver.total = max(receiver.total, remaining + done)
-                    if code == 0xFF00:
-                        if on_progress is not None:
-                            on_progress(done, remaining + done, f"C-{method.upper()}: {done}/{remaining + done}")
-                        if cancel is not None and cancel.cancelled:
-                            assoc.abort()
-                            cancel.check()
-                        continue
-                    final = (code, text, status)
-                if cancel is not None:
-                    cancel.check()
-                if receiver.error is not None:
-                    raise receiver.error
-                if final is None:
-                    raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
-                code, text, status = final
-                failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
-                if code not in (0x0000, 0xB000) or failed:
-                    raise PacsError(f"{node.describe()}: C-{method.upper()} of study {study_uid} failed: {text}"
-                                    + (f" ({failed} instance(s) not sent)" if failed else "")
-                                    + ("; the node may not know our AE title as a move destination"
-                                       if code == 0xA801 else ""))
-                if not transfer.paths:
-                    raise PacsError(f"{node.describe()}: study {study_uid} not found (nothing was retrieved)")
+                _retrieve_dimse(node, study_uid, outs, transfer, method=method, ae_title=ae_title,
+                                storage_port=storage_port, timeouts=timeouts, on_progress=on_progress,
+                                cancel=cancel)
             _audit(transfer, "success", audit_log)
     except Cancelled:
         _finish_failed(transfer, "cancelled", audit_log)
@@ -518,6 +469,78 @@ def retrieve(node: Node, study_uid: str, out_dir: str | os.PathLike, *, method: 
         _finish_failed(transfer, f"failed: {exc}", audit_log)
         raise
     return transfer
+
+
+def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, method: str, ae_title: str,
+                    storage_port: int, timeouts: Timeouts, on_progress: ProgressFn | None, cancel) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom import build_role, evt
+    from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
+                                      StudyRootQueryRetrieveInformationModelMove)
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    requested, supported = _storage_contexts()
+    receiver = _Receiver(outs, study_uid, cancel, on_progress, transfer)
+    handlers = [(evt.EVT_C_STORE, receiver)]
+    ae = _new_ae(ae_title, timeouts)
+    if method == "get":
+        model = StudyRootQueryRetrieveInformationModelGet
+        ae.add_requested_context(model)
+        for cx in requested[:127]:
+            ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+        kwargs = {"ext_neg": [build_role(cx.abstract_syntax, scp_role=True) for cx in requested[:127]],
+                  "evt_handlers": handlers}
+    else:
+        model = StudyRootQueryRetrieveInformationModelMove
+        ae.add_requested_context(model)
+        ae.supported_contexts = supported
+        try:
+            ae.start_server(("127.0.0.1", int(storage_port)), block=False, evt_handlers=handlers)
+        except OSError as exc:
+            ae.shutdown()
+            raise PacsError(f"cannot listen on 127.0.0.1:{storage_port} for the C-MOVE: "
+                            f"{exc.strerror or exc} (choose another storage port)") from None
+        kwargs = {}
+    with _associate(node, ae, timeouts, **kwargs) as assoc:
+        responses = (assoc.send_c_get(query, model) if method == "get"
+                     else assoc.send_c_move(query, ae_title, model))
+        final = None
+        last = time.monotonic()
+        for status, _identifier in responses:
+            code, text = _status_text(status)
+            if code is None:
+                raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
+            last = time.monotonic()
+            remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
+            done = int(getattr(status, "NumberOfCompletedSuboperations", 0) or 0) + \
+                int(getattr(status, "NumberOfFailedSuboperations", 0) or 0) + \
+                int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
+            receiver.total = max(receiver.total, remaining + done)
+            if code == 0xFF00:
+                if on_progress is not None:
+                    on_progress(done, remaining + done, f"C-{method.upper()}: {done}/{remaining + done}")
+                if cancel is not None and cancel.cancelled:
+                    assoc.abort()
+                    cancel.check()
+                continue
+            final = (code, text, status)
+        if cancel is not None:
+            cancel.check()
+        if receiver.error is not None:
+            raise receiver.error
+        if final is None:
+            raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
+        code, text, status = final
+        failed = int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
+        if code not in (0x0000, 0xB000) or failed:
+            raise PacsError(f"{node.describe()}: C-{method.upper()} of study {study_uid} failed: {text}"
+                            + (f" ({failed} instance(s) not sent)" if failed else "")
+                            + ("; the node may not know our AE title as a move destination"
+                               if code == 0xA801 else ""))
+        if not transfer.paths:
+            raise PacsError(f"{node.describe()}: study {study_uid} not found (nothing was retrieved)")
 
 
 def _finish_failed(transfer: Transfer, status: str, log) -> None:
@@ -551,7 +574,7 @@ def _read_header(path: Path):
     return sop_class, sop_uid, ts
 
 
-def send(node: Node, files: Iterable[str | os.PathLike], *, ae_title: str = DEFAULT_AE_TITLE,
+def send(node: Node | WebNode, files: Iterable[str | os.PathLike], *, ae_title: str = DEFAULT_AE_TITLE,
          timeouts: Timeouts = Timeouts(), on_progress: ProgressFn | None = None, cancel=None,
          audit_log: str | os.PathLike | None = None) -> Transfer:
     """C-STORE each file, unchanged (its own transfer syntax), over one association.
@@ -568,35 +591,14 @@ def send(node: Node, files: Iterable[str | os.PathLike], *, ae_title: str = DEFA
     ae_title = check_ae_title(ae_title, "our AE title")
     _audit_check(audit_log)
     transfer = Transfer(node, "send", ae_title)
-    wanted: dict[tuple[str, str], None] = {(c, ts): None for c, _u, ts in headers}
-    if len(wanted) > 128:
-        raise PacsError(f"{len(wanted)} different SOP class / transfer syntax pairs; send at most 128 at once")
-    ae = _new_ae(ae_title, timeouts)
-    for sop_class, ts in wanted:
-        ae.add_requested_context(sop_class, ts)
     try:
-        with _associate(node, ae, timeouts) as assoc:
-            accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
-            for n, (path, (sop_class, sop_uid, ts)) in enumerate(zip(paths, headers), start=1):
-                if cancel is not None and cancel.cancelled:
-                    assoc.abort()
-                    cancel.check()
-                inst = Instance(sop_uid, sop_class, path=str(path))
-                transfer.instances.append(inst)
-                if (sop_class, ts) not in accepted:
-                    inst.status = (f"failed: the node does not accept {_uid_name(sop_class)} in "
-                                   f"{_uid_name(ts)}")
-                    continue
-                sent = time.monotonic()
-                status = assoc.send_c_store(path)
-                code, text = _status_text(status)
-                if code is None:
-                    inst.status = "failed: no response"
-                    raise _lost(node, assoc, timeouts, "C-STORE", sent)
-                inst.status = ("success" if code == 0x0000 else
-                               f"warning: {text}" if code in (0xB000, 0xB006, 0xB007) else f"failed: {text}")
-                if on_progress is not None:
-                    on_progress(n, len(paths), f"sent {path.name}")
+        if isinstance(node, WebNode):
+            from p2p_desktop.pacs.web import web_send
+
+            web_send(node, paths, transfer, timeouts=timeouts, on_progress=on_progress, cancel=cancel)
+        else:
+            _send_dimse(node, paths, headers, transfer, ae_title=ae_title, timeouts=timeouts,
+                        on_progress=on_progress, cancel=cancel)
     except Cancelled:
         _audit_safely(transfer, "cancelled", audit_log)
         raise
@@ -611,6 +613,38 @@ def send(node: Node, files: Iterable[str | os.PathLike], *, ae_title: str = DEFA
                         f"{Path(first.path).name}: {first.status.removeprefix('failed: ')}")
     _audit(transfer, "success", audit_log)
     return transfer
+
+
+def _send_dimse(node: Node, paths: list[Path], headers, transfer: Transfer, *, ae_title: str, timeouts: Timeouts,
+                on_progress: ProgressFn | None, cancel) -> None:
+    wanted: dict[tuple[str, str], None] = {(c, ts): None for c, _u, ts in headers}
+    if len(wanted) > 128:
+        raise PacsError(f"{len(wanted)} different SOP class / transfer syntax pairs; send at most 128 at once")
+    ae = _new_ae(ae_title, timeouts)
+    for sop_class, ts in wanted:
+        ae.add_requested_context(sop_class, ts)
+    with _associate(node, ae, timeouts) as assoc:
+        accepted = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts}
+        for n, (path, (sop_class, sop_uid, ts)) in enumerate(zip(paths, headers), start=1):
+            if cancel is not None and cancel.cancelled:
+                assoc.abort()
+                cancel.check()
+            inst = Instance(sop_uid, sop_class, path=str(path))
+            transfer.instances.append(inst)
+            if (sop_class, ts) not in accepted:
+                inst.status = (f"failed: the node does not accept {_uid_name(sop_class)} in "
+                               f"{_uid_name(ts)}")
+                continue
+            sent = time.monotonic()
+            status = assoc.send_c_store(path)
+            code, text = _status_text(status)
+            if code is None:
+                inst.status = "failed: no response"
+                raise _lost(node, assoc, timeouts, "C-STORE", sent)
+            inst.status = ("success" if code == 0x0000 else
+                           f"warning: {text}" if code in (0xB000, 0xB006, 0xB007) else f"failed: {text}")
+            if on_progress is not None:
+                on_progress(n, len(paths), f"sent {path.name}")
 
 
 def _audit_safely(transfer: Transfer, status: str, log) -> None:

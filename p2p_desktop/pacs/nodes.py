@@ -22,7 +22,7 @@ from typing import Any
 
 from p2p_desktop.pacs.errors import PacsError
 
-__all__ = ["Node", "TLSFiles", "PacsSettings", "settings_path", "load_settings", "save_settings",
+__all__ = ["Node", "WebNode", "node_from_json", "TLSFiles", "PacsSettings", "settings_path", "load_settings", "save_settings",
            "parse_address", "resolve_node", "check_ae_title", "check_port", "DEFAULT_AE_TITLE", "DEFAULT_STORAGE_PORT"]
 
 DEFAULT_AE_TITLE = "P2P_DESKTOP"
@@ -113,17 +113,70 @@ class Node:
 
 
 @dataclass(frozen=True)
+class WebNode:
+    """A DICOMweb node (QIDO-RS / WADO-RS / STOW-RS), e.g. ``http://host:8042/dicom-web``."""
+
+    name: str
+    url: str
+    tls: TLSFiles = field(default_factory=TLSFiles)
+
+    def __post_init__(self) -> None:
+        from urllib.parse import urlparse
+
+        url = str(self.url or "").strip().rstrip("/")
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise PacsError(f"DICOMweb URL {self.url!r} is not valid (e.g. http://pacs:8042/dicom-web)")
+        object.__setattr__(self, "url", url)
+        if not (_NAME.match(self.name or "") or self.name == url):
+            raise PacsError(f"node name {self.name!r} is not valid: use letters, digits, '.', '_' or '-'")
+
+    ae_title = ""  # DICOMweb has no AE titles
+
+    @property
+    def host(self) -> str:
+        from urllib.parse import urlparse
+
+        return urlparse(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        from urllib.parse import urlparse
+
+        parts = urlparse(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+    def describe(self) -> str:
+        return self.url if self.name == self.url else f"{self.name} ({self.url})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "tls": asdict(self.tls)}
+
+
+def node_from_json(data: dict[str, Any]) -> "Node | WebNode":
+    if isinstance(data, dict) and "url" in data:
+        tls = data.get("tls") or {}
+        return WebNode(name=data.get("name", ""), url=data["url"],
+                       tls=TLSFiles(tls.get("cert"), tls.get("key"), tls.get("ca")))
+    return Node.from_json(data)
+
+
+@dataclass(frozen=True)
 class PacsSettings:
     """Our AE title, the C-MOVE storage port and the configured nodes."""
 
     ae_title: str = DEFAULT_AE_TITLE
     storage_port: int = DEFAULT_STORAGE_PORT
-    nodes: tuple[Node, ...] = ()
+    nodes: tuple[Node | WebNode, ...] = ()
 
-    def node(self, name: str) -> Node | None:
+    def node(self, name: str) -> Node | WebNode | None:
         return next((n for n in self.nodes if n.name == name), None)
 
-    def with_node(self, node: Node, *, replace_existing: bool = False) -> "PacsSettings":
+    def with_node(self, node: Node | WebNode, *, replace_existing: bool = False) -> "PacsSettings":
         if self.node(node.name) is not None and not replace_existing:
             raise PacsError(f"a node named {node.name!r} exists already (remove it first)")
         return replace(self, nodes=tuple(n for n in self.nodes if n.name != node.name) + (node,))
@@ -157,7 +210,7 @@ def load_settings(path: str | os.PathLike | None = None) -> PacsSettings:
         raise PacsError(f"the PACS settings {path} are not a JSON object")
     return PacsSettings(ae_title=check_ae_title(data.get("ae_title", DEFAULT_AE_TITLE), "our AE title"),
                         storage_port=check_port(data.get("storage_port", DEFAULT_STORAGE_PORT), "storage port"),
-                        nodes=tuple(Node.from_json(n) for n in data.get("nodes", [])))
+                        nodes=tuple(node_from_json(n) for n in data.get("nodes", [])))
 
 
 def save_settings(settings: PacsSettings, path: str | os.PathLike | None = None) -> Path:
@@ -194,16 +247,21 @@ def parse_address(text: str) -> Node | None:
     return node
 
 
-def resolve_node(text: str, settings: PacsSettings | None = None) -> Node:
-    """A configured node by name, or ``AET@HOST:PORT``."""
+def resolve_node(text: str, settings: PacsSettings | None = None) -> Node | WebNode:
+    """A configured node by name, ``AET@HOST:PORT``, or a DICOMweb URL (``http(s)://...``)."""
     settings = settings if settings is not None else load_settings()
     found = settings.node(text)
     if found is not None:
         return found
+    if text.startswith(("http://", "https://")):
+        node = WebNode(name="adhoc", url=text)
+        object.__setattr__(node, "name", node.url)
+        return node
     if "@" in text:
         node = parse_address(text)
         if node is None:
             raise PacsError(f"{text!r} is not AET@HOST:PORT (e.g. ORTHANC@127.0.0.1:4242)")
         return node
     names = ", ".join(n.name for n in settings.nodes) or "none configured"
-    raise PacsError(f"unknown node {text!r} (configured: {names}); give a node name or AET@HOST:PORT")
+    raise PacsError(f"unknown node {text!r} (configured: {names}); give a node name, AET@HOST:PORT "
+                    "or a DICOMweb URL")
