@@ -137,4 +137,10 @@ def test_unreachable_node_is_one_line_in_the_dialog(qtbot, window):
     assert "\n" not in dialog.errors[1]
     assert window.errors[-1] == ("PACS query/retrieve", dialog.errors[1])
     assert dialog.search_button.isEnabled()
+    # a DICOMweb node added in the dialog goes through the same path
+    assert dialog.chooser.add_node("web", "", "", 0, url=f"http://127.0.0.1:{free_port()}/dicom-web")
+    assert dialog.chooser.combo.currentData() == "web"
+    with qtbot.waitSignal(dialog.runner.finished, timeout=30000):
+        assert dialog.search()
+    assert len(dialog.errors) == 3 and "connection refused" in dialog.errors[2]
     dialog.done(0)
