@@ -1,4 +1,6 @@
-"""DICOM networking with pynetdicom: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE.
+"""DICOM networking with pynetdicom: C-ECHO, C-FIND, C-GET, C-MOVE and C-STORE (a
+:class:`~p2p_desktop.pacs.nodes.WebNode` goes through DICOMweb instead, see
+:mod:`p2p_desktop.pacs.web`).
 
 Every failure is one :class:`PacsError` line: the node is unreachable (refused, no answer
 within the connect timeout), the association is rejected (with the node's reason, e.g. "called
@@ -71,8 +73,8 @@ class Instance:
 class Transfer:
     """The outcome of a send or a retrieval, as recorded in the audit log."""
 
-    node: Node
-    operation: str  # "send", "retrieve-get", "retrieve-move"
+    node: Node | WebNode
+    operation: str  # "send", "retrieve-get", "retrieve-move", "retrieve-wado"
     ae_title: str
     instances: list[Instance] = field(default_factory=list)
     study_uid: str | None = None
