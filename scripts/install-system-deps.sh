@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Optional system tools used by tests when present: DICOM validator (dciodvfy),
-# DCMTK (dcm2pnm), poppler (pdftoppm, pdftotext), and the libraries Qt needs offscreen.
+# DCMTK (dcm2pnm, storescu), poppler (pdftoppm, pdftotext), the Orthanc DICOM server and its
+# DICOMweb plugin (the PACS tests start their own instance on loopback ports), and the
+# libraries Qt needs offscreen.
 # Best effort: the suite skips the checks whose tools are missing, naming the tool (tests/tools.py).
 set -u
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
@@ -8,6 +10,8 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   command -v dciodvfy >/dev/null || need+=(dicom3tools)
   command -v dcm2pnm  >/dev/null || need+=(dcmtk)
   { command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null; } || need+=(poppler-utils)
+  command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+  [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
   for lib in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3; do
     dpkg -s "$lib" >/dev/null 2>&1 || need+=("$lib")
   done

@@ -9,6 +9,7 @@ from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_ar
 from p2p_desktop.attacks.factory import build_attack, parse_params
 from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
 from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, seed_arg, split_list
+from p2p_desktop.cli.cmd_pacs import add_send_arg, check_send_arg, send_outputs
 
 __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
 
@@ -32,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--frame", type=int, help="frame of a multi-frame (cine) DICOM (default 0)")
     add_device_arg(p)
     add_export_args(p)
+    add_send_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=run)
 
@@ -95,6 +97,7 @@ def run(args) -> int:
     spec(args.attack)
     check_output_dir(args.out, [args.input])
     reports = check_export_args(args)
+    send_node = check_send_arg(args)
     attack = build_attack(args.attack, preset=args.preset, target=args.target, eps=args.eps,
                           steps=args.steps, seed=args.seed, params=parse_params(args.param))
     device = resolve_device(args.device)
@@ -136,6 +139,8 @@ def run(args) -> int:
         entry = audit.append("attack", audit_record(summary, "attack", outs.records,
                                                         deidentified=bool(args.deidentify)))
     summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
+    if send_node is not None:
+        summary["sent"] = send_outputs(send_node, summary["outputs"], args)
     warnings = [n for n in result.notes if n not in notes_before]
     print_run(summary, result, args, warnings=warnings)
     return 0

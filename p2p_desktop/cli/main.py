@@ -22,7 +22,7 @@ from p2p_desktop import __version__
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 # Order = order in --help.
-COMMAND_MODULES = ("classify", "attack", "evaluate", "phantoms", "models", "plugins", "audit", "rerun")
+COMMAND_MODULES = ("classify", "attack", "evaluate", "phantoms", "models", "plugins", "audit", "rerun", "pacs")
 
 # Offline by construction: nothing in this program talks to a model hub.
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("TRANSFORMERS_OFFLINE", "1"),

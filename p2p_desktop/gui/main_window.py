@@ -215,6 +215,9 @@ class MainWindow(QMainWindow):
         self.batch.error.connect(lambda msg, details: self.show_error("Batch evaluation failed", msg, details))
 
         self._build_actions()
+        from p2p_desktop.gui.pacs_dialog import install_pacs_actions
+
+        install_pacs_actions(self)  # "Send to PACS…" beside Export DICOM, Tools > PACS…
         self._restore_layout()
         self._update_actions()
         if load_demo:
