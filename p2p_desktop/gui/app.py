@@ -140,6 +140,12 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
     """Open the desktop app; with ``smoke_test`` run the smoke test instead and return 0/1."""
     if smoke_test and _headless():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from p2p_desktop.gui.platform_check import platform_problem
+
+    problem = platform_problem()
+    if problem:  # Qt would abort with a misleading message
+        sys.stderr.write(problem + "\n")
+        return 2
     app = create_application()
     from p2p_desktop.gui.main_window import MainWindow
     from p2p_desktop.gui.settings import AppSettings

@@ -32,6 +32,7 @@ from p2p_desktop.gui.worker import JobRunner
 __all__ = ["BrowserItem", "Unreadable", "StudyBrowser", "load_job"]
 
 ROLE = Qt.ItemDataRole.UserRole
+UNREADABLE_ROLE = Qt.ItemDataRole.UserRole + 1
 THUMB = 48
 #: Side files a dataset folder may hold that are not studies (not listed as unreadable).
 SIDECAR_SUFFIXES = (".json", ".csv", ".txt", ".md", ".html", ".pdf", ".npy", ".log", ".yaml", ".yml")
@@ -121,6 +122,8 @@ class StudyBrowser(QWidget):
     """Tree of opened studies; ``study_selected(BrowserItem)`` when an instance is chosen."""
 
     study_selected = Signal(object)
+    #: the current row is not a loadable study (an unreadable file, a group); the reason
+    selection_cleared = Signal(str)
     loading_finished = Signal()
     status_message = Signal(str)
 
@@ -293,6 +296,7 @@ class StudyBrowser(QWidget):
         self.unreadable[key] = entry
         top = self._node(("unreadable",), None, "Unreadable files", "")
         leaf = QTreeWidgetItem([entry.path.name, entry.reason])
+        leaf.setData(0, UNREADABLE_ROLE, str(key))
         leaf.setToolTip(0, f"{entry.path}\n{entry.reason}")
         leaf.setToolTip(1, entry.reason)
         leaf.setForeground(1, QBrush(QColor("#b3261e")))
@@ -334,6 +338,13 @@ class StudyBrowser(QWidget):
         self._show_attributes(item, current)
         if item is not None:
             self.study_selected.emit(item)
+            return
+        bad = self.unreadable.get(Path(current.data(0, UNREADABLE_ROLE))) \
+            if current is not None and current.data(0, UNREADABLE_ROLE) else None
+        if bad is not None:
+            self.selection_cleared.emit(f"{bad.path.name} cannot be opened: {bad.reason}")
+        else:
+            self.selection_cleared.emit("Select a study (an image) in the Studies list to run an attack.")
 
     def _show_attributes(self, item: BrowserItem | None, node: QTreeWidgetItem | None) -> None:
         rows: list[tuple[str, str]] = []

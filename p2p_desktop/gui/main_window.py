@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
-    QScrollArea,
     QStyle,
     QTabWidget,
     QWidget,
@@ -39,11 +38,12 @@ from p2p_desktop.gui.settings import AppSettings
 from p2p_desktop.gui.viewer import ViewerPanel
 from p2p_desktop.gui.worker import AttackRequest, JobRunner, ModelCache, attack_job
 
-__all__ = ["MainWindow", "demo_sample_paths", "fallback_sample", "export_function", "LogPanel"]
+__all__ = ["MainWindow", "fitted_geometry", "demo_sample_paths", "fallback_sample", "export_function", "LogPanel"]
 
 log = logging.getLogger("p2p_desktop.gui")
 
-TITLE = "P2P Desktop — adversarial robustness of breast-ultrasound classifiers"
+#: Qt adds the application display name ("P2P Desktop") to the title bar itself.
+TITLE = "Adversarial robustness of breast-ultrasound classifiers"
 _EXPORT_NAMES = {"png": "PNG", "dicom": "DICOM", "report": "Report"}
 
 
@@ -92,6 +92,34 @@ def _anonymous(study):
     from p2p_desktop.hashing import sha256_file
 
     return dataclasses.replace(study, output_name=f"deid-{sha256_file(study.path)[:16]}")
+
+
+#: The first window's size when the screen has room for it.
+PREFERRED_SIZE = (1500, 940)
+#: Room left for the window frame and title bar the window manager adds.
+FRAME_MARGIN = (16, 40)
+
+
+def fitted_geometry(avail: QRect, current: QRect | None = None, minimum: QSize | None = None) -> QRect:
+    """The window's client geometry inside ``avail`` (a screen's available geometry): the
+    preferred size centred for a first start, or ``current`` (restored) shrunk and moved into
+    the screen. Never below ``minimum`` unless the screen itself is smaller."""
+    room_w = max(1, avail.width() - FRAME_MARGIN[0])
+    room_h = max(1, avail.height() - FRAME_MARGIN[1])
+    want_w, want_h = (current.width(), current.height()) if current is not None else PREFERRED_SIZE
+    w, h = min(want_w, room_w), min(want_h, room_h)
+    if minimum is not None:
+        w = max(w, min(minimum.width(), room_w))
+        h = max(h, min(minimum.height(), room_h))
+    top = avail.top() + FRAME_MARGIN[1] - FRAME_MARGIN[0] // 2
+    left = avail.left() + FRAME_MARGIN[0] // 2
+    if current is None:
+        x = left + (room_w - w) // 2
+        y = top + (room_h - h) // 2
+    else:
+        x = min(max(current.x(), left), left + room_w - w)
+        y = min(max(current.y(), top), top + room_h - h)
+    return QRect(x, y, w, h)
 
 
 class _LogBridge(QObject):
@@ -168,20 +196,15 @@ class MainWindow(QMainWindow):
         self.history = HistoryPanel()
         self.log_panel = LogPanel()
 
-        panel_scroll = QScrollArea()
-        panel_scroll.setWidgetResizable(True)
-        panel_scroll.setWidget(self.panel)
-        panel_scroll.setMinimumWidth(310)
+        self.panel.setMinimumWidth(310)
         self.browser_dock = self._dock("Studies", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.attack_dock = self._dock("Attack", panel_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.attack_dock = self._dock("Attack", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.monitor_dock = self._dock("Progress", self.monitor, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.history_dock = self._dock("History", self.history, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.history_dock, self.log_dock)
         self.history_dock.raise_()
-        self.resizeDocks([self.browser_dock, self.attack_dock], [300, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.monitor_dock], [200], Qt.Orientation.Vertical)
-        self.resizeDocks([self.monitor_dock, self.history_dock], [1000, 420], Qt.Orientation.Horizontal)
+        self.browser.setMinimumWidth(180)
 
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
@@ -204,6 +227,7 @@ class MainWindow(QMainWindow):
 
         # -- connections
         self.browser.study_selected.connect(self._on_study_selected)
+        self.browser.selection_cleared.connect(self._on_nothing_selected)
         self.browser.status_message.connect(self.show_status)
         self.viewer.frame_requested.connect(self._on_frame_requested)
         self.panel.run_requested.connect(self.run_attack)
@@ -300,10 +324,31 @@ class MainWindow(QMainWindow):
         geometry, state = self.settings.window_state()
         if geometry is not None:
             self.restoreGeometry(geometry)
-        else:
-            self.resize(1500, 940)
+        self.fit_to_screen(restored=geometry is not None)
         if state is not None:
             self.restoreState(state)
+        else:
+            self._default_dock_sizes()
+
+    def _default_dock_sizes(self) -> None:
+        """Dock sizes of a first start, scaled to the window (which fits the screen)."""
+        w = self.width()
+        side = max(200, min(300, w // 5))
+        self.resizeDocks([self.browser_dock, self.attack_dock], [side, max(330, side)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.monitor_dock], [min(200, self.height() // 4)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.monitor_dock, self.history_dock], [w * 2 // 3, w // 3], Qt.Orientation.Horizontal)
+
+    def fit_to_screen(self, restored: bool = False) -> None:
+        """Fit the window to the screen's available area: a first start opens at most
+        PREFERRED_SIZE, centred; restored geometry is clamped, so every control is reachable."""
+        from PySide6.QtGui import QGuiApplication
+
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        current = self.geometry() if restored else None
+        self.setGeometry(fitted_geometry(avail, current, self.minimumSizeHint()))
 
     # -- studies ---------------------------------------------------------------------------------------
     def load_demo(self) -> None:
@@ -367,15 +412,26 @@ class MainWindow(QMainWindow):
         try:
             study = self._load(item)
         except InputError as exc:
-            self.current_study = None
-            self.viewer.show_message(str(exc))
-            self.show_status(str(exc))
+            self._on_nothing_selected(str(exc))
             return
         self._current_item = item
         self.set_study(study)
 
+    def _on_nothing_selected(self, reason: str) -> None:
+        """The selection is not a runnable study: Run is disabled with the reason shown (it
+        never falls back to the previously selected study)."""
+        self.current_study = None
+        self._current_item = None
+        self.viewer.show_message(reason)
+        self.panel.set_blocked(reason)
+        self.run_action.setToolTip(reason)
+        self.show_status(reason)
+        self._update_actions()
+
     def set_study(self, study) -> None:
         self.current_study = study
+        self.panel.set_blocked("")
+        self.run_action.setToolTip(self.run_action.statusTip())
         self.viewer.set_study(study)
         if self.tabs.currentWidget() is not self.results or not self.history.entries:
             self.tabs.setCurrentWidget(self.viewer)
@@ -412,7 +468,8 @@ class MainWindow(QMainWindow):
             self.show_status("A job is already running.")
             return False
         if self.current_study is None:
-            self.show_error("Nothing to attack", "Open and select a study first (File ▸ Open files…).")
+            self.show_error("Nothing to attack", self.panel.blocked_reason
+                            or "Open and select a study first (File ▸ Open files…).")
             return False
         try:
             attack = self.panel.build_attack()
