@@ -173,3 +173,88 @@ def test_window_title_does_not_repeat_the_app_name(qtbot, window):
 
     name = QApplication.applicationDisplayName()
     assert name and name not in window.windowTitle()
+
+
+# -- item 7: every run is audited ------------------------------------------------------------------
+def _audit_records():
+    import json
+
+    from p2p_desktop.audit import default_log_path
+
+    path = default_log_path()
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window):
+    from p2p_desktop.audit import default_log_path, verify_log
+    from p2p_desktop.export.run_outputs import audit_record, run_summary
+    from p2p_desktop.hashing import sha256_file
+
+    _open(qtbot, window, [ultrasound_file()])
+    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
+    before = len(_audit_records())
+    entry = _run(qtbot, window, "fgsm", eps=0.02)
+    records = _audit_records()[before:]
+    assert [r["event"] for r in records] == ["attack"]
+    data = records[0]["data"]
+    # the same record the CLI appends (audit_record), with the run's real values
+    cli_shape = audit_record(run_summary(entry.result, entry.study, "x"), "attack", [])
+    assert set(cli_shape) <= set(data)
+    assert data["command"] == "gui-run" and data["status"] == "finished"
+    assert data["input"] == str(ultrasound_file()) and data["input_sha256"] == sha256_file(ultrasound_file())
+    assert data["attack"] == "fgsm" and data["config"]["eps"] == 0.02
+    assert data["classifier"]["sha256"] == entry.result.classifier["sha256"] and data["success"] == entry.result.success
+
+    # a cancelled run leaves a record too
+    window.panel.set_attack("pgd")
+    window.panel.set_params(steps=10000, alpha=0.001, eps=0.05)
+    window.runner.progress.connect(lambda _e: window.cancel_run())
+    with qtbot.waitSignals([window.runner.cancelled, window.runner.finished], timeout=60000):
+        assert window.run_attack()
+    records = _audit_records()[before:]
+    assert len(records) == 2 and records[1]["data"]["status"] == "cancelled"
+    assert records[1]["data"]["attack"] == "pgd" and records[1]["data"]["outputs"] == []
+    assert verify_log(default_log_path()).ok
+
+
+def test_evaluate_runs_are_audited(tmp_path, classifier_name, monkeypatch):
+    from p2p_desktop.audit import default_log_path, verify_log
+    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.hashing import sha256_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    root = make_busi_folder(tmp_path / "busi")
+    before = len(_audit_records())
+    result = evaluate(root, ["fgsm"], [classifier_name], tmp_path / "eval", limit=1, device="cpu")
+    records = _audit_records()[before:]
+    assert [r["event"] for r in records] == ["evaluate"]
+    data = records[0]["data"]
+    assert data["command"] == "evaluate" and data["dataset"] == str(root) and data["fingerprint"] == result.fingerprint
+    assert {o["path"] for o in data["outputs"]} == {o["path"] for o in result.outputs}
+    for o in data["outputs"]:
+        assert sha256_file(o["path"]) == o["sha256"]
+    assert verify_log(default_log_path()).ok
+
+
+# -- item 12: closing during a run -------------------------------------------------------------------
+def test_closing_during_a_run_closes_at_once_and_cancels_within_one_iteration(qtbot, window):
+    _open(qtbot, window, [ultrasound_file()])
+    window.panel.set_attack("pgd")
+    window.panel.set_params(steps=10000, alpha=0.001, eps=0.05)
+    steps: list[int] = []
+    window.runner.progress.connect(lambda e: steps.append(e.step))
+    window.ask_before_close = True
+    window.confirm_close = lambda: True
+    with qtbot.waitSignal(window.runner.progress, timeout=30000):
+        assert window.run_attack()
+    with qtbot.waitSignals([window.runner.cancelled, window.runner.finished], timeout=30000):
+        t0 = time.perf_counter()
+        closed = window.close()
+        took = time.perf_counter() - t0
+        at_close = len(steps)
+        assert closed and not window.isVisible(), "the window must close at once"
+        assert took < 1.0, f"close() took {took:.2f} s"
+    assert len(steps) - at_close <= 1, f"{len(steps) - at_close} steps ran after the close"
+    assert window.history.entries == []

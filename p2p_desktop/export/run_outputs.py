@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["write_run_outputs", "audit_record"]
+__all__ = ["write_run_outputs", "run_summary", "audit_record", "audit_run", "audit_unfinished_run",
+           "audit_evaluation"]
 
 
 def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: bool = False,
@@ -24,8 +25,7 @@ def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: b
     options = {"export_dicom": bool(export_dicom), "deidentify": bool(deidentify), "report": list(reports)}
     write_provenance(result, study, outs, input_sha256=input_sha256, classifier_spec=classifier_spec,
                      backbone_spec=backbone_spec, label=label, options=options)
-    summary = {"input": str(study.path), "input_sha256": input_sha256, **result.summary(),
-               "outputs": list(outs.records)}
+    summary = {**run_summary(result, study, input_sha256), "outputs": list(outs.records)}
     outs.write_bytes(f"{output_stem(study, result.attack)}_result.json",
                      json.dumps(summary, indent=2, default=str).encode(), kind="result")
     if reports:
@@ -35,6 +35,11 @@ def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: b
     summary["outputs"] = [r for r in outs.records if r["kind"] != "result"]
     summary["result_file"] = next(r["path"] for r in outs.records if r["kind"] == "result")
     return summary
+
+
+def run_summary(result, study, input_sha256: str) -> dict:
+    """The JSON summary of one run: its input (path and SHA-256) and the result's summary."""
+    return {"input": str(study.path), "input_sha256": input_sha256, **result.summary()}
 
 
 def audit_record(summary: dict, command: str, outputs, **extra) -> dict:
@@ -53,3 +58,43 @@ def audit_record(summary: dict, command: str, outputs, **extra) -> dict:
         "outputs": outputs_summary(outputs),
         **extra,
     }
+
+
+def audit_run(result, study, command: str, outputs=(), *, log=None, **extra) -> dict:
+    """Append the audit record of a finished run that wrote no files yet (the GUI's Run):
+    the same record as ``p2p-desktop attack`` appends (:func:`audit_record`). Returns it."""
+    from p2p_desktop.audit import append_event
+    from p2p_desktop.hashing import sha256_file
+
+    summary = run_summary(result, study, sha256_file(study.path))
+    return append_event("attack", audit_record(summary, command, list(outputs), status="finished", **extra), log)
+
+
+def audit_unfinished_run(study, attack, classifier: str, device: str, command: str, status: str, *,
+                         reason: str = "", log=None) -> dict:
+    """Append the audit record of a run that produced nothing (``status``: cancelled or failed):
+    what was attempted on which input, with the same fields as :func:`audit_record` where known."""
+    from p2p_desktop.audit import append_event
+    from p2p_desktop.hashing import sha256_file
+
+    cfg = attack.config.to_dict()
+    data = {"command": command, "status": status, "input": str(study.path), "input_sha256": sha256_file(study.path),
+            "frame": int(getattr(study, "frame_index", 0)), "attack": attack.name, "config": cfg,
+            "classifier": {"name": classifier, "sha256": None}, "backbone": None, "device": device,
+            "seed": cfg.get("seed"), "success": None, "outputs": []}
+    if reason:
+        data["reason"] = reason
+    return append_event("attack", data, log)
+
+
+def audit_evaluation(dataset, out_dir, config: dict, fingerprint: str, outputs, *, attacked: int = 0,
+                     resumed: int = 0, command: str = "evaluate", log=None) -> dict:
+    """Append the audit record of a finished evaluation (CLI ``evaluate`` and the GUI's Batch view
+    both run :func:`p2p_desktop.evaluate.evaluate`, which calls this): the dataset, the settings
+    and their fingerprint, how many jobs ran, and every output with its SHA-256."""
+    from p2p_desktop.audit import append_event, outputs_summary
+
+    data = {"command": command, "status": "finished", "dataset": str(dataset), "out": str(out_dir),
+            "config": config, "fingerprint": fingerprint, "attacked": int(attacked), "resumed": int(resumed),
+            "outputs": outputs_summary(outputs)}
+    return append_event("evaluate", data, log)

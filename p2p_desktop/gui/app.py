@@ -157,7 +157,8 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
         from PySide6.QtCore import QTimer
 
         QTimer.singleShot(0, window.review_changed_plugins)  # a changed plugin asks again
-        app.aboutToQuit.connect(window.shutdown)
+        app.aboutToQuit.connect(window.shutdown)  # waits for a cancelled job's worker
+        window.closed.connect(app.quit)
         wake = _close_on_ctrl_c(window)  # noqa: F841 - kept alive while the app runs
         return int(app.exec())
 

@@ -161,6 +161,7 @@ class MainWindow(QMainWindow):
     """The app's one window."""
 
     run_finished = Signal()  # after every attack job (success, failure or cancel)
+    closed = Signal()  # the window was closed (the app quits even if a dialog is still open)
 
     def __init__(self, settings: AppSettings | None = None, load_demo: bool = True, parent=None) -> None:
         super().__init__(parent)
@@ -172,6 +173,7 @@ class MainWindow(QMainWindow):
         self.errors: list[tuple[str, str]] = []
         self.ask_before_close = True
         self._close_pending = False
+        self._closed = False
         self._run_study = None
         self._run_request: AttackRequest | None = None
         self.setWindowTitle(TITLE)
@@ -530,19 +532,13 @@ class MainWindow(QMainWindow):
         self.panel.set_running(False)
         self._update_actions()
         self.run_finished.emit()
-        if self._close_pending and not self.is_busy():
-            self.close()
 
     def _on_export_finished(self) -> None:
         self._update_actions()
-        if self._close_pending and not self.is_busy():
-            self.close()
 
     def _on_batch_running(self, running: bool) -> None:
         self.panel.set_running(running)
         self._update_actions()
-        if not running and self._close_pending and not self.is_busy():
-            self.close()
 
     # -- results ---------------------------------------------------------------------------------------
     def show_entry(self, entry) -> None:
@@ -774,22 +770,27 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        if self.is_busy():
-            if not self._close_pending:
-                if self.ask_before_close and not self.confirm_close():
-                    event.ignore()
-                    return
-                self._close_pending = True
-                self.cancel_run()
-                self.show_status("Cancelling the running job; the window closes when it has stopped…")
-            event.ignore()
+        """Close at once: a running job is asked first, then cancelled (its worker sees the
+        token within one iteration) and the window goes away without waiting for it; the
+        application waits for the worker thread when it quits (:meth:`shutdown`)."""
+        if self._closed:
+            event.accept()
             return
+        if self.is_busy():
+            if self.ask_before_close and not self.confirm_close():
+                event.ignore()
+                return
+            self._close_pending = True
+            for runner in self.job_runners():
+                runner.cancel()
+            log.info("window closed during a job: the job was cancelled")
         self.browser.cancel()
-        self.browser.runner.wait(10000)
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.log_panel.detach()
+        self._closed = True
         super().closeEvent(event)
+        self.closed.emit()
 
     def job_runners(self) -> tuple[JobRunner, ...]:
         return self.runner, self.batch.runner, self.export_runner, self.browser.runner
