@@ -242,14 +242,14 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     from p2p_desktop.hashing import sha256_file
 
     path = Path(study.path)
-    if input_sha256 is None and path.is_file():
+    if input_sha256 is None and path.is_file() and not deidentified:
         input_sha256 = sha256_file(path)
     verdict = (f"{'SUCCESS' if result.success else 'FAILED'}: {result.original_label} → "
                f"{result.adversarial_label}" + (f" (target {result.target})" if result.target else ""))
     meta = study.metadata.as_dict() if study.metadata is not None else {}
     inp: list[tuple[str, str]] = [
         ("file", "(withheld: de-identified export)" if deidentified else str(path)),
-        ("sha256", input_sha256 or "—"),
+        ("sha256", "(withheld: de-identified export)" if deidentified else input_sha256 or "—"),
         ("kind", study.kind),
         ("size", f"{study.width} × {study.height} × {study.channels}, {study.bits_stored}-bit"),
         ("photometric", study.photometric),

@@ -85,13 +85,11 @@ def export_function(module: str, *names: str):
     return next((getattr(mod, n) for n in names if callable(getattr(mod, n, None))), None)
 
 
-def _anonymous(study):
-    """The study with an output name that does not carry its (possibly identifying) file name."""
-    import dataclasses
+def _anonymous(study, name: str | None = None):
+    """The study with a random pseudonymous output name (not derived from its file or bytes)."""
+    from p2p_desktop.export.run_outputs import deidentified_study
 
-    from p2p_desktop.hashing import sha256_file
-
-    return dataclasses.replace(study, output_name=f"deid-{sha256_file(study.path)[:16]}")
+    return deidentified_study(study, name)
 
 
 #: The first window's size when the screen has room for it.
@@ -174,6 +172,7 @@ class MainWindow(QMainWindow):
         self.ask_before_close = True
         self._close_pending = False
         self._closed = False
+        self._pseudonyms: dict = {}  # run number -> pseudonym of its de-identified exports
         self._run_study = None
         self._run_request: AttackRequest | None = None
         self.setWindowTitle(TITLE)
@@ -605,21 +604,48 @@ class MainWindow(QMainWindow):
                 return False
             deidentify = answer == QMessageBox.StandardButton.Yes
 
+        name = self._pseudonym() if deidentify else None
+
         def write(result, study, outs):
             if deidentify:
-                study = _anonymous(study)
+                study = _anonymous(study, name)
             fn(result, study, outs, deidentify=deidentify)
 
         return self._start_export("dicom", folder, write, deidentified=deidentify)
 
-    def export_report(self, folder: str | None = None, formats=("html", "pdf")) -> bool:
+    def _pseudonym(self) -> str:
+        """The shown run's pseudonym for de-identified exports: random, made once per run, so its
+        de-identified DICOM and report share it (kept in memory only, never written)."""
+        from p2p_desktop.export.run_outputs import pseudonym
+
+        entry = self.current_entry()
+        key = entry.number if entry is not None else None
+        if key not in self._pseudonyms:
+            self._pseudonyms[key] = pseudonym()
+        return self._pseudonyms[key]
+
+    def export_report(self, folder: str | None = None, formats=("html", "pdf"), deidentify: bool | None = None) -> bool:
         """Write the run's full record, as ``p2p-desktop attack`` does: adversarial PNG,
-        perturbation, provenance, result JSON and the HTML/PDF report."""
+        perturbation, provenance, result JSON and the HTML/PDF report. De-identified (asked,
+        like the DICOM export): no patient attributes, input path or hash anywhere, and files
+        named by the run's random pseudonym."""
         if self._report_writer() is None:
             return False
         entry = self.current_entry()
         if entry is None:
             return False
+        if deidentify is None and folder is not None:
+            deidentify = False  # called with a folder (scripts, tests): plain unless asked for
+        if deidentify is None:
+            answer = QMessageBox.question(
+                self, "Export Report", "De-identify the report?\n\nYes leaves out the patient attributes, the "
+                "input's path and its SHA-256, and names the files by a random pseudonym.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Yes if entry.number in self._pseudonyms else QMessageBox.StandardButton.No)
+            if answer == QMessageBox.StandardButton.Cancel:
+                return False
+            deidentify = answer == QMessageBox.StandardButton.Yes
+        name = self._pseudonym() if deidentify else None
         from p2p_desktop.export.provenance import model_spec
         from p2p_desktop.export.run_outputs import write_run_outputs
         from p2p_desktop.hashing import sha256_file
@@ -628,10 +654,12 @@ class MainWindow(QMainWindow):
         bb_spec = model_spec(entry.backbone_spec) if entry.result.backbone is not None else None
 
         def write(result, study, outs):
+            if deidentify:
+                study = _anonymous(study, name)
             write_run_outputs(result, study, outs, input_sha256=sha256_file(study.path), reports=tuple(formats),
-                              classifier_spec=clf_spec, backbone_spec=bb_spec)
+                              classifier_spec=clf_spec, backbone_spec=bb_spec, deidentify=bool(deidentify))
 
-        return self._start_export("report", folder, write)
+        return self._start_export("report", folder, write, deidentified=bool(deidentify))
 
     def _start_export(self, what: str, folder: str | None, write, deidentified: bool = False) -> bool:
         """Run ``write(result, study, outs)`` on a worker, then append the audit record; every
