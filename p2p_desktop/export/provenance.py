@@ -66,6 +66,12 @@ def _weights_sha(identity: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _label_source(result, study, given: str | None) -> str:
+    from p2p_desktop.export.report import true_label_source
+
+    return true_label_source(result, study, given)
+
+
 def provenance_name(study, attack: str) -> str:
     from p2p_desktop.export.images import output_stem
 
@@ -78,8 +84,9 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
                       created: _dt.datetime | None = None, deidentified: bool = False) -> dict[str, Any]:
     """The provenance of one :class:`~p2p_desktop.attacks.runner.AttackResult` as a JSON-ready dict.
 
-    ``label`` is the true label the user gave (``--label``), None when the clean prediction was
-    used; ``options`` the export options (``export_dicom``, ``deidentify``, ``report``).
+    ``label`` is the true label the user gave (``--label``), None when the class folder or the
+    clean prediction supplied it (``input.true_label_source`` says which; ``input.true_label`` is
+    always the label the run used); ``options`` the export options (``export_dicom``, ``deidentify``, ``report``).
     """
     from p2p_desktop.attacks.runner import _jsonable
 
@@ -101,7 +108,9 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
             "frame": int(study.frame_index),
             "n_frames": int(study.n_frames),
             "kind": study.kind,
-            "true_label": label,
+            # the label the run used (the report's too), and where it came from
+            "true_label": result.true_label if result.true_label is not None else label,
+            "true_label_source": _label_source(result, study, label),
         },
         "attack": {"name": result.attack, "config": _jsonable(result.config)},
         "classifier": {

@@ -33,7 +33,8 @@ def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: b
     if reports:
         from p2p_desktop.export.report import write_reports
 
-        write_reports(result, study, outs, reports, input_sha256=input_sha256, deidentified=deidentify)
+        write_reports(result, study, outs, reports, input_sha256=input_sha256, deidentified=deidentify,
+                      given_label=label)
     summary["outputs"] = [r for r in outs.records if r["kind"] != "result"]
     summary["result_file"] = next(r["path"] for r in outs.records if r["kind"] == "result")
     return summary

@@ -30,6 +30,13 @@ from PySide6.QtWidgets import (
 )
 
 import pyqtgraph as pg
+from p2p_desktop.export.report import (
+    DELTA_UNITS,
+    FAILURE_COLOUR,
+    SUCCESS_COLOUR,
+    attack_detail_rows,
+    nearest_word_lines,
+)
 from p2p_desktop.gui.imageview import ImagePane, colormap
 from p2p_desktop.perturbation import MODES, PerturbationMap
 
@@ -83,32 +90,9 @@ def metric_rows(result) -> list[tuple[str, str, str]]:
 
 
 def format_words(words) -> list[str]:
-    """The learned prompt's nearest vocabulary words as lines: ``token → word (cos), …``.
-
-    P2P reports ``[{"token": t, "nearest": [[word, cosine], …]}, …]``; plain lists, dicts
-    and strings (e.g. from plugins) are shown as they are.
-    """
-    if words is None:
-        return []
-    if isinstance(words, str):
-        return [words]
-    if isinstance(words, dict):
-        return [f"{k} → {', '.join(format_words(v))}" for k, v in words.items()]
-    lines = []
-    for w in words if isinstance(words, (list, tuple)) else [words]:
-        if isinstance(w, dict) and "token" in w:
-            near = []
-            for n in w.get("nearest", ()):
-                if isinstance(n, (list, tuple)) and len(n) == 2 and isinstance(n[1], (int, float)):
-                    near.append(f"{n[0]} ({n[1]:.2f})")
-                else:
-                    near.append(str(n))
-            lines.append(f"{w['token']} → {', '.join(near)}")
-        elif isinstance(w, (list, tuple)):
-            lines.append(", ".join(map(str, w)))
-        else:
-            lines.append(str(w))
-    return lines
+    """The learned prompt's nearest vocabulary words as lines, words only (byte-level BPE
+    tokens decoded, lone bytes dropped): ``token → word (cos), …`` — as in the report."""
+    return nearest_word_lines(words)
 
 
 class ProbabilityChart(pg.PlotWidget):
@@ -316,7 +300,7 @@ class ResultsView(QWidget):
         r, study = entry.result, entry.study
         mask = study.mask if study.mask is not None and study.mask.shape == r.original.shape[:2] else None
         self.perturbation = PerturbationMap(r.original, r.adversarial, mask)
-        colour = "#1b5e20" if r.success else "#8a1c1c"
+        colour = SUCCESS_COLOUR if r.success else FAILURE_COLOUR  # as in the report
         verdict = "SUCCESS" if r.success else "FAILED"
         self.header.setText(
             f"<b>{html.escape(entry.title)}</b> &nbsp; <span style='color:{colour}'><b>{verdict}</b></span>"
@@ -434,10 +418,11 @@ class ResultsView(QWidget):
                          + "<br>".join(html.escape(line) for line in format_words(words)))
         elif r.attack == "p2p":
             parts.append("<b>Learned prompt:</b> no nearest words reported")
-        other = {k: v for k, v in (r.info or {}).items() if k != "nearest_words" and _short(v)}
-        if other:
-            parts.append("<b>Attack info:</b><br>" + "<br>".join(
-                f"{html.escape(str(k))}: {html.escape(_short(v))}" for k, v in other.items()))
+        details = [(k, v) for k, v in attack_detail_rows({k: v for k, v in (r.info or {}).items()
+                                                          if k != "nearest_words"}) if len(v) <= 160]
+        if details:
+            parts.append("<b>Attack details</b> (the verdict above is judged on the image as written):<br>"
+                         + "<br>".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in details))
         if r.notes:
             parts.append("<b>Notes:</b><ul style='margin-left:-20px'>" + "".join(
                 f"<li>{html.escape(n)}</li>" for n in r.notes) + "</ul>")
@@ -461,9 +446,3 @@ class ResultsView(QWidget):
         self.readout.setText(f"x {col}, y {row} · original {px(r.original)} · adversarial {px(r.adversarial)} · "
                              f"δ {delta}")
 
-
-def _short(value) -> str:
-    if isinstance(value, (int, float, str, bool)):
-        text = str(value)
-        return text if len(text) <= 80 else text[:77] + "..."
-    return ""
