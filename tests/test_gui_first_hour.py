@@ -258,3 +258,76 @@ def test_closing_during_a_run_closes_at_once_and_cancels_within_one_iteration(qt
         assert took < 1.0, f"close() took {took:.2f} s"
     assert len(steps) - at_close <= 1, f"{len(steps) - at_close} steps ran after the close"
     assert window.history.entries == []
+
+
+# -- item 5: the heatmap's scale can be read ----------------------------------------------------------
+def _fit_1280(window):
+    from PySide6.QtCore import QRect
+
+    from p2p_desktop.gui.main_window import fitted_geometry
+
+    window.setGeometry(fitted_geometry(QRect(0, 0, 1280, 800), None, window.minimumSizeHint()))
+    window._default_dock_sizes()
+
+
+def test_heatmap_scale_fits_states_units_and_matches_the_overlay(qtbot, window):
+    from PySide6.QtCore import QRectF
+
+    from p2p_desktop.export.report import DELTA_UNITS
+
+    _fit_1280(window)
+    _open(qtbot, window, [ultrasound_file()])
+    entry = _run(qtbot, window, "fgsm", eps=0.03)
+    assert entry is not None
+    view = window.results
+    qtbot.wait(200)
+    pane, bar = view.heatmap_pane, view.colorbar
+    # the colour bar's numbers lie inside the pane and have the room they need
+    pane_rect = QRectF(0, 0, pane.viewport().width(), pane.viewport().height())
+    axis_rect = pane.mapFromScene(bar.axis.sceneBoundingRect()).boundingRect()
+    assert 0 <= axis_rect.left() and axis_rect.right() <= pane_rect.width(), (axis_rect, pane_rect)
+    bar.axis.picture = None
+    pane.grab()  # draw: the axis measures its tick labels
+    assert bar.axis.textWidth + bar.axis.style["tickTextOffset"][0] <= bar.axis.width(), "tick labels clipped"
+    assert bar.axis.autoSIPrefixScale == 1.0
+    # δ's units, and the mode named in the title and the label
+    left = bar.getAxis("left").labelText
+    assert DELTA_UNITS in left and left.startswith("δ")
+    assert DELTA_UNITS in view.mode_combo.toolTip()
+    view.set_mode("absolute")
+    assert "|δ|" in pane.title_label.text and bar.getAxis("left").labelText.startswith("|δ|")
+    view.set_mode("signed")
+    assert "|δ|" not in pane.title_label.text
+    # amplify + overlay: strong pixels are drawn in the colour bar's own colours
+    view.amp_spin.setValue(4.0)
+    view.overlay_check.setChecked(True)
+    assert view.heat_overlay_item.isVisible() and view.heatmap_item.opacity() == 1.0
+    rgba = view.heat_overlay_item.image
+    values = view.perturbation.map("signed")
+    lo, hi = view.heatmap_levels()
+    strong = np.abs(values) >= (1 - view.opacity_slider.value() / 100) * hi
+    assert strong.any()
+    expected = bar.colorMap().map(np.clip((values[strong] - lo) / (hi - lo), 0, 1), mode="byte")
+    assert np.array_equal(rgba[strong][:, :3], expected[:, :3])
+    assert (rgba[strong][:, 3] == 255).all()
+    assert rgba[values == 0][:, 3].max(initial=0) == 0  # no change: the image shows through
+
+
+# -- item 10 and the verdict colour: the hover readout --------------------------------------------
+def test_hover_readout_starts_fresh_per_run_without_moving_the_layout(qtbot, window):
+    from p2p_desktop.export.report import FAILURE_COLOUR, SUCCESS_COLOUR
+
+    _open(qtbot, window, [ultrasound_file()])
+    first = _run(qtbot, window, "fgsm", eps=0.02)
+    view = window.results
+    qtbot.wait(100)
+    height, top = view.stats_box.height(), view.chart.mapTo(view, view.chart.rect().topLeft()).y()
+    view._on_hover(10, 20)
+    assert "x 20, y 10" in view.readout.text() and "δ" in view.readout.text()
+    qtbot.wait(50)
+    assert view.stats_box.height() == height
+    assert view.chart.mapTo(view, view.chart.rect().topLeft()).y() == top, "the layout moved"
+    colour = SUCCESS_COLOUR if first.result.success else FAILURE_COLOUR
+    assert colour in view.header.text()
+    _run(qtbot, window, "fgsm", eps=0.04)
+    assert "x 20, y 10" not in view.readout.text()
