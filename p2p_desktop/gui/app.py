@@ -44,6 +44,9 @@ def create_application(argv: list[str] | None = None):
         app.setApplicationName(APPLICATION)
         app.setApplicationDisplayName("P2P Desktop")
         apply_theme(app)
+    from p2p_desktop.gui import refguard
+
+    refguard.install()  # this PySide6 build loses a reference to True per emit: give them back
     return app
 
 
