@@ -163,6 +163,9 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: AppSettings | None = None, load_demo: bool = True, parent=None) -> None:
         super().__init__(parent)
+        from p2p_desktop.gui import refguard
+
+        refguard.install()  # (also when the QApplication was made elsewhere, e.g. by a test)
         self.settings = settings if settings is not None else AppSettings.user()
         self.models = ModelCache()
         self.current_study = None
@@ -173,6 +176,9 @@ class MainWindow(QMainWindow):
         self._close_pending = False
         self._closed = False
         self._pseudonyms: dict = {}  # run number -> pseudonym of its de-identified exports
+        self._opening: list[Path] = []  # paths being opened (Recent gets those that gave a study)
+        self.last_open_message = ""
+        self.last_open_dialog: QMessageBox | None = None
         self._run_study = None
         self._run_request: AttackRequest | None = None
         self.setWindowTitle(TITLE)
@@ -229,6 +235,7 @@ class MainWindow(QMainWindow):
         # -- connections
         self.browser.study_selected.connect(self._on_study_selected)
         self.browser.selection_cleared.connect(self._on_nothing_selected)
+        self.browser.opened.connect(self._on_opened)
         self.browser.status_message.connect(self.show_status)
         self.viewer.frame_requested.connect(self._on_frame_requested)
         self.panel.run_requested.connect(self.run_attack)
@@ -383,14 +390,52 @@ class MainWindow(QMainWindow):
             self.open_paths([path])
 
     def open_paths(self, paths) -> None:
-        """Open files and folders (menu, toolbar, drag and drop, recent list)."""
+        """Open files and folders (menu, toolbar, drag and drop, recent list): the first new
+        study is selected and shown; what was opened is announced when loading ends; only
+        paths that gave a study go to the Recent list."""
         paths = [Path(p) for p in paths]
-        for p in paths:
-            self.settings.add_recent_path(p)
+        self._opening.extend(paths)
         if paths:
             self.settings.last_folder = str(paths[0] if paths[0].is_dir() else paths[0].parent)
-        self.browser.add_paths(paths, select_first=self.current_study is None)
+        self.browser.add_paths(paths, select_first=True)
         self.browser_dock.show()
+
+    def _on_opened(self, items, unreadable) -> None:
+        """Announce a finished load, and keep the opened paths that gave a study in Recent."""
+        from p2p_desktop.gui.browser import plural
+
+        opening, self._opening = self._opening, []
+        loaded = [Path(i.path).resolve() for i in items]
+        for p in opening:
+            root = p.resolve()
+            if any(f == root or (p.is_dir() and root in f.parents) for f in loaded):
+                self.settings.add_recent_path(p)
+        parts = []
+        if items:
+            first = items[0].path.name
+            parts.append(f"Opened {plural(len(items), 'study', 'studies')} (showing {first})"
+                         if len(items) > 1 else f"Opened {first}")
+        if unreadable:
+            parts.append(f"{plural(len(unreadable), 'file')} could not be opened")
+        if not parts:
+            return
+        self.last_open_message = "; ".join(parts) + "."
+        log.info("%s", self.last_open_message)
+        for bad in unreadable:
+            log.warning("cannot open %s: %s", bad.path.name, bad.reason)
+        if unreadable:
+            self.browser_dock.show()
+            box = QMessageBox(self)
+            box.setIcon(QMessageBox.Icon.Warning)
+            box.setWindowTitle("Some files could not be opened")
+            box.setText(self.last_open_message)
+            box.setInformativeText("\n".join(f"{b.path.name}: {b.reason}" for b in unreadable[:10])
+                                   + (f"\n… and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""))
+            box.setDetailedText("\n".join(f"{b.path}: {b.reason}" for b in unreadable))
+            box.setStandardButtons(QMessageBox.StandardButton.Ok)
+            self.last_open_dialog = box
+            box.open()
+        self.show_status(self.last_open_message)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -638,7 +683,7 @@ class MainWindow(QMainWindow):
             deidentify = False  # called with a folder (scripts, tests): plain unless asked for
         if deidentify is None:
             answer = QMessageBox.question(
-                self, "Export Report", "De-identify the report?\n\nYes leaves out the patient attributes, the "
+                self, "Export report", "De-identify the report?\n\nYes leaves out the patient attributes, the "
                 "input's path and its SHA-256, and names the files by a random pseudonym.",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
                 QMessageBox.StandardButton.Yes if entry.number in self._pseudonyms else QMessageBox.StandardButton.No)
@@ -667,7 +712,7 @@ class MainWindow(QMainWindow):
         entry = self.current_entry()
         if entry is None or self.export_runner.is_running():
             return False
-        folder = folder or self._export_folder(f"Export {what} to folder")
+        folder = folder or self._export_folder(f"Export {_EXPORT_NAMES.get(what, what)} to folder")
         if not folder:
             return False
         result, study = entry.result, entry.study
@@ -699,7 +744,9 @@ class MainWindow(QMainWindow):
         for w in warnings:
             log.warning("%s export: %s", self._export_what, w)
         folder = str(Path(paths[0]).parent) if paths else ""
-        self.show_status(f"{self._export_label()} export: {len(paths)} files in {folder}"
+        from p2p_desktop.gui.browser import plural
+
+        self.show_status(f"{self._export_label()} export: {plural(len(paths), 'file')} in {folder}"
                          + (f" — {warnings[0]}" if warnings else ""))
         if self.results.entry is not None:
             self.results.show_entry(self.results.entry)  # exporters may add notes

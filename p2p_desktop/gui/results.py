@@ -38,6 +38,7 @@ from p2p_desktop.export.report import (
     nearest_word_lines,
 )
 from p2p_desktop.gui.imageview import ImagePane, colormap
+from p2p_desktop.gui.monitor import legend_title
 from p2p_desktop.perturbation import MODES, PerturbationMap
 
 __all__ = ["ResultsView", "ProbabilityChart", "MetricsTable", "metric_rows", "format_words"]
@@ -114,20 +115,17 @@ class ProbabilityChart(pg.PlotWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent=parent, background="w")
-        self.setTitle("Class probabilities: before vs after", color="#333", size="9pt")
-        self.setYRange(0, 1.22, padding=0)  # room above the bars for the legend
+        self.setTitle(legend_title("Class probabilities", [("before", BEFORE_COLOUR), ("after", AFTER_COLOUR)]),
+                      color="#333", size="9pt")  # the key in the title: nothing covers the bars
+        self.setYRange(0, 1.04, padding=0)
         self.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
         self.setMouseEnabled(x=False, y=False)
         self.hideButtons()
         self.showGrid(y=True, alpha=0.25)
-        self.legend = self.addLegend(offset=(-5, 2), labelTextColor="#333", colCount=2,
-                                     brush=pg.mkBrush(255, 255, 255, 220))
         self.before = pg.BarGraphItem(x=[], height=[], width=0.38, brush=BEFORE_COLOUR, pen=None)
         self.after = pg.BarGraphItem(x=[], height=[], width=0.38, brush=AFTER_COLOUR, pen=None)
         self.addItem(self.before)
         self.addItem(self.after)
-        self.legend.addItem(self.before, "before")
-        self.legend.addItem(self.after, "after")
         self.setMinimumHeight(150)
         self.values: tuple[list[float], list[float]] = ([], [])
 
