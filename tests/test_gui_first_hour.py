@@ -331,3 +331,56 @@ def test_hover_readout_starts_fresh_per_run_without_moving_the_layout(qtbot, win
     assert colour in view.header.text()
     _run(qtbot, window, "fgsm", eps=0.04)
     assert "x 20, y 10" not in view.readout.text()
+
+
+# -- item 8: opening files -------------------------------------------------------------------------
+def test_opened_files_are_announced_selected_and_only_readable_ones_go_to_recent(qtbot, window, tmp_path):
+    from PIL import Image
+
+    bad = tmp_path / "scan_0001.dcm"
+    bad.write_bytes(b"\x00" * 200)
+    _open(qtbot, window, [ultrasound_file()])
+    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
+    first = window.current_study.path
+    second = tmp_path / "phantom.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 80)) * 255).astype(np.uint8)).save(second)
+    _open(qtbot, window, [bad, second])
+    # the new study is selected (not the earlier one), shown and scrolled into view
+    qtbot.waitUntil(lambda: window.current_study is not None and window.current_study.path == second, timeout=5000)
+    assert window.current_study.path != first
+    node = window.browser.tree.currentItem()
+    assert window.browser.tree.visualItemRect(node).intersects(window.browser.tree.viewport().rect())
+    # announced, with the unreadable file and its reason in full
+    assert "Opened phantom.png" in window.last_open_message and "1 file could not be opened" in \
+        window.last_open_message
+    assert window.status_label.text() == window.last_open_message
+    reason = window.browser.unreadable[bad.resolve()].reason
+    assert window.last_open_dialog is not None and reason in window.last_open_dialog.informativeText()
+    window.last_open_dialog.close()
+    # only paths that gave a study are remembered
+    recent = window.settings.recent_paths
+    assert str(second) in recent and str(ultrasound_file()) in recent and str(bad) not in recent
+    # the reason in full in the attributes table, and "1 file" on its group
+    window.browser.tree.setCurrentItem(_unreadable_node(window, bad.name))
+    cells = {window.browser.attributes.item(r, 0).text(): window.browser.attributes.item(r, 1).text()
+             for r in range(window.browser.attributes.rowCount())}
+    assert cells.get("Cannot be opened") == reason
+    group = _unreadable_node(window, bad.name).parent()
+    assert group.text(1) == "1 file"
+
+
+def test_export_folder_dialog_title_and_plot_keys(qtbot, window, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    _open(qtbot, window, [ultrasound_file()])
+    _run(qtbot, window, "fgsm", eps=0.02)
+    titles = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: titles.append(a[1]) or ""))
+    assert window.export_png() is False and window.export_dicom(deidentify=False) is False
+    assert titles == ["Export PNG to folder", "Export DICOM to folder"]
+    # class keys are in the plot titles; no legend box sits over the curves or bars
+    for plot in (window.monitor.prob_plot, window.results.chart):
+        assert plot.plotItem.legend is None
+    title = window.monitor.prob_plot.plotItem.titleLabel.text
+    assert all(c in title for c in ("benign", "malignant", "normal"))
+    assert "before" in window.results.chart.plotItem.titleLabel.text
