@@ -150,6 +150,8 @@ def run(args) -> int:
 
             record_pseudonym(args.pseudonym_map, study.output_name, study, sha256_file(args.input))
     summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
-    warnings = [n for n in result.notes if n not in notes_before]
+    from p2p_desktop.input_check import WARNING_PREFIX
+
+    warnings = [n for n in result.notes if n not in notes_before or n.startswith(WARNING_PREFIX)]
     print_run(summary, result, args, warnings=warnings)
     return 0

@@ -286,6 +286,7 @@ class RunReport:
     notes: list[str]
     outputs: list[dict[str, str]]
     created: str = ""
+    warnings: list[str] = field(default_factory=list)  # shown under the verdict (input checks)
 
 
 @dataclass
@@ -376,9 +377,13 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     if hist is not None:
         charts.append(("loss and class probabilities per iteration", hist))
     outs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outputs]
+    from p2p_desktop.input_check import WARNING_PREFIX
+
+    warnings = [n for n in result.notes if n.startswith(WARNING_PREFIX)]
     return RunReport(title=f"p2p-desktop attack report — {result.attack}", verdict=verdict, success=result.success,
-                     sections=sections, images=images, charts=charts, notes=list(result.notes),
-                     outputs=outs, created=_now())
+                     sections=sections, images=images, charts=charts,
+                     notes=[n for n in result.notes if n not in warnings], outputs=outs, created=_now(),
+                     warnings=warnings)
 
 
 def _probs(probs: dict[str, float]) -> str:
@@ -449,6 +454,7 @@ td.mono,span.mono{font-family:'DejaVu Sans Mono',monospace;word-break:break-all}
 .grid{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;flex:1 1 22%;min-width:200px}
 figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
 .chart img{max-width:100%}.notes li{margin:.2em 0}.muted{color:#777;font-size:.85em}
+.warn{background:#fff4e0;color:#7a4a00;border-left:4px solid #e08a00;padding:.4em .7em}
 """.replace("SUCCESS_BG", _SUCCESS_BACKGROUND).replace("SUCCESS_FG", SUCCESS_COLOUR) \
     .replace("FAILURE_BG", _FAILURE_BACKGROUND).replace("FAILURE_FG", FAILURE_COLOUR)
 
@@ -485,6 +491,8 @@ def render_html(report: RunReport | BatchReport) -> bytes:
     if isinstance(report, RunReport):
         cls = "ok" if report.success else "no"
         parts.append(f"<p class='verdict {cls}'>{html.escape(report.verdict)}</p>")
+        for w in report.warnings:
+            parts.append(f"<p class='warn'>⚠ Warning: {html.escape(w)}</p>")
         parts.append("<h2>Images</h2><div class='grid'>")
         for caption, png in report.images:
             parts.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -615,6 +623,8 @@ def render_pdf(report: RunReport | BatchReport) -> bytes:
         colour = _rgb(SUCCESS_COLOUR if report.success else FAILURE_COLOUR)
         doc.pdf.ln(1)
         doc.para(report.verdict, 12, colour)
+        for w in report.warnings:
+            doc.para(f"Warning: {w}", 9, (150, 90, 0))
         # images in one row of four
         gap = 3.0
         w = (doc.width - gap * (len(report.images) - 1)) / max(len(report.images), 1)

@@ -32,7 +32,7 @@ from p2p_desktop.config import Config
 from p2p_desktop.errors import InputError
 from p2p_desktop.gui.forms import ConfigForm
 
-__all__ = ["AttackPanel", "DEFAULT_CLASSIFIER", "DEFAULT_BACKBONE", "classifier_classes"]
+__all__ = ["AttackPanel", "DEFAULT_CLASSIFIER", "DEFAULT_BACKBONE", "classifier_classes", "classifier_card"]
 
 DEFAULT_CLASSIFIER = "demo-squeezenet1_1"
 DEFAULT_BACKBONE = "demo"
@@ -44,6 +44,24 @@ PRESET_FIELD = "preset"
 @dataclass(frozen=True)
 class _EmptyConfig(Config):
     """Stand-in form when the selected attack cannot be loaded."""
+
+
+def classifier_card(spec: str):
+    """The classifier's model card (weights not loaded), or None when it cannot be read."""
+    from p2p_desktop.models import registry
+    from p2p_desktop.models.classifier import ModelCard
+
+    try:
+        entry = registry.find(spec)
+        if entry is not None and isinstance(entry.card, dict):
+            return ModelCard.from_dict(entry.card)
+        path = Path(spec)
+        card = path / "card.json" if path.is_dir() else path
+        if card.suffix.lower() == ".json" and card.is_file():
+            return ModelCard.from_dict(json.loads(card.read_text(encoding="utf-8")))
+    except Exception:  # noqa: BLE001 - only used for advice; the run reports real errors
+        return None
+    return None
 
 
 def classifier_classes(spec: str) -> tuple[str, ...]:

@@ -241,6 +241,7 @@ class MainWindow(QMainWindow):
         self.panel.run_requested.connect(self.run_attack)
         self.panel.cancel_requested.connect(self.cancel_run)
         self.panel.changed.connect(self._update_actions)
+        self.panel.classifier_combo.currentIndexChanged.connect(lambda _i: self._show_input_warnings())
         self.history.show_requested.connect(self.show_entry)
         self.history.compare_requested.connect(self.compare_entries)
         self.batch.running_changed.connect(self._on_batch_running)
@@ -468,15 +469,34 @@ class MainWindow(QMainWindow):
         never falls back to the previously selected study)."""
         self.current_study = None
         self._current_item = None
+        self.viewer.set_warning("")
         self.viewer.show_message(reason)
         self.panel.set_blocked(reason)
         self.run_action.setToolTip(reason)
         self.show_status(reason)
         self._update_actions()
 
+    def input_warnings(self) -> list[str]:
+        """How the selected study differs from the selected classifier's training data."""
+        from p2p_desktop.gui.attack_panel import classifier_card
+        from p2p_desktop.input_check import input_warnings
+
+        spec = self.panel.classifier_spec()
+        card = classifier_card(spec) if spec and self.current_study is not None else None
+        return input_warnings(self.current_study, card) if card is not None else []
+
+    def _show_input_warnings(self) -> None:
+        from p2p_desktop.input_check import WARNING_PREFIX
+
+        lines = self.input_warnings()
+        self.viewer.set_warning("\n".join("⚠ " + w[len(WARNING_PREFIX):] for w in lines) and
+                                "⚠ This image is unlike what the classifier was trained on; its verdicts may "
+                                "mean little:\n" + "\n".join("• " + w[len(WARNING_PREFIX):] for w in lines))
+
     def set_study(self, study) -> None:
         self.current_study = study
         self.panel.set_blocked("")
+        self._show_input_warnings()
         self.run_action.setToolTip(self.run_action.statusTip())
         self.viewer.set_study(study)
         if self.tabs.currentWidget() is not self.results or not self.history.entries:

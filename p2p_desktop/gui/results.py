@@ -471,8 +471,14 @@ class ResultsView(QWidget):
             f"{100 * (1 - le.inside_fraction):.1f}% outside · energy per pixel inside/outside {ratio}")
 
     def _update_notes(self) -> None:
+        from p2p_desktop.input_check import WARNING_PREFIX
+
         r = self.entry.result
         parts = []
+        warnings = [n for n in r.notes if n.startswith(WARNING_PREFIX)]
+        if warnings:
+            parts.append("<span style='color:#7a4a00'><b>⚠ Input unlike the classifier's training data:</b><br>"
+                         + "<br>".join(html.escape(w[len(WARNING_PREFIX):]) for w in warnings) + "</span>")
         words = r.info.get("nearest_words") if isinstance(r.info, dict) else None
         if words:
             parts.append("<b>Learned prompt, nearest words (cosine):</b><br>"
@@ -484,9 +490,10 @@ class ResultsView(QWidget):
         if details:
             parts.append("<b>Attack details</b> (the verdict above is judged on the image as written):<br>"
                          + "<br>".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in details))
-        if r.notes:
+        others = [n for n in r.notes if n not in warnings]
+        if others:
             parts.append("<b>Notes:</b><ul style='margin-left:-20px'>" + "".join(
-                f"<li>{html.escape(n)}</li>" for n in r.notes) + "</ul>")
+                f"<li>{html.escape(n)}</li>" for n in others) + "</ul>")
         cfg = ", ".join(f"{k}={v}" for k, v in r.config.items())
         parts.append(f"<b>Config:</b> {html.escape(cfg)}")
         self.notes.setText("<br>".join(parts))
