@@ -65,6 +65,14 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _home_as_tilde(text: str) -> str:
+    """Paths under the user's home shown as ``~/…`` (shorter, and no user name on screen)."""
+    from pathlib import Path
+
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("", "/") else text
+
+
 def _small_font():
     from PySide6.QtGui import QFont
 
@@ -493,7 +501,7 @@ class ResultsView(QWidget):
         others = [n for n in r.notes if n not in warnings]
         if others:
             parts.append("<b>Notes:</b><ul style='margin-left:-20px'>" + "".join(
-                f"<li>{html.escape(n)}</li>" for n in others) + "</ul>")
+                f"<li>{html.escape(_home_as_tilde(n))}</li>" for n in others) + "</ul>")
         cfg = ", ".join(f"{k}={v}" for k, v in r.config.items())
         parts.append(f"<b>Config:</b> {html.escape(cfg)}")
         self.notes.setText("<br>".join(parts))
