@@ -790,6 +790,9 @@ def evaluate(
         outputs += _write_batch_report(out, root, summary, rows, outputs, notes, report_formats, {
             **header, "attacks": ", ".join(attack_names), "classifiers": ", ".join(names),
             "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint})
+    from p2p_desktop.export.run_outputs import audit_evaluation  # every run is audited (CLI and GUI)
+
+    audit_evaluation(root, out, config, fingerprint, outputs, attacked=attacked, resumed=resumed)
     notify(total, total, "done", 0.0)
     adv_dir = out / ADVERSARIAL_DIR
     return EvaluationResult(out_dir=out, summary=summary, rows=rows, outputs=outputs, notes=notes, config=config,

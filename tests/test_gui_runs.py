@@ -117,10 +117,17 @@ def test_heatmap_controls_roi_and_lesion_energy(qtbot, window, tmp_path):
     assert view.heatmap_levels() == pytest.approx((0.0, top / 4))
     view.set_mode("signed")
     assert view.heatmap_levels() == pytest.approx((-pm.scale("signed") / 4, pm.scale("signed") / 4))
-    # overlay on the original with opacity
+    # overlay on the original: the bar's colours, fading towards 0 (more strength, more opaque pixels)
+    view.amp_spin.setValue(1.0)
     view.overlay_check.setChecked(True)
-    view.opacity_slider.setValue(40)
-    assert view.heatmap_pane.base_item.isVisible() and view.heatmap_item.opacity() == pytest.approx(0.4)
+    top = pm.scale("signed")
+    view.colorbar.setLevels((-2 * top, 2 * top))  # a wider bar (dragged): every |δ| at half its range
+    view.opacity_slider.setValue(5)
+    assert view.heatmap_pane.base_item.isVisible() and view.heat_overlay_item.isVisible()
+    faint = int(view.heat_overlay_item.image[..., 3].astype(np.int64).sum())
+    view.opacity_slider.setValue(90)
+    assert int(view.heat_overlay_item.image[..., 3].astype(np.int64).sum()) > faint
+    view.amp_spin.setValue(4.0)
     # hover readout: position and values
     view._on_hover(5, 7)
     d = entry.result.perturbation[5, 7, 0]

@@ -193,6 +193,9 @@ def run_attack(
         if target_idx == label_idx:
             raise InputError(f"target class {cfg.target!r} is the image's own class; choose another target")
     notes: list[str] = []
+    from p2p_desktop.input_check import input_warnings  # an input unlike the training data: say so
+
+    notes += input_warnings(study, getattr(classifier, "card", None))
     if orig_idx != label_idx:
         notes.append(f"the clean image is already misclassified ({classes[orig_idx]} instead of {label_name})")
 

@@ -50,6 +50,9 @@ def add_export_args(p) -> None:
                         "attributes out of the report")
     p.add_argument("--audit-log", metavar="FILE",
                    help="audit log to append to (default: $P2P_DESKTOP_AUDIT_LOG or the user data folder)")
+    p.add_argument("--pseudonym-map", metavar="FILE",
+                   help="with --deidentify: append the outputs' random pseudonym and the source path to this "
+                        "local file (JSON lines); without it, nothing links them")
 
 
 def check_export_args(args) -> tuple[str, ...]:
@@ -60,6 +63,12 @@ def check_export_args(args) -> tuple[str, ...]:
     formats = parse_formats(args.report) if args.report is not None else ()
     if args.deidentify and not (args.export_dicom or formats):
         raise InputError("--deidentify applies to --export-dicom and --report; give at least one of them")
+    if getattr(args, "pseudonym_map", None):
+        if not args.deidentify:
+            raise InputError("--pseudonym-map needs --deidentify")
+        from p2p_desktop.export.run_outputs import check_pseudonym_map
+
+        check_pseudonym_map(args.pseudonym_map)
     return formats
 
 
@@ -111,8 +120,10 @@ def run(args) -> int:
     audit = AuditLog(args.audit_log)
     audit.check()
     if args.deidentify:
-        # output file names must not carry the source's (possibly identifying) file name
-        study.output_name = f"deid-{sha256_file(args.input)[:16]}"
+        # output names carry neither the source's file name nor anything derived from its bytes
+        from p2p_desktop.export.run_outputs import pseudonym
+
+        study.output_name = pseudonym()
 
     # 2. the attack, with a progress bar on stderr
     cancel = CancelToken()
@@ -138,9 +149,15 @@ def run(args) -> int:
                                     audit_log=audit.path)
         entry = audit.append("attack", audit_record(summary, "attack", outs.records,
                                                         deidentified=bool(args.deidentify)))
+        if args.deidentify and args.pseudonym_map:  # only when asked: the one link to the source
+            from p2p_desktop.export.run_outputs import record_pseudonym
+
+            record_pseudonym(args.pseudonym_map, study.output_name, study, sha256_file(args.input))
     summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
+    from p2p_desktop.input_check import WARNING_PREFIX
+
     if send_node is not None:
         summary["sent"] = send_outputs(send_node, summary["outputs"], args)
-    warnings = [n for n in result.notes if n not in notes_before]
+    warnings = [n for n in result.notes if n not in notes_before or n.startswith(WARNING_PREFIX)]
     print_run(summary, result, args, warnings=warnings)
     return 0

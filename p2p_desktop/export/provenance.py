@@ -10,6 +10,9 @@ byte-identical.
 
 The record keeps the input's path so that it can be re-run: it stays with the run's other
 outputs on this machine and is not meant for sharing (reports and de-identified DICOMs are).
+A de-identified run's record names no input (no path, no SHA-256, only the outputs' random
+pseudonym), so ``rerun`` refuses it with one line: the source can be found again only through
+the local pseudonym map the user asked for (``attack --pseudonym-map FILE``).
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def _plugin_identity(name: Any, kind: str) -> dict[str, Any]:
     return {"plugin": dict(info)} if info and info.get("kind") == kind else {}
 
 
+def _label_source(result, study, given: str | None) -> str:
+    from p2p_desktop.export.report import true_label_source
+
+    return true_label_source(result, study, given)
+
+
 def provenance_name(study, attack: str) -> str:
     from p2p_desktop.export.images import output_stem
 
@@ -81,11 +90,12 @@ def provenance_name(study, attack: str) -> str:
 def provenance_record(result, study, *, input_sha256: str | None = None, classifier_spec: dict | None = None,
                       backbone_spec: dict | None = None, label: str | None = None,
                       options: dict[str, Any] | None = None, outputs: list[dict] | None = None,
-                      created: _dt.datetime | None = None) -> dict[str, Any]:
+                      created: _dt.datetime | None = None, deidentified: bool = False) -> dict[str, Any]:
     """The provenance of one :class:`~p2p_desktop.attacks.runner.AttackResult` as a JSON-ready dict.
 
-    ``label`` is the true label the user gave (``--label``), None when the clean prediction was
-    used; ``options`` the export options (``export_dicom``, ``deidentify``, ``report``).
+    ``label`` is the true label the user gave (``--label``), None when the class folder or the
+    clean prediction supplied it (``input.true_label_source`` says which; ``input.true_label`` is
+    always the label the run used); ``options`` the export options (``export_dicom``, ``deidentify``, ``report``).
     """
     from p2p_desktop.attacks.runner import _jsonable
 
@@ -93,17 +103,23 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
     created = created or _dt.datetime.now(_dt.timezone.utc).astimezone()
     clf_identity = dict(result.classifier or {})
     bb_identity = dict(result.backbone) if result.backbone else None
+    if deidentified:  # no path, no hash: nothing that leads back to the source
+        source = {"path": None, "sha256": None, "deidentified": True, "pseudonym": study.output_name}
+    else:
+        source = {"path": str(path.resolve()) if path.exists() else str(path),
+                  "sha256": input_sha256 or (sha256_file(path) if path.is_file() else None)}
     return {
         "format": FORMAT,
         "version": VERSION,
         "created": created.isoformat(timespec="seconds"),
         "input": {
-            "path": str(path.resolve()) if path.exists() else str(path),
-            "sha256": input_sha256 or (sha256_file(path) if path.is_file() else None),
+            **source,
             "frame": int(study.frame_index),
             "n_frames": int(study.n_frames),
             "kind": study.kind,
-            "true_label": label,
+            # the label the run used (the report's too), and where it came from
+            "true_label": result.true_label if result.true_label is not None else label,
+            "true_label_source": _label_source(result, study, label),
         },
         "attack": {"name": result.attack, "config": _jsonable(result.config),
                    **_plugin_identity(result.attack, "attack")},
@@ -166,6 +182,9 @@ def load_provenance(path: str | Path) -> dict[str, Any]:
     for key in ("input", "attack", "classifier", "seed"):
         if key not in record:
             raise InputError(f"{path.name}: provenance record lacks {key!r}")
+    if isinstance(record["input"], dict) and record["input"].get("deidentified"):
+        raise InputError(f"{path.name} records a de-identified run: it names no input, so it cannot be re-run "
+                         "(find the source through the pseudonym map, if one was kept, and run `attack` again)")
     if not isinstance(record["input"], dict) or not record["input"].get("path"):
         raise InputError(f"{path.name}: provenance record lacks the input path")
     if not isinstance(record["attack"], dict) or "name" not in record["attack"]:

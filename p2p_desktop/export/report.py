@@ -30,9 +30,18 @@ from p2p_desktop.errors import InputError
 __all__ = ["REPORT_FORMATS", "RunReport", "BatchReport", "parse_formats", "build_run_report",
            "render_html", "render_pdf", "write_reports", "write_batch_report", "figure_png",
            "perturbation_colours", "perturbation_heatmap_png", "amplified_perturbation_png", "probability_chart_png",
-           "history_chart_png"]
+           "history_chart_png", "SUCCESS_COLOUR", "FAILURE_COLOUR", "readable_word", "nearest_word_lines",
+           "probabilities_text", "DELTA_UNITS"]
 
 REPORT_FORMATS = ("html", "pdf")
+#: Verdict colours, the same in the GUI (results header) and in the reports: the attack
+#: succeeded (the classifier was fooled) / it failed.
+SUCCESS_COLOUR = "#1b5e20"
+FAILURE_COLOUR = "#8a1c1c"
+_SUCCESS_BACKGROUND = "#e3f1e3"
+_FAILURE_BACKGROUND = "#fde2e1"
+#: What δ is measured in, wherever it is shown.
+DELTA_UNITS = "[0,1] pixel units"
 _KIND = {"html": "report-html", "pdf": "report-pdf"}
 # Header attributes shown in the report; the second group is left out when de-identified.
 _SAFE_ATTRIBUTES = ("modality", "sop_class_uid", "manufacturer", "transfer_syntax", "burned_in_annotation")
@@ -52,6 +61,78 @@ def parse_formats(text: str | Sequence[str] | None) -> tuple[str, ...]:
     if not items:
         raise InputError("--report needs at least one format (html, pdf)")
     return tuple(dict.fromkeys(items))
+
+
+# -- readable values ----------------------------------------------------------------------
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of the byte-level BPE alphabet (GPT-2/CLIP ``bytes_to_unicode``)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+_BYTES = _byte_decoder()
+
+
+def readable_word(token: str) -> str | None:
+    """A byte-level BPE vocabulary token as the word it spells ("Ġcat" -> "cat", "cat</w>" ->
+    "cat"), or None when it is no word (a lone byte such as "Ĩ", punctuation, a fragment of a
+    multi-byte character)."""
+    text = str(token).replace("</w>", "")
+    try:
+        text = bytes(_BYTES[c] for c in text).decode("utf-8")
+    except KeyError:  # not a byte-level BPE token: shown as it is
+        pass
+    except UnicodeDecodeError:  # part of a multi-byte character: no word
+        return None
+    text = text.strip()
+    if not text or not text.isprintable() or not any(ch.isalpha() for ch in text):
+        return None
+    return text
+
+
+def nearest_word_lines(words) -> list[str]:
+    """The learned prompt's nearest vocabulary words, one line per prompt token, words only:
+    ``token → word (0.93), word (0.88)``. P2P reports ``[{"token", "nearest": [[word, cos]]}]``;
+    other shapes (plugins) are shown as text."""
+    if words is None:
+        return []
+    if isinstance(words, str):
+        return [words]
+    if isinstance(words, dict):
+        return [f"{k} → {', '.join(nearest_word_lines(v))}" for k, v in words.items()]
+    lines = []
+    for w in words if isinstance(words, (list, tuple)) else [words]:
+        if isinstance(w, dict) and "token" in w:
+            near = []
+            for n in w.get("nearest", ()):
+                if isinstance(n, (list, tuple)) and len(n) == 2 and isinstance(n[1], (int, float)):
+                    word = readable_word(n[0])
+                    if word is not None:
+                        near.append(f"{word} ({n[1]:.2f})")
+                else:
+                    word = readable_word(str(n))
+                    if word is not None:
+                        near.append(word)
+            token = readable_word(w["token"]) or str(w["token"])
+            lines.append(f"{token} → {', '.join(near) if near else '(no whole word nearby)'}")
+        elif isinstance(w, (list, tuple)):
+            lines.append(", ".join(readable_word(str(x)) or str(x) for x in w))
+        else:
+            lines.append(str(w))
+    return lines
+
+
+def probabilities_text(probs: dict[str, float]) -> str:
+    """``benign 0.912 · malignant 0.071 · normal 0.017``."""
+    return " · ".join(f"{c} {float(p):.3f}" for c, p in probs.items())
 
 
 # -- figures ------------------------------------------------------------------------------
@@ -118,7 +199,7 @@ def perturbation_heatmap_png(perturbation: np.ndarray) -> bytes:
     ax.imshow(perturbation_colours(perturbation), interpolation="nearest")
     ax.set_axis_off()
     cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.046, pad=0.03)
-    cb.set_label("δ ([0,1] pixel units)", fontsize=8)
+    cb.set_label(f"δ ({DELTA_UNITS})", fontsize=8)
     cb.ax.tick_params(labelsize=7)
     return figure_png(fig)
 
@@ -205,6 +286,7 @@ class RunReport:
     notes: list[str]
     outputs: list[dict[str, str]]
     created: str = ""
+    warnings: list[str] = field(default_factory=list)  # shown under the verdict (input checks)
 
 
 @dataclass
@@ -227,8 +309,12 @@ def _fmt(value: Any) -> str:
         if value != value or value in (float("inf"), float("-inf")):
             return "—"
         return f"{value:.4g}"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str, sort_keys=True)
+    if isinstance(value, dict):
+        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            return " · ".join(f"{k} {_fmt(float(v))}" for k, v in value.items())
+        return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value, default=str, ensure_ascii=False)
     return str(value)
 
 
@@ -249,19 +335,19 @@ def _audit_rows(audit_log=None) -> list[tuple[str, str]]:
 
 
 def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, input_sha256: str | None = None,
-                     deidentified: bool = False, audit_log=None) -> RunReport:
+                     deidentified: bool = False, audit_log=None, given_label: str | None = None) -> RunReport:
     """Collect the content of a run report (no file is written)."""
     from p2p_desktop.hashing import sha256_file
 
     path = Path(study.path)
-    if input_sha256 is None and path.is_file():
+    if input_sha256 is None and path.is_file() and not deidentified:
         input_sha256 = sha256_file(path)
     verdict = (f"{'SUCCESS' if result.success else 'FAILED'}: {result.original_label} → "
                f"{result.adversarial_label}" + (f" (target {result.target})" if result.target else ""))
     meta = study.metadata.as_dict() if study.metadata is not None else {}
     inp: list[tuple[str, str]] = [
         ("file", "(withheld: de-identified export)" if deidentified else str(path)),
-        ("sha256", input_sha256 or "—"),
+        ("sha256", "(withheld: de-identified export)" if deidentified else input_sha256 or "—"),
         ("kind", study.kind),
         ("size", f"{study.width} × {study.height} × {study.channels}, {study.bits_stored}-bit"),
         ("photometric", study.photometric),
@@ -274,14 +360,7 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
             inp.append(("identifying attributes", "left out (de-identified export)"))
     m = result.metrics or {}
     metrics = [(k, _fmt(v)) for k, v in m.items()]
-    outcome = [
-        ("verdict", verdict),
-        ("true label", result.true_label),
-        ("original", f"{result.original_label}  {_probs(result.original_probs)}"),
-        ("adversarial", f"{result.adversarial_label}  {_probs(result.adversarial_probs)}"),
-        ("attack's internal verdict", f"{result.internal_label} "
-                                      f"({'success' if result.success_internal else 'failure'})"),
-    ]
+    outcome = verdict_rows(result, study, given_label)
     run = [("attack", result.attack), ("seed", str(result.seed)), ("device", result.device),
            ("time", f"{result.seconds:.3f} s"), ("iterations", str(result.iterations))]
     config = [(k, _fmt(v)) for k, v in sorted(result.config.items())]
@@ -291,7 +370,7 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         models += [(f"backbone {k}", _fmt(v)) for k, v in result.backbone.items()]
     else:
         models.append(("backbone", "none"))
-    info = [(k, _fmt(v)) for k, v in (result.info or {}).items()]
+    info = attack_detail_rows(result.info or {})
     versions = [(k, str(v)) for k, v in (result.versions or {}).items()]
     sections = [("Verdict", outcome), ("Input", inp), ("Run", run), ("Metrics", metrics),
                 ("Attack configuration", config), ("Models", models)]
@@ -311,13 +390,67 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     if hist is not None:
         charts.append(("loss and class probabilities per iteration", hist))
     outs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outputs]
+    from p2p_desktop.input_check import WARNING_PREFIX
+
+    warnings = [n for n in result.notes if n.startswith(WARNING_PREFIX)]
     return RunReport(title=f"p2p-desktop attack report — {result.attack}", verdict=verdict, success=result.success,
-                     sections=sections, images=images, charts=charts, notes=list(result.notes),
-                     outputs=outs, created=_now())
+                     sections=sections, images=images, charts=charts,
+                     notes=[n for n in result.notes if n not in warnings], outputs=outs, created=_now(),
+                     warnings=warnings)
 
 
 def _probs(probs: dict[str, float]) -> str:
-    return "  ".join(f"{c} {p:.3f}" for c, p in probs.items())
+    return probabilities_text(probs)
+
+
+def true_label_source(result, study, given: str | None = None) -> str:
+    """Where the run's true label came from: given by the user, the dataset's class folder,
+    or (neither) the classifier's prediction on the clean image."""
+    if given:
+        return "given"
+    if getattr(study, "label", None) and study.label == result.true_label:
+        return "class folder"
+    return "clean prediction"
+
+
+def verdict_rows(result, study, given_label: str | None = None) -> list[tuple[str, str]]:
+    """The verdict, judged on the image as written (resampled to the source and quantised):
+    the numbers every other part of the report uses. The attack's internal candidate (before
+    writing) is shown once, labelled as such."""
+    rows = [
+        ("verdict", f"{'SUCCESS' if result.success else 'FAILED'} (judged on the image as written)"),
+        ("true label", f"{result.true_label} ({true_label_source(result, study, given_label)})"),
+        ("original image", f"{result.original_label} · {_probs(result.original_probs)}"),
+        ("adversarial image as written", f"{result.adversarial_label} · {_probs(result.adversarial_probs)}"),
+    ]
+    internal = dict(getattr(result, "internal_probs", None) or {})
+    if internal:
+        same = result.internal_label == result.adversarial_label and result.success_internal == result.success
+        rows.append(("attack's internal candidate (before resampling and quantisation; not the verdict)",
+                     f"{result.internal_label} · {_probs(internal)} · "
+                     f"{'success' if result.success_internal else 'failure'}"
+                     + ("" if same else " — differs from the written image; the written verdict counts")))
+    return rows
+
+
+#: Attack-detail keys that describe the attack's own candidate image, with their labels.
+_CANDIDATE_KEYS = {"probs": "candidate probabilities (internal; not the verdict)",
+                   "predicted": "candidate prediction (internal; not the verdict)",
+                   "success": "candidate success (internal; not the verdict)"}
+
+
+def attack_detail_rows(info: dict) -> list[tuple[str, str]]:
+    """The attack's own details, readable: probabilities as ``class p``, the learned prompt's
+    nearest words as words, and the attack's candidate values labelled as internal."""
+    rows = []
+    for key, value in info.items():
+        if key == "nearest_words":
+            rows.append(("learned prompt: nearest words (cosine)", "; ".join(nearest_word_lines(value)) or "—"))
+        elif key in _CANDIDATE_KEYS:
+            rows.append((_CANDIDATE_KEYS[key], _fmt(value)))
+        else:
+            rows.append((key.replace("_", " "), _fmt(value)))
+    return rows
 
 
 # -- HTML ---------------------------------------------------------------------------------
@@ -327,14 +460,16 @@ color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:.2em;
 margin-top:1.6em}
 .verdict{font-size:1.2em;font-weight:bold;padding:.5em .8em;border-radius:4px;display:inline-block}
-.ok{background:#fde2e1;color:#8b1a13}.no{background:#e3f1e3;color:#1d5b1d}
+.ok{background:SUCCESS_BG;color:SUCCESS_FG}.no{background:FAILURE_BG;color:FAILURE_FG}
 table{border-collapse:collapse;width:100%;font-size:.9em}td,th{border:1px solid #ddd;padding:.3em .5em;
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.k{width:28%;color:#555}
 td.mono,span.mono{font-family:'DejaVu Sans Mono',monospace;word-break:break-all}
 .grid{display:flex;flex-wrap:wrap;gap:1em}figure{margin:0;flex:1 1 22%;min-width:200px}
 figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}figcaption{font-size:.85em;color:#555}
 .chart img{max-width:100%}.notes li{margin:.2em 0}.muted{color:#777;font-size:.85em}
-"""
+.warn{background:#fff4e0;color:#7a4a00;border-left:4px solid #e08a00;padding:.4em .7em}
+""".replace("SUCCESS_BG", _SUCCESS_BACKGROUND).replace("SUCCESS_FG", SUCCESS_COLOUR) \
+    .replace("FAILURE_BG", _FAILURE_BACKGROUND).replace("FAILURE_FG", FAILURE_COLOUR)
 
 
 def _img_tag(png: bytes, alt: str) -> str:
@@ -369,6 +504,8 @@ def render_html(report: RunReport | BatchReport) -> bytes:
     if isinstance(report, RunReport):
         cls = "ok" if report.success else "no"
         parts.append(f"<p class='verdict {cls}'>{html.escape(report.verdict)}</p>")
+        for w in report.warnings:
+            parts.append(f"<p class='warn'>⚠ Warning: {html.escape(w)}</p>")
         parts.append("<h2>Images</h2><div class='grid'>")
         for caption, png in report.images:
             parts.append(f"<figure>{_img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -485,15 +622,22 @@ class _Pdf:
         return bytes(self.pdf.output())
 
 
+def _rgb(colour: str) -> tuple[int, int, int]:
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
 def render_pdf(report: RunReport | BatchReport) -> bytes:
     """The report as a PDF (A4)."""
     doc = _Pdf(report.title)
     doc.heading(report.title, 15)
     doc.para(f"generated {report.created} by p2p-desktop — research use only, not for diagnosis", 8, (90, 90, 90))
     if isinstance(report, RunReport):
-        colour = (160, 30, 20) if report.success else (30, 100, 30)
+        colour = _rgb(SUCCESS_COLOUR if report.success else FAILURE_COLOUR)
         doc.pdf.ln(1)
         doc.para(report.verdict, 12, colour)
+        for w in report.warnings:
+            doc.para(f"Warning: {w}", 9, (150, 90, 0))
         # images in one row of four
         gap = 3.0
         w = (doc.width - gap * (len(report.images) - 1)) / max(len(report.images), 1)
@@ -565,7 +709,8 @@ def _write(report: RunReport | BatchReport, stem: str, outs, formats: Sequence[s
 
 
 def write_reports(result, study, outs, formats: Sequence[str] | str = REPORT_FORMATS, *,
-                  input_sha256: str | None = None, deidentified: bool = False, audit_log=None) -> list[Path]:
+                  input_sha256: str | None = None, deidentified: bool = False, audit_log=None,
+                  given_label: str | None = None) -> list[Path]:
     """Write the run report(s) through ``outs`` (kinds ``report-html``/``report-pdf``).
 
     Call it last: the report lists every output already in ``outs`` with its SHA-256.
@@ -574,7 +719,7 @@ def write_reports(result, study, outs, formats: Sequence[str] | str = REPORT_FOR
 
     formats = parse_formats(formats)
     report = build_run_report(result, study, list(outs.records), input_sha256=input_sha256,
-                              deidentified=deidentified, audit_log=audit_log)
+                              deidentified=deidentified, audit_log=audit_log, given_label=given_label)
     return _write(report, output_stem(study, result.attack), outs, formats)
 
 

@@ -44,6 +44,9 @@ def create_application(argv: list[str] | None = None):
         app.setApplicationName(APPLICATION)
         app.setApplicationDisplayName("P2P Desktop")
         apply_theme(app)
+    from p2p_desktop.gui import refguard
+
+    refguard.install()  # this PySide6 build loses a reference to True per emit: give them back
     return app
 
 
@@ -140,6 +143,12 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
     """Open the desktop app; with ``smoke_test`` run the smoke test instead and return 0/1."""
     if smoke_test and _headless():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from p2p_desktop.gui.platform_check import platform_problem
+
+    problem = platform_problem()
+    if problem:  # Qt would abort with a misleading message
+        sys.stderr.write(problem + "\n")
+        return 2
     app = create_application()
     from p2p_desktop.gui.main_window import MainWindow
     from p2p_desktop.gui.settings import AppSettings
@@ -151,7 +160,8 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
         from PySide6.QtCore import QTimer
 
         QTimer.singleShot(0, window.review_changed_plugins)  # a changed plugin asks again
-        app.aboutToQuit.connect(window.shutdown)
+        app.aboutToQuit.connect(window.shutdown)  # waits for a cancelled job's worker
+        window.closed.connect(app.quit)
         wake = _close_on_ctrl_c(window)  # noqa: F841 - kept alive while the app runs
         return int(app.exec())
 

@@ -16,10 +16,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -30,17 +32,36 @@ from p2p_desktop.config import Config
 from p2p_desktop.errors import InputError
 from p2p_desktop.gui.forms import ConfigForm
 
-__all__ = ["AttackPanel", "DEFAULT_CLASSIFIER", "DEFAULT_BACKBONE", "classifier_classes"]
+__all__ = ["AttackPanel", "DEFAULT_CLASSIFIER", "DEFAULT_BACKBONE", "classifier_classes", "classifier_card"]
 
 DEFAULT_CLASSIFIER = "demo-squeezenet1_1"
 DEFAULT_BACKBONE = "demo"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMMON_FIELDS = ("seed", "target")
+PRESET_FIELD = "preset"
 
 
 @dataclass(frozen=True)
 class _EmptyConfig(Config):
     """Stand-in form when the selected attack cannot be loaded."""
+
+
+def classifier_card(spec: str):
+    """The classifier's model card (weights not loaded), or None when it cannot be read."""
+    from p2p_desktop.models import registry
+    from p2p_desktop.models.classifier import ModelCard
+
+    try:
+        entry = registry.find(spec)
+        if entry is not None and isinstance(entry.card, dict):
+            return ModelCard.from_dict(entry.card)
+        path = Path(spec)
+        card = path / "card.json" if path.is_dir() else path
+        if card.suffix.lower() == ".json" and card.is_file():
+            return ModelCard.from_dict(json.loads(card.read_text(encoding="utf-8")))
+    except Exception:  # noqa: BLE001 - only used for advice; the run reports real errors
+        return None
+    return None
 
 
 def classifier_classes(spec: str) -> tuple[str, ...]:
@@ -75,6 +96,7 @@ class AttackPanel(QWidget):
         self._attack_error = ""
         self._running = False
         self._valid = False
+        self._blocked = ""  # why Run cannot act on the selection (e.g. an unreadable file)
 
         self.attack_combo = QComboBox()
         self.attack_combo.setToolTip("Attack method (built-in and plugins)")
@@ -135,7 +157,9 @@ class AttackPanel(QWidget):
         models = QGroupBox("Models")
         modform = QFormLayout(models)
         modform.addRow("Classifier", with_button(self.classifier_combo, self.classifier_button))
-        modform.addRow("Backbone", with_button(self.backbone_combo, self.backbone_button))
+        self.backbone_row = with_button(self.backbone_combo, self.backbone_button)
+        modform.addRow("Backbone", self.backbone_row)
+        self._models_form = modform
         modform.addRow("Device", self.device_combo)
         goal = QGroupBox("Goal")
         gform = QFormLayout(goal)
@@ -145,16 +169,27 @@ class AttackPanel(QWidget):
         pbox = QVBoxLayout(self.params_box)
         pbox.addWidget(self.form)
 
+        # The choices scroll; Run and Cancel stay pinned below them, so they are reachable
+        # however small the screen (a 1280 x 800 laptop) or the dock.
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 2)
         buttons.addWidget(self.cancel_button, 1)
+        content = QWidget()
+        inner = QVBoxLayout(content)
+        inner.setContentsMargins(0, 0, 0, 0)
+        for box in (method, models, goal, self.params_box):
+            inner.addWidget(box)
+        inner.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(content)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        for box in (method, models, goal, self.params_box):
-            layout.addWidget(box)
+        layout.addWidget(self.scroll, 1)
         layout.addWidget(self.run_error)
         layout.addLayout(buttons)
-        layout.addStretch(1)
 
         self.attack_combo.currentIndexChanged.connect(self._on_attack_changed)
         self.preset_combo.currentIndexChanged.connect(self._on_preset_changed)
@@ -318,7 +353,8 @@ class AttackPanel(QWidget):
         if self.attack_cls is not None:
             for preset in getattr(self.attack_cls, "presets", {}) or {}:
                 self.preset_combo.addItem(preset, preset)
-            self.form.build(self.attack_cls.Config, exclude=COMMON_FIELDS)
+            # a config field named "preset" records the preset: set from the one Preset combo
+            self.form.build(self.attack_cls.Config, exclude=COMMON_FIELDS + (PRESET_FIELD,))
             self.summary.setText(getattr(self.attack_cls, "summary", "") or self.summary.text())
             self.params_box.setVisible(bool(self.form.rows))
         else:
@@ -365,6 +401,7 @@ class AttackPanel(QWidget):
             needs = spec(self.attack_name()).requires_backbone
         for w in (self.backbone_combo, self.backbone_button):
             w.setEnabled(needs and not self._running)
+        self._models_form.setRowVisible(self.backbone_row, needs)  # FGSM/PGD: no backbone row
         tip = ("Latent diffusion backbone used by this attack" if needs
                else "This attack does not use a diffusion backbone")
         self.backbone_combo.setToolTip(tip)
@@ -399,12 +436,42 @@ class AttackPanel(QWidget):
 
     def _set_valid(self, valid: bool, message: str) -> None:
         self._valid = valid
-        self.run_error.setText(message)
-        self.run_error.setVisible(bool(message))
-        self.run_button.setEnabled(valid and not self._running)
+        shown = message or (self._blocked if valid else "")
+        self.run_error.setText(shown)
+        self.run_error.setVisible(bool(shown))
+        self.run_button.setEnabled(valid and not self._blocked and not self._running)
+        self.run_button.setToolTip(self._blocked or "Run the attack on the selected study (Ctrl+R)")
+
+    def set_blocked(self, reason: str) -> None:
+        """Disable Run with ``reason`` shown (nothing runnable is selected); "" enables it again."""
+        self._blocked = reason
+        self._set_valid(self._valid, "" if self._valid else self.run_error.text())
+
+    @property
+    def blocked_reason(self) -> str:
+        return self._blocked
 
     def _common(self) -> dict:
-        return {"seed": self.seed_spin.value(), "target": self.target()}
+        common = {"seed": self.seed_spin.value(), "target": self.target()}
+        if self.attack_cls is not None and PRESET_FIELD in getattr(self.attack_cls.Config, "__dataclass_fields__", {}):
+            common[PRESET_FIELD] = self._preset_label(common)
+        return common
+
+    def _preset_label(self, common: dict) -> str:
+        """What the config's ``preset`` field records: the chosen preset while the form holds
+        its values, else ``custom``."""
+        cls = self.attack_cls
+        field = cls.Config.__dataclass_fields__[PRESET_FIELD]
+        chosen = self.preset() or field.default
+        try:
+            base = cls.from_preset(chosen if chosen in (cls.presets or {}) else None).config.to_dict()
+            values = {**base, **{k: v for k, v in common.items() if k != PRESET_FIELD}, **self.form.values()}
+            values[PRESET_FIELD] = chosen
+            same = cls.Config.from_dict(values).to_dict() == {**base, **{k: values[k] for k in common
+                                                                          if k != PRESET_FIELD}}
+        except (InputError, ValueError, TypeError):
+            same = False
+        return chosen if same else "custom"
 
     def build_attack(self):
         """The attack instance for a run (raises InputError with the message shown beside the field)."""
@@ -424,4 +491,4 @@ class AttackPanel(QWidget):
         self.preset_combo.setEnabled(not running and self.preset_combo.count() > 1)
         self._update_backbone_state()
         self.cancel_button.setEnabled(running)
-        self.run_button.setEnabled(self._valid and not running)
+        self.run_button.setEnabled(self._valid and not self._blocked and not running)

@@ -29,9 +29,15 @@ from PySide6.QtWidgets import (
 from p2p_desktop.gui.imageview import array_to_pixmap, thumbnail_array
 from p2p_desktop.gui.worker import JobRunner
 
-__all__ = ["BrowserItem", "Unreadable", "StudyBrowser", "load_job"]
+__all__ = ["BrowserItem", "Unreadable", "StudyBrowser", "load_job", "plural"]
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files`` (``many`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 ROLE = Qt.ItemDataRole.UserRole
+UNREADABLE_ROLE = Qt.ItemDataRole.UserRole + 1
 THUMB = 48
 #: Side files a dataset folder may hold that are not studies (not listed as unreadable).
 SIDECAR_SUFFIXES = (".json", ".csv", ".txt", ".md", ".html", ".pdf", ".npy", ".log", ".yaml", ".yml")
@@ -121,6 +127,10 @@ class StudyBrowser(QWidget):
     """Tree of opened studies; ``study_selected(BrowserItem)`` when an instance is chosen."""
 
     study_selected = Signal(object)
+    #: after a load: the studies (BrowserItem) and the unreadable files (Unreadable) it brought
+    opened = Signal(list, list)
+    #: the current row is not a loadable study (an unreadable file, a group); the reason
+    selection_cleared = Signal(str)
     loading_finished = Signal()
     status_message = Signal(str)
 
@@ -132,6 +142,8 @@ class StudyBrowser(QWidget):
         self._nodes: dict[tuple, QTreeWidgetItem] = {}
         self._item_nodes: dict[Path, QTreeWidgetItem] = {}
         self._select_first = False
+        self._batch_items: list[BrowserItem] = []
+        self._batch_unreadable: list[Unreadable] = []
 
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Study", "Details"])
@@ -149,6 +161,7 @@ class StudyBrowser(QWidget):
         self.attributes.horizontalHeader().setStretchLastSection(True)
         self.attributes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.attributes.setAlternatingRowColors(True)
+        self.attributes.setWordWrap(True)
 
         self.summary = QLabel("")
         self.summary.setObjectName("muted")
@@ -193,7 +206,10 @@ class StudyBrowser(QWidget):
         self._update_summary()
         if self._select_first:  # nothing loadable arrived
             self._select_first = False
-        self.status_message.emit(f"{len(self.items)} studies, {len(self.unreadable)} unreadable")
+        items, bad = self._batch_items, self._batch_unreadable
+        self._batch_items, self._batch_unreadable = [], []
+        self.status_message.emit(f"{plural(len(self.items), 'study', 'studies')}, {len(self.unreadable)} unreadable")
+        self.opened.emit(items, bad)  # after the totals: the announcement is the last word
         self.loading_finished.emit()
 
     def cancel(self) -> None:
@@ -229,8 +245,13 @@ class StudyBrowser(QWidget):
 
     def _add_item(self, item: BrowserItem) -> None:
         key = item.path.resolve()
-        if key in self.items:
+        if key in self.items:  # opened again: it counts as opened, and is selected if first
+            self._batch_items.append(self.items[key])
+            if self._select_first:
+                self._select_first = False
+                self._select_node(self._item_nodes[key])
             return
+        self._batch_items.append(item)
         self.items[key] = item
         self.unreadable.pop(key, None)
         if item.kind == "dicom" and item.metadata is not None:
@@ -245,7 +266,11 @@ class StudyBrowser(QWidget):
         self._update_summary()
         if self._select_first:  # show the first study at once, not after the whole folder
             self._select_first = False
-            self.tree.setCurrentItem(leaf)
+            self._select_node(leaf)
+
+    def _select_node(self, node: QTreeWidgetItem) -> None:
+        self.tree.setCurrentItem(node)
+        self.tree.scrollToItem(node, QAbstractItemView.ScrollHint.EnsureVisible)
 
     def _add_dicom(self, item: BrowserItem) -> QTreeWidgetItem:
         md = item.metadata
@@ -283,26 +308,30 @@ class StudyBrowser(QWidget):
         return leaf
 
     def _count_children(self, node: QTreeWidgetItem) -> None:
-        if node.text(1) in ("class",) or node.text(1).endswith(" images"):
-            node.setText(1, f"{node.childCount()} images")
+        if node.text(1) in ("class",) or node.text(1).endswith((" images", " image")):
+            node.setText(1, plural(node.childCount(), "image"))
 
     def _add_unreadable(self, entry: Unreadable) -> None:
         key = entry.path.resolve()
-        if key in self.unreadable or key in self.items:
+        if key in self.items:
+            return
+        self._batch_unreadable.append(entry)
+        if key in self.unreadable:
             return
         self.unreadable[key] = entry
         top = self._node(("unreadable",), None, "Unreadable files", "")
         leaf = QTreeWidgetItem([entry.path.name, entry.reason])
+        leaf.setData(0, UNREADABLE_ROLE, str(key))
         leaf.setToolTip(0, f"{entry.path}\n{entry.reason}")
         leaf.setToolTip(1, entry.reason)
         leaf.setForeground(1, QBrush(QColor("#b3261e")))
         leaf.setIcon(0, self.style().standardIcon(self.style().StandardPixmap.SP_MessageBoxWarning))
         top.addChild(leaf)
-        top.setText(1, f"{top.childCount()} files")
+        top.setText(1, plural(top.childCount(), "file"))
         self._update_summary()
 
     def _update_summary(self) -> None:
-        self.summary.setText(f"{len(self.items)} studies · {len(self.unreadable)} unreadable")
+        self.summary.setText(f"{plural(len(self.items), 'study', 'studies')} · {len(self.unreadable)} unreadable")
 
     # -- selection ---------------------------------------------------------------------------------------
     def item_for(self, path) -> BrowserItem | None:
@@ -312,7 +341,7 @@ class StudyBrowser(QWidget):
         node = self._item_nodes.get(Path(path).resolve())
         if node is None:
             return False
-        self.tree.setCurrentItem(node)
+        self._select_node(node)
         return True
 
     def select_first(self, kind: str | None = None) -> bool:
@@ -334,11 +363,22 @@ class StudyBrowser(QWidget):
         self._show_attributes(item, current)
         if item is not None:
             self.study_selected.emit(item)
+            return
+        bad = self.unreadable.get(Path(current.data(0, UNREADABLE_ROLE))) \
+            if current is not None and current.data(0, UNREADABLE_ROLE) else None
+        if bad is not None:
+            self.selection_cleared.emit(f"{bad.path.name} cannot be opened: {bad.reason}")
+        else:
+            self.selection_cleared.emit("Select a study (an image) in the Studies list to run an attack.")
 
     def _show_attributes(self, item: BrowserItem | None, node: QTreeWidgetItem | None) -> None:
         rows: list[tuple[str, str]] = []
-        if item is not None:
-            rows.append(("File", str(item.path)))
+        bad = self.unreadable.get(Path(node.data(0, UNREADABLE_ROLE))) \
+            if node is not None and node.data(0, UNREADABLE_ROLE) else None
+        if bad is not None:  # the reason in full, wrapped
+            rows += [("File", bad.path.name), ("Cannot be opened", bad.reason)]
+        elif item is not None:
+            rows.append(("File", item.path.name))  # the full path is in the tooltip
             rows.append(("Size", f"{item.size[0]} × {item.size[1]} × {item.channels}"))
             if item.n_frames > 1:
                 rows.append(("Frames", str(item.n_frames)))
@@ -361,12 +401,16 @@ class StudyBrowser(QWidget):
         for r, (name, value) in enumerate(rows):
             self.attributes.setItem(r, 0, QTableWidgetItem(name))
             cell = QTableWidgetItem(value or "")
-            cell.setToolTip(value or "")
+            cell.setToolTip(str(bad.path if bad is not None else item.path) if name == "File" and (bad or item)
+                            else value or "")
+            if name == "Cannot be opened":
+                cell.setForeground(QBrush(QColor("#b3261e")))
             if name == "Burned-in annotation" and value != "NO":
                 cell.setForeground(QBrush(QColor("#b3261e")))
                 cell.setToolTip("Ultrasound images often carry burned-in patient text; check before sharing")
             self.attributes.setItem(r, 1, cell)
         self.attributes.resizeColumnToContents(0)
+        self.attributes.resizeRowsToContents()
 
 
 def _format_date(value: str) -> str:

@@ -32,7 +32,7 @@ class CompareView(QWidget):
             title.setObjectName("heading")
             title.setWordWrap(True)
             adv = ImagePane("Adversarial")
-            heat = ImagePane("Perturbation δ (shared scale)")
+            heat = ImagePane("δ, shared scale")
             chart = ProbabilityChart()
             chart.setTitle("Probabilities", color="#333", size="9pt")
             chart.setMinimumHeight(120)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, Signal
+from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 
 import pyqtgraph as pg
@@ -60,6 +60,17 @@ def colormap(mode: str) -> pg.ColorMap:
     return pg.colormap.get("CET-D1" if mode == "signed" else "inferno")
 
 
+class _TitleLabel(pg.LabelItem):
+    """A pane title that never widens its pane (a long title is cut, the image keeps its room)."""
+
+    def updateMin(self) -> None:  # noqa: N802 - pyqtgraph API
+        super().updateMin()
+        self.setMinimumWidth(0)
+        hint = getattr(self, "_sizeHint", None)
+        if isinstance(hint, dict) and Qt.SizeHint.MinimumSize in hint:
+            hint[Qt.SizeHint.MinimumSize] = (0, hint[Qt.SizeHint.MinimumSize][1])
+
+
 class ImagePane(pg.GraphicsLayoutWidget):
     """One image in a zoomable, pannable view (wheel zooms, drag pans, aspect locked).
 
@@ -72,7 +83,8 @@ class ImagePane(pg.GraphicsLayoutWidget):
         super().__init__(parent=parent)
         self.setBackground(VIEW_BACKGROUND)
         self.ci.setContentsMargins(2, 2, 2, 2)
-        self.title_label = self.addLabel(title, row=0, col=0, color=LABEL_COLOUR, size="9pt")
+        self.title_label = _TitleLabel(title, color=LABEL_COLOUR, size="9pt")
+        self.addItem(self.title_label, row=0, col=0, colspan=2)
         self.view: pg.ViewBox = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True,
                                                 enableMenu=False)
         self.view.setDefaultPadding(0.01)

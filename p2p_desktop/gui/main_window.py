@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
-    QScrollArea,
     QStyle,
     QTabWidget,
     QWidget,
@@ -39,11 +38,12 @@ from p2p_desktop.gui.settings import AppSettings
 from p2p_desktop.gui.viewer import ViewerPanel
 from p2p_desktop.gui.worker import AttackRequest, JobRunner, ModelCache, attack_job
 
-__all__ = ["MainWindow", "demo_sample_paths", "fallback_sample", "export_function", "LogPanel"]
+__all__ = ["MainWindow", "fitted_geometry", "demo_sample_paths", "fallback_sample", "export_function", "LogPanel"]
 
 log = logging.getLogger("p2p_desktop.gui")
 
-TITLE = "P2P Desktop — adversarial robustness of breast-ultrasound classifiers"
+#: Qt adds the application display name ("P2P Desktop") to the title bar itself.
+TITLE = "Adversarial robustness of breast-ultrasound classifiers"
 _EXPORT_NAMES = {"png": "PNG", "dicom": "DICOM", "report": "Report"}
 
 
@@ -85,13 +85,39 @@ def export_function(module: str, *names: str):
     return next((getattr(mod, n) for n in names if callable(getattr(mod, n, None))), None)
 
 
-def _anonymous(study):
-    """The study with an output name that does not carry its (possibly identifying) file name."""
-    import dataclasses
+def _anonymous(study, name: str | None = None):
+    """The study with a random pseudonymous output name (not derived from its file or bytes)."""
+    from p2p_desktop.export.run_outputs import deidentified_study
 
-    from p2p_desktop.hashing import sha256_file
+    return deidentified_study(study, name)
 
-    return dataclasses.replace(study, output_name=f"deid-{sha256_file(study.path)[:16]}")
+
+#: The first window's size when the screen has room for it.
+PREFERRED_SIZE = (1500, 940)
+#: Room left for the window frame and title bar the window manager adds.
+FRAME_MARGIN = (16, 40)
+
+
+def fitted_geometry(avail: QRect, current: QRect | None = None, minimum: QSize | None = None) -> QRect:
+    """The window's client geometry inside ``avail`` (a screen's available geometry): the
+    preferred size centred for a first start, or ``current`` (restored) shrunk and moved into
+    the screen. Never below ``minimum`` unless the screen itself is smaller."""
+    room_w = max(1, avail.width() - FRAME_MARGIN[0])
+    room_h = max(1, avail.height() - FRAME_MARGIN[1])
+    want_w, want_h = (current.width(), current.height()) if current is not None else PREFERRED_SIZE
+    w, h = min(want_w, room_w), min(want_h, room_h)
+    if minimum is not None:
+        w = max(w, min(minimum.width(), room_w))
+        h = max(h, min(minimum.height(), room_h))
+    top = avail.top() + FRAME_MARGIN[1] - FRAME_MARGIN[0] // 2
+    left = avail.left() + FRAME_MARGIN[0] // 2
+    if current is None:
+        x = left + (room_w - w) // 2
+        y = top + (room_h - h) // 2
+    else:
+        x = min(max(current.x(), left), left + room_w - w)
+        y = min(max(current.y(), top), top + room_h - h)
+    return QRect(x, y, w, h)
 
 
 class _LogBridge(QObject):
@@ -133,9 +159,13 @@ class MainWindow(QMainWindow):
     """The app's one window."""
 
     run_finished = Signal()  # after every attack job (success, failure or cancel)
+    closed = Signal()  # the window was closed (the app quits even if a dialog is still open)
 
     def __init__(self, settings: AppSettings | None = None, load_demo: bool = True, parent=None) -> None:
         super().__init__(parent)
+        from p2p_desktop.gui import refguard
+
+        refguard.install()  # (also when the QApplication was made elsewhere, e.g. by a test)
         self.settings = settings if settings is not None else AppSettings.user()
         self.models = ModelCache()
         self.current_study = None
@@ -144,6 +174,11 @@ class MainWindow(QMainWindow):
         self.errors: list[tuple[str, str]] = []
         self.ask_before_close = True
         self._close_pending = False
+        self._closed = False
+        self._pseudonyms: dict = {}  # run number -> pseudonym of its de-identified exports
+        self._opening: list[Path] = []  # paths being opened (Recent gets those that gave a study)
+        self.last_open_message = ""
+        self.last_open_dialog: QMessageBox | None = None
         self._run_study = None
         self._run_request: AttackRequest | None = None
         self.setWindowTitle(TITLE)
@@ -168,20 +203,15 @@ class MainWindow(QMainWindow):
         self.history = HistoryPanel()
         self.log_panel = LogPanel()
 
-        panel_scroll = QScrollArea()
-        panel_scroll.setWidgetResizable(True)
-        panel_scroll.setWidget(self.panel)
-        panel_scroll.setMinimumWidth(310)
+        self.panel.setMinimumWidth(310)
         self.browser_dock = self._dock("Studies", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.attack_dock = self._dock("Attack", panel_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.attack_dock = self._dock("Attack", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.monitor_dock = self._dock("Progress", self.monitor, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.history_dock = self._dock("History", self.history, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.history_dock, self.log_dock)
         self.history_dock.raise_()
-        self.resizeDocks([self.browser_dock, self.attack_dock], [300, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.monitor_dock], [200], Qt.Orientation.Vertical)
-        self.resizeDocks([self.monitor_dock, self.history_dock], [1000, 420], Qt.Orientation.Horizontal)
+        self.browser.setMinimumWidth(180)
 
         self.status_label = QLabel("")
         self.statusBar().addWidget(self.status_label, 1)
@@ -204,11 +234,14 @@ class MainWindow(QMainWindow):
 
         # -- connections
         self.browser.study_selected.connect(self._on_study_selected)
+        self.browser.selection_cleared.connect(self._on_nothing_selected)
+        self.browser.opened.connect(self._on_opened)
         self.browser.status_message.connect(self.show_status)
         self.viewer.frame_requested.connect(self._on_frame_requested)
         self.panel.run_requested.connect(self.run_attack)
         self.panel.cancel_requested.connect(self.cancel_run)
         self.panel.changed.connect(self._update_actions)
+        self.panel.classifier_combo.currentIndexChanged.connect(lambda _i: self._show_input_warnings())
         self.history.show_requested.connect(self.show_entry)
         self.history.compare_requested.connect(self.compare_entries)
         self.batch.running_changed.connect(self._on_batch_running)
@@ -303,10 +336,31 @@ class MainWindow(QMainWindow):
         geometry, state = self.settings.window_state()
         if geometry is not None:
             self.restoreGeometry(geometry)
-        else:
-            self.resize(1500, 940)
+        self.fit_to_screen(restored=geometry is not None)
         if state is not None:
             self.restoreState(state)
+        else:
+            self._default_dock_sizes()
+
+    def _default_dock_sizes(self) -> None:
+        """Dock sizes of a first start, scaled to the window (which fits the screen)."""
+        w = self.width()
+        side = max(200, min(300, w // 5))
+        self.resizeDocks([self.browser_dock, self.attack_dock], [side, max(330, side)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.monitor_dock], [min(200, self.height() // 4)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.monitor_dock, self.history_dock], [w * 2 // 3, w // 3], Qt.Orientation.Horizontal)
+
+    def fit_to_screen(self, restored: bool = False) -> None:
+        """Fit the window to the screen's available area: a first start opens at most
+        PREFERRED_SIZE, centred; restored geometry is clamped, so every control is reachable."""
+        from PySide6.QtGui import QGuiApplication
+
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        avail = screen.availableGeometry()
+        current = self.geometry() if restored else None
+        self.setGeometry(fitted_geometry(avail, current, self.minimumSizeHint()))
 
     # -- studies ---------------------------------------------------------------------------------------
     def load_demo(self) -> None:
@@ -340,14 +394,52 @@ class MainWindow(QMainWindow):
             self.open_paths([path])
 
     def open_paths(self, paths) -> None:
-        """Open files and folders (menu, toolbar, drag and drop, recent list)."""
+        """Open files and folders (menu, toolbar, drag and drop, recent list): the first new
+        study is selected and shown; what was opened is announced when loading ends; only
+        paths that gave a study go to the Recent list."""
         paths = [Path(p) for p in paths]
-        for p in paths:
-            self.settings.add_recent_path(p)
+        self._opening.extend(paths)
         if paths:
             self.settings.last_folder = str(paths[0] if paths[0].is_dir() else paths[0].parent)
-        self.browser.add_paths(paths, select_first=self.current_study is None)
+        self.browser.add_paths(paths, select_first=True)
         self.browser_dock.show()
+
+    def _on_opened(self, items, unreadable) -> None:
+        """Announce a finished load, and keep the opened paths that gave a study in Recent."""
+        from p2p_desktop.gui.browser import plural
+
+        opening, self._opening = self._opening, []
+        loaded = [Path(i.path).resolve() for i in items]
+        for p in opening:
+            root = p.resolve()
+            if any(f == root or (p.is_dir() and root in f.parents) for f in loaded):
+                self.settings.add_recent_path(p)
+        parts = []
+        if items:
+            first = items[0].path.name
+            parts.append(f"Opened {plural(len(items), 'study', 'studies')} (showing {first})"
+                         if len(items) > 1 else f"Opened {first}")
+        if unreadable:
+            parts.append(f"{plural(len(unreadable), 'file')} could not be opened")
+        if not parts:
+            return
+        self.last_open_message = "; ".join(parts) + "."
+        log.info("%s", self.last_open_message)
+        for bad in unreadable:
+            log.warning("cannot open %s: %s", bad.path.name, bad.reason)
+        if unreadable:
+            self.browser_dock.show()
+            box = QMessageBox(self)
+            box.setIcon(QMessageBox.Icon.Warning)
+            box.setWindowTitle("Some files could not be opened")
+            box.setText(self.last_open_message)
+            box.setInformativeText("\n".join(f"{b.path.name}: {b.reason}" for b in unreadable[:10])
+                                   + (f"\n… and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""))
+            box.setDetailedText("\n".join(f"{b.path}: {b.reason}" for b in unreadable))
+            box.setStandardButtons(QMessageBox.StandardButton.Ok)
+            self.last_open_dialog = box
+            box.open()
+        self.show_status(self.last_open_message)
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -370,15 +462,45 @@ class MainWindow(QMainWindow):
         try:
             study = self._load(item)
         except InputError as exc:
-            self.current_study = None
-            self.viewer.show_message(str(exc))
-            self.show_status(str(exc))
+            self._on_nothing_selected(str(exc))
             return
         self._current_item = item
         self.set_study(study)
 
+    def _on_nothing_selected(self, reason: str) -> None:
+        """The selection is not a runnable study: Run is disabled with the reason shown (it
+        never falls back to the previously selected study)."""
+        self.current_study = None
+        self._current_item = None
+        self.viewer.set_warning("")
+        self.viewer.show_message(reason)
+        self.panel.set_blocked(reason)
+        self.run_action.setToolTip(reason)
+        self.show_status(reason)
+        self._update_actions()
+
+    def input_warnings(self) -> list[str]:
+        """How the selected study differs from the selected classifier's training data."""
+        from p2p_desktop.gui.attack_panel import classifier_card
+        from p2p_desktop.input_check import input_warnings
+
+        spec = self.panel.classifier_spec()
+        card = classifier_card(spec) if spec and self.current_study is not None else None
+        return input_warnings(self.current_study, card) if card is not None else []
+
+    def _show_input_warnings(self) -> None:
+        from p2p_desktop.input_check import WARNING_PREFIX
+
+        lines = self.input_warnings()
+        self.viewer.set_warning("\n".join("⚠ " + w[len(WARNING_PREFIX):] for w in lines) and
+                                "⚠ This image is unlike what the classifier was trained on; its verdicts may "
+                                "mean little:\n" + "\n".join("• " + w[len(WARNING_PREFIX):] for w in lines))
+
     def set_study(self, study) -> None:
         self.current_study = study
+        self.panel.set_blocked("")
+        self._show_input_warnings()
+        self.run_action.setToolTip(self.run_action.statusTip())
         self.viewer.set_study(study)
         if self.tabs.currentWidget() is not self.results or not self.history.entries:
             self.tabs.setCurrentWidget(self.viewer)
@@ -415,7 +537,8 @@ class MainWindow(QMainWindow):
             self.show_status("A job is already running.")
             return False
         if self.current_study is None:
-            self.show_error("Nothing to attack", "Open and select a study first (File ▸ Open files…).")
+            self.show_error("Nothing to attack", self.panel.blocked_reason
+                            or "Open and select a study first (File ▸ Open files…).")
             return False
         try:
             attack = self.panel.build_attack()
@@ -476,19 +599,13 @@ class MainWindow(QMainWindow):
         self.panel.set_running(False)
         self._update_actions()
         self.run_finished.emit()
-        if self._close_pending and not self.is_busy():
-            self.close()
 
     def _on_export_finished(self) -> None:
         self._update_actions()
-        if self._close_pending and not self.is_busy():
-            self.close()
 
     def _on_batch_running(self, running: bool) -> None:
         self.panel.set_running(running)
         self._update_actions()
-        if not running and self._close_pending and not self.is_busy():
-            self.close()
 
     # -- results ---------------------------------------------------------------------------------------
     def show_entry(self, entry) -> None:
@@ -555,21 +672,48 @@ class MainWindow(QMainWindow):
                 return False
             deidentify = answer == QMessageBox.StandardButton.Yes
 
+        name = self._pseudonym() if deidentify else None
+
         def write(result, study, outs):
             if deidentify:
-                study = _anonymous(study)
+                study = _anonymous(study, name)
             fn(result, study, outs, deidentify=deidentify)
 
         return self._start_export("dicom", folder, write, deidentified=deidentify)
 
-    def export_report(self, folder: str | None = None, formats=("html", "pdf")) -> bool:
+    def _pseudonym(self) -> str:
+        """The shown run's pseudonym for de-identified exports: random, made once per run, so its
+        de-identified DICOM and report share it (kept in memory only, never written)."""
+        from p2p_desktop.export.run_outputs import pseudonym
+
+        entry = self.current_entry()
+        key = entry.number if entry is not None else None
+        if key not in self._pseudonyms:
+            self._pseudonyms[key] = pseudonym()
+        return self._pseudonyms[key]
+
+    def export_report(self, folder: str | None = None, formats=("html", "pdf"), deidentify: bool | None = None) -> bool:
         """Write the run's full record, as ``p2p-desktop attack`` does: adversarial PNG,
-        perturbation, provenance, result JSON and the HTML/PDF report."""
+        perturbation, provenance, result JSON and the HTML/PDF report. De-identified (asked,
+        like the DICOM export): no patient attributes, input path or hash anywhere, and files
+        named by the run's random pseudonym."""
         if self._report_writer() is None:
             return False
         entry = self.current_entry()
         if entry is None:
             return False
+        if deidentify is None and folder is not None:
+            deidentify = False  # called with a folder (scripts, tests): plain unless asked for
+        if deidentify is None:
+            answer = QMessageBox.question(
+                self, "Export report", "De-identify the report?\n\nYes leaves out the patient attributes, the "
+                "input's path and its SHA-256, and names the files by a random pseudonym.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
+                QMessageBox.StandardButton.Yes if entry.number in self._pseudonyms else QMessageBox.StandardButton.No)
+            if answer == QMessageBox.StandardButton.Cancel:
+                return False
+            deidentify = answer == QMessageBox.StandardButton.Yes
+        name = self._pseudonym() if deidentify else None
         from p2p_desktop.export.provenance import model_spec
         from p2p_desktop.export.run_outputs import write_run_outputs
         from p2p_desktop.hashing import sha256_file
@@ -578,10 +722,12 @@ class MainWindow(QMainWindow):
         bb_spec = model_spec(entry.backbone_spec) if entry.result.backbone is not None else None
 
         def write(result, study, outs):
+            if deidentify:
+                study = _anonymous(study, name)
             write_run_outputs(result, study, outs, input_sha256=sha256_file(study.path), reports=tuple(formats),
-                              classifier_spec=clf_spec, backbone_spec=bb_spec)
+                              classifier_spec=clf_spec, backbone_spec=bb_spec, deidentify=bool(deidentify))
 
-        return self._start_export("report", folder, write)
+        return self._start_export("report", folder, write, deidentified=bool(deidentify))
 
     def _start_export(self, what: str, folder: str | None, write, deidentified: bool = False) -> bool:
         """Run ``write(result, study, outs)`` on a worker, then append the audit record; every
@@ -589,7 +735,7 @@ class MainWindow(QMainWindow):
         entry = self.current_entry()
         if entry is None or self.export_runner.is_running():
             return False
-        folder = folder or self._export_folder(f"Export {what} to folder")
+        folder = folder or self._export_folder(f"Export {_EXPORT_NAMES.get(what, what)} to folder")
         if not folder:
             return False
         result, study = entry.result, entry.study
@@ -621,7 +767,9 @@ class MainWindow(QMainWindow):
         for w in warnings:
             log.warning("%s export: %s", self._export_what, w)
         folder = str(Path(paths[0]).parent) if paths else ""
-        self.show_status(f"{self._export_label()} export: {len(paths)} files in {folder}"
+        from p2p_desktop.gui.browser import plural
+
+        self.show_status(f"{self._export_label()} export: {plural(len(paths), 'file')} in {folder}"
                          + (f" — {warnings[0]}" if warnings else ""))
         if self.results.entry is not None:
             self.results.show_entry(self.results.entry)  # exporters may add notes
@@ -720,22 +868,27 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        if self.is_busy():
-            if not self._close_pending:
-                if self.ask_before_close and not self.confirm_close():
-                    event.ignore()
-                    return
-                self._close_pending = True
-                self.cancel_run()
-                self.show_status("Cancelling the running job; the window closes when it has stopped…")
-            event.ignore()
+        """Close at once: a running job is asked first, then cancelled (its worker sees the
+        token within one iteration) and the window goes away without waiting for it; the
+        application waits for the worker thread when it quits (:meth:`shutdown`)."""
+        if self._closed:
+            event.accept()
             return
+        if self.is_busy():
+            if self.ask_before_close and not self.confirm_close():
+                event.ignore()
+                return
+            self._close_pending = True
+            for runner in self.job_runners():
+                runner.cancel()
+            log.info("window closed during a job: the job was cancelled")
         self.browser.cancel()
-        self.browser.runner.wait(10000)
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.log_panel.detach()
+        self._closed = True
         super().closeEvent(event)
+        self.closed.emit()
 
     def job_runners(self) -> tuple[JobRunner, ...]:
         return self.runner, self.batch.runner, self.export_runner, self.browser.runner

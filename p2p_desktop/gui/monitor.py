@@ -32,6 +32,15 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {m:02d} min"
 
 
+def legend_title(title: str, entries) -> str:
+    """A plot title naming each series in its colour (``━ name``): a legend that never covers data."""
+    import html
+
+    keys = " ".join(f"<span style='color:{colour}'>━&nbsp;{html.escape(str(name))}</span>"
+                    for name, colour in entries)
+    return f"{html.escape(title)}: {keys}" if keys else html.escape(title)
+
+
 def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot = pg.PlotWidget(background="w")
     plot.setTitle(title, color="#333", size="9pt")
@@ -63,9 +72,9 @@ class RunMonitor(QWidget):
         self.eta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.loss_plot = _plot("Loss", "loss")
         self.prob_plot = _plot("Class probabilities", "p")
-        self.prob_plot.setYRange(0, 1.3, padding=0)  # the legend sits above p = 1
+        self.prob_plot.setYRange(0, 1.04, padding=0)
         self.prob_plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")]])
-        self.prob_plot.addLegend(offset=(-5, 1), labelTextColor="#333", brush=pg.mkBrush(255, 255, 255, 200))
+        # the classes are named in the title, in their curve colours: no legend over the curves
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#444", width=2))
         self.prob_curves: dict[str, pg.PlotDataItem] = {}
 
@@ -110,12 +119,10 @@ class RunMonitor(QWidget):
         for curve in self.prob_curves.values():
             self.prob_plot.removeItem(curve)
         self.prob_curves.clear()
-        if self.prob_plot.plotItem.legend is not None:
-            self.prob_plot.plotItem.legend.clear()
-        if self.prob_plot.plotItem.legend is not None:
-            self.prob_plot.plotItem.legend.setColumnCount(max(1, len(classes)))  # one row, above the curves
         for i, c in enumerate(classes):
             self._curve(c, i)
+        self.prob_plot.setTitle(legend_title("Class probabilities", [
+            (c, CLASS_COLOURS[i % len(CLASS_COLOURS)]) for i, c in enumerate(classes)]), color="#333", size="9pt")
         self._timer.start()
 
     def _curve(self, cls: str, index: int) -> pg.PlotDataItem:

@@ -30,11 +30,25 @@ from PySide6.QtWidgets import (
 )
 
 import pyqtgraph as pg
+from p2p_desktop.export.report import (
+    DELTA_UNITS,
+    FAILURE_COLOUR,
+    SUCCESS_COLOUR,
+    attack_detail_rows,
+    nearest_word_lines,
+)
 from p2p_desktop.gui.imageview import ImagePane, colormap
+from p2p_desktop.gui.monitor import legend_title
 from p2p_desktop.perturbation import MODES, PerturbationMap
 
 __all__ = ["ResultsView", "ProbabilityChart", "MetricsTable", "metric_rows", "format_words"]
 
+#: The heatmap pane's title and the colour bar's label, per mode (units stated).
+HEATMAP_TITLES = {"signed": "δ = adversarial − original",
+                  "absolute": "|δ|, largest over channels"}
+COLORBAR_LABELS = {"signed": f"δ, {DELTA_UNITS}", "absolute": f"|δ|, {DELTA_UNITS}"}
+COLORBAR_AXIS_WIDTH = 58
+READOUT_HINT = "Hover over an image to read its pixel values and δ."
 BEFORE_COLOUR = "#8fa3bf"
 AFTER_COLOUR = "#e07b39"
 
@@ -49,6 +63,22 @@ def _fmt(value, digits: int = 4) -> str:
             return "∞"
         return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
     return str(value)
+
+
+def _home_as_tilde(text: str) -> str:
+    """Paths under the user's home shown as ``~/…`` (shorter, and no user name on screen)."""
+    from pathlib import Path
+
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("", "/") else text
+
+
+def _small_font():
+    from PySide6.QtGui import QFont
+
+    font = QFont()
+    font.setPointSizeF(7.5)
+    return font
 
 
 def metric_rows(result) -> list[tuple[str, str, str]]:
@@ -83,32 +113,9 @@ def metric_rows(result) -> list[tuple[str, str, str]]:
 
 
 def format_words(words) -> list[str]:
-    """The learned prompt's nearest vocabulary words as lines: ``token → word (cos), …``.
-
-    P2P reports ``[{"token": t, "nearest": [[word, cosine], …]}, …]``; plain lists, dicts
-    and strings (e.g. from plugins) are shown as they are.
-    """
-    if words is None:
-        return []
-    if isinstance(words, str):
-        return [words]
-    if isinstance(words, dict):
-        return [f"{k} → {', '.join(format_words(v))}" for k, v in words.items()]
-    lines = []
-    for w in words if isinstance(words, (list, tuple)) else [words]:
-        if isinstance(w, dict) and "token" in w:
-            near = []
-            for n in w.get("nearest", ()):
-                if isinstance(n, (list, tuple)) and len(n) == 2 and isinstance(n[1], (int, float)):
-                    near.append(f"{n[0]} ({n[1]:.2f})")
-                else:
-                    near.append(str(n))
-            lines.append(f"{w['token']} → {', '.join(near)}")
-        elif isinstance(w, (list, tuple)):
-            lines.append(", ".join(map(str, w)))
-        else:
-            lines.append(str(w))
-    return lines
+    """The learned prompt's nearest vocabulary words as lines, words only (byte-level BPE
+    tokens decoded, lone bytes dropped): ``token → word (cos), …`` — as in the report."""
+    return nearest_word_lines(words)
 
 
 class ProbabilityChart(pg.PlotWidget):
@@ -116,20 +123,17 @@ class ProbabilityChart(pg.PlotWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent=parent, background="w")
-        self.setTitle("Class probabilities: before vs after", color="#333", size="9pt")
-        self.setYRange(0, 1.22, padding=0)  # room above the bars for the legend
+        self.setTitle(legend_title("Class probabilities", [("before", BEFORE_COLOUR), ("after", AFTER_COLOUR)]),
+                      color="#333", size="9pt")  # the key in the title: nothing covers the bars
+        self.setYRange(0, 1.04, padding=0)
         self.getAxis("left").setTicks([[(v / 5, f"{v / 5:.1f}") for v in range(6)]])
         self.setMouseEnabled(x=False, y=False)
         self.hideButtons()
         self.showGrid(y=True, alpha=0.25)
-        self.legend = self.addLegend(offset=(-5, 2), labelTextColor="#333", colCount=2,
-                                     brush=pg.mkBrush(255, 255, 255, 220))
         self.before = pg.BarGraphItem(x=[], height=[], width=0.38, brush=BEFORE_COLOUR, pen=None)
         self.after = pg.BarGraphItem(x=[], height=[], width=0.38, brush=AFTER_COLOUR, pen=None)
         self.addItem(self.before)
         self.addItem(self.after)
-        self.legend.addItem(self.before, "before")
-        self.legend.addItem(self.after, "after")
         self.setMinimumHeight(150)
         self.values: tuple[list[float], list[float]] = ([], [])
 
@@ -187,17 +191,26 @@ class ResultsView(QWidget):
 
         self.original_pane = ImagePane("Original")
         self.adversarial_pane = ImagePane("Adversarial")
-        self.heatmap_pane = ImagePane("Perturbation δ = adversarial − original")
+        self.heatmap_pane = ImagePane(HEATMAP_TITLES["signed"])
         self.adversarial_pane.link(self.original_pane)
         self.heatmap_pane.link(self.original_pane)
         for pane in (self.original_pane, self.adversarial_pane, self.heatmap_pane):
             pane.hovered.connect(self._on_hover)
         self.heatmap_item = self.heatmap_pane.image_item
         self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=colormap("signed"), interactive=True,
-                                        rounding=1e-6, width=14, label="δ")
+                                        rounding=1e-6, width=12, label=COLORBAR_LABELS["signed"])
         self.colorbar.setImageItem(self.heatmap_item)
         self.heatmap_pane.addItem(self.colorbar, row=1, col=1)
+        self.colorbar.axis.setStyle(tickFont=_small_font(), autoExpandTextSpace=True)
+        self.colorbar.axis.enableAutoSIPrefix(False)  # plain numbers in the stated units, no "×0.001"
+        self.colorbar.getAxis("left").setStyle(tickFont=_small_font())
+        self.colorbar.axis.setWidth(COLORBAR_AXIS_WIDTH)  # room for "-0.0471" at any pane width
         self.colorbar.sigLevelsChanged.connect(self._on_bar_levels)
+        # overlay: the heatmap in the bar's exact colours, fading to transparent near 0
+        self.heat_overlay_item = pg.ImageItem()
+        self.heat_overlay_item.setVisible(False)
+        self.heat_overlay_item.setZValue(5)
+        self.heatmap_pane.view.addItem(self.heat_overlay_item)
 
         self.roi = pg.RectROI([0, 0], [10, 10], pen=pg.mkPen("#ffd54f", width=2), movable=True,
                               rotatable=False, resizable=True)
@@ -210,7 +223,8 @@ class ResultsView(QWidget):
         self.mode_combo = QComboBox()
         self.mode_combo.addItem("Signed δ", "signed")
         self.mode_combo.addItem("Absolute |δ|", "absolute")
-        self.mode_combo.setToolTip("Signed: channel mean of δ, blue darker / red brighter, centred on 0. "
+        self.mode_combo.setToolTip(f"δ = adversarial − original, in {DELTA_UNITS} (1 = black to white). "
+                                   "Signed: channel mean of δ, blue darker / red brighter, centred on 0. "
                                    "Absolute: largest |δ| over the channels")
         self.amp_spin = QDoubleSpinBox()
         self.amp_spin.setRange(1.0, 1000.0)
@@ -224,7 +238,9 @@ class ResultsView(QWidget):
         self.opacity_slider.setRange(5, 100)
         self.opacity_slider.setValue(60)
         self.opacity_slider.setMaximumWidth(110)
-        self.opacity_slider.setToolTip("Heatmap opacity when overlaid")
+        self.opacity_slider.setToolTip("Overlay strength: pixels whose value reaches (100 − strength)% of the "
+                                       "colour bar's range are drawn in the bar's exact colours; smaller ones "
+                                       "fade so the image shows through")
         self.opacity_slider.setEnabled(False)
         self.roi_check = QCheckBox("ROI")
         self.roi_check.setChecked(True)
@@ -250,8 +266,9 @@ class ResultsView(QWidget):
         controls.addWidget(self.mask_check)
         controls.addStretch(1)
 
-        self.readout = QLabel("")
+        self.readout = QLabel(READOUT_HINT)
         self.readout.setObjectName("readout")
+        self.readout.setWordWrap(True)
         self.roi_label = QLabel("")
         self.roi_label.setObjectName("readout")
         self.roi_label.setWordWrap(True)
@@ -281,11 +298,18 @@ class ResultsView(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(images, 1)
         top_layout.addLayout(controls)
-        stats = QHBoxLayout()
+        stats_box = QWidget()
+        stats = QHBoxLayout(stats_box)
+        stats.setContentsMargins(0, 0, 0, 0)
         stats.addWidget(self.readout, 2)
         stats.addWidget(self.roi_label, 3)
         stats.addWidget(self.lesion_label, 2)
-        top_layout.addLayout(stats)
+        # a fixed height: the layout does not jump when a readout appears or wraps
+        stats_box.setFixedHeight(3 * self.readout.fontMetrics().lineSpacing() + 6)
+        for label in (self.readout, self.roi_label, self.lesion_label):
+            label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.stats_box = stats_box
+        top_layout.addWidget(stats_box)
 
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.chart)
@@ -313,10 +337,11 @@ class ResultsView(QWidget):
     def show_entry(self, entry) -> None:
         """Show one run (a RunEntry: AttackResult + Study)."""
         self.entry = entry
+        self.readout.setText(READOUT_HINT)  # never the previous run's values
         r, study = entry.result, entry.study
         mask = study.mask if study.mask is not None and study.mask.shape == r.original.shape[:2] else None
         self.perturbation = PerturbationMap(r.original, r.adversarial, mask)
-        colour = "#1b5e20" if r.success else "#8a1c1c"
+        colour = SUCCESS_COLOUR if r.success else FAILURE_COLOUR  # as in the report
         verdict = "SUCCESS" if r.success else "FAILED"
         self.header.setText(
             f"<b>{html.escape(entry.title)}</b> &nbsp; <span style='color:{colour}'><b>{verdict}</b></span>"
@@ -369,25 +394,53 @@ class ResultsView(QWidget):
         mode = self.mode()
         values, levels = pm.display(mode, self.amp_spin.value())
         self.heatmap_pane.set_image(values, levels=levels, auto_range=False)
+        self.heatmap_pane.set_title(HEATMAP_TITLES[mode])
+        self.colorbar.getAxis("left").setLabel(COLORBAR_LABELS[mode])
         self.colorbar.setColorMap(colormap(mode))
         self.colorbar.setLevels(levels)
+        self._update_overlay()
+
+    def overlay_rgba(self) -> np.ndarray | None:
+        """The overlaid heatmap: each pixel in the colour bar's exact colour for its value, its
+        alpha growing with |value| (opaque from (100 − strength)% of the bar's range up)."""
+        pm = self.perturbation
+        if pm is None:
+            return None
+        mode = self.mode()
+        values = pm.map(mode).astype(np.float64)
+        lo, hi = self.heatmap_levels()
+        span = (hi - lo) or 1e-12
+        unit = np.clip((values - lo) / span, 0.0, 1.0)
+        rgba = colormap(mode).map(unit.reshape(-1), mode="byte").reshape(values.shape + (4,)).copy()
+        top = max(abs(lo), abs(hi)) or 1e-12
+        strength = self.opacity_slider.value() / 100.0
+        opaque_from = max(1e-3, 1.0 - strength)
+        alpha = np.clip(np.abs(values) / top / opaque_from, 0.0, 1.0)
+        rgba[..., 3] = np.round(alpha * 255).astype(np.uint8)
+        return rgba
 
     def _on_bar_levels(self, _bar) -> None:
         """Dragging the colour bar handles changes the heatmap levels (kept symmetric for δ)."""
-        if self.perturbation is None or self.mode() != "signed":
+        if self.perturbation is None:
             return
         lo, hi = self.heatmap_levels()
         top = max(abs(lo), abs(hi))
-        if not math.isclose(-lo, hi, rel_tol=1e-3):
+        if self.mode() == "signed" and not math.isclose(-lo, hi, rel_tol=1e-3):
             self.colorbar.blockSignals(True)
             self.colorbar.setLevels((-top, top))
             self.colorbar.blockSignals(False)
+        if self.overlay_check.isChecked():
+            self._update_overlay()
 
     def _update_overlay(self, *_args) -> None:
-        on = self.overlay_check.isChecked()
-        self.opacity_slider.setEnabled(on)
-        self.heatmap_pane.base_item.setVisible(on and self.perturbation is not None)
-        self.heatmap_item.setOpacity(self.opacity_slider.value() / 100.0 if on else 1.0)
+        on = self.overlay_check.isChecked() and self.perturbation is not None
+        self.opacity_slider.setEnabled(self.overlay_check.isChecked())
+        self.heatmap_pane.base_item.setVisible(on)
+        self.heatmap_item.setOpacity(1.0)
+        self.heatmap_item.setVisible(not on)  # (the colour bar stays linked to it)
+        self.heat_overlay_item.setVisible(on)
+        if on:
+            self.heat_overlay_item.setImage(self.overlay_rgba(), autoLevels=False, levels=(0, 255))
 
     def _update_masks(self, *_args) -> None:
         mask = self.perturbation.mask if self.perturbation is not None else None
@@ -426,29 +479,37 @@ class ResultsView(QWidget):
             f"{100 * (1 - le.inside_fraction):.1f}% outside · energy per pixel inside/outside {ratio}")
 
     def _update_notes(self) -> None:
+        from p2p_desktop.input_check import WARNING_PREFIX
+
         r = self.entry.result
         parts = []
+        warnings = [n for n in r.notes if n.startswith(WARNING_PREFIX)]
+        if warnings:
+            parts.append("<span style='color:#7a4a00'><b>⚠ Input unlike the classifier's training data:</b><br>"
+                         + "<br>".join(html.escape(w[len(WARNING_PREFIX):]) for w in warnings) + "</span>")
         words = r.info.get("nearest_words") if isinstance(r.info, dict) else None
         if words:
             parts.append("<b>Learned prompt, nearest words (cosine):</b><br>"
                          + "<br>".join(html.escape(line) for line in format_words(words)))
         elif r.attack == "p2p":
             parts.append("<b>Learned prompt:</b> no nearest words reported")
-        other = {k: v for k, v in (r.info or {}).items() if k != "nearest_words" and _short(v)}
-        if other:
-            parts.append("<b>Attack info:</b><br>" + "<br>".join(
-                f"{html.escape(str(k))}: {html.escape(_short(v))}" for k, v in other.items()))
-        if r.notes:
+        details = [(k, v) for k, v in attack_detail_rows({k: v for k, v in (r.info or {}).items()
+                                                          if k != "nearest_words"}) if len(v) <= 160]
+        if details:
+            parts.append("<b>Attack details</b> (the verdict above is judged on the image as written):<br>"
+                         + "<br>".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in details))
+        others = [n for n in r.notes if n not in warnings]
+        if others:
             parts.append("<b>Notes:</b><ul style='margin-left:-20px'>" + "".join(
-                f"<li>{html.escape(n)}</li>" for n in r.notes) + "</ul>")
+                f"<li>{html.escape(_home_as_tilde(n))}</li>" for n in others) + "</ul>")
         cfg = ", ".join(f"{k}={v}" for k, v in r.config.items())
         parts.append(f"<b>Config:</b> {html.escape(cfg)}")
         self.notes.setText("<br>".join(parts))
 
     def _on_hover(self, row: int, col: int) -> None:
         pm, entry = self.perturbation, self.entry
-        if pm is None or row < 0:
-            self.readout.setText("")
+        if pm is None or row < 0 or row >= pm.height or col >= pm.width:
+            self.readout.setText(READOUT_HINT)
             return
         r = entry.result
 
@@ -459,11 +520,5 @@ class ResultsView(QWidget):
         d = pm.value_at(row, col)
         delta = ", ".join(f"{x:+.4f}" for x in d) if d is not None else ""
         self.readout.setText(f"x {col}, y {row} · original {px(r.original)} · adversarial {px(r.adversarial)} · "
-                             f"δ {delta}")
+                             f"δ {delta} ({DELTA_UNITS})")
 
-
-def _short(value) -> str:
-    if isinstance(value, (int, float, str, bool)):
-        text = str(value)
-        return text if len(text) <= 80 else text[:77] + "..."
-    return ""

@@ -106,6 +106,11 @@ class ViewerPanel(QWidget):
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
         self.notice.setVisible(False)
+        self.warning = QLabel("")  # the input is unlike the classifier's training data
+        self.warning.setObjectName("inputWarning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("background:#fff4e0;color:#7a4a00;border-left:4px solid #e08a00;padding:4px 8px;")
+        self.warning.setVisible(False)
         self.readout = QLabel("")
         self.readout.setObjectName("readout")
         self.info_label = QLabel("")
@@ -123,6 +128,7 @@ class ViewerPanel(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(controls)
         layout.addWidget(self.notice)
+        layout.addWidget(self.warning)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.frame_row)
         bottom = QHBoxLayout()
@@ -136,6 +142,11 @@ class ViewerPanel(QWidget):
         """A banner above the image (e.g. which sample is shown); empty hides it."""
         self.notice.setText(text)
         self.notice.setVisible(bool(text))
+
+    def set_warning(self, text: str) -> None:
+        """A warning banner above the image; empty hides it."""
+        self.warning.setText(text)
+        self.warning.setVisible(bool(text))
 
     def show_message(self, text: str) -> None:
         self.study = None

@@ -235,6 +235,23 @@ def attack_job(request: AttackRequest, models: ModelCache) -> Job:
     """The job for one attack: load models (here, off the GUI thread), then run the attack."""
 
     def job(report, status, cancel: CancelToken):
+        from p2p_desktop.export.run_outputs import audit_run
+
+        try:
+            result = run(report, status, cancel)
+        except Cancelled:
+            _audit_unfinished(request, "cancelled")
+            raise
+        except BaseException as exc:  # noqa: BLE001 - recorded, then reported as before
+            _audit_unfinished(request, "failed", describe_error(exc)[0])
+            raise
+        try:  # the same record as ``p2p-desktop attack`` appends
+            audit_run(result, request.study, GUI_COMMAND)
+        except (P2PError, OSError) as exc:
+            result.notes.append(f"this run could not be recorded in the audit log: {exc}")
+        return result
+
+    def run(report, status, cancel: CancelToken):
         from p2p_desktop.attacks.runner import run_attack
         from p2p_desktop.device import resolve_device
 
@@ -253,3 +270,18 @@ def attack_job(request: AttackRequest, models: ModelCache) -> Job:
                           cancel=cancel, true_label=request.true_label)
 
     return job
+
+
+#: The ``command`` of the audit records of runs started from the window.
+GUI_COMMAND = "gui-run"
+
+
+def _audit_unfinished(request: AttackRequest, status: str, reason: str = "") -> None:
+    """Record a cancelled or failed GUI run in the audit log (a failing append is only logged)."""
+    from p2p_desktop.export.run_outputs import audit_unfinished_run
+
+    try:
+        audit_unfinished_run(request.study, request.attack, request.classifier, request.device, GUI_COMMAND,
+                             status, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - never hide the run's own outcome
+        log.warning("the %s run could not be recorded in the audit log: %s", status, exc)

@@ -1,0 +1,168 @@
+"""The app on the real X11 (xcb) platform, under Xvfb — what ``make run`` does on a fresh machine.
+
+Offscreen tests cannot see a missing xcb library or a window larger than the screen; these
+start a real X server (Xvfb on a free display number, stopped by its pid), open the app with
+``QT_QPA_PLATFORM=xcb`` and look at the real window. ``scripts/install-system-deps.sh``
+(run by ``make install``) installs Xvfb, xdotool and the xcb libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from p2p_desktop.gui.platform_check import XCB_PACKAGES, missing_packages, missing_sonames, platform_problem, plugin_files
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the xcb platform is Linux only"),
+]
+
+needs_xvfb = pytest.mark.skipif(shutil.which("Xvfb") is None,
+                                reason="Xvfb is not installed (scripts/install-system-deps.sh installs it)")
+
+
+def _free_display() -> int:
+    for n in range(91, 300):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    pytest.skip("no free X display number")
+
+
+@pytest.fixture
+def xvfb(request):
+    """``xvfb(width, height) -> ":N"``: a real X server; stopped by its pid afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def start(width: int = 1280, height: int = 800) -> str:
+        for _attempt in range(5):
+            n = _free_display()
+            proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and proc.poll() is None:
+                if Path(f"/tmp/.X11-unix/X{n}").exists():
+                    started.append(proc)
+                    return f":{n}"
+                time.sleep(0.05)
+            proc.kill()
+            proc.wait()
+        pytest.fail("Xvfb did not start")
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _env(display: str, tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY",)}
+    env.update(DISPLAY=display, QT_QPA_PLATFORM="xcb", P2P_DESKTOP_SETTINGS=str(tmp_path / "settings.ini"),
+               OMP_NUM_THREADS="1")
+    return env
+
+
+def _grab_screen(display: str, tmp_path: Path, out: Path) -> np.ndarray:
+    """A screenshot of the whole X screen, taken by a separate xcb Qt process."""
+    code = ("import sys; from PySide6.QtGui import QGuiApplication; app = QGuiApplication(sys.argv); "
+            "s = app.primaryScreen(); ok = s.grabWindow(0).save(sys.argv[1]); sys.exit(0 if ok else 1)")
+    subprocess.run([sys.executable, "-c", code, str(out)], env=_env(display, tmp_path), check=True, timeout=60)
+    from PIL import Image
+
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+def _window_geometry(display: str, tmp_path: Path, name: str, timeout_s: float = 90) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the first visible window whose title contains ``name``."""
+    env = _env(display, tmp_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", name], env=env,
+                               capture_output=True, text=True, timeout=30).stdout.split()
+        if found:
+            out = subprocess.run(["xdotool", "getwindowgeometry", "--shell", found[0]], env=env,
+                                 capture_output=True, text=True, timeout=30).stdout
+            values = dict(line.split("=", 1) for line in out.split() if "=" in line)
+            return int(values["X"]), int(values["Y"]), int(values["WIDTH"]), int(values["HEIGHT"])
+        time.sleep(0.3)
+    pytest.fail(f"no window titled {name!r} appeared within {timeout_s:.0f} s")
+
+
+def test_the_xcb_plugin_libraries_resolve_here():
+    """What install-system-deps.sh installs is all the xcb plugin needs."""
+    if not plugin_files():
+        pytest.skip("this PySide6 has no xcb plugin")
+    assert missing_sonames() == [], "run scripts/install-system-deps.sh as root"
+    assert platform_problem({"QT_QPA_PLATFORM": "xcb"}) is None
+
+
+def test_a_missing_library_is_named_with_its_package_and_the_command():
+    assert missing_packages(["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]) == ["libxcb-icccm4", "libxcb-keysyms1"]
+    # a soname that really does not resolve here, next to one that does
+    line = platform_problem({"QT_QPA_PLATFORM": "xcb"}, sonames=["libp2p-absent-for-test.so.1", "libc.so.6"])
+    assert line is not None and "\n" not in line
+    assert "libp2p-absent-for-test.so.1" in line and "apt-get install" in line
+    assert "libc.so.6" not in line  # it resolves
+    # no xcb in use: nothing to check
+    assert platform_problem({"QT_QPA_PLATFORM": "offscreen"}, sonames=["libp2p-absent-for-test.so.1"]) is None
+    assert platform_problem({}, sonames=["libp2p-absent-for-test.so.1"]) is None  # no DISPLAY
+    assert set(XCB_PACKAGES.values()) >= {"libxcb-icccm4", "libxcb-keysyms1", "libxcb-cursor0", "libxkbcommon-x11-0"}
+
+
+def test_install_script_installs_every_xcb_package():
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "install-system-deps.sh").read_text()
+    for package in ("xvfb", "xdotool", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-image0", "libxcb-render-util0",
+                    "libxcb-randr0", "libxcb-shape0", "libxcb-xinerama0", "libxcb-xkb1", "libxkbcommon-x11-0",
+                    "libxcb-cursor0"):
+        assert re.search(rf"(^|[\s(]){re.escape(package)}([\s)]|$)", script, re.M), package
+
+
+def test_the_app_refuses_to_start_with_one_line_when_xcb_libraries_are_missing(monkeypatch, capsys):
+    """run_app's start-up check: exit 2 and one line, before Qt can abort."""
+    from p2p_desktop.gui import app, platform_check
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    monkeypatch.setattr(platform_check, "missing_sonames", lambda *a, **k: ["libxcb-icccm.so.4"])
+    assert app.run_app() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "libxcb-icccm4" in err[0] and "apt-get install" in err[0]
+
+
+@needs_xvfb
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
+def test_the_app_opens_a_real_window_that_fits_a_1280x800_screen(xvfb, tmp_path):
+    display = xvfb(1280, 800)
+    env = _env(display, tmp_path)
+    log = (tmp_path / "app.log").open("w")
+    app = subprocess.Popen([sys.executable, "-m", "p2p_desktop"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        x, y, w, h = _window_geometry(display, tmp_path, "breast-ultrasound")
+        assert app.poll() is None, (tmp_path / "app.log").read_text()
+        # the whole window, with room for a title bar, lies on the 1280 x 800 screen
+        assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 800, (x, y, w, h)
+        time.sleep(1.0)  # let it paint
+        shot = _grab_screen(display, tmp_path, tmp_path / "screen.png")
+        region = shot[y:y + h, x:x + w]
+        assert region.size and len(np.unique(region.reshape(-1, 3), axis=0)) > 50, "the window is blank"
+        app.send_signal(signal.SIGINT)  # Ctrl-C closes the window
+        assert app.wait(60) == 0, (tmp_path / "app.log").read_text()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+        log.close()
+    text = (tmp_path / "app.log").read_text()
+    assert "Could not load the Qt platform plugin" not in text, text
