@@ -120,8 +120,25 @@ class P2PConfig(AttackConfig):
     selection: str = param("min_mse", choices=("min_t_then_mse", "min_mse"),
                            help="Which successful candidate to keep: smallest t then lowest MSE (paper), "
                                 "or lowest MSE.")
+    resolution: int = param(0, min=0, max=4096,
+                            help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; "
+                                 "paper: 224).")
+    output: str = param("residual", choices=("residual", "decoded"),
+                        help="What is written: the decoded image itself resized to the source geometry "
+                             "(decoded, as the authors save it), or the source plus the upsampled change "
+                             "(residual, keeps source detail above the working resolution).")
+    cls_scale: float = param(1.0, min=0.0, min_exclusive=True, max=1e12,
+                             help="Factor on the classification loss (the authors' script: 1e10; with AdamW's ε "
+                                  "this is not a no-op).")
+    dtype: str = param("auto", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
+    low_memory: bool = param(False, advanced=True,
+                             help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
+                                  "slower); the out-of-memory retry turns it on.")
 
     def validate(self) -> None:
+        if self.resolution and self.resolution % 8:
+            raise InputError(f"p2p.resolution: {self.resolution} is not a multiple of 8 (0 = native)")
         if self.prompt.count("{cls}") != 1:
             raise InputError("p2p.prompt: the template must contain {cls} exactly once")
         try:
@@ -134,7 +151,8 @@ class P2PConfig(AttackConfig):
 PAPER = dict(preset="paper", steps=500, lr=2e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
              grad_accum=4, t_max=50, learn="text_encoder", new_class_tokens=True, loss="neg_ce",
              fidelity="mse", fidelity_weight=1.0, encode="mean", early_stop=False, bound="none",
-             batch_timesteps=1, margin=0.0, selection="min_t_then_mse")
+             batch_timesteps=1, margin=0.0, selection="min_t_then_mse", resolution=224, output="decoded",
+             cls_scale=1e10, dtype="fp32", low_memory=False)
 FAST = dict(preset="fast", steps=100, lr=5e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
             grad_accum=1, t_max=50, learn="text_encoder", new_class_tokens=True, loss="log1m",
             fidelity="mse", fidelity_weight=50.0, encode="mean", early_stop=True, patience=25, bound="none",
@@ -253,15 +271,24 @@ class P2P(Attack):
         import torch.nn.functional as F
 
         cfg = self.config
-        bb = ctx.backbone
-        if bb is None:
+        if ctx.backbone is None:
             raise InputError("p2p needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
+        bb = D.backbone_in(ctx.backbone, cfg.dtype)
+        with D.low_memory(bb, cfg.low_memory):
+            return self._run(x, ctx, bb)
+
+    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
+        import torch
+        import torch.nn.functional as F
+        from torch.profiler import record_function
+
+        cfg = self.config
         gen = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(cfg.seed)
         clf = ctx.classifier
         dev = torch.device(bb.device)
         lpips_net = _lpips(dev) if cfg.fidelity == "lpips" else None
         channels = int(x.shape[1])
-        R = bb.resolution
+        R = D.working_resolution(bb, cfg.resolution, "p2p")
         K = cfg.batch_timesteps
         y = torch.full((K,), ctx.label, device=clf.device, dtype=torch.long)
 
@@ -296,14 +323,18 @@ class P2P(Attack):
             with D.autocast(bb):
                 # 4. Noisy latent z_t and the learnable text conditioning.
                 z_t = D.add_noise(bb, z0, t, noise)
-                emb = prompt.embeddings(bb).expand(K, -1, -1)
+                with record_function("p2p.text_encoder"):
+                    emb = prompt.embeddings(bb).expand(K, -1, -1)
                 # 5. One UNet call -> one-step estimate ẑ0 -> decoded candidates in [0,1].
-                z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
-                x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
+                with record_function("p2p.unet"):
+                    z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
+                with record_function("p2p.vae_decode"):
+                    x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
             x_adv = _project(x_adv, x_ref, cfg.bound, cfg.bound_eps)
 
-            # 6. Classifier loss on the image as it will be written (source geometry), + λ·fidelity.
-            logits = clf.logits(D.to_source(x_adv, x_src, x_ref)).float()
+            # 6. Classifier loss on the image as it will be written (output mode, source geometry), + λ·fidelity.
+            with record_function("p2p.classifier"):
+                logits = clf.logits(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()
             if ctx.target is not None:
                 cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
             elif cfg.loss == "neg_ce":
@@ -318,16 +349,18 @@ class P2P(Attack):
                 fid = lpips_net(D.to_rgb(x_adv) * 2 - 1, D.to_rgb(x_ref) * 2 - 1).flatten()
             else:
                 fid = torch.zeros_like(mse)
-            loss = (cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
+            loss = (cfg.cls_scale * cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
             scaled = loss / cfg.grad_accum
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            with record_function("p2p.backward"):
+                (scaler.scale(scaled) if scaler else scaled).backward()
             if it % cfg.grad_accum == 0 or it == cfg.steps:
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                with record_function("p2p.optimizer"):
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
 
             # 7. Judge every candidate; keep the best success (smallest t, then lowest MSE).
             with torch.no_grad():
@@ -343,8 +376,8 @@ class P2P(Attack):
                     better = wins[k] and (best is None or _key(cand, cfg.selection) < _key(best, cfg.selection))
                     if better and ctx.written is not None:
                         # a new best must also fool the classifier as written (8-bit rounding can undo it)
-                        wins[k] = better = _succeeds(clf.probs(ctx.written(x_adv[k:k + 1]))[0].float(),
-                                                     ctx, cfg.margin)
+                        wins[k] = better = _succeeds(
+                            clf.probs(ctx.written(x_adv[k:k + 1], output=cfg.output))[0].float(), ctx, cfg.margin)
                     if wins[k]:
                         first_success = first_success or it
                         if better:
@@ -385,6 +418,9 @@ class P2P(Attack):
             "learned_parameters": prompt.count(),
             "nearest_words": prompt.nearest_words(bb),
             "resolution": R,
+            "output": cfg.output,
+            "precision": D.precision_name(bb.dtype),
+            "cls_scale": cfg.cls_scale,
             "backbone": bb.name,
         }
         if cfg.bound != "none":
@@ -392,6 +428,16 @@ class P2P(Attack):
             info["bound"] = {"norm": cfg.bound, "eps": cfg.bound_eps,
                              "linf": float(delta.abs().max()), "l2": float(delta.norm())}
         return AttackOutput(adversarial=chosen["image"], iterations=it, info=info)
+
+    def cheaper(self) -> "P2P | None":
+        """One timestep per step, gradient checkpointing and VAE slicing; None when already there."""
+        cfg = self.config
+        changes: dict[str, Any] = {}
+        if cfg.batch_timesteps > 1:
+            changes["batch_timesteps"] = 1
+        if not cfg.low_memory:
+            changes["low_memory"] = True
+        return type(self)(cfg.replace(**changes)) if changes else None
 
 
 def _succeeds(p, ctx: AttackContext, margin: float) -> bool:

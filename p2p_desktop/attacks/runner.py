@@ -141,14 +141,20 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _to_source_geometry(adv, x):
-    """Bring an attack output to x's (1, C, H, W) geometry, keeping source detail."""
+def _to_source_geometry(adv, x, output: str = "residual"):
+    """Bring an attack output to x's (1, C, H, W) geometry: ``residual`` keeps source detail (the
+    source plus the upsampled change); ``decoded`` resizes the output itself (nothing of the source
+    is put back)."""
     import torch.nn.functional as F
 
     if adv.shape[1] != x.shape[1]:
         adv = adv.mean(dim=1, keepdim=True) if x.shape[1] == 1 else adv.expand(-1, x.shape[1], -1, -1)
     if adv.shape[-2:] == x.shape[-2:]:
         return adv.clamp(0, 1)
+    if output == "decoded":
+        shrink = adv.shape[-2] > x.shape[-2] or adv.shape[-1] > x.shape[-1]
+        return F.interpolate(adv, size=x.shape[-2:], mode="bilinear", align_corners=False,
+                             antialias=shrink).clamp(0, 1)
     x_small = F.interpolate(x, size=adv.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
     delta = F.interpolate(adv - x_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return (x + delta).clamp(0, 1)
@@ -196,9 +202,9 @@ def run_attack(
     if orig_idx != label_idx:
         notes.append(f"the clean image is already misclassified ({classes[orig_idx]} instead of {label_name})")
 
-    def written(adv):  # the image as step 4 below will write it
+    def written(adv, output: str = "residual"):  # the image as step 4 below will write it
         with torch.no_grad():
-            src = _to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x)
+            src = _to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x, output)
             return to_tensor(study.quantise(to_numpy(src))).to(classifier.device)
 
     ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
@@ -239,7 +245,7 @@ def run_attack(
     with torch.no_grad():
         adv = out.adversarial.detach().to(x.device, dtype=torch.float32)
         p_int = classifier.probs(adv)[0].float().cpu().numpy()
-        adv_src = _to_source_geometry(adv, x)
+        adv_src = _to_source_geometry(adv, x, str(out.info.get("output", "residual")))
     written = study.quantise(to_numpy(adv_src))
     # 5. the verdict on the written image
     with torch.no_grad():
