@@ -76,7 +76,7 @@ class P2PConfig(AttackConfig):
 
     preset: str = param("fast", choices=("fast", "paper", "custom"),
                         help="Which preset these settings came from (recorded in the report).")
-    steps: int = param(100, min=1, max=10000, help="Maximum number of iterations (UNet + decode + backward).")
+    steps: int = param(45, min=1, max=10000, help="Maximum number of iterations (UNet + decode + backward).")
     lr: float = param(5e-3, min=0.0, min_exclusive=True, max=1.0, help="AdamW learning rate.")
     beta1: float = param(0.9, min=0.0, max=0.9999, advanced=True, help="AdamW β1.")
     beta2: float = param(0.999, min=0.0, max=0.99999, advanced=True, help="AdamW β2.")
@@ -105,13 +105,13 @@ class P2PConfig(AttackConfig):
                              "each iteration (as the script).")
     early_stop: bool = param(True, help="Stop once an adversarial example is found and no better one "
                                         "has appeared for `patience` iterations.")
-    patience: int = param(25, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
+    patience: int = param(15, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
     bound: str = param("none", choices=("none", "linf", "l2"),
                        help="Project the output onto an L∞ or L2 ball around the original (at the "
                             "backbone's resolution).")
     bound_eps: float = param(0.05, min=0.0, min_exclusive=True, max=1000.0,
                              help="Radius of the bound in [0,1] pixel units (L2: over the whole image).")
-    batch_timesteps: int = param(2, min=1, max=64, advanced=True,
+    batch_timesteps: int = param(1, min=1, max=64, advanced=True,
                                  help="Timesteps evaluated per iteration in one batch (more candidates per step).")
     margin: float = param(0.05, min=0.0, max=1.0, advanced=True,
                           help="A candidate counts as a success only when the winning wrong (or target) class's "
@@ -153,10 +153,11 @@ PAPER = dict(preset="paper", steps=500, lr=2e-3, beta1=0.9, beta2=0.999, weight_
              fidelity="mse", fidelity_weight=1.0, encode="mean", early_stop=False, bound="none",
              batch_timesteps=1, margin=0.0, selection="min_t_then_mse", resolution=224, output="decoded",
              cls_scale=1e10, dtype="fp32", low_memory=False)
-FAST = dict(preset="fast", steps=100, lr=5e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
+FAST = dict(preset="fast", steps=45, lr=5e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
             grad_accum=1, t_max=50, learn="text_encoder", new_class_tokens=True, loss="log1m",
-            fidelity="mse", fidelity_weight=50.0, encode="mean", early_stop=True, patience=25, bound="none",
-            batch_timesteps=2, margin=0.05, selection="min_mse")
+            fidelity="mse", fidelity_weight=50.0, encode="mean", early_stop=True, patience=15, bound="none",
+            batch_timesteps=1, margin=0.05, selection="min_mse", resolution=0, output="residual",
+            cls_scale=1.0, dtype="auto", low_memory=False)
 
 
 class _Prompt:
