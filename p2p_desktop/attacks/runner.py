@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
+from p2p_desktop.attacks.procedure import describe
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import InputError, OutOfMemory
 from p2p_desktop.io.study import Study
@@ -67,6 +68,7 @@ class AttackResult:
     study_path: str = ""
     frame: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    procedure: dict[str, Any] = field(default_factory=dict)  # preset, resolution, output mode, precision
 
     @property
     def target(self) -> str | None:
@@ -76,6 +78,7 @@ class AttackResult:
         """JSON-ready description without the image arrays (per the CLI ``attack`` contract)."""
         return {
             "attack": self.attack,
+            "procedure": self.procedure,
             "config": self.config,
             "classifier": self.classifier,
             "backbone": self.backbone,
@@ -271,4 +274,5 @@ def run_attack(
         history=list(ctx.history), info=dict(out.info), seconds=seconds, iterations=out.iterations,
         seed=cfg.seed, device=device, classifier=classifier.identity(), backbone=backbone_id,
         study_path=str(study.path), frame=study.frame_index, versions=software_versions(),
+        procedure=describe(attack, None, backbone, info=out.info),
     )

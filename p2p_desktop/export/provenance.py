@@ -96,7 +96,8 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
             "kind": study.kind,
             "true_label": label,
         },
-        "attack": {"name": result.attack, "config": _jsonable(result.config)},
+        "attack": {"name": result.attack, "config": _jsonable(result.config),
+                   "procedure": _jsonable(getattr(result, "procedure", None) or {})},
         "classifier": {
             **(classifier_spec or {"spec": clf_identity.get("name")}),
             "weights_sha256": _weights_sha(clf_identity),
