@@ -202,6 +202,7 @@ class _Prompt:
             mu, sd = self.orig_table.mean(0).cpu(), self.orig_table.std(0).cpu()
             fresh = mu + sd * torch.randn(self.new_rows, dim, generator=generator)
         base = torch.cat([self.orig_table, fresh.to(self.orig_table.device)])  # (V + new, D)
+        self.initial_table = base
 
         self.learn = cfg.learn
         if cfg.learn == "text_encoder":
@@ -231,6 +232,26 @@ class _Prompt:
 
         overrides = {**self.params, self.table_name: self.current_table()}
         return functional_call(bb.text_encoder, overrides, (self.ids,), {"return_dict": False})[0]
+
+    def change(self, bb) -> float:
+        """L2 distance of the learnable parameters from where they started (the frozen originals)."""
+        import torch
+
+        with torch.no_grad():
+            if self.learn != "text_encoder":
+                return float((self.rows - self.base[self.unique_ids]).pow(2).sum().sqrt())
+            own = dict(bb.text_encoder.named_parameters())
+            total = (self.table - self.initial_table).pow(2).sum()
+            for n, p in self.params.items():
+                total = total + (p - own[n].float()).pow(2).sum()
+            return float(total.sqrt())
+
+    def grad_norm(self) -> float:
+        """L2 norm of the current gradients of the learnable parameters."""
+        import torch
+
+        grads = [p.grad.detach().float().norm() for p in self.trainable if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
 
     def count(self) -> int:
         return int(sum(p.numel() for p in self.trainable))
@@ -310,6 +331,7 @@ class P2P(Attack):
         best: dict[str, Any] | None = None  # best successful candidate by the selection rule
         fallback: dict[str, Any] | None = None  # lowest classification loss, when nothing succeeds
         first_success = None
+        grad_norms: list[float] = []
         since_better = 0
         stopped_early = False
         it = 0
@@ -355,6 +377,7 @@ class P2P(Attack):
             with record_function("p2p.backward"):
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if it % cfg.grad_accum == 0 or it == cfg.steps:
+                grad_norms.append(prompt.grad_norm())  # of every optimiser step (reported: first, min)
                 with record_function("p2p.optimizer"):
                     if scaler:
                         scaler.step(optimizer)
@@ -417,6 +440,9 @@ class P2P(Attack):
             "class_word": word,
             "learn": cfg.learn,
             "learned_parameters": prompt.count(),
+            "parameter_change": prompt.change(bb),
+            "grad_norm_first": grad_norms[0] if grad_norms else 0.0,
+            "grad_norm_min": min(grad_norms) if grad_norms else 0.0,
             "nearest_words": prompt.nearest_words(bb),
             "resolution": R,
             "output": cfg.output,
