@@ -91,6 +91,7 @@ def main() -> int:
     import torch
 
     from p2p_desktop.attacks import _diffusion as D
+    from p2p_desktop.attacks.procedure import describe
     from p2p_desktop.attacks.registry import get
     from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.io.study import Study
@@ -118,8 +119,9 @@ def main() -> int:
             studies.append(st)
     print(f"{args.n} correctly classified phantoms (seeds {args.seed}..{seed - 1}, 256 px), classifier "
           f"{args.classifier}, backbone {args.backbone}, device {args.device}, torch threads "
-          f"{torch.get_num_threads()}; every run at {shared['resolution']} px, output {shared['output']}, "
-          f"{D.precision_name(bb.dtype)}", flush=True)
+          f"{torch.get_num_threads()}; runs at the paper preset's resolution, output mode and precision "
+          f"({shared['resolution']} px, {shared['output']}, {D.precision_name(bb.dtype)}) unless a run overrides them",
+          flush=True)
 
     def make(preset: str, overrides: dict[str, str], **more):
         return P2P.from_preset(preset, seed=0, **{**shared, **overrides, **more})
@@ -128,6 +130,7 @@ def main() -> int:
     for label, preset, overrides in runs:
         rows = []
         settings[label] = make(preset, overrides).config.to_dict()
+        print(f"run {label}: {describe(make(preset, overrides), preset, bb)['label']}", flush=True)
         for st in studies:
             attack = make(preset, overrides)
             t0 = time.perf_counter()
