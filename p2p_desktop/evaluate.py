@@ -52,8 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, InputError, OutputError
+from p2p_desktop.metrics import METRIC_PROTOCOLS
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -101,11 +103,25 @@ COLUMN_HELP = {
     "lpips_paper": "paper's convention: sum of LPIPS over successes / correct",
     "ssim_paper": "paper's convention: sum of SSIM over successes / correct",
 }
+# issue 12: every row names its procedure; the summary also names the metric protocol
+PER_IMAGE_COLUMNS = PER_IMAGE_COLUMNS + ("procedure",)
+PROCEDURE_COLUMNS = ("procedure", "preset", "resolution", "output", "precision", "metrics")
+SUMMARY_COLUMNS = SUMMARY_COLUMNS + PROCEDURE_COLUMNS
+COLUMN_HELP.update({
+    "procedure": "the procedure that produced the row: attack[preset (and changed settings), working resolution, "
+                 "output mode, precision]",
+    "preset": "the attack preset (default: the attack's defaults)",
+    "resolution": "working resolution in pixels of a diffusion attack (null: the source's own pixels)",
+    "output": "what was written: decoded (the decoded image resized), residual (source + upsampled change), "
+              "direct (a pixel attack)",
+    "precision": "numeric precision of the diffusion backbone",
+    "metrics": "metric protocol of lpips, ssim and fid: paper or native (see the notes)",
+})
 PER_IMAGE_FILE = "per_image.csv"
 STATE_FILE = "evaluation_state.json"
 SUMMARY_FILES = {"summary-md": "summary.md", "summary-csv": "summary.csv", "summary-json": "summary.json"}
 ADVERSARIAL_DIR = "adversarial"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: per_image.csv has a procedure column
 
 #: ``on_progress(done, total, description, eta_seconds)``; ``eta_seconds`` is None until estimable.
 ProgressCallback = Callable[[int, int, str, "float | None"], None]
@@ -126,10 +142,13 @@ class EvaluationResult:
     resumed: int = 0  # (image, classifier, attack) results found finished at the start
     seconds: float = 0.0
     adversarial_dir: Path | None = None
+    warnings: list[str] | None = None  # plain warnings, shown first (e.g. the demo backbone off its phantoms)
+    metrics: str = "native"
 
     def to_json(self) -> dict[str, Any]:
         """The CLI's ``--json`` object."""
-        return {"summary": self.summary, "outputs": self.outputs, "notes": self.notes}
+        return {"summary": self.summary, "outputs": self.outputs, "notes": self.notes, "metrics": self.metrics,
+                "warnings": list(self.warnings or [])}
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -432,6 +451,10 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str], header: Mapping[str, Any]) -> str:
     """The paper-style table (+ the paper's averaging convention, counts and notes) in Markdown."""
     lines = ["# Batch evaluation", ""]
+    for w in header.get("warnings") or ():
+        lines += [f"**Warning:** {w}", ""]
+    if header.get("metrics"):
+        lines += [f"Metric protocol: **{header['metrics']}** ({METRIC_PROTOCOL_TEXT[header['metrics']]}).", ""]
     lines.append(f"Dataset `{header.get('dataset', '')}`: {header.get('images', 0)} image(s)"
                  f"{' (limit ' + str(header['limit']) + ')' if header.get('limit') else ''}; "
                  f"seed {header.get('seed', 0)}; device {header.get('device', '')}.")
@@ -440,7 +463,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
               "|---|---|---|---|---|---|"]
     for r in summary:
         rate = f"{_fmt(r['success_rate'], 2)} ({r['successes']}/{r['correct']})"
-        lines.append(f"| {r['classifier']} | {r['attack']} | {rate} | {_fmt(r['lpips'])} | {_fmt(r['ssim'])} "
+        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {rate} | {_fmt(r['lpips'])} | {_fmt(r['ssim'])} "
                      f"| {_fmt(r['fid'], 1)} |")
     lines += ["", "Success rate = successes / images the clean classifier classifies correctly. LPIPS (AlexNet), "
               "SSIM and FID (InceptionV3 pool3) are computed on the successful examples only; n/a = not "
@@ -451,7 +474,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
               "| Classifier | Attack | Success rate | LPIPS (sum/attacked) | SSIM (sum/attacked) |",
               "|---|---|---|---|---|"]
     for r in summary:
-        lines.append(f"| {r['classifier']} | {r['attack']} | {_fmt(r['success_rate'], 2)} | "
+        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {_fmt(r['success_rate'], 2)} | "
                      f"{_fmt(r['lpips_paper'])} | {_fmt(r['ssim_paper'])} |")
     lines += ["", "## Counts and other measures", "",
               "| Classifier | Attack | Images | Correct (attacked) | Skipped: misclassified | Errors | Successes "
@@ -460,7 +483,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
     for r in summary:
         skipped = str(r["skipped_misclassified"]) + (
             f" (+{r['skipped_unknown_label']} unknown class)" if r["skipped_unknown_label"] else "")
-        lines.append(f"| {r['classifier']} | {r['attack']} | {r['images']} | {r['correct']} | {skipped} | "
+        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {r['images']} | {r['correct']} | {skipped} | "
                      f"{r['errors']} | {r['successes']} | {_fmt(r['psnr'], 2)} | {_fmt(r['l2'])} | "
                      f"{_fmt(r['linf'], 4)} | {_fmt(r['seconds_mean'], 2)} |")
     if notes:
@@ -567,6 +590,8 @@ def evaluate(
     cancel: CancelToken | None = None,
     on_step: Callable[[Any], None] | None = None,
     report: str | Sequence[str] | None = None,
+    metrics: str = "native",
+    dtype: str | None = None,
 ) -> EvaluationResult:
     """Attack every correctly classified image of ``dataset_dir`` with each attack, per classifier.
 
@@ -578,7 +603,9 @@ def evaluate(
     jobs and inside attacks, raising :class:`Cancelled` with the finished rows kept (resumable).
     ``on_step`` receives every attack step (``StepEvent``). ``report`` (``"html,pdf"``) also
     writes the batch report (``evaluation_report.html/.pdf``) at the end. Bad settings raise
-    :class:`InputError` before anything is written.
+    :class:`InputError` before anything is written. ``metrics``: the metric protocol of the tables
+    (``paper`` or ``native``, see :mod:`p2p_desktop.metrics`); ``dtype``: precision of the diffusion
+    backbone (auto, fp32, fp16, bf16). P2P runs its ``paper`` preset unless ``preset`` names another.
     """
     from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.device import resolve_device
@@ -607,11 +634,15 @@ def evaluate(
         from p2p_desktop.export.report import parse_formats
 
         report_formats = parse_formats(report)
+    if metrics not in METRIC_PROTOCOLS:
+        raise InputError(f"--metrics {metrics!r}: choose one of {', '.join(METRIC_PROTOCOLS)}")
+    preset = _default_presets(attacks, preset)
     attack_objs = build_attacks(attacks, seed=int(seed), params=params, preset=preset)
     clf_specs = [c.strip() for c in classifiers if c and str(c).strip()]
     if not clf_specs:
         raise InputError("--classifiers: give at least one classifier (a registered name or a model card)")
     dev = resolve_device(device)
+    attack_objs = _apply_dtype(attack_objs, dtype, dev)
     items = select_items(load_dataset(root, cancel=cancel), limit)
     loaded = [load_classifier(c, device=dev) for c in clf_specs]
     names = [c.name for c in loaded]
@@ -622,9 +653,13 @@ def evaluate(
     if backbone or any(a.requires_backbone for a in attack_objs):
         from p2p_desktop.models.backbone import load_backbone
 
-        bb = load_backbone(backbone or "demo", device=dev)
+        from p2p_desktop.attacks.procedure import backbone_dtype
+
+        bb = load_backbone(backbone or "demo", device=dev, dtype=backbone_dtype(attack_objs))
 
     image_ids = [it.path.relative_to(root).as_posix() for it in items]
+    procedures = _procedures(attack_objs, _split_presets(preset, [a.name for a in attack_objs]), bb)
+    warnings = _demo_backbone_warnings(root, image_ids, attack_objs, bb)
     listing = "\n".join(f"{i}\t{it.label}\t{it.path.stat().st_size}" for i, it in zip(image_ids, items))
     config: dict[str, Any] = {
         "format": STATE_FORMAT,
@@ -717,7 +752,8 @@ def evaluate(
                     what = f"{clf.name} × {attack.name}: {image_id}"
                     notify(done, total, what, eta())
                     row: dict[str, Any] = {"image": image_id, "label": item.label, "classifier": clf.name,
-                                           "attack": attack.name, "clean_pred": clean_pred}
+                                           "attack": attack.name, "clean_pred": clean_pred,
+                                           "procedure": procedures[attack.name]["label"]}
                     attacked += 1
                     try:
                         res = run_attack(study, clf, attack, backbone=bb, on_step=on_step, cancel=cancel,
@@ -754,8 +790,8 @@ def evaluate(
     if not ok:
         notes.append(lp_note)
     try:
-        fid = _compute_fid(rows, root, out, names, attack_names, dev, notes, cancel,
-                           lambda what: notify(done, total, what, None))
+        fid = {} if metrics == "paper" else _compute_fid(rows, root, out, names, attack_names, dev, notes, cancel,
+                                                         lambda what: notify(done, total, what, None))
     except Cancelled:
         raise Cancelled(f"evaluation cancelled while computing FID; all {total} result(s) are kept in "
                         f"{per_image_path} — run the same command again to write the tables") from None
@@ -769,15 +805,25 @@ def evaluate(
                          f"({', '.join(_classes_of(loaded, c))}); they were not attacked")
     if any(r.get("success") and r.get("psnr") is None for r in rows):
         notes.append("PSNR is infinite for identical images; those are left out of the PSNR mean")
-    summary = summarise(rows, names, attack_names, len(items),
+    if metrics == "paper":
+        rows_for_summary, fid = _paper_protocol(rows, root, out, names, attack_names, items, image_ids, dev, notes,
+                                                cancel, lambda what: notify(done, total, what, None))
+    else:
+        rows_for_summary = rows
+    summary = summarise(rows_for_summary, names, attack_names, len(items),
                         {c: len(v) for c, v in skipped.items()}, {c: len(v) for c, v in skipped_label.items()}, fid,
                         unavailable=() if ok else ("lpips",))
+    _label_summary(summary, procedures, metrics)
+    notes[:0] = list(warnings) + [f"metrics: {METRIC_PROTOCOL_TEXT[metrics]}"]
     # images skipped in an earlier session are re-checked above, so these counts are complete
-    header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev}
+    header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev,
+              "metrics": metrics, "warnings": warnings}
     seconds = time.perf_counter() - t_start
     summary_json = {"summary": summary, "columns": COLUMN_HELP, "notes": notes, "config": config,
                     "fingerprint": fingerprint, "dataset": str(root.resolve()), "per_image": PER_IMAGE_FILE,
-                    "adversarial_dir": ADVERSARIAL_DIR, "seconds_this_run": round(seconds, 3)}
+                    "adversarial_dir": ADVERSARIAL_DIR, "seconds_this_run": round(seconds, 3),
+                    "metrics": {"protocol": metrics, "description": METRIC_PROTOCOL_TEXT[metrics]},
+                    "procedures": {a: p["label"] for a, p in procedures.items()}, "warnings": warnings}
     outputs = [{"kind": "per-image-csv", "path": str(per_image_path), "sha256": sha256_file(per_image_path)}]
     for kind, data in (("summary-md", summary_markdown(summary, notes, header).encode()),
                        ("summary-csv", _summary_csv(summary).encode()),
@@ -788,7 +834,9 @@ def evaluate(
         outputs.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
     if report_formats:
         outputs += _write_batch_report(out, root, summary, rows, outputs, notes, report_formats, {
-            **header, "attacks": ", ".join(attack_names), "classifiers": ", ".join(names),
+            **{k: v for k, v in header.items() if k != "warnings"},
+            "metric protocol": METRIC_PROTOCOL_TEXT[metrics],
+            "attacks": ", ".join(procedures[a]["label"] for a in attack_names), "classifiers": ", ".join(names),
             "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint})
     from p2p_desktop.export.run_outputs import audit_evaluation  # every run is audited (CLI and GUI)
 
@@ -797,7 +845,8 @@ def evaluate(
     adv_dir = out / ADVERSARIAL_DIR
     return EvaluationResult(out_dir=out, summary=summary, rows=rows, outputs=outputs, notes=notes, config=config,
                             fingerprint=fingerprint, attacked=attacked, resumed=resumed, seconds=seconds,
-                            adversarial_dir=adv_dir if adv_dir.is_dir() else None)
+                            adversarial_dir=adv_dir if adv_dir.is_dir() else None, warnings=warnings,
+                            metrics=metrics)
 
 
 def _finite(obj):
@@ -830,3 +879,148 @@ def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, fo
 
 def _classes_of(loaded, name: str) -> tuple[str, ...]:
     return next(c.classes for c in loaded if c.name == name)
+
+
+# -- issue 12: procedures, precision, the paper's metric protocol, the demo-backbone warning ----------
+def _default_presets(attacks: Sequence[str], preset: str | Mapping[str, str] | None):
+    """P2P runs its ``paper`` preset unless ``preset`` names another for it (validated as usual)."""
+    from p2p_desktop.attacks.registry import spec
+
+    try:
+        names = [spec(a).name for a in attacks if a and str(a).strip()]
+    except InputError:
+        return preset  # build_attacks reports the unknown attack
+    if "p2p" not in names or len(set(names)) != len(names):
+        return preset
+    split = _split_presets(preset, names)
+    if split["p2p"] is None:
+        split["p2p"] = "paper"
+    return {a: v for a, v in split.items() if v}
+
+
+def _apply_dtype(attack_objs: list, dtype: str | None, device: str) -> list:
+    """``dtype`` applied to every diffusion attack (after checking the device can run it)."""
+    from p2p_desktop.cli.common import apply_dtype
+
+    if dtype is not None and not any(a.requires_backbone for a in attack_objs) and dtype not in ("auto", "fp32"):
+        raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p), none of which is in "
+                         "--attacks")
+    return [apply_dtype(a, dtype, device) if (a.requires_backbone or dtype is None) else a for a in attack_objs]
+
+
+def _procedures(attack_objs: list, presets: Mapping[str, str | None], bb) -> dict[str, dict[str, Any]]:
+    from p2p_desktop.attacks.procedure import describe
+
+    return {a.name: describe(a, presets.get(a.name), bb) for a in attack_objs}
+
+
+def _label_summary(summary: list[dict[str, Any]], procedures: Mapping[str, dict], metrics: str) -> None:
+    for r in summary:
+        p = procedures[r["attack"]]
+        r.update(procedure=p["label"], preset=p["preset"], resolution=p["resolution"], output=p["output"],
+                 precision=p["precision"], metrics=metrics)
+
+
+def _phantom_listing(root: Path) -> set[str]:
+    """Image paths (relative to ``root``) listed by the project's phantom manifests in ``root``."""
+    listed: set[str] = set()
+    for manifest in root.glob("phantoms_seed*_n*.json"):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("generator") == "p2p-desktop phantoms":
+            listed.update(str(r.get("image", "")).replace(os.sep, "/") for r in data.get("phantoms") or ()
+                          if isinstance(r, dict))
+    return listed
+
+
+def _demo_backbone_warnings(root: Path, image_ids: Sequence[str], attack_objs: list, bb) -> list[str]:
+    """A plain warning when the demo backbone runs on images that are not the project's phantoms."""
+    if bb is None or bb.name != "demo" or not any(a.requires_backbone for a in attack_objs):
+        return []
+    listed = _phantom_listing(root)
+    foreign = [i for i in image_ids if i not in listed]
+    if not foreign:
+        return []
+    names = ", ".join(a.name for a in attack_objs if a.requires_backbone)
+    return [f"{len(foreign)} of {len(image_ids)} image(s) of this dataset are not the project's phantoms (no phantom "
+            f"manifest lists them), but {names} ran with the DEMO backbone, which was trained only on those "
+            "phantoms: its results on these images say nothing about a real diffusion model; use a Stable "
+            "Diffusion backbone (--backbone FOLDER) for real data"]
+
+
+def _paper_protocol(rows, root: Path, out: Path, classifiers, attacks, items, image_ids, device: str,
+                    notes: list[str], cancel: CancelToken, progress: Callable[[str], None]):
+    """Rows with ``ssim``/``lpips`` replaced by the paper's protocol (from the written adversarial images
+    and their originals), and FID per class averaged over classes."""
+    from p2p_desktop.io import load_study
+    from p2p_desktop.metrics import paper_metrics
+
+    out_rows, lp_notes = [], set()
+    for r in rows:
+        r = dict(r)
+        if r.get("success") is True:
+            cancel.check()
+            adv_file = adversarial_path(out, r["classifier"], r["attack"], r["image"])
+            if adv_file.is_file():
+                m, n = paper_metrics(load_study(root / r["image"], attach_mask=False).image,
+                                     load_study(adv_file, attach_mask=False).image)
+                r["ssim"], r["lpips"] = m["ssim"], m["lpips"]
+                lp_notes.update(n)
+            else:
+                r["ssim"] = r["lpips"] = None
+                notes.append(f"paper metrics of {r['image']} ({r['classifier']} × {r['attack']}) not computed: the "
+                             f"adversarial image {adv_file} is missing")
+        out_rows.append(r)
+    fid = _fid_per_class(out_rows, root, out, classifiers, attacks, dict(zip(image_ids, (i.label for i in items))),
+                         device, notes, cancel, progress)
+    return out_rows, fid
+
+
+def _fid_per_class(rows, root: Path, out: Path, classifiers, attacks, labels: Mapping[str, str], device: str,
+                   notes: list[str], cancel: CancelToken, progress: Callable[[str], None]):
+    """{(classifier, attack): (mean over classes of FID(all originals of the class, its adversarials), pairs)}."""
+    import numpy as np
+
+    from p2p_desktop import fid as fidlib
+    from p2p_desktop.io import load_study
+
+    status = fidlib.fid_status()
+    if not status.available:
+        notes.append(status.note)
+        return {}
+    extractor = fidlib.load_inception(device=device)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for image, label in labels.items():
+        by_class[label].append(image)
+    cache: dict[str, Any] = {}
+
+    def features(images):
+        new = [i for i in images if i not in cache]
+        if new:
+            cache.update(zip(new, extractor([load_study(root / i, attach_mask=False).image for i in new])))
+        return np.stack([cache[i] for i in images])
+
+    result, skipped = {}, []
+    for c in classifiers:
+        for a in attacks:
+            values, pairs = [], 0
+            for label, images in sorted(by_class.items()):
+                wins = [r for r in rows if r["classifier"] == c and r["attack"] == a and r.get("success") is True
+                        and labels.get(r["image"]) == label]
+                if len(wins) < 2 or len(images) < 2:
+                    if wins:
+                        skipped.append(f"{c} × {a} × {label}")
+                    continue
+                cancel.check()
+                progress(f"FID {c} × {a} × {label}")
+                adv = extractor([load_study(adversarial_path(out, c, a, r["image"]), attach_mask=False).image
+                                 for r in wins])
+                values.append(fidlib.fid_from_features(features(images), adv))
+                pairs += len(wins)
+            result[(c, a)] = (float(np.mean(values)) if values else None, pairs)
+    if skipped:
+        notes.append("FID per class needs at least 2 successful examples of the class; left out: " + ", ".join(skipped))
+    notes.append(fidlib.SMALL_SAMPLE_NOTE)
+    return result

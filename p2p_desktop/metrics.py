@@ -1,5 +1,14 @@
 """Image-similarity metrics between an original and an adversarial image (both [0,1], HxWxC).
 
+Two protocols (``METRIC_PROTOCOLS``):
+
+``native``  the images as they are (source geometry and channels): SSIM with scikit-image's
+            default 7×7 uniform window, LPIPS (AlexNet) on the full image.
+``paper``   as the P2P authors measured: both images converted to RGB, Resize(256) (shorter side,
+            bilinear, antialiased) + CenterCrop(256), then SSIM with an 11×11 Gaussian window,
+            σ = 1.5 (``pytorch_msssim.ssim``) and LPIPS (AlexNet) on those crops. FID per class
+            averaged over classes is computed by the batch evaluation.
+
 LPIPS needs torchvision's ImageNet AlexNet weights, which cannot be downloaded here: it is
 computed only when the file is already in the torch hub cache, otherwise it is ``None`` and
 a note says which file is missing and where it goes. No number is ever made up.
@@ -13,7 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "ALEXNET_FILE"]
+__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "ALEXNET_FILE", "METRIC_PROTOCOLS",
+           "paper_view", "ssim_paper", "paper_metrics"]
+
+METRIC_PROTOCOLS = ("paper", "native")
+PAPER_SIZE = 256
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 _lpips_model = None
@@ -101,3 +114,45 @@ def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict
     else:
         notes.append(note)
     return m, notes
+
+
+# -- the paper's protocol -------------------------------------------------------------------------
+def paper_view(a: np.ndarray):
+    """HxW(xC) image in [0,1] -> (1, 3, 256, 256) float32 tensor: RGB, Resize(256) + CenterCrop(256)
+    (torchvision's transforms, bilinear with antialiasing), as the P2P authors' metric script."""
+    import torch
+    from torchvision.transforms import v2 as T
+
+    x = _as3d(a).astype(np.float32)
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    t = T.CenterCrop(PAPER_SIZE)(T.Resize(PAPER_SIZE, antialias=True)(t))
+    return t.clamp(0, 1)
+
+
+def ssim_paper(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of the paper's protocol: 11×11 Gaussian window, σ = 1.5, on the 256 px RGB views."""
+    from pytorch_msssim import ssim as _ssim
+
+    return float(_ssim(paper_view(a).double(), paper_view(b).double(), data_range=1.0, size_average=True,
+                       win_size=11, win_sigma=1.5))
+
+
+def lpips_paper(a: np.ndarray, b: np.ndarray) -> float | None:
+    """LPIPS (AlexNet) on the paper's 256 px RGB views, or None when the weights are missing."""
+    ok, _ = lpips_status()
+    if not ok:
+        return None
+    va, vb = paper_view(a)[0].numpy().transpose(1, 2, 0), paper_view(b)[0].numpy().transpose(1, 2, 0)
+    return lpips_distance(va, vb)
+
+
+def paper_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict, list[str]]:
+    """{"ssim", "lpips"} under the paper's protocol; returns (metrics, notes)."""
+    notes: list[str] = []
+    ok, note = lpips_status()
+    if not ok:
+        notes.append(note)
+    return {"ssim": ssim_paper(original, adversarial),
+            "lpips": lpips_paper(original, adversarial) if ok else None}, notes

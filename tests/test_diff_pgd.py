@@ -35,8 +35,9 @@ def test_defaults_are_the_papers():
     cfg = DiffPGDConfig()
     assert (cfg.eps, cfg.alpha, cfg.steps) == (pytest.approx(16 / 255), pytest.approx(2 / 255), 10)
     assert cfg.strength == 0.06 and cfg.ddim_steps == 3 and cfg.variant == "fast" and cfg.prompt == ""
-    assert D.ddim_timesteps(60, 3) == [60, 40, 20]
-    assert D.ddim_timesteps(5, 10) == [5, 4, 3, 2, 1]
+    # issue 12: every DDIM step down to t = 0 (ddim50 with t = 3 is four UNet calls)
+    assert D.ddim_timesteps(60, 3) == [60, 40, 20, 0]
+    assert D.ddim_timesteps(5, 10) == [5, 4, 3, 2, 1, 0]
     with pytest.raises(InputError):
         DiffPGDConfig(eps=0)
     with pytest.raises(InputError):
@@ -52,7 +53,7 @@ def test_runs_reports_and_respects_eps(bb, clf, variant, channels):
     assert all(set(e.probs) == set(CLASSES) for e in ctx.history)
     assert all(e.extra["delta_linf"] <= eps + 1e-6 for e in ctx.history)
     assert 0 < out.info["delta_linf"] <= eps + 1e-6
-    assert out.info["t_start"] == 60 and out.info["ddim_timesteps"] == [60, 40, 20]
+    assert out.info["t_start"] == 60 and out.info["ddim_timesteps"] == [60, 40, 20, 0]
     assert tuple(out.adversarial.shape) == (1, channels, 32, 32)
     assert 0 <= float(out.adversarial.min()) and float(out.adversarial.max()) <= 1
 

@@ -208,7 +208,7 @@ def test_tables_complete(bench, full_run):
     md = (out / "summary.md").read_text(encoding="utf-8")
     for c in clfs:
         for a in attacks:
-            assert f"| {c} | {a} |" in md
+            assert f"| {c} | {a}[default, " in md  # issue 12: rows name the procedure
     assert "paper's averaging convention" in md and "FID not computed" in md and "LPIPS not computed" in md
     doc = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert doc["summary"] == json.loads(json.dumps(res.summary))
@@ -443,7 +443,8 @@ def test_cli_json(bench, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0
     doc = json.loads(captured.out)
-    assert set(doc) == {"summary", "outputs", "notes"}
+    assert set(doc) == {"summary", "outputs", "notes", "metrics", "warnings"}  # issue 12: + protocol, warnings
+    assert doc["metrics"] == "native" and doc["warnings"] == []
     assert len(doc["summary"]) == 1 and doc["summary"][0]["images"] == 6
     assert {o["kind"] for o in doc["outputs"]} == {"per-image-csv", "summary-md", "summary-csv", "summary-json",
                                                    "report-html"}

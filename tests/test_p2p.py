@@ -90,8 +90,10 @@ def test_paper_preset_runs_with_accumulation(bb, clf):
     ctx = _ctx(clf, bb)
     out = att.run(phantom(32, 3), ctx)
     assert out.iterations == 4 and len(ctx.history) == 4
-    assert tuple(out.adversarial.shape) == (1, 3, 32, 32)
-    assert out.info["preset"] == "paper"
+    # issue 12: the paper preset works at the authors' 224 px, writes the decoded image, fp32, CE x 1e10
+    assert tuple(out.adversarial.shape) == (1, 3, 224, 224)
+    assert out.info["preset"] == "paper" and out.info["resolution"] == 224 and out.info["output"] == "decoded"
+    assert out.info["precision"] == "fp32" and out.info["cls_scale"] == 1e10
 
 
 def test_cancel_stops_within_one_iteration(bb, clf):

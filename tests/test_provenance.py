@@ -65,7 +65,9 @@ def test_attack_then_rerun_is_byte_identical(attack, extra, source, model_card, 
     prov = next(Path(o["path"]) for o in first["outputs"] if o["kind"] == "provenance")
     record = json.loads(prov.read_text())
     assert record["input"]["sha256"] == first["input_sha256"] and record["input"]["frame"] == 0
-    assert record["attack"] == {"name": attack, "config": first["config"]}
+    # issue 12: the record also names the procedure (preset, resolution, output mode, precision)
+    assert record["attack"] == {"name": attack, "config": first["config"], "procedure": first["procedure"]}
+    assert record["attack"]["procedure"]["label"].startswith(f"{attack}[default, ")
     assert record["classifier"]["spec"] == str(model_card.resolve())
     assert record["classifier"]["weights_sha256"] == first["classifier"]["sha256"]
     assert record["device"] == "cpu" and record["seed"] == 0 and record["versions"]["torch"]

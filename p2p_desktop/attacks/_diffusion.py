@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from p2p_desktop.models.backbone import Backbone
 
-__all__ = ["resize", "to_source", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
+__all__ = ["resize", "resize_to", "to_source", "to_written", "working_resolution", "backbone_in", "low_memory",
+           "precision_name", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
            "decode", "tokenize", "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
 
 
@@ -28,6 +29,114 @@ def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
         return x
     shrink = x.shape[-2] > size or x.shape[-1] > size
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def resize_to(x: "torch.Tensor", hw: tuple[int, int]) -> "torch.Tensor":
+    """(B, C, h, w) -> (B, C, H, W), bilinear with antialiasing when shrinking (differentiable)."""
+    import torch.nn.functional as F
+
+    hw = (int(hw[0]), int(hw[1]))
+    if tuple(x.shape[-2:]) == hw:
+        return x
+    shrink = x.shape[-2] > hw[0] or x.shape[-1] > hw[1]
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def to_written(adv: "torch.Tensor", x_src: "torch.Tensor", x_small: "torch.Tensor", output: str) -> "torch.Tensor":
+    """What the runner will write for output mode ``decoded`` (the decoded image itself, resized to
+    the source geometry, as the authors save it) or ``residual`` (the source plus the upsampled
+    change, :func:`to_source`). Differentiable."""
+    if output == "decoded":
+        return resize_to(adv, tuple(x_src.shape[-2:])).clamp(0, 1)
+    return to_source(adv, x_src, x_small)
+
+
+def working_resolution(bb: "Backbone", resolution: int, attack: str) -> int:
+    """The working side in pixels: ``resolution`` (a multiple of 8 that the VAE and UNet accept) or,
+    when 0, the backbone's native size."""
+    from p2p_desktop.errors import InputError
+
+    if not resolution:
+        return int(bb.resolution)
+    r = int(resolution)
+    if r % 8 or r < 8:
+        raise InputError(f"{attack}.resolution: {r} is not a positive multiple of 8")
+    if r % bb.vae_factor or (r // bb.vae_factor) < 2:
+        raise InputError(f"{attack}.resolution: {r} px does not fit the backbone's VAE (downsampling x{bb.vae_factor})")
+    return r
+
+
+_PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def precision_name(dtype) -> str:
+    """torch.float16 -> 'fp16' (the name the CLI, reports and provenance use)."""
+    s = str(dtype).removeprefix("torch.")
+    return next((k for k, v in _PRECISIONS.items() if v == s), s)
+
+
+def backbone_in(bb: "Backbone", dtype: str) -> "Backbone":
+    """``bb`` in the precision ``dtype`` ('auto' keeps it): the same folder reloaded from the backbone
+    cache (same device), or ``bb`` itself when it already runs in that precision."""
+    from p2p_desktop.device import check_dtype
+
+    if not dtype or dtype == "auto":
+        return bb
+    check_dtype(str(bb.device), dtype)
+    if precision_name(bb.dtype) == dtype:
+        return bb
+    import copy
+
+    import torch
+
+    key = (id(bb), dtype)
+    other = _variants.get(key)
+    if other is None:
+        target = getattr(torch, _PRECISIONS[dtype])
+        other = copy.copy(bb)
+        other.unet = copy.deepcopy(bb.unet).to(dtype=target)
+        other.text_encoder = copy.deepcopy(bb.text_encoder).to(dtype=target)
+        vae_dtype = torch.float32 if (target == torch.float16 and _force_upcast(bb)) else target
+        other.vae = copy.deepcopy(bb.vae).to(dtype=vae_dtype)
+        other.dtype = target
+        _variants.clear()  # keep at most one extra copy of a backbone in memory
+        _variants[key] = other
+    return other
+
+
+_variants: dict = {}
+
+
+def _force_upcast(bb: "Backbone") -> bool:
+    return bool(getattr(bb.vae.config, "force_upcast", False))
+
+
+def _vae_dtype(bb: "Backbone"):
+    return next(bb.vae.parameters()).dtype
+
+
+@contextlib.contextmanager
+def low_memory(bb: "Backbone", enabled: bool = True):
+    """Gradient checkpointing of the UNet and the VAE decoder and VAE slicing, where diffusers offers
+    them, for the duration of the block (the shared backbone is restored afterwards)."""
+    if not enabled:
+        yield
+        return
+    done = []
+    for module in (bb.unet, bb.vae):
+        if getattr(module, "_supports_gradient_checkpointing", False) and not getattr(
+                module, "is_gradient_checkpointing", False):
+            module.enable_gradient_checkpointing()
+            done.append(module)
+    if hasattr(bb.vae, "enable_slicing"):
+        bb.vae.enable_slicing()
+    try:
+        yield
+    finally:
+        for module in done:
+            module.disable_gradient_checkpointing()
+        if hasattr(bb.vae, "disable_slicing"):
+            bb.vae.disable_slicing()
 
 
 def to_source(adv: "torch.Tensor", x_src: "torch.Tensor", x_small: "torch.Tensor") -> "torch.Tensor":
@@ -63,12 +172,22 @@ def autocast(bb: "Backbone"):
     return torch.autocast(device_type=device_type, dtype=bb.dtype)
 
 
+def _vae_context(bb: "Backbone"):
+    """The VAE runs in its own precision: fp32 when its config asks for ``force_upcast`` in fp16."""
+    import torch
+
+    if _vae_dtype(bb) == torch.float32 and bb.dtype != torch.float32:
+        return torch.autocast(device_type=str(bb.device).split(":")[0], enabled=False)
+    return contextlib.nullcontext()
+
+
 def encode(bb: "Backbone", x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
     """Images in [0,1] (any channels) -> (mean, std) of the scaled latent posterior."""
     import torch
 
-    img = to_rgb(x).to(bb.device, bb.dtype) * 2 - 1
-    dist = bb.vae.encode(img).latent_dist
+    img = to_rgb(x).to(bb.device, _vae_dtype(bb)) * 2 - 1
+    with _vae_context(bb):
+        dist = bb.vae.encode(img).latent_dist
     mean = (dist.mean.float() - bb.shift_factor) * bb.scaling_factor
     std = dist.std.float() * bb.scaling_factor
     return mean, torch.nan_to_num(std)
@@ -93,7 +212,8 @@ def unet_x0_eps(bb: "Backbone", z_t: "torch.Tensor", t: "torch.Tensor",
 
 def decode(bb: "Backbone", z: "torch.Tensor") -> "torch.Tensor":
     """Scaled latents -> RGB images in [0, 1] (float32)."""
-    img = bb.vae.decode((z / bb.scaling_factor + bb.shift_factor).to(bb.dtype), return_dict=False)[0]
+    with _vae_context(bb):
+        img = bb.vae.decode((z / bb.scaling_factor + bb.shift_factor).to(_vae_dtype(bb)), return_dict=False)[0]
     return ((img.float() + 1) / 2).clamp(0, 1)
 
 
@@ -111,14 +231,16 @@ def text_embeddings(bb: "Backbone", text: str) -> "torch.Tensor":
 
 
 def ddim_timesteps(t_start: int, steps: int) -> list[int]:
-    """``steps`` evenly spaced timesteps from ``t_start`` down (exclusive of 0), e.g. 60, 40, 20."""
+    """Evenly spaced DDIM timesteps from ``t_start`` down to 0 inclusive: ``steps`` intervals, one UNet
+    call per timestep (ddim50 with t = 3: 60, 40, 20, 0 — four calls, as Diff-PGD's authors run it)."""
     steps = max(1, min(int(steps), int(t_start)))
-    return [int(round(t_start - i * t_start / steps)) for i in range(steps)]
+    return [int(round(t_start - i * t_start / steps)) for i in range(steps + 1)]
 
 
 def sdedit_latent(bb: "Backbone", z0: "torch.Tensor", noise: "torch.Tensor", t_start: int, steps: int,
                   emb: "torch.Tensor") -> "torch.Tensor":
-    """SDEdit in latent space: noise z0 to ``t_start``, then deterministic DDIM (η=0) to a clean ẑ0."""
+    """SDEdit in latent space: noise z0 to ``t_start``, then deterministic DDIM (η=0) through every
+    timestep down to t = 0; the clean estimate at t = 0 is the result."""
     import torch
 
     ts = ddim_timesteps(t_start, steps)

@@ -5,16 +5,19 @@ Controllability", NeurIPS 2023. Distance: L∞ on the pixel perturbation δ (bef
 
 Each of ``steps`` iterations: x_pur = SDEdit(clip(x + δ)); L = CE(F(x_pur), y);
 δ ← Π_ε(δ + α·sign(∇L)) (targeted: descend CE toward the target). SDEdit runs in the latent
-space of the backbone: encode (posterior mean), noise to t = strength·1000 with one FIXED noise
-sample, ``ddim_steps`` deterministic DDIM steps to a clean latent with the EMPTY prompt, decode.
-``fast``: ∇L is taken at x_pur and applied to δ directly (no backpropagation through the
-diffusion); ``full``: backpropagation through encode → UNet steps → decode. Output:
-SDEdit(clip(x + δ)) with the final δ.
+space of the backbone: encode (posterior mean), noise to t = strength·1000 with FRESH noise on
+every call (drawn from the attack's seeded generator, so runs stay reproducible; ``noise=fixed``
+keeps one sample for the whole run), then deterministic DDIM through every timestep down to
+t = 0 with the EMPTY prompt, decode — as the authors run it. ``fast``: ∇L is taken at x_pur and
+applied to δ directly (no backpropagation through the diffusion); ``full``: backpropagation
+through encode → UNet steps → decode, from a random start δ ~ U[−ε, ε]. Output: a final,
+freshly noised SDEdit(clip(x + δ)) with the final δ.
 
 Defaults (paper's baseline): ε = 16/255, α = 2/255, 10 steps, strength 0.06 (ddim50 with
-t = 3, i.e. timestep 60 of 1000), 3 DDIM steps (60 → 40 → 20 → clean).
+t = 3, i.e. timestep 60 of 1000), 3 DDIM intervals: UNet calls at 60, 40, 20 and 0.
 
-Shapes: input (1, C, H, W) in [0,1]; output (1, C, R, R) at the backbone's resolution R.
+Shapes: input (1, C, H, W) in [0,1]; output (1, C, R, R) at the working resolution R
+(``resolution``, default the backbone's native size).
 """
 
 from __future__ import annotations
@@ -48,6 +51,28 @@ class DiffPGDConfig(AttackConfig):
                          help="fast: gradient at the SDEdit output applied to δ; full: backpropagate "
                               "through the diffusion (slower, more memory).")
     prompt: str = param("", advanced=True, help="Text conditioning of SDEdit (paper: none, i.e. empty prompt).")
+    noise: str = param("fresh", choices=("fresh", "fixed"), advanced=True,
+                       help="SDEdit noise: a fresh seeded sample on every call (the authors), or one fixed "
+                            "sample for the whole run (a deterministic purifier).")
+    random_start: str = param("auto", choices=("auto", "on", "off"), advanced=True,
+                              help="Start δ uniformly in [−ε, ε] (auto: on for the full variant, as the authors).")
+    preset: str = param("default", choices=("default", "paper", "full", "custom"),
+                        help="Which preset these settings came from (recorded in the report).")
+    resolution: int = param(0, min=0, max=4096,
+                            help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; "
+                                 "paper: 224).")
+    output: str = param("residual", choices=("residual", "decoded"),
+                        help="What is written: the purified image resized to the source geometry (decoded), or "
+                             "the source plus the upsampled change (residual).")
+    dtype: str = param("auto", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
+    low_memory: bool = param(False, advanced=True,
+                             help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
+                                  "slower); the out-of-memory retry turns it on.")
+
+    def validate(self) -> None:
+        if self.resolution and self.resolution % 8:
+            raise InputError(f"diff-pgd.resolution: {self.resolution} is not a multiple of 8 (0 = native)")
 
 
 class DiffPGD(Attack):
@@ -57,7 +82,9 @@ class DiffPGD(Attack):
     Config = DiffPGDConfig
     summary = "Diff-PGD: PGD through SDEdit on a latent diffusion backbone"
     requires_backbone = True
-    presets = {"paper": {}, "full": {"variant": "full"}}
+    presets = {"paper": {"preset": "paper", "resolution": 224, "output": "decoded", "dtype": "fp32"},
+               "full": {"preset": "full", "variant": "full", "resolution": 224, "output": "decoded",
+                        "dtype": "fp32"}}
     config: DiffPGDConfig
 
     def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
@@ -65,28 +92,43 @@ class DiffPGD(Attack):
         import torch.nn.functional as F
 
         cfg = self.config
-        bb = ctx.backbone
-        if bb is None:
+        if ctx.backbone is None:
             raise InputError("diff-pgd needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
+        bb = D.backbone_in(ctx.backbone, cfg.dtype)
+        with D.low_memory(bb, cfg.low_memory):
+            return self._run(x, ctx, bb)
+
+    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
+        import torch
+        import torch.nn.functional as F
+
+        cfg = self.config
         gen = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(cfg.seed)
         clf = ctx.classifier
         dev = torch.device(bb.device)
-        R = bb.resolution
+        R = D.working_resolution(bb, cfg.resolution, "diff-pgd")
         T = bb.num_train_timesteps
         t_start = min(T - 1, max(1, int(round(cfg.strength * T))))
         targeted = ctx.target is not None
         y = torch.tensor([ctx.target if targeted else ctx.label], device=clf.device)
 
-        # 1. The image at the backbone's resolution, δ = 0, one fixed noise sample, empty-prompt embedding.
+        # 1. The image at the working resolution, δ = 0 (full: a random start), the empty-prompt embedding.
         x_src = x.detach().float().to(dev)
         x_ref = D.resize(x_src, R).clamp(0, 1)
         delta = torch.zeros_like(x_ref)
+        random_start = cfg.random_start == "on" or (cfg.random_start == "auto" and cfg.variant == "full")
+        if random_start:
+            delta = (torch.rand(x_ref.shape, generator=gen) * 2 - 1).to(dev) * cfg.eps
+            delta = (x_ref + delta).clamp(0, 1) - x_ref
         f = bb.vae_factor
-        noise = torch.randn((1, bb.latent_channels, R // f, R // f), generator=gen).to(dev)
+        shape = (1, bb.latent_channels, R // f, R // f)
+        fixed = torch.randn(shape, generator=gen).to(dev) if cfg.noise == "fixed" else None
         with torch.no_grad():
             emb = D.text_embeddings(bb, cfg.prompt)
 
         def purify(img):
+            # fresh SDEdit noise on every call, from the seeded generator (or the one fixed sample)
+            noise = fixed if fixed is not None else torch.randn(shape, generator=gen).to(dev)
             with D.autocast(bb):
                 return D.sdedit(bb, img, noise, t_start, cfg.ddim_steps, emb).float()
 
@@ -102,7 +144,7 @@ class DiffPGD(Attack):
                     x_pur = purify(x_in)
                 x_pur.requires_grad_(True)
                 leaf = x_pur
-            logits = clf.logits(D.to_source(x_pur, x_src, x_ref)).float()  # as it will be written
+            logits = clf.logits(D.to_written(x_pur, x_src, x_ref, cfg.output)).float()  # as it will be written
             loss = F.cross_entropy(logits, y)
             (grad,) = torch.autograd.grad(loss, leaf)
 
@@ -121,7 +163,7 @@ class DiffPGD(Attack):
         # 5. Output: SDEdit(clip(x + δ)) with the final δ.
         with torch.no_grad():
             x_adv = purify((x_ref + delta).clamp(0, 1))
-            probs = clf.probs(D.to_source(x_adv, x_src, x_ref)).float()[0]
+            probs = clf.probs(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()[0]
         pred = int(probs.argmax())
         info: dict[str, Any] = {
             "success": ctx.is_adversarial(pred),
@@ -132,7 +174,18 @@ class DiffPGD(Attack):
             "t_start": t_start,
             "ddim_timesteps": D.ddim_timesteps(t_start, cfg.ddim_steps),
             "variant": cfg.variant,
+            "noise": cfg.noise,
+            "random_start": random_start,
+            "preset": cfg.preset,
             "resolution": R,
+            "output": cfg.output,
+            "precision": D.precision_name(bb.dtype),
             "backbone": bb.name,
         }
         return AttackOutput(adversarial=x_adv.detach().cpu(), iterations=cfg.steps, info=info)
+
+    def cheaper(self) -> "DiffPGD | None":
+        """Gradient checkpointing and VAE slicing (one purification per step already); None when on."""
+        if self.config.low_memory:
+            return None
+        return type(self)(self.config.replace(low_memory=True))

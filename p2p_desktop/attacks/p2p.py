@@ -76,7 +76,7 @@ class P2PConfig(AttackConfig):
 
     preset: str = param("fast", choices=("fast", "paper", "custom"),
                         help="Which preset these settings came from (recorded in the report).")
-    steps: int = param(100, min=1, max=10000, help="Maximum number of iterations (UNet + decode + backward).")
+    steps: int = param(45, min=1, max=10000, help="Maximum number of iterations (UNet + decode + backward).")
     lr: float = param(5e-3, min=0.0, min_exclusive=True, max=1.0, help="AdamW learning rate.")
     beta1: float = param(0.9, min=0.0, max=0.9999, advanced=True, help="AdamW β1.")
     beta2: float = param(0.999, min=0.0, max=0.99999, advanced=True, help="AdamW β2.")
@@ -105,13 +105,13 @@ class P2PConfig(AttackConfig):
                              "each iteration (as the script).")
     early_stop: bool = param(True, help="Stop once an adversarial example is found and no better one "
                                         "has appeared for `patience` iterations.")
-    patience: int = param(25, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
+    patience: int = param(15, min=1, max=10000, help="Iterations without a better candidate before an early stop.")
     bound: str = param("none", choices=("none", "linf", "l2"),
                        help="Project the output onto an L∞ or L2 ball around the original (at the "
                             "backbone's resolution).")
     bound_eps: float = param(0.05, min=0.0, min_exclusive=True, max=1000.0,
                              help="Radius of the bound in [0,1] pixel units (L2: over the whole image).")
-    batch_timesteps: int = param(2, min=1, max=64, advanced=True,
+    batch_timesteps: int = param(1, min=1, max=64, advanced=True,
                                  help="Timesteps evaluated per iteration in one batch (more candidates per step).")
     margin: float = param(0.05, min=0.0, max=1.0, advanced=True,
                           help="A candidate counts as a success only when the winning wrong (or target) class's "
@@ -120,8 +120,25 @@ class P2PConfig(AttackConfig):
     selection: str = param("min_mse", choices=("min_t_then_mse", "min_mse"),
                            help="Which successful candidate to keep: smallest t then lowest MSE (paper), "
                                 "or lowest MSE.")
+    resolution: int = param(0, min=0, max=4096,
+                            help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; "
+                                 "paper: 224).")
+    output: str = param("residual", choices=("residual", "decoded"),
+                        help="What is written: the decoded image itself resized to the source geometry "
+                             "(decoded, as the authors save it), or the source plus the upsampled change "
+                             "(residual, keeps source detail above the working resolution).")
+    cls_scale: float = param(1.0, min=0.0, min_exclusive=True, max=1e12,
+                             help="Factor on the classification loss (the authors' script: 1e10; with AdamW's ε "
+                                  "this is not a no-op).")
+    dtype: str = param("auto", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
+    low_memory: bool = param(False, advanced=True,
+                             help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
+                                  "slower); the out-of-memory retry turns it on.")
 
     def validate(self) -> None:
+        if self.resolution and self.resolution % 8:
+            raise InputError(f"p2p.resolution: {self.resolution} is not a multiple of 8 (0 = native)")
         if self.prompt.count("{cls}") != 1:
             raise InputError("p2p.prompt: the template must contain {cls} exactly once")
         try:
@@ -134,11 +151,13 @@ class P2PConfig(AttackConfig):
 PAPER = dict(preset="paper", steps=500, lr=2e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
              grad_accum=4, t_max=50, learn="text_encoder", new_class_tokens=True, loss="neg_ce",
              fidelity="mse", fidelity_weight=1.0, encode="mean", early_stop=False, bound="none",
-             batch_timesteps=1, margin=0.0, selection="min_t_then_mse")
-FAST = dict(preset="fast", steps=100, lr=5e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
+             batch_timesteps=1, margin=0.0, selection="min_t_then_mse", resolution=224, output="decoded",
+             cls_scale=1e10, dtype="fp32", low_memory=False)
+FAST = dict(preset="fast", steps=45, lr=5e-3, beta1=0.9, beta2=0.999, weight_decay=1e-2, eps_adam=1e-8,
             grad_accum=1, t_max=50, learn="text_encoder", new_class_tokens=True, loss="log1m",
-            fidelity="mse", fidelity_weight=50.0, encode="mean", early_stop=True, patience=25, bound="none",
-            batch_timesteps=2, margin=0.05, selection="min_mse")
+            fidelity="mse", fidelity_weight=50.0, encode="mean", early_stop=True, patience=15, bound="none",
+            batch_timesteps=1, margin=0.05, selection="min_mse", resolution=0, output="residual",
+            cls_scale=1.0, dtype="auto", low_memory=False)
 
 
 class _Prompt:
@@ -183,6 +202,7 @@ class _Prompt:
             mu, sd = self.orig_table.mean(0).cpu(), self.orig_table.std(0).cpu()
             fresh = mu + sd * torch.randn(self.new_rows, dim, generator=generator)
         base = torch.cat([self.orig_table, fresh.to(self.orig_table.device)])  # (V + new, D)
+        self.initial_table = base
 
         self.learn = cfg.learn
         if cfg.learn == "text_encoder":
@@ -212,6 +232,26 @@ class _Prompt:
 
         overrides = {**self.params, self.table_name: self.current_table()}
         return functional_call(bb.text_encoder, overrides, (self.ids,), {"return_dict": False})[0]
+
+    def change(self, bb) -> float:
+        """L2 distance of the learnable parameters from where they started (the frozen originals)."""
+        import torch
+
+        with torch.no_grad():
+            if self.learn != "text_encoder":
+                return float((self.rows - self.base[self.unique_ids]).pow(2).sum().sqrt())
+            own = dict(bb.text_encoder.named_parameters())
+            total = (self.table - self.initial_table).pow(2).sum()
+            for n, p in self.params.items():
+                total = total + (p - own[n].float()).pow(2).sum()
+            return float(total.sqrt())
+
+    def grad_norm(self) -> float:
+        """L2 norm of the current gradients of the learnable parameters."""
+        import torch
+
+        grads = [p.grad.detach().float().norm() for p in self.trainable if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
 
     def count(self) -> int:
         return int(sum(p.numel() for p in self.trainable))
@@ -253,15 +293,24 @@ class P2P(Attack):
         import torch.nn.functional as F
 
         cfg = self.config
-        bb = ctx.backbone
-        if bb is None:
+        if ctx.backbone is None:
             raise InputError("p2p needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
+        bb = D.backbone_in(ctx.backbone, cfg.dtype)
+        with D.low_memory(bb, cfg.low_memory):
+            return self._run(x, ctx, bb)
+
+    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
+        import torch
+        import torch.nn.functional as F
+        from torch.profiler import record_function
+
+        cfg = self.config
         gen = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(cfg.seed)
         clf = ctx.classifier
         dev = torch.device(bb.device)
         lpips_net = _lpips(dev) if cfg.fidelity == "lpips" else None
         channels = int(x.shape[1])
-        R = bb.resolution
+        R = D.working_resolution(bb, cfg.resolution, "p2p")
         K = cfg.batch_timesteps
         y = torch.full((K,), ctx.label, device=clf.device, dtype=torch.long)
 
@@ -282,6 +331,7 @@ class P2P(Attack):
         best: dict[str, Any] | None = None  # best successful candidate by the selection rule
         fallback: dict[str, Any] | None = None  # lowest classification loss, when nothing succeeds
         first_success = None
+        grad_norms: list[float] = []
         since_better = 0
         stopped_early = False
         it = 0
@@ -296,14 +346,18 @@ class P2P(Attack):
             with D.autocast(bb):
                 # 4. Noisy latent z_t and the learnable text conditioning.
                 z_t = D.add_noise(bb, z0, t, noise)
-                emb = prompt.embeddings(bb).expand(K, -1, -1)
+                with record_function("p2p.text_encoder"):
+                    emb = prompt.embeddings(bb).expand(K, -1, -1)
                 # 5. One UNet call -> one-step estimate ẑ0 -> decoded candidates in [0,1].
-                z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
-                x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
+                with record_function("p2p.unet"):
+                    z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
+                with record_function("p2p.vae_decode"):
+                    x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
             x_adv = _project(x_adv, x_ref, cfg.bound, cfg.bound_eps)
 
-            # 6. Classifier loss on the image as it will be written (source geometry), + λ·fidelity.
-            logits = clf.logits(D.to_source(x_adv, x_src, x_ref)).float()
+            # 6. Classifier loss on the image as it will be written (output mode, source geometry), + λ·fidelity.
+            with record_function("p2p.classifier"):
+                logits = clf.logits(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()
             if ctx.target is not None:
                 cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
             elif cfg.loss == "neg_ce":
@@ -318,16 +372,19 @@ class P2P(Attack):
                 fid = lpips_net(D.to_rgb(x_adv) * 2 - 1, D.to_rgb(x_ref) * 2 - 1).flatten()
             else:
                 fid = torch.zeros_like(mse)
-            loss = (cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
+            loss = (cfg.cls_scale * cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
             scaled = loss / cfg.grad_accum
-            (scaler.scale(scaled) if scaler else scaled).backward()
+            with record_function("p2p.backward"):
+                (scaler.scale(scaled) if scaler else scaled).backward()
             if it % cfg.grad_accum == 0 or it == cfg.steps:
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norms.append(prompt.grad_norm())  # of every optimiser step (reported: first, min)
+                with record_function("p2p.optimizer"):
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
 
             # 7. Judge every candidate; keep the best success (smallest t, then lowest MSE).
             with torch.no_grad():
@@ -343,8 +400,8 @@ class P2P(Attack):
                     better = wins[k] and (best is None or _key(cand, cfg.selection) < _key(best, cfg.selection))
                     if better and ctx.written is not None:
                         # a new best must also fool the classifier as written (8-bit rounding can undo it)
-                        wins[k] = better = _succeeds(clf.probs(ctx.written(x_adv[k:k + 1]))[0].float(),
-                                                     ctx, cfg.margin)
+                        wins[k] = better = _succeeds(
+                            clf.probs(ctx.written(x_adv[k:k + 1], output=cfg.output))[0].float(), ctx, cfg.margin)
                     if wins[k]:
                         first_success = first_success or it
                         if better:
@@ -383,8 +440,14 @@ class P2P(Attack):
             "class_word": word,
             "learn": cfg.learn,
             "learned_parameters": prompt.count(),
+            "parameter_change": prompt.change(bb),
+            "grad_norm_first": grad_norms[0] if grad_norms else 0.0,
+            "grad_norm_min": min(grad_norms) if grad_norms else 0.0,
             "nearest_words": prompt.nearest_words(bb),
             "resolution": R,
+            "output": cfg.output,
+            "precision": D.precision_name(bb.dtype),
+            "cls_scale": cfg.cls_scale,
             "backbone": bb.name,
         }
         if cfg.bound != "none":
@@ -392,6 +455,16 @@ class P2P(Attack):
             info["bound"] = {"norm": cfg.bound, "eps": cfg.bound_eps,
                              "linf": float(delta.abs().max()), "l2": float(delta.norm())}
         return AttackOutput(adversarial=chosen["image"], iterations=it, info=info)
+
+    def cheaper(self) -> "P2P | None":
+        """One timestep per step, gradient checkpointing and VAE slicing; None when already there."""
+        cfg = self.config
+        changes: dict[str, Any] = {}
+        if cfg.batch_timesteps > 1:
+            changes["batch_timesteps"] = 1
+        if not cfg.low_memory:
+            changes["low_memory"] = True
+        return type(self)(cfg.replace(**changes)) if changes else None
 
 
 def _succeeds(p, ctx: AttackContext, margin: float) -> bool:

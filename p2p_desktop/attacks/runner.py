@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
+from p2p_desktop.attacks.procedure import describe
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import InputError, ModelError, OutOfMemory
 from p2p_desktop.io.study import Study
@@ -67,6 +68,7 @@ class AttackResult:
     study_path: str = ""
     frame: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    procedure: dict[str, Any] = field(default_factory=dict)  # preset, resolution, output mode, precision
 
     @property
     def target(self) -> str | None:
@@ -76,6 +78,7 @@ class AttackResult:
         """JSON-ready description without the image arrays (per the CLI ``attack`` contract)."""
         return {
             "attack": self.attack,
+            "procedure": self.procedure,
             "config": self.config,
             "classifier": self.classifier,
             "backbone": self.backbone,
@@ -141,14 +144,20 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _to_source_geometry(adv, x):
-    """Bring an attack output to x's (1, C, H, W) geometry, keeping source detail."""
+def _to_source_geometry(adv, x, output: str = "residual"):
+    """Bring an attack output to x's (1, C, H, W) geometry: ``residual`` keeps source detail (the
+    source plus the upsampled change); ``decoded`` resizes the output itself (nothing of the source
+    is put back)."""
     import torch.nn.functional as F
 
     if adv.shape[1] != x.shape[1]:
         adv = adv.mean(dim=1, keepdim=True) if x.shape[1] == 1 else adv.expand(-1, x.shape[1], -1, -1)
     if adv.shape[-2:] == x.shape[-2:]:
         return adv.clamp(0, 1)
+    if output == "decoded":
+        shrink = adv.shape[-2] > x.shape[-2] or adv.shape[-1] > x.shape[-1]
+        return F.interpolate(adv, size=x.shape[-2:], mode="bilinear", align_corners=False,
+                             antialias=shrink).clamp(0, 1)
     x_small = F.interpolate(x, size=adv.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
     delta = F.interpolate(adv - x_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return (x + delta).clamp(0, 1)
@@ -199,9 +208,9 @@ def run_attack(
     if orig_idx != label_idx:
         notes.append(f"the clean image is already misclassified ({classes[orig_idx]} instead of {label_name})")
 
-    def written(adv):  # the image as step 4 below will write it
+    def written(adv, output: str = "residual"):  # the image as step 4 below will write it
         with torch.no_grad():
-            src = _to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x)
+            src = _to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x, output)
             return to_tensor(study.quantise(to_numpy(src))).to(classifier.device)
 
     ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
@@ -245,7 +254,7 @@ def run_attack(
             raise ModelError(f"{attack.name} produced non-finite pixel values (NaN or Inf): the classifier or "
                              "backbone is broken or incomplete; nothing was written")
         p_int = classifier.probs(adv)[0].float().cpu().numpy()
-        adv_src = _to_source_geometry(adv, x)
+        adv_src = _to_source_geometry(adv, x, str(out.info.get("output", "residual")))
     written = study.quantise(to_numpy(adv_src))
     # 5. the verdict on the written image
     with torch.no_grad():
@@ -274,4 +283,5 @@ def run_attack(
         history=list(ctx.history), info=dict(out.info), seconds=seconds, iterations=out.iterations,
         seed=cfg.seed, device=device, classifier=classifier.identity(), backbone=backbone_id,
         study_path=str(study.path), frame=study.frame_index, versions=software_versions(),
+        procedure=describe(attack, None, backbone, info=out.info),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
 from p2p_desktop.attacks.factory import build_attack, parse_params
 from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
-from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, seed_arg, split_list
+from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, apply_dtype, emit_json, progress_bar, seed_arg, split_list
 from p2p_desktop.cli.cmd_pacs import add_send_arg, check_send_arg, send_outputs
 
 __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--label", help="true class of the image (default: the clean prediction)")
     p.add_argument("--frame", type=int, help="frame of a multi-frame (cine) DICOM (default 0)")
     add_device_arg(p)
+    add_dtype_arg(p)
     add_export_args(p)
     add_send_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -110,13 +111,17 @@ def run(args) -> int:
     attack = build_attack(args.attack, preset=args.preset, target=args.target, eps=args.eps,
                           steps=args.steps, seed=args.seed, params=parse_params(args.param))
     device = resolve_device(args.device)
+    attack = apply_dtype(attack, args.dtype, device)
     study = load_study(Path(args.input), frame=args.frame)
     classifier = classifier_from_args(args, device)
     backbone = None
     if attack.requires_backbone or args.backbone:
         from p2p_desktop.models.backbone import load_backbone
 
-        backbone = load_backbone(args.backbone or "demo", device=device, config_dir=args.backbone_config)
+        from p2p_desktop.attacks.procedure import backbone_dtype
+
+        backbone = load_backbone(args.backbone or "demo", device=device, config_dir=args.backbone_config,
+                                 dtype=backbone_dtype([attack]))
     audit = AuditLog(args.audit_log)
     audit.check()
     if args.deidentify:

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from p2p_desktop.cli.common import add_device_arg, emit_json, progress_bar, seed_arg, split_list
+from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, emit_json, progress_bar, seed_arg, split_list
 
 __all__ = ["add_parser", "run"]
 
@@ -37,8 +37,13 @@ def add_parser(sub) -> None:
                    help="attack parameter (repeatable), e.g. --param pgd.steps=20; without 'ATTACK.' it "
                         "applies to every attack that has the parameter")
     p.add_argument("--preset", metavar="P",
-                   help="preset for every attack that has one of that name (e.g. paper), or ATTACK=P[,ATTACK=P]")
+                   help="preset for every attack that has one of that name (e.g. paper), or ATTACK=P[,ATTACK=P]; "
+                        "p2p runs its paper preset unless this names another")
+    p.add_argument("--metrics", choices=["paper", "native"], default="native",
+                   help="metric protocol: paper (LPIPS and Gaussian-window SSIM on Resize(256)+CenterCrop(256) RGB, "
+                        "FID per class averaged) or native (the images as written; default)")
     add_device_arg(p)
+    add_dtype_arg(p, "each preset's, else auto")
     p.add_argument("--json", action="store_true",
                    help='print one JSON object {"summary", "outputs", "notes"} on stdout')
     p.add_argument("--report", metavar="html,pdf",
@@ -98,7 +103,7 @@ def run(args) -> int:
             result = evaluate(args.dataset, split_list(args.attacks), split_list(args.classifiers), args.out,
                               backbone=args.backbone, limit=args.limit, seed=args.seed, device=args.device,
                               params=params, preset=args.preset, on_progress=on_progress, cancel=token,
-                              on_step=on_step, report=args.report)
+                              on_step=on_step, report=args.report, **_repro_kwargs(args))
     finally:
         if state["bar"] is not None:
             state["bar"].close()
@@ -106,11 +111,18 @@ def run(args) -> int:
     if args.json:
         emit_json(result.to_json())
         return 0
-    print(f"{'classifier':<22} {'attack':<10} {'success':>12} {'LPIPS':>7} {'SSIM':>7} {'FID':>8}")
+    for w in result.warnings if hasattr(result, "warnings") else ():
+        print(f"p2p-desktop: warning: {w}", file=sys.stderr)
+    from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
+
+    print(f"metrics: {METRIC_PROTOCOL_TEXT[args.metrics]}")
+    width = max([36] + [len(str(r.get("procedure", r["attack"]))) for r in result.summary])
+    print(f"{'classifier':<22} {'procedure':<{width}} {'success':>12} {'LPIPS':>7} {'SSIM':>7} {'FID':>8}")
     for r in result.summary:
         rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.2f} ({r['successes']}/{r['correct']})"
         cells = [("n/a" if r[k] is None else f"{r[k]:.{d}f}") for k, d in (("lpips", 3), ("ssim", 3), ("fid", 1))]
-        print(f"{r['classifier']:<22} {r['attack']:<10} {rate:>12} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
+        print(f"{r['classifier']:<22} {r.get('procedure', r['attack']):<{width}} {rate:>12} {cells[0]:>7} "
+              f"{cells[1]:>7} {cells[2]:>8}")
     for rec in result.outputs:
         print(f"  {rec['kind']:<14} {rec['path']}")
     if result.resumed:
@@ -119,3 +131,8 @@ def run(args) -> int:
     for note in result.notes:
         print(f"  note: {note}", file=sys.stderr)
     return 0
+
+
+def _repro_kwargs(args) -> dict:
+    """The metric protocol and precision options (issue 12), passed to ``evaluate``."""
+    return {"metrics": args.metrics, "dtype": args.dtype}

@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (outside the input's folder)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
                    help="compute device (default: the recorded one; byte-identical results need the same)")
+    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="precision of the diffusion backbone (default: the recorded one)")
     p.add_argument("--audit-log", metavar="FILE",
                    help="audit log to append to (default: $P2P_DESKTOP_AUDIT_LOG or the user data folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -37,7 +39,7 @@ def _load_classifier(spec: dict, device: str):
 
 
 def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit_log: str | None = None,
-          on_step=None, cancel=None):
+          on_step=None, cancel=None, dtype: str | None = None):
     """Reproduce the run described by ``record`` into ``out_dir``: ``(summary, result)``.
 
     ``summary`` is the ``attack`` JSON contract plus ``reproduced`` (new PNG bytes equal to the
@@ -73,6 +75,9 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
     attack = cls(cls.Config.from_dict(dict(record["attack"].get("config") or {})))
     recorded_device = str(record.get("device") or "cpu")
     dev = resolve_device(device or ("cuda" if recorded_device.startswith("cuda") else recorded_device))
+    from p2p_desktop.cli.common import apply_dtype
+
+    attack = apply_dtype(attack, dtype, dev)
     study = load_study(input_path, frame=info.get("frame"))
 
     # 2. the same models, checked against the recorded weight hashes
@@ -89,7 +94,10 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
     if bb_spec:
         from p2p_desktop.models.backbone import load_backbone
 
-        backbone = load_backbone(bb_spec["spec"], device=dev, config_dir=bb_spec.get("config_dir"))
+        from p2p_desktop.attacks.procedure import backbone_dtype
+
+        backbone = load_backbone(bb_spec["spec"], device=dev, config_dir=bb_spec.get("config_dir"),
+                                 dtype=backbone_dtype([attack]))
         note = verify_model_hash("backbone", bb_spec.get("weights_sha256"), backbone.identity())
         if note:
             notes.append(note)
@@ -137,7 +145,8 @@ def run(args) -> int:
             bar.total = max(bar.total or 0, ev.total)
             bar.update(1)
 
-        summary, result = rerun(record, args.out, device=args.device, audit_log=args.audit_log, on_step=on_step)
+        summary, result = rerun(record, args.out, device=args.device, audit_log=args.audit_log, on_step=on_step,
+                                dtype=args.dtype)
     warnings = [n for n in result.notes if n.startswith(("de-identification", "classifier:", "backbone:"))
                 or "differs from the recorded" in n]
     print_run(summary, result, args, warnings=warnings)

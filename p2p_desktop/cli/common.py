@@ -8,7 +8,8 @@ from typing import Any
 
 from p2p_desktop.jsonsafe import finite_json
 
-__all__ = ["emit_json", "progress_bar", "add_device_arg", "split_list", "seed_arg", "finite_json"]
+__all__ = ["emit_json", "progress_bar", "add_device_arg", "add_dtype_arg", "apply_dtype", "split_list", "seed_arg",
+           "finite_json"]
 
 
 def emit_json(obj: Any) -> None:
@@ -45,6 +46,32 @@ def seed_arg(text: str) -> int:
     if not 0 <= value <= 2**63 - 1:
         raise argparse.ArgumentTypeError(f"must be from 0 to 2^63-1, got {text}")
     return value
+
+
+def add_dtype_arg(p, default_help: str = "the preset's, else auto") -> None:
+    p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="precision of the diffusion backbone for diff-pgd/p2p (auto: fp16 on CUDA, fp32 elsewhere; "
+                        f"default: {default_help}); recorded in the provenance")
+
+
+def apply_dtype(attack, dtype: str | None, device: str):
+    """The attack with ``--dtype`` applied, after checking the device can run it (InputError otherwise)."""
+    from dataclasses import fields
+
+    from p2p_desktop.device import check_dtype
+    from p2p_desktop.errors import InputError
+
+    if dtype is None:
+        want = attack.config.to_dict().get("dtype")
+        if want and want != "auto":
+            check_dtype(device, want)
+        return attack
+    check_dtype(device, dtype)
+    if "dtype" not in {f.name for f in fields(attack.Config)}:
+        if dtype in ("auto", "fp32"):
+            return attack
+        raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p); {attack.name} runs in fp32")
+    return type(attack)(attack.config.replace(dtype=dtype))
 
 
 def split_list(text: str | None) -> list[str]:

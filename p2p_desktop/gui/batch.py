@@ -231,6 +231,8 @@ class BatchView(QWidget):
                                 "device": self.settings.device if self.settings is not None else "auto"}
         if any(spec(a).requires_backbone for a in attacks):
             args["backbone"] = (self.settings.backbone if self.settings is not None else "") or "demo"
+        if "p2p" in attacks:  # the GUI stays on P2P's fast preset (evaluate defaults to paper: 500 iterations)
+            args["preset"] = {"p2p": "fast"}
         return args
 
     def start(self) -> bool:

@@ -514,8 +514,13 @@ def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dt
 
 
 def _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name, path) -> Backbone:
-    for module in (vae, unet, text_encoder):
+    import torch
+
+    for module in (unet, text_encoder):
         _freeze(module, device, dtype)
+    # the VAE config's force_upcast: its fp16 activations overflow, so it runs in fp32 (as diffusers does)
+    upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+    _freeze(vae, device, torch.float32 if upcast else dtype)
     prediction_type = str(scheduler.config.get("prediction_type", "epsilon"))
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ModelError(f"backbone {name}: prediction type {prediction_type!r} is not supported "
