@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, InputError, OutputError
+from p2p_desktop.validity import VALIDITY_COLUMNS, VALIDITY_HELP
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -80,7 +81,7 @@ PER_IMAGE_COLUMNS = ("image", "label", "classifier", "attack", "clean_pred", "ad
                      "psnr", "l2", "linf", "lpips", "seconds", "iterations", "error")
 SUMMARY_COLUMNS = ("classifier", "attack", "images", "correct", "skipped_misclassified", "skipped_unknown_label",
                    "errors", "successes", "success_rate", "lpips", "ssim", "fid", "fid_samples", "psnr", "l2",
-                   "linf", "seconds_mean", "iterations_mean", "lpips_paper", "ssim_paper")
+                   "linf", "seconds_mean", "iterations_mean", "lpips_paper", "ssim_paper") + VALIDITY_COLUMNS
 COLUMN_HELP = {
     "images": "images of the dataset (after --limit)",
     "correct": "images the clean classifier classifies correctly (these are attacked)",
@@ -100,6 +101,7 @@ COLUMN_HELP = {
     "iterations_mean": "mean attack iterations per attacked image",
     "lpips_paper": "paper's convention: sum of LPIPS over successes / correct",
     "ssim_paper": "paper's convention: sum of SSIM over successes / correct",
+    **VALIDITY_HELP,
 }
 PER_IMAGE_FILE = "per_image.csv"
 STATE_FILE = "evaluation_state.json"
@@ -436,15 +438,18 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
                  f"{' (limit ' + str(header['limit']) + ')' if header.get('limit') else ''}; "
                  f"seed {header.get('seed', 0)}; device {header.get('device', '')}.")
     lines += ["", "## Attack results (mean over successful examples)", "",
-              "| Classifier | Attack | Success rate | LPIPS ↓ | SSIM ↑ | FID ↓ |",
-              "|---|---|---|---|---|---|"]
+              "| Classifier | Attack | Success rate | Valid success rate | LPIPS ↓ | SSIM ↑ | FID ↓ |",
+              "|---|---|---|---|---|---|---|"]
     for r in summary:
         rate = f"{_fmt(r['success_rate'], 2)} ({r['successes']}/{r['correct']})"
-        lines.append(f"| {r['classifier']} | {r['attack']} | {rate} | {_fmt(r['lpips'])} | {_fmt(r['ssim'])} "
-                     f"| {_fmt(r['fid'], 1)} |")
+        valid = (f"{_fmt(r.get('valid_success_rate'), 2)} ({r['valid_successes']}/{r['correct']})"
+                 if r.get("valid_successes") is not None else "n/a")
+        lines.append(f"| {r['classifier']} | {r['attack']} | {rate} | {valid} | {_fmt(r['lpips'])} | "
+                     f"{_fmt(r['ssim'])} | {_fmt(r['fid'], 1)} |")
     lines += ["", "Success rate = successes / images the clean classifier classifies correctly. LPIPS (AlexNet), "
               "SSIM and FID (InceptionV3 pool3) are computed on the successful examples only; n/a = not "
-              "computable (see the notes).", "",
+              "computable (see the notes). Valid success rate = successes whose true label is kept (phantom "
+              "label-preservation oracle; n/a on data without a generator record) / correct.", "",
               "## The paper's averaging convention", "",
               "The P2P authors' script sums each metric over the successful examples and divides by *all* "
               "attacked images (its captions say \"on successful examples\"). Same data, that convention:", "",
@@ -773,22 +778,27 @@ def evaluate(
                         {c: len(v) for c, v in skipped.items()}, {c: len(v) for c, v in skipped_label.items()}, fid,
                         unavailable=() if ok else ("lpips",))
     # images skipped in an earlier session are re-checked above, so these counts are complete
+    honest = _validity_and_transfer(summary, rows, root, out, loaded, attack_names, cancel, total, per_image_path)
+    notes += honest["notes"]
     header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev}
     seconds = time.perf_counter() - t_start
     summary_json = {"summary": summary, "columns": COLUMN_HELP, "notes": notes, "config": config,
                     "fingerprint": fingerprint, "dataset": str(root.resolve()), "per_image": PER_IMAGE_FILE,
-                    "adversarial_dir": ADVERSARIAL_DIR, "seconds_this_run": round(seconds, 3)}
+                    "adversarial_dir": ADVERSARIAL_DIR, "seconds_this_run": round(seconds, 3),
+                    "transfer": honest["transfer"]}
     outputs = [{"kind": "per-image-csv", "path": str(per_image_path), "sha256": sha256_file(per_image_path)}]
-    for kind, data in (("summary-md", summary_markdown(summary, notes, header).encode()),
+    for kind, data in (("summary-md", (summary_markdown(summary, notes, header) + honest["markdown"]).encode()),
                        ("summary-csv", _summary_csv(summary).encode()),
-                       ("summary-json", json.dumps(summary_json, indent=2, default=str).encode())):
-        path = out / SUMMARY_FILES[kind]
+                       ("summary-json", json.dumps(summary_json, indent=2, default=str).encode()),
+                       *honest["outputs"]):
+        path = out / (SUMMARY_FILES.get(kind) or honest["paths"][kind])
         _replace_atomic(path, data)
         outputs.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
     if report_formats:
         outputs += _write_batch_report(out, root, summary, rows, outputs, notes, report_formats, {
             **header, "attacks": ", ".join(attack_names), "classifiers": ", ".join(names),
-            "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint})
+            "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint},
+            extra_tables=[honest["transfer_table"]])
     notify(total, total, "done", 0.0)
     adv_dir = out / ADVERSARIAL_DIR
     return EvaluationResult(out_dir=out, summary=summary, rows=rows, outputs=outputs, notes=notes, config=config,
@@ -796,7 +806,25 @@ def evaluate(
                             adversarial_dir=adv_dir if adv_dir.is_dir() else None)
 
 
-def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, formats, meta) -> list[dict[str, str]]:
+def _validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_names, cancel: CancelToken, total: int,
+                           per_image_path: Path) -> dict[str, Any]:
+    """Valid success (phantom oracle) into ``summary`` and the transfer matrix (:mod:`p2p_desktop.validity`)."""
+    from p2p_desktop import validity
+
+    try:
+        honest = validity.apply(summary, rows, root, out, loaded, attack_names, cancel.check)
+    except Cancelled:
+        raise Cancelled(f"evaluation cancelled while judging the adversarial images; all {total} result(s) are kept "
+                        f"in {per_image_path} — run the same command again to write the tables") from None
+    kinds = {validity.ORACLE_FILE: "oracle-csv", validity.TRANSFER_FILE: "transfer-csv"}
+    honest["outputs"] = [(kinds[name], data) for name, data in honest["files"].items()]
+    honest["paths"] = {kinds[name]: name for name in honest["files"]}
+    honest["transfer_table"] = validity.transfer_table(honest["transfer"])
+    return honest
+
+
+def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, formats, meta,
+                        extra_tables=()) -> list[dict[str, str]]:
     """HTML/PDF batch report (``p2p_desktop.export.report``), replacing an earlier one of this folder."""
     from p2p_desktop.export.report import write_batch_report
     from p2p_desktop.io.outputs import OutputSet
@@ -810,7 +838,7 @@ def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, fo
     first = len(outs.records)
     try:
         write_batch_report(summary, rows, outs, formats, title="p2p-desktop batch evaluation", meta=meta,
-                           notes=notes, stem="evaluation")
+                           notes=notes, stem="evaluation", extra_tables=extra_tables)
     except BaseException:
         for rec in outs.records[first:]:
             Path(rec["path"]).unlink(missing_ok=True)

@@ -568,7 +568,8 @@ def write_reports(result, study, outs, formats: Sequence[str] | str = REPORT_FOR
 def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: Sequence[dict[str, Any]], outs,
                        formats: Sequence[str] | str = REPORT_FORMATS, *, title: str = "p2p-desktop evaluation report",
                        meta: dict[str, Any] | None = None, notes: Sequence[str] = (),
-                       stem: str = "evaluation") -> list[Path]:
+                       stem: str = "evaluation", extra_tables: Sequence[tuple[str, list[str], list[list[str]]]] = ()
+                       ) -> list[Path]:
     """Write the report of a batch evaluation (``evaluate``) through ``outs``; returns the paths.
 
     Input shape (plain JSON-able dicts; columns are the union of the keys, in first-seen order):
@@ -582,6 +583,9 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
       "original_label": "benign", "adversarial_label": "malignant", "success": true,
       "ssim": 0.98, "linf": 0.031, "seconds": 0.9}``.
     - ``meta``: key/value facts about the run (dataset, seed, device, versions ...).
+    - ``extra_tables``: further ``(heading, columns, rows)`` tables (e.g. the transfer matrix).
+      When summary rows carry ``valid_success_rate``, its chart is drawn next to the success
+      rate's (a success that redraws the finding is not an adversarial example).
 
     Floats print with 4 significant digits, booleans as yes/no, None as "—". The report lists
     every output already in ``outs`` (write it last).
@@ -595,6 +599,7 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
                 if key not in columns:
                     columns.append(str(key))
         tables.append((heading, columns, [[_fmt(row.get(c)) for c in columns] for row in rows]))
+    tables[1:1] = [(h, list(c), [list(r) for r in rs]) for h, c, rs in extra_tables]
     charts = []
     rated = [r for r in summary_rows if isinstance(r.get("success_rate"), (int, float))]
     if rated:
@@ -602,6 +607,10 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
                   for i, r in enumerate(rated)]
         charts.append(("success rate per attack and classifier",
                        _bar_chart_png(labels, [float(r["success_rate"]) for r in rated], "success rate")))
+        valid = [r.get("valid_success_rate") for r in rated]
+        if all(isinstance(v, (int, float)) for v in valid):
+            charts.append(("valid success rate (fooled and the label kept) per attack and classifier",
+                           _bar_chart_png(labels, [float(v) for v in valid], "valid success rate")))
     meta_rows = [(str(k), _fmt(v)) for k, v in (meta or {}).items()]
     meta_rows.append(("images", str(len(per_image_rows))))
     outputs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outs.records]
