@@ -72,6 +72,13 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
     m = result.metrics
     print(f"{result.attack}: {verdict}: {result.original_label} -> {result.adversarial_label} "
           f"(SSIM {m['ssim']:.3f}, L∞ {m['linf']:.4f}, {result.seconds:.1f} s, {result.iterations} it)")
+    oracle = (result.info or {}).get("label_oracle") if isinstance(result.info, dict) else None
+    if oracle is not None:
+        if oracle.get("verdict") is None:
+            print(f"  label oracle: not judged ({oracle.get('reason')})")
+        else:
+            valid = {True: "valid success", False: "not a valid success", None: ""}[oracle.get("valid_success")]
+            print(f"  label oracle: {oracle['verdict']}{' -> ' + valid if valid else ''} ({oracle.get('reason')})")
     for rec in summary["outputs"]:
         print(f"  {rec['kind']:<12} {rec['path']}")
     for note in result.notes:

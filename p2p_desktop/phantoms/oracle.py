@@ -69,7 +69,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PhantomRecord", "Verdict", "LABEL_KEPT", "SEMANTIC_CHANGE", "SMOOTH_MM", "phantom_record",
-           "render_counterfactuals", "judge", "judge_file", "NO_RECORD"]
+           "render_counterfactuals", "judge", "judge_file", "NO_RECORD", "study_verdict"]
 
 LABEL_KEPT = "label kept"
 SEMANTIC_CHANGE = "semantic change"
@@ -288,3 +288,20 @@ def judge_file(source_path: str | Path, source: np.ndarray, adversarial: np.ndar
     if record is None:
         return Verdict(None, NO_RECORD)
     return judge(record, source, adversarial)
+
+
+def study_verdict(study, adversarial: np.ndarray, success: bool | None = None) -> dict[str, Any]:
+    """The oracle's verdict for an attack on ``study`` (a :class:`~p2p_desktop.io.study.Study`)
+    as a JSON-ready dict: ``verdict`` (None without a generator record), ``reason``,
+    ``valid_success`` (fooled and the label kept; None when not judged) and the figures.
+    Never raises: a failure of the oracle is reported as ``verdict=None`` with the reason."""
+    try:
+        if getattr(study, "n_frames", 1) != 1:
+            v = Verdict(None, "multi-frame study: " + NO_RECORD)
+        else:
+            v = judge_file(study.path, study.image, adversarial)
+    except Exception as exc:  # noqa: BLE001 - the oracle must never break an attack
+        v = Verdict(None, f"oracle failed: {type(exc).__name__}: {exc}")
+    out = v.to_dict()
+    out["valid_success"] = None if v.verdict is None or success is None else bool(success and v.label_kept)
+    return out
