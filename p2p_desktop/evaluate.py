@@ -778,7 +778,7 @@ def evaluate(
                         {c: len(v) for c, v in skipped.items()}, {c: len(v) for c, v in skipped_label.items()}, fid,
                         unavailable=() if ok else ("lpips",))
     # images skipped in an earlier session are re-checked above, so these counts are complete
-    honest = _validity_and_transfer(summary, rows, root, out, loaded, attack_names, cancel, total, per_image_path)
+    honest = _validity_and_transfer(summary, rows, root, out, loaded, attack_names, cancel, total, per_image_path, bb)
     notes += honest["notes"]
     header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev}
     seconds = time.perf_counter() - t_start
@@ -807,15 +807,18 @@ def evaluate(
 
 
 def _validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_names, cancel: CancelToken, total: int,
-                           per_image_path: Path) -> dict[str, Any]:
+                           per_image_path: Path, backbone=None) -> dict[str, Any]:
     """Valid success (phantom oracle) into ``summary`` and the transfer matrix (:mod:`p2p_desktop.validity`)."""
     from p2p_desktop import validity
+    from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
 
     try:
         honest = validity.apply(summary, rows, root, out, loaded, attack_names, cancel.check)
     except Cancelled:
         raise Cancelled(f"evaluation cancelled while judging the adversarial images; all {total} result(s) are kept "
                         f"in {per_image_path} — run the same command again to write the tables") from None
+    if backbone is not None and cross_class_backbone(backbone.identity()):
+        honest["notes"].append(f"{backbone.name}: {CROSS_CLASS_NOTE}")
     kinds = {validity.ORACLE_FILE: "oracle-csv", validity.TRANSFER_FILE: "transfer-csv"}
     honest["outputs"] = [(kinds[name], data) for name, data in honest["files"].items()]
     honest["paths"] = {kinds[name]: name for name in honest["files"]}

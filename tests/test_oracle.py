@@ -218,23 +218,40 @@ def _fixtures():
     return sorted(FIXTURES.glob("p2p_*.json"))
 
 
+# What the fixtures show (looked at side by side with the source and its counterfactual renderings):
+#   benign_3000000     the anechoic cyst is faded almost into the surrounding tissue: a class edit (-> normal)
+#   normal_3000002     a hypoechoic mass is drawn into a breast without one: a class edit (-> benign)
+#   benign_3000003     a faint change; the mass is as it was: an adversarial example that keeps the label
+#   malignant_3000004  the posterior shadow is mostly removed, the spiculated mass still shows (borderline;
+#                      the oracle calls it kept, with progress 0.30 toward normal and rewrite 0.48)
+CLASS_EDITS = ("benign_3000000", "normal_3000002")
+KEPT = ("benign_3000003",)
+
+
 @pytest.mark.skipif(not _fixtures(), reason="no P2P fixtures (scripts/make_oracle_fixtures.py)")
 def test_oracle_flags_the_demo_backbones_class_edits():
-    """P2P ``fast`` outputs of the shipped demo backbone (kept by scripts/make_oracle_fixtures.py,
-    every attacked phantom, not a selection): the oracle calls the class edits what they are."""
+    """P2P ``fast`` outputs of the shipped demo backbone against demo-squeezenet1_1 (every phantom
+    scripts/make_oracle_fixtures.py attacked, not a selection): the oracle calls the class edits
+    semantic changes and the faint change a kept label."""
     from PIL import Image
 
-    verdicts = []
+    seen = set()
     for meta_path in _fixtures():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         ph = meta["phantom"]
+        assert meta["success"] is True  # each one fooled the classifier
         rec = PhantomRecord(ph["seed"], ph["label"], ph["size"])
         adv = np.asarray(Image.open(meta_path.with_suffix(".png")), dtype=np.float64) / 255.0
         v = judge(rec, _source(ph["seed"], ph["label"], ph["size"]), adv)
-        assert v.verdict == meta["oracle_when_made"]["verdict"]  # the oracle is deterministic
-        verdicts.append((meta_path.stem, v.verdict, v.figures["progress"], v.figures["rewrite"]))
-    changed = [v for v in verdicts if v[1] == SEMANTIC_CHANGE]
-    assert len(changed) * 2 >= len(verdicts), verdicts
+        name = f"{ph['label']}_{ph['seed']}"
+        seen.add(name)
+        if name in CLASS_EDITS:
+            assert v.verdict == SEMANTIC_CHANGE, (name, v.reason, v.figures)
+            # the edit sits on the finding: far more of the change energy inside the lesion than its area
+            assert v.figures["mask_energy_share"] > 3 * v.figures["mask_area_share"]
+        if name in KEPT:
+            assert v.verdict == LABEL_KEPT, (name, v.reason, v.figures)
+    assert set(CLASS_EDITS) | set(KEPT) <= seen
 
 
 # -- attack: CLI and GUI show the verdict -----------------------------------------------------------------

@@ -84,6 +84,10 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
     for note in result.notes:
         if note not in warnings:
             print(f"  note: {note}", file=sys.stderr)
+    from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
+
+    if cross_class_backbone(result.backbone):
+        print(f"  note: {CROSS_CLASS_NOTE}", file=sys.stderr)
 
 
 def run(args) -> int:

@@ -270,6 +270,11 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         ("attack's internal verdict", f"{result.internal_label} "
                                       f"({'success' if result.success_internal else 'failure'})"),
     ]
+    oracle = (result.info or {}).get("label_oracle") if isinstance(result.info, dict) else None
+    if oracle:  # phantom label-preservation oracle (p2p_desktop/phantoms/oracle.py)
+        kept = oracle.get("verdict") or "not judged"
+        valid = {True: "; valid success", False: "; not a valid success", None: ""}[oracle.get("valid_success")]
+        outcome.append(("label kept? (phantom oracle)", f"{kept}{valid} — {oracle.get('reason', '')}"))
     run = [("attack", result.attack), ("seed", str(result.seed)), ("device", result.device),
            ("time", f"{result.seconds:.3f} s"), ("iterations", str(result.iterations))]
     config = [(k, _fmt(v)) for k, v in sorted(result.config.items())]
@@ -279,7 +284,7 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         models += [(f"backbone {k}", _fmt(v)) for k, v in result.backbone.items()]
     else:
         models.append(("backbone", "none"))
-    info = [(k, _fmt(v)) for k, v in (result.info or {}).items()]
+    info = [(k, _fmt(v)) for k, v in (result.info or {}).items() if k != "label_oracle"]
     versions = [(k, str(v)) for k, v in (result.versions or {}).items()]
     sections = [("Verdict", outcome), ("Input", inp), ("Run", run), ("Metrics", metrics),
                 ("Attack configuration", config), ("Models", models)]
@@ -298,8 +303,13 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     if hist is not None:
         charts.append(("loss and class probabilities per iteration", hist))
     outs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outputs]
+    notes = list(result.notes)
+    from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
+
+    if cross_class_backbone(result.backbone):
+        notes.append(CROSS_CLASS_NOTE[0].upper() + CROSS_CLASS_NOTE[1:] + ".")
     return RunReport(title=f"p2p-desktop attack report — {result.attack}", verdict=verdict, success=result.success,
-                     sections=sections, images=images, charts=charts, notes=list(result.notes),
+                     sections=sections, images=images, charts=charts, notes=notes,
                      outputs=outs, created=_now())
 
 

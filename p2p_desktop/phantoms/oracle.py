@@ -69,7 +69,13 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PhantomRecord", "Verdict", "LABEL_KEPT", "SEMANTIC_CHANGE", "SMOOTH_MM", "phantom_record",
-           "render_counterfactuals", "judge", "judge_file", "NO_RECORD", "study_verdict"]
+           "render_counterfactuals", "judge", "judge_file", "NO_RECORD", "study_verdict",
+           "cross_class_backbone", "CROSS_CLASS_NOTE"]
+
+CROSS_CLASS_NOTE = ("this diffusion backbone was fine-tuned with cross-class targets (another class's prompt -> the "
+                    "same breast drawn as that class), so P2P or Diff-PGD on it may redraw the lesion as another "
+                    "class; such an image fools the classifier but is not an adversarial example (on phantoms the "
+                    "label-preservation oracle says which)")
 
 LABEL_KEPT = "label kept"
 SEMANTIC_CHANGE = "semantic change"
@@ -305,3 +311,16 @@ def study_verdict(study, adversarial: np.ndarray, success: bool | None = None) -
     out = v.to_dict()
     out["valid_success"] = None if v.verdict is None or success is None else bool(success and v.label_kept)
     return out
+
+
+def cross_class_backbone(identity: dict | None) -> bool:
+    """True when the backbone's card records a counterfactual (cross-class) fine-tuning phase
+    (``training.counterfactual``, as the first demo backbone's does)."""
+    path = (identity or {}).get("path")
+    if not path:
+        return False
+    try:
+        card = json.loads((Path(path) / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and isinstance(card.get("training"), dict) and "counterfactual" in card["training"]
