@@ -56,6 +56,7 @@ from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, InputError, OutputError
 from p2p_desktop.metrics import METRIC_PROTOCOLS
+from p2p_desktop.validity import VALIDITY_COLUMNS, VALIDITY_HELP
 
 __all__ = [
     "PER_IMAGE_COLUMNS",
@@ -82,7 +83,7 @@ PER_IMAGE_COLUMNS = ("image", "label", "classifier", "attack", "clean_pred", "ad
                      "psnr", "l2", "linf", "lpips", "seconds", "iterations", "error")
 SUMMARY_COLUMNS = ("classifier", "attack", "images", "correct", "skipped_misclassified", "skipped_unknown_label",
                    "errors", "successes", "success_rate", "lpips", "ssim", "fid", "fid_samples", "psnr", "l2",
-                   "linf", "seconds_mean", "iterations_mean", "lpips_paper", "ssim_paper")
+                   "linf", "seconds_mean", "iterations_mean", "lpips_paper", "ssim_paper") + VALIDITY_COLUMNS
 COLUMN_HELP = {
     "images": "images of the dataset (after --limit)",
     "correct": "images the clean classifier classifies correctly (these are attacked)",
@@ -102,6 +103,7 @@ COLUMN_HELP = {
     "iterations_mean": "mean attack iterations per attacked image",
     "lpips_paper": "paper's convention: sum of LPIPS over successes / correct",
     "ssim_paper": "paper's convention: sum of SSIM over successes / correct",
+    **VALIDITY_HELP,
 }
 # issue 12: every row names its procedure; the summary also names the metric protocol
 PER_IMAGE_COLUMNS = PER_IMAGE_COLUMNS + ("procedure",)
@@ -459,15 +461,18 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
                  f"{' (limit ' + str(header['limit']) + ')' if header.get('limit') else ''}; "
                  f"seed {header.get('seed', 0)}; device {header.get('device', '')}.")
     lines += ["", "## Attack results (mean over successful examples)", "",
-              "| Classifier | Attack | Success rate | LPIPS ↓ | SSIM ↑ | FID ↓ |",
-              "|---|---|---|---|---|---|"]
+              "| Classifier | Attack | Success rate | Valid success rate | LPIPS ↓ | SSIM ↑ | FID ↓ |",
+              "|---|---|---|---|---|---|---|"]
     for r in summary:
         rate = f"{_fmt(r['success_rate'], 2)} ({r['successes']}/{r['correct']})"
-        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {rate} | {_fmt(r['lpips'])} | {_fmt(r['ssim'])} "
-                     f"| {_fmt(r['fid'], 1)} |")
+        valid = (f"{_fmt(r.get('valid_success_rate'), 2)} ({r['valid_successes']}/{r['correct']})"
+                 if r.get("valid_successes") is not None else "n/a")
+        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {rate} | {valid} | {_fmt(r['lpips'])} | "
+                     f"{_fmt(r['ssim'])} | {_fmt(r['fid'], 1)} |")
     lines += ["", "Success rate = successes / images the clean classifier classifies correctly. LPIPS (AlexNet), "
               "SSIM and FID (InceptionV3 pool3) are computed on the successful examples only; n/a = not "
-              "computable (see the notes).", "",
+              "computable (see the notes). Valid success rate = successes whose true label is kept (phantom "
+              "label-preservation oracle; n/a on data without a generator record) / correct.", "",
               "## The paper's averaging convention", "",
               "The P2P authors' script sums each metric over the successful examples and divides by *all* "
               "attacked images (its captions say \"on successful examples\"). Same data, that convention:", "",
@@ -816,6 +821,8 @@ def evaluate(
     _label_summary(summary, procedures, metrics)
     notes[:0] = list(warnings) + [f"metrics: {METRIC_PROTOCOL_TEXT[metrics]}"]
     # images skipped in an earlier session are re-checked above, so these counts are complete
+    honest = _validity_and_transfer(summary, rows, root, out, loaded, attack_names, cancel, total, per_image_path, bb)
+    notes += honest["notes"]
     header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev,
               "metrics": metrics, "warnings": warnings}
     seconds = time.perf_counter() - t_start
@@ -823,13 +830,15 @@ def evaluate(
                     "fingerprint": fingerprint, "dataset": str(root.resolve()), "per_image": PER_IMAGE_FILE,
                     "adversarial_dir": ADVERSARIAL_DIR, "seconds_this_run": round(seconds, 3),
                     "metrics": {"protocol": metrics, "description": METRIC_PROTOCOL_TEXT[metrics]},
-                    "procedures": {a: p["label"] for a, p in procedures.items()}, "warnings": warnings}
+                    "procedures": {a: p["label"] for a, p in procedures.items()}, "warnings": warnings,
+                    "transfer": honest["transfer"]}
     outputs = [{"kind": "per-image-csv", "path": str(per_image_path), "sha256": sha256_file(per_image_path)}]
-    for kind, data in (("summary-md", summary_markdown(summary, notes, header).encode()),
+    for kind, data in (("summary-md", (summary_markdown(summary, notes, header) + honest["markdown"]).encode()),
                        ("summary-csv", _summary_csv(summary).encode()),
                        ("summary-json", json.dumps(_finite(summary_json), indent=2, default=str,
-                                                   allow_nan=False).encode())):
-        path = out / SUMMARY_FILES[kind]
+                                                   allow_nan=False).encode()),
+                       *honest["outputs"]):
+        path = out / (SUMMARY_FILES.get(kind) or honest["paths"][kind])
         _replace_atomic(path, data)
         outputs.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
     if report_formats:
@@ -837,7 +846,8 @@ def evaluate(
             **{k: v for k, v in header.items() if k != "warnings"},
             "metric protocol": METRIC_PROTOCOL_TEXT[metrics],
             "attacks": ", ".join(procedures[a]["label"] for a in attack_names), "classifiers": ", ".join(names),
-            "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint})
+            "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint},
+            extra_tables=[honest["transfer_table"]])
     from p2p_desktop.export.run_outputs import audit_evaluation  # every run is audited (CLI and GUI)
 
     audit_evaluation(root, out, config, fingerprint, outputs, attacked=attacked, resumed=resumed)
@@ -855,7 +865,28 @@ def _finite(obj):
     return finite_json(obj)
 
 
-def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, formats, meta) -> list[dict[str, str]]:
+def _validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_names, cancel: CancelToken, total: int,
+                           per_image_path: Path, backbone=None) -> dict[str, Any]:
+    """Valid success (phantom oracle) into ``summary`` and the transfer matrix (:mod:`p2p_desktop.validity`)."""
+    from p2p_desktop import validity
+    from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
+
+    try:
+        honest = validity.apply(summary, rows, root, out, loaded, attack_names, cancel.check)
+    except Cancelled:
+        raise Cancelled(f"evaluation cancelled while judging the adversarial images; all {total} result(s) are kept "
+                        f"in {per_image_path} — run the same command again to write the tables") from None
+    if backbone is not None and cross_class_backbone(backbone.identity()):
+        honest["notes"].append(f"{backbone.name}: {CROSS_CLASS_NOTE}")
+    kinds = {validity.ORACLE_FILE: "oracle-csv", validity.TRANSFER_FILE: "transfer-csv"}
+    honest["outputs"] = [(kinds[name], data) for name, data in honest["files"].items()]
+    honest["paths"] = {kinds[name]: name for name in honest["files"]}
+    honest["transfer_table"] = validity.transfer_table(honest["transfer"])
+    return honest
+
+
+def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, formats, meta,
+                        extra_tables=()) -> list[dict[str, str]]:
     """HTML/PDF batch report (``p2p_desktop.export.report``), replacing an earlier one of this folder."""
     from p2p_desktop.export.report import write_batch_report
     from p2p_desktop.io.outputs import OutputSet
@@ -869,7 +900,7 @@ def _write_batch_report(out: Path, root: Path, summary, rows, outputs, notes, fo
     first = len(outs.records)
     try:
         write_batch_report(summary, rows, outs, formats, title="p2p-desktop batch evaluation", meta=meta,
-                           notes=notes, stem="evaluation")
+                           notes=notes, stem="evaluation", extra_tables=extra_tables)
     except BaseException:
         for rec in outs.records[first:]:
             Path(rec["path"]).unlink(missing_ok=True)

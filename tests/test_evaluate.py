@@ -200,7 +200,7 @@ def test_tables_complete(bench, full_run):
     from p2p_desktop.hashing import sha256_file
 
     kinds = {o["kind"]: o for o in res.outputs}
-    assert set(kinds) == {"per-image-csv", "summary-md", "summary-csv", "summary-json"}
+    assert set(kinds) == {"per-image-csv", "summary-md", "summary-csv", "summary-json", "oracle-csv", "transfer-csv"}
     for o in res.outputs:
         assert sha256_file(o["path"]) == o["sha256"]
     table = _csv(out / "summary.csv")
@@ -447,7 +447,7 @@ def test_cli_json(bench, tmp_path, capsys):
     assert doc["metrics"] == "native" and doc["warnings"] == []
     assert len(doc["summary"]) == 1 and doc["summary"][0]["images"] == 6
     assert {o["kind"] for o in doc["outputs"]} == {"per-image-csv", "summary-md", "summary-csv", "summary-json",
-                                                   "report-html"}
+                                                   "oracle-csv", "transfer-csv", "report-html"}
     assert all(set(o) == {"kind", "path", "sha256"} for o in doc["outputs"])
     html = (out / "evaluation_report.html").read_text(encoding="utf-8")
     summary_md = next(o for o in doc["outputs"] if o["kind"] == "summary-md")

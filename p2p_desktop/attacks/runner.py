@@ -273,6 +273,11 @@ def run_attack(
     metrics, metric_notes = compute_metrics(original, written)
     notes += metric_notes
     backbone_id = backbone.identity() if backbone is not None and hasattr(backbone, "identity") else None
+    info = dict(out.info)
+    # 7. on a phantom: did the attack keep the finding? (label-preservation oracle; None elsewhere)
+    from p2p_desktop.phantoms.oracle import study_verdict
+
+    info["label_oracle"] = study_verdict(study, written, success)
     return AttackResult(
         attack=attack.name, config=cfg.to_dict(), classes=tuple(classes), true_label=label_name,
         original_label=classes[orig_idx], original_probs=dict(zip(classes, map(float, p0))),
@@ -280,7 +285,7 @@ def run_attack(
         success=success, internal_label=classes[int_idx], internal_probs=dict(zip(classes, map(float, p_int))),
         success_internal=success_internal, original=original, adversarial=written,
         perturbation=(written - original).astype(np.float32), metrics=metrics, notes=notes,
-        history=list(ctx.history), info=dict(out.info), seconds=seconds, iterations=out.iterations,
+        history=list(ctx.history), info=info, seconds=seconds, iterations=out.iterations,
         seed=cfg.seed, device=device, classifier=classifier.identity(), backbone=backbone_id,
         study_path=str(study.path), frame=study.frame_index, versions=software_versions(),
         procedure=describe(attack, None, backbone, info=out.info),

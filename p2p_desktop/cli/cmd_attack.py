@@ -84,11 +84,22 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
     m = result.metrics
     print(f"{result.attack}: {verdict}: {result.original_label} -> {result.adversarial_label} "
           f"(SSIM {m['ssim']:.3f}, L∞ {m['linf']:.4f}, {result.seconds:.1f} s, {result.iterations} it)")
+    oracle = (result.info or {}).get("label_oracle") if isinstance(result.info, dict) else None
+    if oracle is not None:
+        if oracle.get("verdict") is None:
+            print(f"  label oracle: not judged ({oracle.get('reason')})")
+        else:
+            valid = {True: "valid success", False: "not a valid success", None: ""}[oracle.get("valid_success")]
+            print(f"  label oracle: {oracle['verdict']}{' -> ' + valid if valid else ''} ({oracle.get('reason')})")
     for rec in summary["outputs"]:
         print(f"  {rec['kind']:<12} {rec['path']}")
     for note in result.notes:
         if note not in warnings:
             print(f"  note: {note}", file=sys.stderr)
+    from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
+
+    if cross_class_backbone(result.backbone):
+        print(f"  note: {CROSS_CLASS_NOTE}", file=sys.stderr)
 
 
 def run(args) -> int:

@@ -361,6 +361,11 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     m = result.metrics or {}
     metrics = [(k, _fmt(v)) for k, v in m.items()]
     outcome = verdict_rows(result, study, given_label)
+    oracle = (result.info or {}).get("label_oracle") if isinstance(result.info, dict) else None
+    if oracle:  # phantom label-preservation oracle (p2p_desktop/phantoms/oracle.py)
+        kept = oracle.get("verdict") or "not judged"
+        valid = {True: "; valid success", False: "; not a valid success", None: ""}[oracle.get("valid_success")]
+        outcome.append(("label kept? (phantom oracle)", f"{kept}{valid} — {oracle.get('reason', '')}"))
     run = [("attack", result.attack), ("seed", str(result.seed)), ("device", result.device),
            ("time", f"{result.seconds:.3f} s"), ("iterations", str(result.iterations))]
     config = [(k, _fmt(v)) for k, v in sorted(result.config.items())]
@@ -370,7 +375,7 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         models += [(f"backbone {k}", _fmt(v)) for k, v in result.backbone.items()]
     else:
         models.append(("backbone", "none"))
-    info = attack_detail_rows(result.info or {})
+    info = attack_detail_rows({k: v for k, v in (result.info or {}).items() if k != "label_oracle"})
     versions = [(k, str(v)) for k, v in (result.versions or {}).items()]
     sections = [("Verdict", outcome), ("Input", inp), ("Run", run), ("Metrics", metrics),
                 ("Attack configuration", config), ("Models", models)]
@@ -391,11 +396,14 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         charts.append(("loss and class probabilities per iteration", hist))
     outs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outputs]
     from p2p_desktop.input_check import WARNING_PREFIX
+    from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
 
     warnings = [n for n in result.notes if n.startswith(WARNING_PREFIX)]
+    notes = [n for n in result.notes if n not in warnings]
+    if cross_class_backbone(result.backbone):
+        notes.append(CROSS_CLASS_NOTE[0].upper() + CROSS_CLASS_NOTE[1:] + ".")
     return RunReport(title=f"p2p-desktop attack report — {result.attack}", verdict=verdict, success=result.success,
-                     sections=sections, images=images, charts=charts,
-                     notes=[n for n in result.notes if n not in warnings], outputs=outs, created=_now(),
+                     sections=sections, images=images, charts=charts, notes=notes, outputs=outs, created=_now(),
                      warnings=warnings)
 
 
@@ -726,7 +734,8 @@ def write_reports(result, study, outs, formats: Sequence[str] | str = REPORT_FOR
 def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: Sequence[dict[str, Any]], outs,
                        formats: Sequence[str] | str = REPORT_FORMATS, *, title: str = "p2p-desktop evaluation report",
                        meta: dict[str, Any] | None = None, notes: Sequence[str] = (),
-                       stem: str = "evaluation", audit_log=None) -> list[Path]:
+                       stem: str = "evaluation", audit_log=None,
+                       extra_tables: Sequence[tuple[str, list[str], list[list[str]]]] = ()) -> list[Path]:
     """Write the report of a batch evaluation (``evaluate``) through ``outs``; returns the paths.
 
     Input shape (plain JSON-able dicts; columns are the union of the keys, in first-seen order):
@@ -740,6 +749,9 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
       "original_label": "benign", "adversarial_label": "malignant", "success": true,
       "ssim": 0.98, "linf": 0.031, "seconds": 0.9}``.
     - ``meta``: key/value facts about the run (dataset, seed, device, versions ...).
+    - ``extra_tables``: further ``(heading, columns, rows)`` tables (e.g. the transfer matrix).
+      When summary rows carry ``valid_success_rate``, its chart is drawn next to the success
+      rate's (a success that redraws the finding is not an adversarial example).
 
     Floats print with 4 significant digits, booleans as yes/no, None as "—". The report lists
     every output already in ``outs`` (write it last).
@@ -753,6 +765,7 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
                 if key not in columns:
                     columns.append(str(key))
         tables.append((heading, columns, [[_fmt(row.get(c)) for c in columns] for row in rows]))
+    tables[1:1] = [(h, list(c), [list(r) for r in rs]) for h, c, rs in extra_tables]
     charts = []
     rated = [r for r in summary_rows if isinstance(r.get("success_rate"), (int, float))]
     if rated:
@@ -760,6 +773,10 @@ def write_batch_report(summary_rows: Sequence[dict[str, Any]], per_image_rows: S
                   for i, r in enumerate(rated)]
         charts.append(("success rate per attack and classifier",
                        _bar_chart_png(labels, [float(r["success_rate"]) for r in rated], "success rate")))
+        valid = [r.get("valid_success_rate") for r in rated]
+        if all(isinstance(v, (int, float)) for v in valid):
+            charts.append(("valid success rate (fooled and the label kept) per attack and classifier",
+                           _bar_chart_png(labels, [float(v) for v in valid], "valid success rate")))
     meta_rows = [(str(k), _fmt(v)) for k, v in (meta or {}).items()]
     meta_rows.append(("images", str(len(per_image_rows))))
     meta_rows += _audit_rows(audit_log)

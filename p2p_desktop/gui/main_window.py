@@ -802,7 +802,11 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About P2P Desktop",
                           f"<b>P2P Desktop {__version__}</b><br>Measure how breast-ultrasound classifiers can be "
                           "fooled: Prompt2Perturb (P2P), FGSM, PGD and Diff-PGD.<br>Everything runs locally; "
-                          "nothing leaves this machine.")
+                          "nothing leaves this machine.<br><br>The demo models are trained on synthetic phantoms. "
+                          "The demo diffusion backbone was fine-tuned with cross-class targets, so P2P on it may "
+                          "redraw the lesion as another class: that fools the classifier but is not an adversarial "
+                          "example. On a phantom, the results table's \"Label kept?\" row gives the "
+                          "label-preservation oracle's verdict; only a success with the label kept is valid.")
 
     def show_models(self) -> None:
         from p2p_desktop.models import registry

@@ -81,6 +81,15 @@ def _small_font():
     return font
 
 
+def oracle_row(result) -> tuple[str, str, str]:
+    """The phantom label-preservation oracle's verdict (p2p_desktop.phantoms.oracle) as a row."""
+    o = (result.info or {}).get("label_oracle") if isinstance(result.info, dict) else None
+    if not o or o.get("verdict") is None:
+        return ("Label kept?", "n/a", (o or {}).get("reason") or "judged on phantoms with a generator record only")
+    value = o["verdict"] + {True: " (valid success)", False: "", None: ""}[o.get("valid_success")]
+    return ("Label kept?", value, "Phantom oracle: the same breast rendered under every class; " + o.get("reason", ""))
+
+
 def metric_rows(result) -> list[tuple[str, str, str]]:
     """(name, value, tooltip) rows for the metrics table; a missing metric says why."""
     m = result.metrics
@@ -103,6 +112,7 @@ def metric_rows(result) -> list[tuple[str, str, str]]:
         ("Result", "success" if result.success else "failed",
          "Judged on the image as written (resampled to the source and quantised)"),
         ("Prediction", f"{result.original_label} → {result.adversarial_label}", f"true class: {result.true_label}"),
+        oracle_row(result),
         ("Target", result.target or "untargeted", ""),
         ("Iterations", str(result.iterations), ""),
         ("Time", f"{result.seconds:.2f} s", ""),
@@ -494,7 +504,8 @@ class ResultsView(QWidget):
         elif r.attack == "p2p":
             parts.append("<b>Learned prompt:</b> no nearest words reported")
         details = [(k, v) for k, v in attack_detail_rows({k: v for k, v in (r.info or {}).items()
-                                                          if k != "nearest_words"}) if len(v) <= 160]
+                                                          if k not in ("nearest_words", "label_oracle")})
+                   if len(v) <= 160]
         if details:
             parts.append("<b>Attack details</b> (the verdict above is judged on the image as written):<br>"
                          + "<br>".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in details))

@@ -21,7 +21,8 @@ import numpy as np
 
 from p2p_desktop.errors import InputError
 
-__all__ = ["Phantom", "CLASSES", "generate_phantom", "generate_batch", "class_prompt",
+__all__ = ["Phantom", "CLASSES", "generate_phantom", "generate_batch", "class_prompt", "shared_site_of",
+           "lesion_site_of",
            "write_png_dataset", "write_dicom_dataset", "MIN_SIZE", "MAX_SIZE"]
 
 CLASSES = ("benign", "malignant", "normal")
@@ -85,7 +86,7 @@ def _round(obj):
 
 
 def generate_phantom(seed: int, label: str | None = None, size: int = 128,
-                     shared_site: bool = False) -> Phantom:
+                     shared_site: bool = False, site: tuple[float, float] | None = None) -> Phantom:
     """Simulate one ``size``×``size`` breast B-mode phantom.
 
     ``label`` None takes ``CLASSES[seed % 3]`` (balanced thirds over consecutive seeds).
@@ -93,6 +94,9 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
     so the benign and malignant phantoms of one seed have their masses at the same spot and the
     normal one shows the breast around that spot without a mass: counterfactual triplets, used
     to train the demo backbone's text conditioning. Off by default (the published datasets).
+    ``site`` = ``(x_frac, depth_frac)`` places the mass there instead (it overrides
+    ``shared_site``): the label-preservation oracle draws another class's mass where the
+    source phantom's mass is (:mod:`p2p_desktop.phantoms.oracle`).
     """
     from p2p_desktop.phantoms import anatomy, simulate
 
@@ -116,9 +120,10 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
         descriptors = anatomy.tissue_descriptors(tissue)
     else:
         lesion = anatomy.sample_lesion(rng_lesion, label)
-        if shared_site:
-            rng_site = np.random.default_rng([seed, 5])
-            lesion["x_frac"], lesion["depth_frac"] = rng_site.uniform(-0.25, 0.25), rng_site.uniform(0.15, 0.85)
+        if site is not None:
+            lesion["x_frac"], lesion["depth_frac"] = float(site[0]), float(site[1])
+        elif shared_site:
+            lesion["x_frac"], lesion["depth_frac"] = shared_site_of(seed)
         placement = anatomy.add_lesion(maps, grid, lesion, tissue, layout["bounds"], imaging["f0_mhz"],
                                        rng_lesion)
         descriptors = anatomy.lesion_descriptors(lesion)
@@ -127,6 +132,23 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
     prompt = ", ".join([class_prompt(label), *descriptors])
     return Phantom(image=image, mask=maps.mask, label=label, descriptors=tuple(descriptors), prompt=prompt,
                    seed=seed, params=_round(params))
+
+
+def shared_site_of(seed: int) -> tuple[float, float]:
+    """``(x_frac, depth_frac)`` of the mass of ``seed``'s phantoms drawn with ``shared_site``."""
+    rng_site = np.random.default_rng([_check_seed(seed), 5])
+    return float(rng_site.uniform(-0.25, 0.25)), float(rng_site.uniform(0.15, 0.85))
+
+
+def lesion_site_of(seed: int, label: str) -> tuple[float, float] | None:
+    """``(x_frac, depth_frac)`` of the mass of ``generate_phantom(seed, label)`` (default
+    placement, exact values, not the rounded record); None for "normal"."""
+    from p2p_desktop.phantoms import anatomy
+
+    if _check_label(label) == "normal":
+        return None
+    lesion = anatomy.sample_lesion(np.random.default_rng([_check_seed(seed), 2, CLASSES.index(label)]), label)
+    return float(lesion["x_frac"]), float(lesion["depth_frac"])
 
 
 def generate_batch(seeds: Iterable[int], labels: Sequence[str | None] | str | None = None,
