@@ -88,15 +88,25 @@ def judge_successes(rows: Sequence[Mapping[str, Any]], dataset_root: Path, out_d
     return verdicts
 
 
-def add_validity(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]], verdicts: Mapping) -> list[str]:
-    """Add :data:`VALIDITY_COLUMNS` to each summary row (in place); returns notes."""
+def add_validity(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]], verdicts: Mapping,
+                 no_record: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Add :data:`VALIDITY_COLUMNS` to each summary row (in place); returns notes. ``no_record``:
+    images without a generator record (their cell is null even when none of them was fooled)."""
+    from p2p_desktop.phantoms.oracle import NO_RECORD
+
     notes: list[str] = []
     for s in summary:
-        wins = [r for r in rows if r["classifier"] == s["classifier"] and r["attack"] == s["attack"]
-                and r.get("success") is True and r.get("clean_pred") == r.get("label")]
+        attacked = [r for r in rows if r["classifier"] == s["classifier"] and r["attack"] == s["attack"]
+                    and r.get("clean_pred") and r.get("clean_pred") == r.get("label")]
+        wins = [r for r in attacked if r.get("success") is True]
         vs = [verdicts.get(_key(r)) for r in wins]
         undecided = [v for v in vs if v is None or v.verdict is None]
         correct = s.get("correct") or 0
+        unrecorded = sorted({r["image"] for r in attacked} & set(no_record))
+        if unrecorded and not undecided:
+            s.update(valid_successes=None, semantic_changes=None, valid_success_rate=None, semantic_change_rate=None,
+                     oracle_note=f"{len(unrecorded)} of {len(attacked)} attacked image(s) not judged: {NO_RECORD}")
+            continue
         if undecided:
             reason = (undecided[0].reason if undecided[0] is not None else "not judged")
             s.update(valid_successes=None, semantic_changes=None, valid_success_rate=None, semantic_change_rate=None,
@@ -112,7 +122,7 @@ def add_validity(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]
         notes.append("valid success = fooled AND the phantom label-preservation oracle says the finding is kept "
                      f"(p2p_desktop.phantoms.oracle; per example in {ORACLE_FILE}); semantic change = fooled by "
                      "redrawing the finding as another class, which is not an adversarial example")
-    elif summary and all(s.get("oracle_note") for s in summary if s.get("successes")):
+    elif summary and all(s.get("valid_success_rate") is None for s in summary):
         notes.append("valid_success_rate and semantic_change_rate are null: the label-preservation oracle needs "
                      "phantoms with their generator record (p2p-desktop phantoms writes them)")
     return notes
@@ -231,8 +241,11 @@ def apply(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]], data
           classifiers: Sequence, attacks: Sequence[str], check: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Everything :func:`~p2p_desktop.evaluate.evaluate` adds: validity columns (in ``summary``),
     ``transfer``, notes, and the bytes of ``oracle.csv`` / ``transfer.csv``."""
+    from p2p_desktop.phantoms.oracle import phantom_record
+
     verdicts = judge_successes(rows, dataset_root, out_dir, check)
-    notes = add_validity(summary, rows, verdicts)
+    no_record = {i for i in {r["image"] for r in rows} if phantom_record(dataset_root / i) is None}
+    notes = add_validity(summary, rows, verdicts, no_record)
     transfer = transfer_matrix(rows, classifiers, attacks, out_dir, verdicts, check)
     return {"notes": notes, "transfer": transfer, "verdicts": verdicts,
             "files": {ORACLE_FILE: oracle_csv(rows, verdicts).encode(),

@@ -4,7 +4,10 @@
     python scripts/train_demo_bundle.py --out resources/models      (or: make retrain-demo)
 
 1. the demo diffusion backbone (resources/models/demo)            — p2p_desktop.training.backbone,
-   then its counterfactual text-conditioning phase                 — p2p_desktop.training.counterfactual
+   then its appearance-only text-conditioning phase                — p2p_desktop.training.appearance
+   (no cross-class targets: the prompt steers how the same finding is imaged; the earlier
+   counterfactual phase, p2p_desktop.training.counterfactual, taught class edits and is no
+   longer part of the bundle)
 2. the three demo classifiers (resources/models/demo-<arch>)      — p2p_desktop.training.classifiers
    (runs beside step 1, one CPU thread each)
 3. the example classifier plugin's weights (plugins/phantom_cnn)  — plugins/phantom_cnn/train.py
@@ -30,8 +33,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--out", type=Path, default=ROOT / "resources" / "models")
     p.add_argument("--minutes", type=float, default=35.0, help="time budget of the backbone's base training")
-    p.add_argument("--cf-minutes", type=float, default=40.0,
-                   help="time budget of the backbone's counterfactual text-conditioning phase")
+    p.add_argument("--appearance-minutes", type=float, default=40.0,
+                   help="time budget of the backbone's appearance-only text-conditioning phase")
     p.add_argument("--classifier-minutes", type=float,
                    help="CPU-time budget of the three classifiers together (default: each architecture's "
                         "own, p2p_desktop.training.classifiers.RECIPES)")
@@ -43,11 +46,11 @@ def main() -> int:
     procs = []
     if "backbone" not in skip:
         demo = str(args.out / "demo")
-        # Base denoiser first, then the counterfactual phase on top of it (one shell chain, so
-        # it runs beside the classifiers).
+        # Base denoiser first, then the appearance phase on top of it (one shell chain, so it
+        # runs beside the classifiers).
         chain = (f"{shlex.quote(py)} -m p2p_desktop.training.backbone --out {shlex.quote(demo)} "
-                 f"--minutes {args.minutes} && {shlex.quote(py)} -m p2p_desktop.training.counterfactual "
-                 f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.cf_minutes}")
+                 f"--minutes {args.minutes} && {shlex.quote(py)} -m p2p_desktop.training.appearance "
+                 f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.appearance_minutes}")
         procs.append(("backbone", subprocess.Popen(["/bin/sh", "-c", chain], cwd=ROOT)))
     if "classifiers" not in skip:
         budget = ["--minutes", str(args.classifier_minutes)] if args.classifier_minutes is not None else []

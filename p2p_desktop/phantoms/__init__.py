@@ -86,7 +86,8 @@ def _round(obj):
 
 
 def generate_phantom(seed: int, label: str | None = None, size: int = 128,
-                     shared_site: bool = False, site: tuple[float, float] | None = None) -> Phantom:
+                     shared_site: bool = False, site: tuple[float, float] | None = None,
+                     appearance: dict | None = None) -> Phantom:
     """Simulate one ``size``×``size`` breast B-mode phantom.
 
     ``label`` None takes ``CLASSES[seed % 3]`` (balanced thirds over consecutive seeds).
@@ -97,6 +98,14 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
     ``site`` = ``(x_frac, depth_frac)`` places the mass there instead (it overrides
     ``shared_site``): the label-preservation oracle draws another class's mass where the
     source phantom's mass is (:mod:`p2p_desktop.phantoms.oracle`).
+    ``appearance`` overrides how the same scene is imaged, never what it shows: any probe or
+    display setting of :func:`~p2p_desktop.phantoms.simulate.sample_imaging` (``gain_db``,
+    ``dynamic_range_db``, ``tgc_compensation``, ``smoothing``, ``sigma_lateral_mm`` ...),
+    ``speckle_seed`` (another speckle draw), and for a mass ``posterior_scale`` (× its
+    posterior shadowing/enhancement in dB) and ``edge_scale`` (× its margin's blur width).
+    The label, the mass's shape and site, and the mask stay those of ``(seed, label)``; the
+    appearance-only text conditioning of a demo backbone trains on such pairs
+    (:mod:`p2p_desktop.training.appearance`).
     """
     from p2p_desktop.phantoms import anatomy, simulate
 
@@ -104,15 +113,25 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
     size = _check_size(size)
     label = CLASSES[seed % 3] if label is None else _check_label(label)
 
+    look = dict(appearance or {})
+    speckle_seed = look.pop("speckle_seed", None)
+    posterior_scale, edge_scale = float(look.pop("posterior_scale", 1.0)), float(look.pop("edge_scale", 1.0))
+
     # Independent streams: breast (seed), mass (seed, label), probe (seed), speckle (seed, size).
     rng_tissue = np.random.default_rng([seed, 1])
     rng_lesion = np.random.default_rng([seed, 2, CLASSES.index(label)])
     rng_probe = np.random.default_rng([seed, 3])
-    rng_speckle = np.random.default_rng([seed, 4, size])
+    rng_speckle = np.random.default_rng([seed, 4, size] if speckle_seed is None
+                                        else [seed, 6, _check_seed(speckle_seed), size])
 
     tissue = anatomy.sample_tissue(rng_tissue)
     grid = anatomy.Grid(size, size, tissue["depth_mm"], tissue["depth_mm"])
     imaging = simulate.sample_imaging(rng_probe, grid.depth_mm)
+    unknown = sorted(set(look) - set(imaging))
+    if unknown:
+        raise InputError(f"unknown phantom appearance setting(s) {', '.join(unknown)}; expected speckle_seed, "
+                         f"posterior_scale, edge_scale or one of {', '.join(sorted(imaging))}")
+    imaging.update({k: type(imaging[k])(v) if not isinstance(imaging[k], list) else list(v) for k, v in look.items()})
     maps, layout = anatomy.build_tissue(grid, tissue, rng_tissue)
     params: dict = {"label": label, "size": size, "field_of_view_mm": [grid.depth_mm, grid.width_mm],
                     "tissue": tissue, **layout["info"], "imaging": imaging}
@@ -120,6 +139,8 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
         descriptors = anatomy.tissue_descriptors(tissue)
     else:
         lesion = anatomy.sample_lesion(rng_lesion, label)
+        lesion["posterior_db"] *= posterior_scale
+        lesion["edge_mm"] *= edge_scale
         if site is not None:
             lesion["x_frac"], lesion["depth_frac"] = float(site[0]), float(site[1])
         elif shared_site:
