@@ -384,3 +384,27 @@ def test_export_folder_dialog_title_and_plot_keys(qtbot, window, monkeypatch):
     title = window.monitor.prob_plot.plotItem.titleLabel.text
     assert all(c in title for c in ("benign", "malignant", "normal"))
     assert "before" in window.results.chart.plotItem.titleLabel.text
+
+
+def test_a_cancelled_batch_evaluation_is_audited(qtbot, window, tmp_path, classifier_name, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    batch = window.batch
+    if not batch.available:
+        pytest.skip("this build has no evaluate")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    root = make_busi_folder(tmp_path / "busi")
+    batch.dataset_edit.setText(str(root))
+    batch.out_edit.setText(str(tmp_path / "eval"))
+    for lst, wanted in ((batch.attack_list, {"pgd"}), (batch.classifier_list, {classifier_name})):
+        for i in range(lst.count()):
+            lst.item(i).setCheckState(Qt.CheckState.Checked if lst.item(i).text() in wanted else Qt.CheckState.Unchecked)
+    before = len(_audit_records())
+    batch.runner.progress.connect(lambda _e: batch.runner.cancel())
+    with qtbot.waitSignals([batch.runner.cancelled, batch.runner.finished], timeout=120000):
+        assert batch.start()
+    records = _audit_records()[before:]
+    assert [r["event"] for r in records] == ["evaluate"]
+    data = records[0]["data"]
+    assert data["status"] == "cancelled" and data["command"] == "gui-evaluate" and data["dataset"] == str(root)
+    assert data["attacks"] == ["pgd"] and data["classifiers"] == [classifier_name]

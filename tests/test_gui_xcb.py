@@ -85,7 +85,7 @@ def _grab_screen(display: str, tmp_path: Path, out: Path) -> np.ndarray:
     return np.asarray(Image.open(out).convert("RGB"))
 
 
-def _window_geometry(display: str, tmp_path: Path, name: str, timeout_s: float = 90) -> tuple[int, int, int, int]:
+def _window_geometry(display: str, tmp_path: Path, name: str, timeout_s: float = 240) -> tuple[int, int, int, int]:
     """(x, y, width, height) of the first visible window whose title contains ``name``."""
     env = _env(display, tmp_path)
     deadline = time.monotonic() + timeout_s

@@ -10,7 +10,7 @@ from p2p_desktop.jsonsafe import finite_json
 
 __all__ = ["pseudonym", "deidentified_study", "record_pseudonym", "check_pseudonym_map", "write_run_outputs",
            "run_summary", "audit_record", "audit_run", "audit_unfinished_run",
-           "audit_evaluation"]
+           "audit_evaluation", "audit_unfinished_evaluation"]
 
 
 def write_run_outputs(result, study, outs, *, input_sha256: str, export_dicom: bool = False,
@@ -158,4 +158,16 @@ def audit_evaluation(dataset, out_dir, config: dict, fingerprint: str, outputs, 
     data = {"command": command, "status": "finished", "dataset": str(dataset), "out": str(out_dir),
             "config": config, "fingerprint": fingerprint, "attacked": int(attacked), "resumed": int(resumed),
             "outputs": outputs_summary(outputs)}
+    return append_event("evaluate", data, log)
+
+
+def audit_unfinished_evaluation(dataset, out_dir, attacks, classifiers, status: str, *, reason: str = "",
+                                command: str = "evaluate", log=None) -> dict:
+    """Append the audit record of an evaluation that did not finish (``status``: cancelled)."""
+    from p2p_desktop.audit import append_event
+
+    data = {"command": command, "status": status, "dataset": str(dataset), "out": str(out_dir),
+            "attacks": list(attacks), "classifiers": list(classifiers), "outputs": []}
+    if reason:
+        data["reason"] = reason
     return append_event("evaluate", data, log)

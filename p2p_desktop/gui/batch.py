@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from p2p_desktop.errors import InputError
+from p2p_desktop.errors import Cancelled, InputError
 from p2p_desktop.gui.worker import JobRunner
 
 __all__ = ["BatchView", "evaluate_function", "result_rows"]
@@ -251,8 +251,12 @@ class BatchView(QWidget):
             args["device"] = resolve_device(args["device"])
             status(f"evaluating {', '.join(args['attacks'])} × {', '.join(args['classifiers'])} "
                    f"on {args['device']}…")
-            return fn(**args, on_progress=lambda done, total, what, eta: report((done, total, what, eta)),
-                      cancel=cancel)
+            try:
+                return fn(**args, on_progress=lambda done, total, what, eta: report((done, total, what, eta)),
+                          cancel=cancel)
+            except Cancelled as exc:  # a finished evaluation audits itself; a cancelled one here
+                _audit_cancelled(args, str(exc))
+                raise
 
         self.rows = []
         self.progress.setRange(0, 0)
@@ -319,3 +323,17 @@ class BatchView(QWidget):
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
+
+
+def _audit_cancelled(args: dict, reason: str) -> None:
+    """Record a cancelled Batch evaluation in the audit log (a failing append is only logged)."""
+    import logging
+
+    from p2p_desktop.export.run_outputs import audit_unfinished_evaluation
+
+    try:
+        audit_unfinished_evaluation(args.get("dataset_dir"), args.get("out_dir"), list(args.get("attacks") or ()),
+                                    list(args.get("classifiers") or ()), "cancelled", reason=reason,
+                                    command="gui-evaluate")
+    except Exception as exc:  # noqa: BLE001 - never hide the cancel itself
+        logging.getLogger("p2p_desktop.gui").warning("the cancelled evaluation could not be audited: %s", exc)
