@@ -206,6 +206,7 @@ class AuditLog:
         """Append one record and return it (with ``seq``, ``prev``, ``hash`` and ``mac``).
 
         All or nothing: on any failure the file is cut back to its previous size."""
+        self._regular()
         key = load_key(self.key_path, create=True)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +263,7 @@ class AuditLog:
 
     def check(self) -> None:
         """Refuse early (before any work) when the log cannot be appended to."""
+        self._regular()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab"):
@@ -274,6 +276,11 @@ class AuditLog:
             raise OutputError(f"the audit log {self.path} ends with a torn record (an interrupted write); run "
                               "`p2p-desktop audit verify` and `p2p-desktop audit repair`")
         load_key(self.key_path, create=True)
+
+    def _regular(self) -> None:
+        """A FIFO, device or folder at the log's path would block or swallow records: refused."""
+        if self.path.exists() and not self.path.is_file():
+            raise OutputError(f"the audit log {self.path} is not a regular file; refused")
 
     def head(self) -> dict[str, Any] | None:
         return chain_head(self.path)
@@ -339,6 +346,8 @@ def verify_log(path: str | os.PathLike, *, key: bytes | None = None, use_key: bo
     from p2p_desktop.errors import InputError
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise InputError(f"audit log {path} is not a regular file")
     if not path.is_file():
         raise InputError(f"audit log not found: {path}")
     if key is None and use_key:

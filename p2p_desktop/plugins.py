@@ -102,9 +102,11 @@ class PluginIntegrityError(Exception):
     """A plugin folder that cannot be hashed safely (a symlink leaving it, an unreadable file)."""
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
+def _snapshot(folder: Path) -> dict[str, bytes | str]:
     """Every file of a plugin folder (``__pycache__`` and bytecode left out: never imported),
-    read once: ``{relative posix path: bytes}``.
+    read once: ``{relative posix path: source bytes}`` for ``.py`` files (what is imported is
+    what is hashed) and ``{relative posix path: sha256 hex}`` for the others (streamed, so a
+    large data file is never held in memory).
 
     Symlinks are followed only while they stay inside the folder (a symlinked sub-folder is
     walked like a real one); one that leaves the folder, or dangles, is refused, so what is
@@ -133,18 +135,24 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
                 walk(target, sub, depth + 1)
             elif target.is_file():
                 try:
-                    files[sub] = target.read_bytes()
+                    if name.endswith(".py"):
+                        files[sub] = target.read_bytes()
+                    else:
+                        from p2p_desktop.hashing import sha256_file
+
+                        files[sub] = sha256_file(target)
                 except OSError as exc:
                     raise PluginIntegrityError(f"cannot read {sub}: {exc.strerror or exc}") from None
     walk(root, "", 0)
     return files
 
 
-def _hash_snapshot(files: dict[str, bytes]) -> str:
+def _hash_snapshot(files: dict[str, bytes | str]) -> str:
     h = hashlib.sha256()
     for rel in sorted(files):
+        value = files[rel]
         h.update(rel.encode() + b"\0")
-        h.update(hashlib.sha256(files[rel]).digest())
+        h.update(bytes.fromhex(value) if isinstance(value, str) else hashlib.sha256(value).digest())
     return h.hexdigest()
 
 
@@ -288,7 +296,7 @@ def disable(name: str) -> None:
         _registered.discard(name)
 
 
-def _module_file(files: dict[str, bytes], module: str) -> tuple[str, bool] | None:
+def _module_file(files: dict[str, bytes | str], module: str) -> tuple[str, bool] | None:
     """``(relative path, is_package)`` of ``module`` inside a snapshot, or None."""
     rel = module.replace(".", "/")
     if f"{rel}.py" in files:

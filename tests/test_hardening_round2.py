@@ -318,3 +318,43 @@ def test_card_with_two_million_classes_is_refused_before_building(tmp_path, weig
     assert main("classify", RGB, "--classifier", weights, "--arch", "squeezenet1_1",
                 "--classes", ",".join(f"c{i}" for i in range(5000))) == 2
     assert "2 to 1000 classes" in capsys.readouterr().err
+
+
+# -- attempts added beyond the issue ---------------------------------------------------------------
+def test_audit_log_that_is_a_fifo_is_refused_not_waited_on(tmp_path, weights, capsys):
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    t0 = time.time()
+    code = main("attack", RGB, "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "o", "--audit-log", fifo)
+    err = capsys.readouterr().err
+    assert code == 2 and "not a regular file" in err and time.time() - t0 < 60
+    assert not (tmp_path / "o").exists()
+    assert main("audit", "verify", fifo) == 2
+
+
+def test_plugin_discovery_never_holds_a_large_data_file_in_memory(tmp_path, monkeypatch):
+    import resource
+
+    d = tmp_path / "plugins" / "big"
+    d.mkdir(parents=True)
+    (d / "plugin.json").write_text(json.dumps({"name": "big", "kind": "attack", "entry": "impl:A"}))
+    (d / "impl.py").write_text("A = 1\n")
+    with open(d / "weights.bin", "wb") as fh:  # 512 MiB of data next to the code
+        fh.truncate(512 * 2**20)
+    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    info = plugins.find("big")
+    assert info.status == "disabled" and len(info.sha256) == 64
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024  # KB
+
+
+def test_plugin_manifest_symlinked_from_outside_is_refused(tmp_path, monkeypatch):
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"name": "ext", "kind": "attack", "entry": "impl:A"}))
+    d = tmp_path / "plugins" / "ext"
+    d.mkdir(parents=True)
+    (d / "impl.py").write_text("A = 1\n")
+    os.symlink(outside, d / "plugin.json")
+    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
+    info = plugins.find("ext")
+    assert info.status == "broken" and "leaves the plugin folder" in info.error
