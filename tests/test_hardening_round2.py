@@ -358,3 +358,24 @@ def test_plugin_manifest_symlinked_from_outside_is_refused(tmp_path, monkeypatch
     monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
     info = plugins.find("ext")
     assert info.status == "broken" and "leaves the plugin folder" in info.error
+
+
+def test_sequences_nested_thousands_deep_are_one_clear_refusal(tmp_path, weights, capsys):
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    ds = dcmread(RGB)
+    inner = Dataset()
+    inner.PatientName = "Deep^Doe"
+    for _ in range(200):
+        outer = Dataset()
+        outer.ContentSequence = [inner]
+        inner = outer
+    ds.ContentSequence = [inner]
+    src = tmp_path / "in" / "deep.dcm"
+    src.parent.mkdir()
+    ds.save_as(src)
+    code = main("attack", src, "--attack", "fgsm", *_clf(weights), "--export-dicom", "--deidentify",
+                "--out", tmp_path / "o")
+    err = capsys.readouterr().err
+    assert code == 2 and "nested deeper than 64" in err and len(err.strip().splitlines()) == 1, err
