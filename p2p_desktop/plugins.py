@@ -455,6 +455,13 @@ def load_plugin_object(info: PluginInfo) -> Any:
     return obj
 
 
+def _current(info: PluginInfo) -> PluginInfo:
+    """The plugin as it is now (status and hash), not as it was when it was registered: a plugin
+    edited, disabled or re-approved during a session is loaded by its present approval."""
+    now = next((p for p in discover() if p.name == info.name and p.path == info.path), None)
+    return now if now is not None else PluginInfo(**{**info.to_dict(), "status": "disabled"})
+
+
 def register_enabled() -> list[PluginInfo]:
     """Register every enabled plugin in the attack and model registries (lazily imported)."""
     from p2p_desktop.attacks import registry as attacks
@@ -467,10 +474,11 @@ def register_enabled() -> list[PluginInfo]:
         if info.kind == "attack":
             attacks.register(attacks.AttackSpec(
                 name=info.name, target=info.entry, summary=info.summary or f"plugin {info.name}",
-                source="plugin", loader=lambda info=info: load_plugin_object(info)))
+                source="plugin", loader=lambda info=info: load_plugin_object(_current(info))))
         elif info.kind == "classifier":
             models.register(models.ModelEntry(
                 name=info.name, kind="classifier", path=Path(info.path), card={"plugin": info.to_dict()},
-                loader=lambda device="cpu", info=info: load_plugin_object(info)(device=device), source="plugin"))
+                loader=lambda device="cpu", info=info: load_plugin_object(_current(info))(device=device),
+                source="plugin"))
         _registered.add(info.name)
     return infos
