@@ -379,3 +379,11 @@ def test_sequences_nested_thousands_deep_are_one_clear_refusal(tmp_path, weights
                 "--out", tmp_path / "o")
     err = capsys.readouterr().err
     assert code == 2 and "nested deeper than 64" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_folder_through_a_symlink_loop_is_bad_input(tmp_path, weights, capsys):
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    code = main("attack", RGB, "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "a" / "x")
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be resolved" in err and "internal error" not in err, err
