@@ -219,7 +219,7 @@ class AuditLog:
                         try:
                             rec = json.loads(last)
                             prev, seq = str(rec["hash"]), int(rec["seq"]) + 1
-                        except (ValueError, KeyError, TypeError):
+                        except (ValueError, KeyError, TypeError, RecursionError):
                             if not terminated:  # a torn write: never glue a record onto it
                                 raise OutputError(
                                     f"the audit log {self.path} ends with a torn record (an interrupted write); "
@@ -308,7 +308,7 @@ def chain_head(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
             last, _offset, terminated = _tail(fh)
         rec = json.loads(last) if last and terminated else None
         return {"log": str(path), "seq": int(rec["seq"]), "hash": str(rec["hash"])} if rec else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
@@ -381,7 +381,7 @@ def verify_log(path: str | os.PathLike, *, key: bytes | None = None, use_key: bo
             return fail(number, "blank line inside the log (a record was removed or the file was edited)")
         try:
             rec = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             if is_last and not terminated:
                 return fail(number, f"torn last record ({len(raw)} bytes without an end of line: an interrupted "
                                     f"write); the {count} records before it are intact; `p2p-desktop audit "

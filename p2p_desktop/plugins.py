@@ -85,7 +85,7 @@ def _read_state() -> dict[str, dict[str, str]]:
     try:
         data = json.loads(_state_path().read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -202,7 +202,7 @@ def _folder_plugins() -> list[PluginInfo]:
                 data = json.loads(manifest.read_text(encoding="utf-8"))
                 if not isinstance(data, dict):
                     raise ValueError("manifest must be a JSON object")
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 out.append(PluginInfo(name=folder.name, kind="?", entry="", source="folder", path=str(manifest),
                                       sha256="", status="broken", error=f"unreadable manifest: {exc}"))
                 continue

@@ -387,3 +387,18 @@ def test_output_folder_through_a_symlink_loop_is_bad_input(tmp_path, weights, ca
     code = main("attack", RGB, "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "a" / "x")
     err = capsys.readouterr().err
     assert code == 2 and "cannot be resolved" in err and "internal error" not in err, err
+
+
+def test_json_nested_200000_deep_is_bad_input_everywhere(tmp_path, monkeypatch, capsys):
+    deep = "[" * 200_000 + "]" * 200_000
+    for name in ("prov.json", "card.json", "audit.jsonl"):
+        (tmp_path / name).write_text(deep + ("\n" if name.endswith("jsonl") else ""))
+    (tmp_path / "plug" / "x").mkdir(parents=True)
+    (tmp_path / "plug" / "x" / "plugin.json").write_text(deep)
+    assert main("rerun", tmp_path / "prov.json", "--out", tmp_path / "o") == 2
+    assert main("classify", RGB, "--classifier", tmp_path / "card.json") == 2
+    assert main("audit", "verify", tmp_path / "audit.jsonl") == 2
+    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plug"))
+    assert main("plugins", "list") == 0
+    out = capsys.readouterr()
+    assert "internal error" not in out.err and "broken" in out.out
