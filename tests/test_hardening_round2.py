@@ -402,3 +402,16 @@ def test_json_nested_200000_deep_is_bad_input_everywhere(tmp_path, monkeypatch, 
     assert main("plugins", "list") == 0
     out = capsys.readouterr()
     assert "internal error" not in out.err and "broken" in out.out
+
+
+def test_input_that_is_a_fifo_is_refused_not_waited_on(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "scan.dcm")
+    os.mkfifo(folder / "scan.png")
+    t0 = time.time()
+    assert main("classify", folder / "scan.dcm", *_clf(weights)) == 2
+    assert main("attack", folder / "scan.png", "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "o") == 2
+    assert main("classify", folder, *_clf(weights)) == 2  # a folder holding only pipes: nothing readable
+    err = capsys.readouterr().err
+    assert time.time() - t0 < 120 and err.count("not a regular file") == 2 and "internal error" not in err

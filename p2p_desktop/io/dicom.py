@@ -119,6 +119,8 @@ def _check_file(path: Path) -> int:
             raise _error(path, "no such file")
         if path.is_dir():
             raise _error(path, "is a folder, not a file")
+        if not path.is_file():
+            raise _error(path, "not a regular file (a pipe, socket or device); refused")
         size = path.stat().st_size
         if size == 0:
             raise _error(path, "empty file (0 bytes)")
