@@ -95,6 +95,8 @@ def default_key_path() -> Path:
 def load_key(path: str | os.PathLike | None = None, *, create: bool = False) -> bytes | None:
     """The installation's audit key (created with mode 0600 when ``create`` and missing)."""
     path = Path(path).expanduser() if path else default_key_path()
+    if path.exists() and not path.is_file():
+        raise OutputError(f"the audit key {path} is not a regular file; refused")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
