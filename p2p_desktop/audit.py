@@ -334,7 +334,7 @@ class ChainReport:
                 "chain intact (signatures not checked: no key)"
             extra = "".join(f"; {n}" for n in self.notes)
             return f"{where}{self.records} records, {what}{extra}"
-        return f"{where}line {self.line}: {self.reason}"
+        return f"{where}line {self.line}: {self.reason}" if self.line else f"{where}{self.reason}"
 
 
 def verify_log(path: str | os.PathLike, *, key: bytes | None = None, use_key: bool = True,
