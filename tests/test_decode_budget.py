@@ -72,7 +72,8 @@ def test_bombs_under_the_pixel_cap_are_refused_before_decoding(tmp_path, make, s
         "    print('LOADED')\n"
         "except InputError as exc:\n"
         "    print('REFUSED', exc)\n"
-        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+        # VmHWM: this process's own peak (ru_maxrss would include the forking parent's)
+        "print('PEAK_KB', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n")
     env = {**os.environ, "P2P_DESKTOP_MEMORY_BUDGET": "1G"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     out = proc.stdout
