@@ -95,6 +95,8 @@ def default_key_path() -> Path:
 def load_key(path: str | os.PathLike | None = None, *, create: bool = False) -> bytes | None:
     """The installation's audit key (created with mode 0600 when ``create`` and missing)."""
     path = Path(path).expanduser() if path else default_key_path()
+    if path.exists() and not path.is_file():
+        raise OutputError(f"the audit key {path} is not a regular file; refused")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -206,6 +208,7 @@ class AuditLog:
         """Append one record and return it (with ``seq``, ``prev``, ``hash`` and ``mac``).
 
         All or nothing: on any failure the file is cut back to its previous size."""
+        self._regular()
         key = load_key(self.key_path, create=True)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +221,7 @@ class AuditLog:
                         try:
                             rec = json.loads(last)
                             prev, seq = str(rec["hash"]), int(rec["seq"]) + 1
-                        except (ValueError, KeyError, TypeError):
+                        except (ValueError, KeyError, TypeError, RecursionError):
                             if not terminated:  # a torn write: never glue a record onto it
                                 raise OutputError(
                                     f"the audit log {self.path} ends with a torn record (an interrupted write); "
@@ -262,6 +265,7 @@ class AuditLog:
 
     def check(self) -> None:
         """Refuse early (before any work) when the log cannot be appended to."""
+        self._regular()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab"):
@@ -274,6 +278,11 @@ class AuditLog:
             raise OutputError(f"the audit log {self.path} ends with a torn record (an interrupted write); run "
                               "`p2p-desktop audit verify` and `p2p-desktop audit repair`")
         load_key(self.key_path, create=True)
+
+    def _regular(self) -> None:
+        """A FIFO, device or folder at the log's path would block or swallow records: refused."""
+        if self.path.exists() and not self.path.is_file():
+            raise OutputError(f"the audit log {self.path} is not a regular file; refused")
 
     def head(self) -> dict[str, Any] | None:
         return chain_head(self.path)
@@ -301,7 +310,7 @@ def chain_head(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
             last, _offset, terminated = _tail(fh)
         rec = json.loads(last) if last and terminated else None
         return {"log": str(path), "seq": int(rec["seq"]), "hash": str(rec["hash"])} if rec else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 
@@ -325,7 +334,7 @@ class ChainReport:
                 "chain intact (signatures not checked: no key)"
             extra = "".join(f"; {n}" for n in self.notes)
             return f"{where}{self.records} records, {what}{extra}"
-        return f"{where}line {self.line}: {self.reason}"
+        return f"{where}line {self.line}: {self.reason}" if self.line else f"{where}{self.reason}"
 
 
 def verify_log(path: str | os.PathLike, *, key: bytes | None = None, use_key: bool = True,
@@ -339,6 +348,8 @@ def verify_log(path: str | os.PathLike, *, key: bytes | None = None, use_key: bo
     from p2p_desktop.errors import InputError
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise InputError(f"audit log {path} is not a regular file")
     if not path.is_file():
         raise InputError(f"audit log not found: {path}")
     if key is None and use_key:
@@ -372,7 +383,7 @@ def verify_log(path: str | os.PathLike, *, key: bytes | None = None, use_key: bo
             return fail(number, "blank line inside the log (a record was removed or the file was edited)")
         try:
             rec = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             if is_last and not terminated:
                 return fail(number, f"torn last record ({len(raw)} bytes without an end of line: an interrupted "
                                     f"write); the {count} records before it are intact; `p2p-desktop audit "

@@ -85,7 +85,7 @@ def _read_state() -> dict[str, dict[str, str]]:
     try:
         data = json.loads(_state_path().read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -102,9 +102,11 @@ class PluginIntegrityError(Exception):
     """A plugin folder that cannot be hashed safely (a symlink leaving it, an unreadable file)."""
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
+def _snapshot(folder: Path) -> dict[str, bytes | str]:
     """Every file of a plugin folder (``__pycache__`` and bytecode left out: never imported),
-    read once: ``{relative posix path: bytes}``.
+    read once: ``{relative posix path: source bytes}`` for ``.py`` files (what is imported is
+    what is hashed) and ``{relative posix path: sha256 hex}`` for the others (streamed, so a
+    large data file is never held in memory).
 
     Symlinks are followed only while they stay inside the folder (a symlinked sub-folder is
     walked like a real one); one that leaves the folder, or dangles, is refused, so what is
@@ -133,18 +135,24 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
                 walk(target, sub, depth + 1)
             elif target.is_file():
                 try:
-                    files[sub] = target.read_bytes()
+                    if name.endswith(".py"):
+                        files[sub] = target.read_bytes()
+                    else:
+                        from p2p_desktop.hashing import sha256_file
+
+                        files[sub] = sha256_file(target)
                 except OSError as exc:
                     raise PluginIntegrityError(f"cannot read {sub}: {exc.strerror or exc}") from None
     walk(root, "", 0)
     return files
 
 
-def _hash_snapshot(files: dict[str, bytes]) -> str:
+def _hash_snapshot(files: dict[str, bytes | str]) -> str:
     h = hashlib.sha256()
     for rel in sorted(files):
+        value = files[rel]
         h.update(rel.encode() + b"\0")
-        h.update(hashlib.sha256(files[rel]).digest())
+        h.update(bytes.fromhex(value) if isinstance(value, str) else hashlib.sha256(value).digest())
     return h.hexdigest()
 
 
@@ -194,7 +202,7 @@ def _folder_plugins() -> list[PluginInfo]:
                 data = json.loads(manifest.read_text(encoding="utf-8"))
                 if not isinstance(data, dict):
                     raise ValueError("manifest must be a JSON object")
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 out.append(PluginInfo(name=folder.name, kind="?", entry="", source="folder", path=str(manifest),
                                       sha256="", status="broken", error=f"unreadable manifest: {exc}"))
                 continue
@@ -288,7 +296,7 @@ def disable(name: str) -> None:
         _registered.discard(name)
 
 
-def _module_file(files: dict[str, bytes], module: str) -> tuple[str, bool] | None:
+def _module_file(files: dict[str, bytes | str], module: str) -> tuple[str, bool] | None:
     """``(relative path, is_package)`` of ``module`` inside a snapshot, or None."""
     rel = module.replace(".", "/")
     if f"{rel}.py" in files:
@@ -447,6 +455,13 @@ def load_plugin_object(info: PluginInfo) -> Any:
     return obj
 
 
+def _current(info: PluginInfo) -> PluginInfo:
+    """The plugin as it is now (status and hash), not as it was when it was registered: a plugin
+    edited, disabled or re-approved during a session is loaded by its present approval."""
+    now = next((p for p in discover() if p.name == info.name and p.path == info.path), None)
+    return now if now is not None else PluginInfo(**{**info.to_dict(), "status": "disabled"})
+
+
 def register_enabled() -> list[PluginInfo]:
     """Register every enabled plugin in the attack and model registries (lazily imported)."""
     from p2p_desktop.attacks import registry as attacks
@@ -459,10 +474,11 @@ def register_enabled() -> list[PluginInfo]:
         if info.kind == "attack":
             attacks.register(attacks.AttackSpec(
                 name=info.name, target=info.entry, summary=info.summary or f"plugin {info.name}",
-                source="plugin", loader=lambda info=info: load_plugin_object(info)))
+                source="plugin", loader=lambda info=info: load_plugin_object(_current(info))))
         elif info.kind == "classifier":
             models.register(models.ModelEntry(
                 name=info.name, kind="classifier", path=Path(info.path), card={"plugin": info.to_dict()},
-                loader=lambda device="cpu", info=info: load_plugin_object(info)(device=device), source="plugin"))
+                loader=lambda device="cpu", info=info: load_plugin_object(_current(info))(device=device),
+                source="plugin"))
         _registered.add(info.name)
     return infos

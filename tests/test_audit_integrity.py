@@ -87,7 +87,7 @@ def test_edited_fields_found(log, what, line):
     assert not verify_log(log.path, use_key=False).ok
 
 
-def test_deleted_records(log):
+def test_deleted_records(log, capsys):
     original = _lines(log)
     head = json.loads(original[-1])["hash"]
     for index, line in ((0, 1), (2, 3)):  # first, middle
@@ -102,6 +102,7 @@ def test_deleted_records(log):
     report = verify_log(log.path, expect_head=head)
     assert not report.ok and "cut off" in report.reason
     assert cli("audit", "verify", log.path, "--head", head) == 2
+    assert "line None" not in capsys.readouterr().err
     _write(log, original)
     assert verify_log(log.path, expect_head=head).ok
 

@@ -133,3 +133,16 @@ def test_python_file_behind_a_symlinked_folder_is_found(copy, tmp_path):
     os.symlink(elsewhere, copy / "extras")
     with pytest.raises(UnsafeFileError, match="carries Python code.*extras/pipeline.py"):
         load_backbone(copy, device="cpu")
+
+
+def test_shard_index_pointing_outside_its_folder_is_refused(copy, tmp_path):
+    import shutil as _sh
+
+    _shard(copy, "diffusion_pytorch_model-00001-of-00001.safetensors")
+    _sh.move(str(copy / "unet" / "diffusion_pytorch_model-00001-of-00001.safetensors"), str(tmp_path / "x.safetensors"))
+    index = copy / "unet" / "diffusion_pytorch_model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    data["weight_map"] = {k: "../../x.safetensors" for k in data["weight_map"]}
+    index.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="not a file in"):
+        load_backbone(copy, device="cpu")

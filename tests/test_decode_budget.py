@@ -64,7 +64,7 @@ def test_bombs_under_the_pixel_cap_are_refused_before_decoding(tmp_path, make, s
     path = make(tmp_path / ("bomb.png" if make is _png_bomb else "bomb.dcm"))
     assert path.stat().st_size < size_limit
     code = (
-        "import sys\n"
+        "import resource, sys\n"
         "from p2p_desktop.io import load_study\n"
         "from p2p_desktop.errors import InputError\n"
         "try:\n"
@@ -72,8 +72,8 @@ def test_bombs_under_the_pixel_cap_are_refused_before_decoding(tmp_path, make, s
         "    print('LOADED')\n"
         "except InputError as exc:\n"
         "    print('REFUSED', exc)\n"
-        # VmHWM is this process's own peak; ru_maxrss would carry over the (large) parent's RSS at fork
-        "print('PEAK_KB', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
+        # VmHWM: this process's own peak (ru_maxrss would include the forking parent's)
+        "print('PEAK_KB', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n")
     env = {**os.environ, "P2P_DESKTOP_MEMORY_BUDGET": "1G"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     out = proc.stdout

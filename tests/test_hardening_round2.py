@@ -302,19 +302,120 @@ def test_outputs_follow_the_umask_except_identifying_dicom(tmp_path, weights, ca
 
 
 # -- item 12: sizes checked before building -----------------------------------------------------
-def test_card_with_two_million_classes_is_refused_before_building(tmp_path, weights, capsys):
-    import resource
+def _peak_mb(code: str, env: dict | None = None) -> tuple[int, str]:
+    """Run ``code`` in a fresh interpreter; its own peak resident memory (VmHWM) in MB and stdout."""
+    code += "\nprint('PEAK_KB', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+    assert "PEAK_KB" in proc.stdout, proc.stdout + proc.stderr
+    return int(proc.stdout.split("PEAK_KB")[1].split()[0]) // 1024, proc.stdout + proc.stderr
 
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_card_with_two_million_classes_is_refused_before_building(tmp_path, weights, capsys):
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"architecture": "squeezenet1_1", "weights": str(weights),
                                 "classes": [f"c{i}" for i in range(2_000_000)]}))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.time()
-    code = main("classify", RGB, "--classifier", card)
-    err = capsys.readouterr().err
-    assert code == 2 and "2 to 1000 names" in err and len(err.strip().splitlines()) == 1, err
-    assert time.time() - t0 < 60
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KB: no 2M-wide head built
+    peak, out = _peak_mb(f"from p2p_desktop.cli.main import main\n"
+                         f"print('CODE', main(['classify', {RGB!r}, '--classifier', {str(card)!r}]))",
+                         {"P2P_DESKTOP_HOME": str(tmp_path / "home")})
+    assert "CODE 2" in out and "2 to 1000 names" in out, out
+    assert peak < 2000, f"{peak} MB: the 2,000,000-wide head (4 GB) was built"
     assert main("classify", RGB, "--classifier", weights, "--arch", "squeezenet1_1",
                 "--classes", ",".join(f"c{i}" for i in range(5000))) == 2
     assert "2 to 1000 classes" in capsys.readouterr().err
+
+
+# -- attempts added beyond the issue ---------------------------------------------------------------
+def test_audit_log_that_is_a_fifo_is_refused_not_waited_on(tmp_path, weights, capsys):
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    t0 = time.time()
+    code = main("attack", RGB, "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "o", "--audit-log", fifo)
+    err = capsys.readouterr().err
+    assert code == 2 and "not a regular file" in err and time.time() - t0 < 60
+    assert not (tmp_path / "o").exists()
+    assert main("audit", "verify", fifo) == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_plugin_discovery_never_holds_a_large_data_file_in_memory(tmp_path):
+    d = tmp_path / "plugins" / "big"
+    d.mkdir(parents=True)
+    (d / "plugin.json").write_text(json.dumps({"name": "big", "kind": "attack", "entry": "impl:A"}))
+    (d / "impl.py").write_text("A = 1\n")
+    with open(d / "weights.bin", "wb") as fh:  # 512 MiB of data next to the code
+        fh.truncate(512 * 2**20)
+    peak, out = _peak_mb("from p2p_desktop import plugins\ni = plugins.find('big')\nprint('STATUS', i.status)",
+                         {"P2P_DESKTOP_PLUGIN_PATH": str(tmp_path / "plugins"),
+                          "P2P_DESKTOP_HOME": str(tmp_path / "home")})
+    assert "STATUS disabled" in out and peak < 400, (peak, out)
+
+
+def test_plugin_manifest_symlinked_from_outside_is_refused(tmp_path, monkeypatch):
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"name": "ext", "kind": "attack", "entry": "impl:A"}))
+    d = tmp_path / "plugins" / "ext"
+    d.mkdir(parents=True)
+    (d / "impl.py").write_text("A = 1\n")
+    os.symlink(outside, d / "plugin.json")
+    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
+    info = plugins.find("ext")
+    assert info.status == "broken" and "leaves the plugin folder" in info.error
+
+
+def test_sequences_nested_thousands_deep_are_one_clear_refusal(tmp_path, weights, capsys):
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    ds = dcmread(RGB)
+    inner = Dataset()
+    inner.PatientName = "Deep^Doe"
+    for _ in range(200):
+        outer = Dataset()
+        outer.ContentSequence = [inner]
+        inner = outer
+    ds.ContentSequence = [inner]
+    src = tmp_path / "in" / "deep.dcm"
+    src.parent.mkdir()
+    ds.save_as(src)
+    code = main("attack", src, "--attack", "fgsm", *_clf(weights), "--export-dicom", "--deidentify",
+                "--out", tmp_path / "o")
+    err = capsys.readouterr().err
+    assert code == 2 and "nested deeper than 64" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_output_folder_through_a_symlink_loop_is_bad_input(tmp_path, weights, capsys):
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    code = main("attack", RGB, "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "a" / "x")
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be resolved" in err and "internal error" not in err, err
+
+
+def test_json_nested_200000_deep_is_bad_input_everywhere(tmp_path, monkeypatch, capsys):
+    deep = "[" * 200_000 + "]" * 200_000
+    for name in ("prov.json", "card.json", "audit.jsonl"):
+        (tmp_path / name).write_text(deep + ("\n" if name.endswith("jsonl") else ""))
+    (tmp_path / "plug" / "x").mkdir(parents=True)
+    (tmp_path / "plug" / "x" / "plugin.json").write_text(deep)
+    assert main("rerun", tmp_path / "prov.json", "--out", tmp_path / "o") == 2
+    assert main("classify", RGB, "--classifier", tmp_path / "card.json") == 2
+    assert main("audit", "verify", tmp_path / "audit.jsonl") == 2
+    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plug"))
+    assert main("plugins", "list") == 0
+    out = capsys.readouterr()
+    assert "internal error" not in out.err and "broken" in out.out
+
+
+def test_input_that_is_a_fifo_is_refused_not_waited_on(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "scan.dcm")
+    os.mkfifo(folder / "scan.png")
+    t0 = time.time()
+    assert main("classify", folder / "scan.dcm", *_clf(weights)) == 2
+    assert main("attack", folder / "scan.png", "--attack", "fgsm", *_clf(weights), "--out", tmp_path / "o") == 2
+    assert main("classify", folder, *_clf(weights)) == 2  # a folder holding only pipes: nothing readable
+    err = capsys.readouterr().err
+    assert time.time() - t0 < 120 and err.count("not a regular file") == 2 and "internal error" not in err

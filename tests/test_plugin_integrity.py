@@ -217,3 +217,52 @@ def test_provenance_records_the_plugin_and_its_hash(tmp_path, capsys):
     prov = json.loads(next((tmp_path / "o").glob("*_provenance.json")).read_text())
     assert prov["attack"]["name"] == "prov-fgsm"
     assert prov["attack"]["plugin"]["sha256"] == approved and prov["attack"]["plugin"]["entry"] == "impl:A"
+    # re-running it with other (even re-approved) plugin code is refused
+    impl = tmp_path / "plugins" / "prov" / "impl.py"
+    impl.write_text(impl.read_text() + "\n# changed\n")
+    plugins.enable("prov-fgsm")
+    prov_file = next((tmp_path / "o").glob("*_provenance.json"))
+    capsys.readouterr()
+    assert main(["rerun", str(prov_file), "--out", str(tmp_path / "again")]) == 2
+    assert "differs from the recorded run" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+
+
+def test_reapproval_and_disabling_during_a_session_take_effect(tmp_path):
+    from p2p_desktop.attacks import registry
+
+    d = _plugin(tmp_path / "plugins", "sess", "sess", "impl:A", source="impl.py", mark="v1")
+    plugins.enable("sess")
+    assert registry.get("sess").MARK == "v1"
+    (d / "impl.py").write_text(ATTACK_SRC.format(cls="A", name="sess", mark="v2"))
+    plugins.enable("sess")  # re-approved in the Plugins dialog: the registered loader must follow
+    assert registry.get("sess").MARK == "v2"
+    plugins.disable("sess")
+    with pytest.raises(InputError, match="disabled"):
+        registry.get("sess")
+
+
+def test_entry_point_plugin_runs_the_approved_source_only(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "epplug").mkdir(parents=True)
+    (site / "epplug" / "__init__.py").write_text("")
+    (site / "epplug" / "mod.py").write_text(ATTACK_SRC.format(cls="A", name="ep-attack", mark="approved"))
+    info_dir = site / "epplug-1.0.dist-info"
+    info_dir.mkdir()
+    (info_dir / "METADATA").write_text("Metadata-Version: 2.1\nName: epplug\nVersion: 1.0\n")
+    (info_dir / "entry_points.txt").write_text("[p2p_desktop.plugins]\nattack.ep-attack = epplug.mod:A\n")
+    monkeypatch.syspath_prepend(str(site))
+    info = plugins.find("ep-attack")
+    assert info is not None and info.source == "entry-point" and info.status == "disabled"
+    plugins.enable("ep-attack")
+    cls = plugins.load_plugin_object(plugins.find("ep-attack"))
+    assert cls.MARK == "approved" and not (site / "epplug" / "__pycache__" / "mod.cpython").exists()
+    assert not list((site / "epplug").glob("__pycache__/mod.*.pyc"))  # no bytecode written
+    (site / "epplug" / "mod.py").write_text(ATTACK_SRC.format(cls="A", name="ep-attack", mark="EDITED"))
+    assert plugins.find("ep-attack").status == "changed"
+    from p2p_desktop.attacks import registry
+
+    with pytest.raises(InputError, match="changed"):
+        registry.get("ep-attack")
+    sys.modules.pop("epplug.mod", None)
+    sys.modules.pop("epplug", None)

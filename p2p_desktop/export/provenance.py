@@ -170,7 +170,7 @@ def load_provenance(path: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"provenance record not found: {path}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputError(f"{path.name} is not a readable provenance record ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(f"{path.name} is not a p2p-desktop provenance record (no \"format\": \"{FORMAT}\")")

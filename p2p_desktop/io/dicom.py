@@ -47,6 +47,7 @@ MAX_DIMENSION = 16384  # rows and columns
 MAX_FRAME_BYTES = 512 * 2**20  # one decoded frame
 MAX_TOTAL_BYTES = 2 * 2**30  # all frames as declared by the header
 MAX_FILE_BYTES = MAX_TOTAL_BYTES + 64 * 2**20  # the file itself (it is read whole)
+MAX_SEQUENCE_DEPTH = 64  # nested sequence items (real files use a handful)
 
 #: Transfer syntaxes this program decodes (UID -> name). A listed syntax still needs its
 #: decoder plugin installed; an unlisted one (video, JPIP, private) is refused by UID.
@@ -118,6 +119,8 @@ def _check_file(path: Path) -> int:
             raise _error(path, "no such file")
         if path.is_dir():
             raise _error(path, "is a folder, not a file")
+        if not path.is_file():
+            raise _error(path, "not a regular file (a pipe, socket or device); refused")
         size = path.stat().st_size
         if size == 0:
             raise _error(path, "empty file (0 bytes)")
@@ -187,13 +190,15 @@ def _check_elements(ds: Any, path: Path) -> None:
     """Convert every element once, so a corrupt value fails here and not at export."""
     current: list = [None]
 
-    def walk(dataset: Any) -> None:
+    def walk(dataset: Any, depth: int = 0) -> None:
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise ValueError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
         for tag in list(dataset.keys()):
             current[0] = tag
             elem = dataset[tag]  # converts the raw value; raises on a corrupt one
             if elem.VR == "SQ":
                 for item in elem.value:
-                    walk(item)
+                    walk(item, depth + 1)
 
     try:
         walk(ds)

@@ -90,6 +90,8 @@ def _open(path: Path):
         raise _error(path, "no such file")
     if path.is_dir():
         raise _error(path, "is a folder, not a file")
+    if not path.is_file():
+        raise _error(path, "not a regular file (a pipe, socket or device); refused")
     try:
         if path.stat().st_size == 0:
             raise _error(path, "empty file (0 bytes)")

@@ -41,6 +41,8 @@ def detect_kind(path: str | os.PathLike) -> str | None:
     from p2p_desktop.io.images import sniff_image_format
 
     try:
+        if not os.path.isfile(path):  # a FIFO or device would block or never end
+            return None
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
@@ -55,6 +57,8 @@ def _kind_or_raise(path: Path) -> str:
         raise _error(path, "no such file")
     if path.is_dir():
         raise _error(path, "is a folder, not a file (scan it with scan_folder)")
+    if not path.is_file():
+        raise _error(path, "not a regular file (a pipe, socket or device); refused")
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:

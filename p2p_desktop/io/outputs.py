@@ -32,9 +32,15 @@ def _is_within(child: Path, parent: Path) -> bool:
 
 def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
     """Resolve ``out_dir`` and refuse it if it lies inside an input study's folder or is an input."""
-    out = Path(out_dir).expanduser().resolve()
+    try:
+        out = Path(out_dir).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise OutputError(f"output folder {out_dir} cannot be resolved ({exc})") from None
     for inp in inputs:
-        src = Path(inp).expanduser().resolve()
+        try:
+            src = Path(inp).expanduser().resolve()
+        except (RuntimeError, OSError) as exc:
+            raise OutputError(f"input {inp} cannot be resolved ({exc})") from None
         folder = src if src.is_dir() else src.parent
         if out == src or _is_within(out, folder):
             raise OutputError(

@@ -168,7 +168,7 @@ def _check_index(index: Path) -> None:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
         shards = set((data.get("weight_map") or {}).values())
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, RecursionError) as exc:
         raise ModelError(f"{index.parent.name}/{index.name} is not a readable shard index ({exc})") from None
     if not shards or not all(isinstance(s, str) for s in shards):
         raise ModelError(f"{index.parent.name}/{index.name} names no weight shards")
@@ -386,7 +386,7 @@ def check_configs(folder: Path) -> None:
             continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ModelError(f"{rel} of backbone {folder} is not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ModelError(f"{rel} of backbone {folder} is not a JSON object")

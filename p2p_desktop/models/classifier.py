@@ -89,7 +89,7 @@ class ModelCard:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ModelError(f"model card not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ModelError(f"model card {path.name} is not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise ModelError(f"model card {path.name} must be a JSON object")

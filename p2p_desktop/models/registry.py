@@ -76,7 +76,7 @@ def _bundle_entries() -> list[ModelEntry]:
     for card_path in sorted(root.glob("*/card.json")):
         try:
             card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             card = {"name": card_path.parent.name, "kind": "unknown", "_error": "card.json unreadable"}
         out.append(ModelEntry(name=str(card.get("name", card_path.parent.name)),
                               kind=str(card.get("kind", "classifier")), path=card_path, card=card))
