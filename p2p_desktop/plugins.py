@@ -375,10 +375,12 @@ def _import_folder_plugin(info: PluginInfo, module_name: str, approved: str):
     if key in sys.modules:
         return sys.modules[key]
     with _lock:
-        if package not in _finders:
+        finder = _finders.get(package)
+        if finder is None or finder not in sys.meta_path:
             finder = _SnapshotFinder(package, folder, files)
             sys.meta_path.insert(0, finder)
             _finders[package] = finder
+        if package not in sys.modules:  # also when something cleared the plugin's modules from sys.modules
             parent = importlib.util.module_from_spec(
                 importlib.machinery.ModuleSpec(package, None, is_package=True))
             parent.__path__ = []
