@@ -53,9 +53,11 @@ def unchanged():
 def _private_user_folders(tmp_path_factory):
     """Tests never touch the user's own settings, audit log, logs or plugin approvals."""
     home = tmp_path_factory.mktemp("p2p-home")
-    old = {k: os.environ.get(k) for k in ("P2P_DESKTOP_HOME", "P2P_DESKTOP_AUDIT_LOG")}
+    old = {k: os.environ.get(k) for k in ("P2P_DESKTOP_HOME", "P2P_DESKTOP_AUDIT_LOG", "P2P_DESKTOP_AUDIT_KEY")}
     os.environ["P2P_DESKTOP_HOME"] = str(home)
     os.environ["P2P_DESKTOP_AUDIT_LOG"] = str(home / "audit.jsonl")
+    # one installation key for the session's log: tests that move P2P_DESKTOP_HOME still sign it alike
+    os.environ["P2P_DESKTOP_AUDIT_KEY"] = str(home / "audit.key")
     yield home
     for k, v in old.items():
         if v is None:
