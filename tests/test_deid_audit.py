@@ -129,3 +129,43 @@ def test_gui_deidentified_exports_audit_without_identity(qtbot, window, tmp_path
         assert window.export_dicom(str(tmp_path / "plain"), deidentify=False)
     data = json.loads(_lines(log)[before])["data"]
     assert data["input"] == str(identified) and data["input_sha256"] == sha256_file(identified)
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(180)
+def test_gui_deidentified_send_to_pacs_audits_without_identity(qtbot, window, tmp_path, home, identified):
+    """Send to PACS… with De-identify: the instance reaches a real Orthanc de-identified, and
+    the pacs-send record (which lists each sent file) names no patient and no source file."""
+    from tests.orthanc import OUR_AET, orthanc_server, require_orthanc
+
+    require_orthanc()
+    from p2p_desktop.gui.pacs_dialog import open_send_dialog
+    from p2p_desktop.pacs import PacsSettings, save_settings
+
+    log = home / "audit.jsonl"
+    with orthanc_server(tmp_path / "orthanc") as orthanc:
+        save_settings(PacsSettings(ae_title=OUR_AET, storage_port=orthanc.storage_port))
+        with qtbot.waitSignal(window.browser.loading_finished, timeout=30000):
+            window.open_paths([identified])
+        qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
+        window.panel.set_attack("fgsm")
+        with qtbot.waitSignal(window.runner.finished, timeout=60000):
+            assert window.run_attack()
+        sender = open_send_dialog(window)
+        assert sender.chooser.add_node("orthanc", orthanc.aet, "127.0.0.1", orthanc.dicom_port)
+        sender.deidentify_box.setChecked(True)
+        before = len(_lines(log))
+        with qtbot.waitSignal(sender.runner.finished, timeout=60000):
+            assert sender.send()
+        assert sender.errors == [] and sender.transfer is not None
+        uid = sender.transfer.instances[0].sop_instance_uid
+        tags = orthanc.tags(orthanc.find_instance(uid))
+        assert tags["PatientIdentityRemoved"] == "YES" and tags["PatientID"] != IDENTITY["PatientID"]
+        sender.done(0)
+    new = _lines(log)[before:]
+    assert len(new) == 1 and json.loads(new[0])["event"] == "pacs-send"
+    ds = pydicom.dcmread(identified)
+    forbidden = [*IDENTITY.values(), "ROE_RICHARD", str(identified.parent), identified.stem, ds.StudyInstanceUID,
+                 ds.SOPInstanceUID, sha256_file(identified)]
+    assert not [f for f in forbidden if f in new[0]], new[0]
+    assert json.loads(new[0])["data"]["sop_instance_uids"] == [uid]
