@@ -235,3 +235,13 @@ def test_send_dicom_stores_every_export_in_orthanc(dataset, home, tmp_path, caps
     assert sent["status"] == "success" and sent["node"] == "orthanc" and sent["ae_title"] == OUR_AET
     assert sorted(sent["sop_instance_uids"]) == sorted(exported)
     assert main(["audit", "verify", str(tmp_path / "audit.jsonl")]) == 0
+
+
+def test_attack_checks_the_node_before_any_work_too(dataset, home, tmp_path, capsys):
+    out = tmp_path / "adv"
+    source = next(dataset.glob("benign/*.dcm"))
+    assert main(["attack", str(source), "--attack", "fgsm", "--classifier", CLASSIFIER, "--out", str(out),
+                 "--export-dicom", "--send-dicom", f"NOBODY@127.0.0.1:{free_port()}"]) == 2
+    err = _one_line_error(capsys)
+    assert "--send-dicom" in err and "connection refused" in err
+    assert not out.exists() and not (tmp_path / "audit.jsonl").exists()

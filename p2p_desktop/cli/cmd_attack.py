@@ -9,7 +9,7 @@ from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_ar
 from p2p_desktop.attacks.factory import build_attack, parse_params
 from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
 from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, apply_dtype, emit_json, progress_bar, seed_arg, split_list
-from p2p_desktop.cli.cmd_pacs import add_send_arg, check_send_arg, send_outputs
+from p2p_desktop.cli.cmd_pacs import add_send_arg, send_outputs
 
 __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
 
@@ -118,7 +118,9 @@ def run(args) -> int:
     spec(args.attack)
     check_output_dir(args.out, [args.input])
     reports = check_export_args(args)
-    send_node = check_send_arg(args)
+    from p2p_desktop.export.batch_dicom import check_send
+
+    send_node = check_send(args)  # resolved and C-ECHOed: an unreachable node stops here, nothing written
     attack = build_attack(args.attack, preset=args.preset, target=args.target, eps=args.eps,
                           steps=args.steps, seed=args.seed, params=parse_params(args.param))
     device = resolve_device(args.device)
