@@ -172,6 +172,8 @@ def test_deidentified_export_carries_no_identity(dataset, home, tmp_path, capsys
     record = _audit(tmp_path / "audit.jsonl")[-1]
     listed = [o["path"] for o in record["data"]["outputs"] if o["kind"] == "dicom"]
     assert sorted(listed) == sorted(o["path"] for o in dicoms)
+    text = json.dumps(record)
+    assert not [s.name for s in sources.values() if s.stem in text or sha256_file(s) in text]
     # the names are stable for this folder: a resumed run finds them and writes nothing new
     again = _evaluate(dataset, out, "--deidentify", capsys=capsys)
     assert [o for o in again["outputs"] if o["kind"] == "dicom"] == dicoms
