@@ -47,7 +47,7 @@ from p2p_desktop.jsonsafe import finite_json
 
 __all__ = ["GENESIS", "AuditLog", "ChainReport", "default_log_path", "default_key_path", "canonical_json",
            "record_hash", "record_mac", "key_id", "load_key", "append_event", "verify_log", "repair_log",
-           "chain_head", "outputs_summary", "audit_export", "VERIFY_PROOF"]
+           "chain_head", "outputs_summary", "audit_export", "keyed_digest", "source_digest", "VERIFY_PROOF"]
 
 GENESIS = "0" * 64
 ENV_VAR = "P2P_DESKTOP_AUDIT_LOG"
@@ -454,6 +454,21 @@ def outputs_summary(records: Iterable[dict[str, str]]) -> list[dict[str, str]]:
     return [{"kind": r["kind"], "path": r["path"], "sha256": r["sha256"]} for r in records]
 
 
+def keyed_digest(text: str, *, purpose: str, key_path: str | os.PathLike | None = None) -> str:
+    """HMAC-SHA256 (hex) under the installation's audit key of ``purpose`` NUL ``text``.
+
+    Used where a plain hash would link a de-identified output to its source: only a holder of
+    the key (and of the source) can recompute it. The key is created when missing."""
+    key = load_key(key_path, create=True)
+    return hmac.new(key, f"p2p-desktop {purpose}\0{text}".encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def source_digest(source_sha256: str, key_path: str | os.PathLike | None = None) -> str:
+    """The keyed digest of a source file's SHA-256 (hex) that de-identified exports are audited
+    with instead of the SHA-256 itself (:func:`keyed_digest`, purpose ``source-sha256``)."""
+    return keyed_digest(str(source_sha256), purpose="source-sha256", key_path=key_path)
+
+
 def append_event(event: str, data: dict[str, Any], log: str | os.PathLike | None = None) -> dict[str, Any]:
     """Append one record to ``log`` (default :func:`default_log_path`)."""
     return AuditLog(log).append(event, data)
@@ -463,6 +478,8 @@ def audit_export(what: str, result: Any, study: Any, outputs: Iterable[dict[str,
                  deidentified: bool = False, log: str | os.PathLike | None = None) -> dict[str, Any]:
     """Append an ``export`` record for files written from an existing run (the GUI's export
     actions): what was exported, from which input and run, and every file with its SHA-256.
+    De-identified exports name no input: ``input`` and ``input_sha256`` are null and
+    ``input_keyed_digest`` is :func:`source_digest` of the source's SHA-256.
 
     Call it inside the ``OutputSet`` block, after the last write, so a failed append rolls
     the export back::
@@ -475,10 +492,13 @@ def audit_export(what: str, result: Any, study: Any, outputs: Iterable[dict[str,
 
     path = Path(study.path)
     clf = getattr(result, "classifier", None) or {}
+    digest = sha256_file(path) if path.is_file() else None
     data = {
         "what": what,
-        "input": str(path),
-        "input_sha256": sha256_file(path) if path.is_file() else None,
+        # de-identified: neither the input's path nor its SHA-256 (which would link the pseudonymous
+        # outputs to the source); a keyed digest only a holder of the audit key and the source can match
+        "input": None if deidentified else str(path),
+        "input_sha256": None if deidentified else digest,
         "frame": int(getattr(study, "frame_index", 0)),
         "attack": getattr(result, "attack", None),
         "config": getattr(result, "config", None),
@@ -488,4 +508,6 @@ def audit_export(what: str, result: Any, study: Any, outputs: Iterable[dict[str,
         "deidentified": bool(deidentified),
         "outputs": outputs_summary(outputs),
     }
+    if deidentified:
+        data["input_keyed_digest"] = source_digest(digest) if digest else None
     return AuditLog(log).append("export", data)

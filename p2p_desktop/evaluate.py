@@ -597,6 +597,7 @@ def evaluate(
     report: str | Sequence[str] | None = None,
     metrics: str = "native",
     dtype: str | None = None,
+    dicom: Any = None,
 ) -> EvaluationResult:
     """Attack every correctly classified image of ``dataset_dir`` with each attack, per classifier.
 
@@ -611,6 +612,8 @@ def evaluate(
     :class:`InputError` before anything is written. ``metrics``: the metric protocol of the tables
     (``paper`` or ``native``, see :mod:`p2p_desktop.metrics`); ``dtype``: precision of the diffusion
     backbone (auto, fp32, fp16, bf16). P2P runs its ``paper`` preset unless ``preset`` names another.
+    ``dicom``: a :class:`~p2p_desktop.export.batch_dicom.BatchDicomExport` that writes a derived
+    DICOM of each success (``evaluate --export-dicom``).
     """
     from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.device import resolve_device
@@ -675,6 +678,8 @@ def evaluate(
                          "sha256": c.card.sha256 or sha256_file(c.card.weights_path)} for c in loaded],
         "backbone": None if bb is None else {k: v for k, v in bb.identity().items() if k != "path"},
     }
+    if dicom is not None:  # derived DICOMs (export/batch_dicom.py): resumed only with the same export settings
+        config["dicom_export"] = dicom.settings()
     config = json.loads(json.dumps(config, default=str))
     fingerprint = _fingerprint(config)
     resuming = _check_state(out, config, fingerprint)
@@ -777,6 +782,8 @@ def evaluate(
                         if res.success:
                             _replace_atomic(adversarial_path(out, clf.name, attack.name, image_id),
                                             encode_png(res.adversarial, bits=study.bits_stored))
+                            if dicom is not None:
+                                dicom.export(out, res, study, clf.name, attack.name, image_id, root)
                     record(row)
                     notify(done, total, what, eta())
     except (Cancelled, KeyboardInterrupt):
@@ -823,6 +830,7 @@ def evaluate(
     # images skipped in an earlier session are re-checked above, so these counts are complete
     honest = _validity_and_transfer(summary, rows, root, out, loaded, attack_names, cancel, total, per_image_path, bb)
     notes += honest["notes"]
+    dicom_outputs = dicom.finish(out, rows, notes) if dicom is not None else []
     header = {"dataset": str(root), "images": len(items), "limit": limit, "seed": int(seed), "device": dev,
               "metrics": metrics, "warnings": warnings}
     seconds = time.perf_counter() - t_start
@@ -833,6 +841,8 @@ def evaluate(
                     "procedures": {a: p["label"] for a, p in procedures.items()}, "warnings": warnings,
                     "transfer": honest["transfer"]}
     outputs = [{"kind": "per-image-csv", "path": str(per_image_path), "sha256": sha256_file(per_image_path)}]
+    outputs += dicom_outputs
+    summary_json["outputs"] = list(outputs)  # the files written before it (per-image table, DICOMs)
     for kind, data in (("summary-md", (summary_markdown(summary, notes, header) + honest["markdown"]).encode()),
                        ("summary-csv", _summary_csv(summary).encode()),
                        ("summary-json", json.dumps(_finite(summary_json), indent=2, default=str,

@@ -157,5 +157,11 @@ def test_gui_export_record(tmp_path, pydicom_file):
         outs.write_bytes("x.dcm", b"dicom", kind="dicom")
         rec = audit_export("dicom", result, study, outs.records, deidentified=True, log=log)
     assert rec["event"] == "export" and rec["data"]["outputs"][0]["sha256"] == outs.records[0]["sha256"]
-    assert rec["data"]["input_sha256"] and rec["data"]["deidentified"] is True
+    # de-identified: no input path and no plain source SHA-256, a keyed digest instead
+    assert rec["data"]["input"] is None and rec["data"]["input_sha256"] is None
+    assert rec["data"]["input_keyed_digest"] and rec["data"]["deidentified"] is True
+    plain = audit_export("dicom", result, study, outs.records, deidentified=False, log=log)
+    assert plain["data"]["input"] == str(study.path) and plain["data"]["input_sha256"]
+    assert "input_keyed_digest" not in plain["data"]
+    assert rec["data"]["input_keyed_digest"] != plain["data"]["input_sha256"]
     assert verify_log(log).ok

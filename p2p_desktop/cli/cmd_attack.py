@@ -9,7 +9,7 @@ from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_ar
 from p2p_desktop.attacks.factory import build_attack, parse_params
 from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
 from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, apply_dtype, emit_json, progress_bar, seed_arg, split_list
-from p2p_desktop.cli.cmd_pacs import add_send_arg, check_send_arg, send_outputs
+from p2p_desktop.cli.cmd_pacs import add_send_arg, send_outputs
 
 __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
 
@@ -105,7 +105,7 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
 def run(args) -> int:
     from p2p_desktop.attacks.registry import spec
     from p2p_desktop.attacks.runner import run_attack
-    from p2p_desktop.audit import AuditLog
+    from p2p_desktop.audit import AuditLog, source_digest
     from p2p_desktop.cancel import CancelToken
     from p2p_desktop.device import resolve_device
     from p2p_desktop.export.provenance import model_spec
@@ -118,7 +118,9 @@ def run(args) -> int:
     spec(args.attack)
     check_output_dir(args.out, [args.input])
     reports = check_export_args(args)
-    send_node = check_send_arg(args)
+    from p2p_desktop.export.batch_dicom import check_send
+
+    send_node = check_send(args)  # resolved and C-ECHOed: an unreachable node stops here, nothing written
     attack = build_attack(args.attack, preset=args.preset, target=args.target, eps=args.eps,
                           steps=args.steps, seed=args.seed, params=parse_params(args.param))
     device = resolve_device(args.device)
@@ -158,17 +160,20 @@ def run(args) -> int:
     clf_spec = model_spec(args.classifier, arch=args.arch, classes=split_list(args.classes) or None,
                           input_size=args.input_size)
     bb_spec = model_spec(args.backbone or "demo", config_dir=args.backbone_config) if backbone is not None else None
+    input_sha256 = sha256_file(args.input)
+    # de-identified: the audit record names no input; a keyed digest replaces its SHA-256
+    keyed = {"input_keyed_digest": source_digest(input_sha256)} if args.deidentify else {}
     with OutputSet(args.out, [args.input], cancel=cancel) as outs:
-        summary = write_run_outputs(result, study, outs, input_sha256=sha256_file(args.input),
+        summary = write_run_outputs(result, study, outs, input_sha256=input_sha256,
                                     export_dicom=args.export_dicom, deidentify=args.deidentify, reports=reports,
                                     classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label,
                                     audit_log=audit.path)
         entry = audit.append("attack", audit_record(summary, "attack", outs.records,
-                                                        deidentified=bool(args.deidentify)))
+                                                        deidentified=bool(args.deidentify), **keyed))
         if args.deidentify and args.pseudonym_map:  # only when asked: the one link to the source
             from p2p_desktop.export.run_outputs import record_pseudonym
 
-            record_pseudonym(args.pseudonym_map, study.output_name, study, sha256_file(args.input))
+            record_pseudonym(args.pseudonym_map, study.output_name, study, input_sha256)
     summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
     from p2p_desktop.input_check import WARNING_PREFIX
 

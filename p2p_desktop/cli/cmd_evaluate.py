@@ -48,7 +48,32 @@ def add_parser(sub) -> None:
                    help='print one JSON object {"summary", "outputs", "notes"} on stdout')
     p.add_argument("--report", metavar="html,pdf",
                    help="also write the batch report (evaluation_report.html / .pdf) at the end")
+    _add_dicom_args(p)
     p.set_defaults(handler=run)
+
+
+def _add_dicom_args(p) -> None:
+    """``--export-dicom``, ``--deidentify``, ``--send-dicom`` (p2p_desktop/export/batch_dicom.py)."""
+    from p2p_desktop.cli.cmd_pacs import add_send_arg
+
+    p.add_argument("--export-dicom", action="store_true",
+                   help="also write each successful adversarial image as a DICOM derived from its source "
+                        "(DIR/dicom/CLASSIFIER/ATTACK/..., Secondary Capture for plain images)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="with --export-dicom: de-identify the DICOMs (PS3.15 Annex E basic profile) and name "
+                        "them by keyed pseudonyms")
+    add_send_arg(p)
+
+
+def _dicom_export(args):
+    """The DICOM export and the --send-dicom node, both checked before any work."""
+    from p2p_desktop.errors import InputError
+    from p2p_desktop.export.batch_dicom import BatchDicomExport, check_send
+
+    if args.deidentify and not args.export_dicom:
+        raise InputError("--deidentify applies to --export-dicom; add it")
+    node = check_send(args)
+    return (BatchDicomExport(deidentify=args.deidentify) if args.export_dicom else None), node
 
 
 class _Interrupt:
@@ -81,6 +106,7 @@ def run(args) -> int:
 
     token = CancelToken()
     params = parse_params(args.param)
+    dicom, send_node = _dicom_export(args)
     state: dict = {"bar": None}
 
     def on_progress(done: int, total: int, what: str, eta) -> None:
@@ -103,13 +129,18 @@ def run(args) -> int:
             result = evaluate(args.dataset, split_list(args.attacks), split_list(args.classifiers), args.out,
                               backbone=args.backbone, limit=args.limit, seed=args.seed, device=args.device,
                               params=params, preset=args.preset, on_progress=on_progress, cancel=token,
-                              on_step=on_step, report=args.report, **_repro_kwargs(args))
+                              on_step=on_step, report=args.report, dicom=dicom, **_repro_kwargs(args))
     finally:
         if state["bar"] is not None:
             state["bar"].close()
 
+    sent = None
+    if send_node is not None:
+        from p2p_desktop.export.batch_dicom import send_exports
+
+        sent = send_exports(send_node, result.outputs, args)
     if args.json:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), **({"sent": sent} if sent is not None else {})})
         return 0
     for w in result.warnings if hasattr(result, "warnings") else ():
         print(f"p2p-desktop: warning: {w}", file=sys.stderr)
