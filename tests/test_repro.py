@@ -323,6 +323,17 @@ def test_evaluate_paper_metrics_and_procedure_labels(tmp_path):
         evaluate(data, ["fgsm"], ["demo-squeezenet1_1"], tmp_path / "out2", metrics="fancy")
 
 
+def test_evaluate_dtype_is_checked_before_any_write(tmp_path):
+    from p2p_desktop.evaluate import evaluate
+
+    data = _phantom_dir(tmp_path, n=1, seed=7_650_000)
+    with pytest.raises(InputError, match="applies to the diffusion attacks"):
+        evaluate(data, ["fgsm"], ["demo-squeezenet1_1"], tmp_path / "o", dtype="bf16")
+    with pytest.raises(InputError, match="fp16 cannot run on the CPU"):
+        evaluate(data, ["fgsm", "diff-pgd"], ["demo-squeezenet1_1"], tmp_path / "o", dtype="fp16", device="cpu")
+    assert not (tmp_path / "o").exists()
+
+
 def test_evaluate_runs_p2p_paper_unless_told_otherwise():
     from p2p_desktop.evaluate import _default_presets, build_attacks
 

@@ -41,7 +41,10 @@ def describe(attack, preset: str | None = None, backbone: Any = None, info: dict
     cfg = attack.config.to_dict()
     name = _preset_name(attack, preset)
     base_preset = name if name in type(attack).presets else None
-    base = type(attack).from_preset(base_preset, seed=cfg.get("seed", 0)).config.to_dict()
+    try:
+        base = type(attack).from_preset(base_preset, seed=cfg.get("seed", 0)).config.to_dict()
+    except Exception:  # noqa: BLE001 - a plugin config without defaults: no list of changes
+        base = cfg
     changes = {k: v for k, v in cfg.items() if k not in _IGNORED and base.get(k) != v}
     if "resolution" in cfg:
         res = info.get("resolution") or cfg["resolution"] or (backbone.resolution if backbone is not None else None)

@@ -270,7 +270,9 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         ("attack's internal verdict", f"{result.internal_label} "
                                       f"({'success' if result.success_internal else 'failure'})"),
     ]
-    run = [("attack", result.attack), ("seed", str(result.seed)), ("device", result.device),
+    run = [("attack", result.attack),
+           ("procedure", (getattr(result, "procedure", None) or {}).get("label", result.attack)),
+           ("metric protocol", "native (the images as written)"), ("seed", str(result.seed)), ("device", result.device),
            ("time", f"{result.seconds:.3f} s"), ("iterations", str(result.iterations))]
     config = [(k, _fmt(v)) for k, v in sorted(result.config.items())]
     clf = result.classifier or {}
