@@ -479,3 +479,22 @@ def test_diff_pgd_succeeds_on_demo_phantoms(demo):
     results = [run_attack(st, clf, DiffPGD(), backbone=bb, true_label=lab) for st, lab in studies]
     assert sum(r.success for r in results) >= 2, [r.adversarial_label for r in results]
     assert all(r.metrics["linf"] <= 1.0 and r.info["ddim_timesteps"] == [60, 40, 20, 0] for r in results)
+
+
+def test_rerun_dtype_is_recorded_and_checked(tmp_path, capsys, monkeypatch):
+    from p2p_desktop.cli.main import main
+
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(tmp_path / "audit.log"))
+    img = _phantom_png(tmp_path, seed=7_800_000)
+    assert main(["attack", str(img), "--attack", "p2p", "--steps", "1", "--backbone", "demo", "--classifier",
+                 "demo-squeezenet1_1", "--device", "cpu", "--out", str(tmp_path / "a"), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["procedure"]["label"] == "p2p[fast, steps=1, 128 px, residual, fp32]"
+    prov = next(o["path"] for o in first["outputs"] if o["kind"] == "provenance")
+    assert main(["rerun", prov, "--out", str(tmp_path / "b"), "--dtype", "bf16", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["config"]["dtype"] == "bf16" and again["procedure"]["precision"] == "bf16"
+    with pytest.raises(SystemExit) as err:
+        raise SystemExit(main(["rerun", prov, "--out", str(tmp_path / "c"), "--dtype", "fp16"]))
+    assert err.value.code == 2 and "fp16 cannot run on the CPU" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
