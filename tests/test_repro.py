@@ -380,7 +380,8 @@ def test_cli_attack_paper_preset_says_what_it_ran(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(tmp_path / "audit.log"))
     img = _phantom_png(tmp_path)
     code = main(["attack", str(img), "--attack", "p2p", "--preset", "paper", "--steps", "2", "--backbone", "demo",
-                 "--classifier", "demo-squeezenet1_1", "--device", "cpu", "--out", str(tmp_path / "out"), "--json"])
+                 "--classifier", "demo-squeezenet1_1", "--device", "cpu", "--out", str(tmp_path / "out"), "--json",
+                 "--export-dicom"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["procedure"]["label"] == "p2p[paper, steps=2, 224 px, decoded, fp32]"
@@ -390,6 +391,10 @@ def test_cli_attack_paper_preset_says_what_it_ran(tmp_path, capsys, monkeypatch)
     prov = next(Path(o["path"]) for o in out["outputs"] if o["kind"] == "provenance")
     record = json.loads(prov.read_text())
     assert record["attack"]["procedure"]["label"] == out["procedure"]["label"]
+    import pydicom
+
+    dcm = pydicom.dcmread(next(Path(o["path"]) for o in out["outputs"] if o["kind"] == "dicom"))
+    assert f"procedure {out['procedure']['label']}" in dcm.DerivationDescription
 
 
 @pytest.mark.parametrize("extra, message", [
