@@ -19,7 +19,7 @@ METRIC_PROTOCOL_TEXT = {
               "(source geometry); FID over all successful examples",
 }
 
-_IGNORED = ("seed", "target", "preset")
+_IGNORED = ("seed", "target", "preset", "resolution", "output", "dtype")  # these have their own slots
 
 
 def _preset_name(attack, preset: str | None) -> str:
