@@ -941,7 +941,7 @@ def _default_presets(attacks: Sequence[str], preset: str | Mapping[str, str] | N
 
 def _apply_dtype(attack_objs: list, dtype: str | None, device: str) -> list:
     """``dtype`` applied to every diffusion attack (after checking the device can run it)."""
-    from p2p_desktop.cli.common import apply_dtype
+    from p2p_desktop.attacks.procedure import apply_dtype
 
     if dtype is not None and not any(a.requires_backbone for a in attack_objs) and dtype not in ("auto", "fp32"):
         raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p), none of which is in "

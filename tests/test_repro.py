@@ -323,6 +323,17 @@ def test_evaluate_paper_metrics_and_procedure_labels(tmp_path):
         evaluate(data, ["fgsm"], ["demo-squeezenet1_1"], tmp_path / "out2", metrics="fancy")
 
 
+def test_evaluate_dtype_is_checked_before_any_write(tmp_path):
+    from p2p_desktop.evaluate import evaluate
+
+    data = _phantom_dir(tmp_path, n=1, seed=7_650_000)
+    with pytest.raises(InputError, match="applies to the diffusion attacks"):
+        evaluate(data, ["fgsm"], ["demo-squeezenet1_1"], tmp_path / "o", dtype="bf16")
+    with pytest.raises(InputError, match="fp16 cannot run on the CPU"):
+        evaluate(data, ["fgsm", "diff-pgd"], ["demo-squeezenet1_1"], tmp_path / "o", dtype="fp16", device="cpu")
+    assert not (tmp_path / "o").exists()
+
+
 def test_evaluate_runs_p2p_paper_unless_told_otherwise():
     from p2p_desktop.evaluate import _default_presets, build_attacks
 
@@ -369,7 +380,8 @@ def test_cli_attack_paper_preset_says_what_it_ran(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(tmp_path / "audit.log"))
     img = _phantom_png(tmp_path)
     code = main(["attack", str(img), "--attack", "p2p", "--preset", "paper", "--steps", "2", "--backbone", "demo",
-                 "--classifier", "demo-squeezenet1_1", "--device", "cpu", "--out", str(tmp_path / "out"), "--json"])
+                 "--classifier", "demo-squeezenet1_1", "--device", "cpu", "--out", str(tmp_path / "out"), "--json",
+                 "--export-dicom"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["procedure"]["label"] == "p2p[paper, steps=2, 224 px, decoded, fp32]"
@@ -379,6 +391,10 @@ def test_cli_attack_paper_preset_says_what_it_ran(tmp_path, capsys, monkeypatch)
     prov = next(Path(o["path"]) for o in out["outputs"] if o["kind"] == "provenance")
     record = json.loads(prov.read_text())
     assert record["attack"]["procedure"]["label"] == out["procedure"]["label"]
+    import pydicom
+
+    dcm = pydicom.dcmread(next(Path(o["path"]) for o in out["outputs"] if o["kind"] == "dicom"))
+    assert f"procedure {out['procedure']['label']}" in dcm.DerivationDescription
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -468,3 +484,22 @@ def test_diff_pgd_succeeds_on_demo_phantoms(demo):
     results = [run_attack(st, clf, DiffPGD(), backbone=bb, true_label=lab) for st, lab in studies]
     assert sum(r.success for r in results) >= 2, [r.adversarial_label for r in results]
     assert all(r.metrics["linf"] <= 1.0 and r.info["ddim_timesteps"] == [60, 40, 20, 0] for r in results)
+
+
+def test_rerun_dtype_is_recorded_and_checked(tmp_path, capsys, monkeypatch):
+    from p2p_desktop.cli.main import main
+
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(tmp_path / "audit.log"))
+    img = _phantom_png(tmp_path, seed=7_800_000)
+    assert main(["attack", str(img), "--attack", "p2p", "--steps", "1", "--backbone", "demo", "--classifier",
+                 "demo-squeezenet1_1", "--device", "cpu", "--out", str(tmp_path / "a"), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["procedure"]["label"] == "p2p[fast, steps=1, 128 px, residual, fp32]"
+    prov = next(o["path"] for o in first["outputs"] if o["kind"] == "provenance")
+    assert main(["rerun", prov, "--out", str(tmp_path / "b"), "--dtype", "bf16", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["config"]["dtype"] == "bf16" and again["procedure"]["precision"] == "bf16"
+    with pytest.raises(SystemExit) as err:
+        raise SystemExit(main(["rerun", prov, "--out", str(tmp_path / "c"), "--dtype", "fp16"]))
+    assert err.value.code == 2 and "fp16 cannot run on the CPU" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["describe", "backbone_dtype", "METRIC_PROTOCOL_TEXT"]
+__all__ = ["describe", "backbone_dtype", "apply_dtype", "METRIC_PROTOCOL_TEXT"]
 
 METRIC_PROTOCOL_TEXT = {
     "paper": "paper protocol: LPIPS (AlexNet) and SSIM (11×11 Gaussian window, σ = 1.5) on Resize(256) + "
@@ -19,7 +19,7 @@ METRIC_PROTOCOL_TEXT = {
               "(source geometry); FID over all successful examples",
 }
 
-_IGNORED = ("seed", "target", "preset")
+_IGNORED = ("seed", "target", "preset", "resolution", "output", "dtype")  # these have their own slots
 
 
 def _preset_name(attack, preset: str | None) -> str:
@@ -41,7 +41,10 @@ def describe(attack, preset: str | None = None, backbone: Any = None, info: dict
     cfg = attack.config.to_dict()
     name = _preset_name(attack, preset)
     base_preset = name if name in type(attack).presets else None
-    base = type(attack).from_preset(base_preset, seed=cfg.get("seed", 0)).config.to_dict()
+    try:
+        base = type(attack).from_preset(base_preset, seed=cfg.get("seed", 0)).config.to_dict()
+    except Exception:  # noqa: BLE001 - a plugin config without defaults: no list of changes
+        base = cfg
     changes = {k: v for k, v in cfg.items() if k not in _IGNORED and base.get(k) != v}
     if "resolution" in cfg:
         res = info.get("resolution") or cfg["resolution"] or (backbone.resolution if backbone is not None else None)
@@ -66,3 +69,23 @@ def backbone_dtype(attacks) -> str | None:
     wanted.discard(None)
     wanted.discard("auto")
     return next(iter(wanted)) if len(wanted) == 1 else None
+
+
+def apply_dtype(attack, dtype: str | None, device: str):
+    """The attack with ``--dtype`` applied, after checking the device can run it (InputError otherwise)."""
+    from dataclasses import fields
+
+    from p2p_desktop.device import check_dtype
+    from p2p_desktop.errors import InputError
+
+    if dtype is None:
+        want = attack.config.to_dict().get("dtype")
+        if want and want != "auto":
+            check_dtype(device, want)
+        return attack
+    check_dtype(device, dtype)
+    if "dtype" not in {f.name for f in fields(attack.Config)}:
+        if dtype in ("auto", "fp32"):
+            return attack
+        raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p); {attack.name} runs in fp32")
+    return type(attack)(attack.config.replace(dtype=dtype))

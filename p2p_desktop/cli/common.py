@@ -55,23 +55,10 @@ def add_dtype_arg(p, default_help: str = "the preset's, else auto") -> None:
 
 
 def apply_dtype(attack, dtype: str | None, device: str):
-    """The attack with ``--dtype`` applied, after checking the device can run it (InputError otherwise)."""
-    from dataclasses import fields
+    """The attack with ``--dtype`` applied (see :func:`p2p_desktop.attacks.procedure.apply_dtype`)."""
+    from p2p_desktop.attacks.procedure import apply_dtype as _apply
 
-    from p2p_desktop.device import check_dtype
-    from p2p_desktop.errors import InputError
-
-    if dtype is None:
-        want = attack.config.to_dict().get("dtype")
-        if want and want != "auto":
-            check_dtype(device, want)
-        return attack
-    check_dtype(device, dtype)
-    if "dtype" not in {f.name for f in fields(attack.Config)}:
-        if dtype in ("auto", "fp32"):
-            return attack
-        raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p); {attack.name} runs in fp32")
-    return type(attack)(attack.config.replace(dtype=dtype))
+    return _apply(attack, dtype, device)
 
 
 def split_list(text: str | None) -> list[str]:

@@ -180,6 +180,8 @@ def _derivation_text(result) -> str:
     parts = [
         "Adversarial example, research use only, not for diagnosis",
         f"p2p-desktop {result.versions.get('p2p-desktop', '')}".strip(),
+        # the procedure (preset, resolution, output mode, precision) before the long config, which may be cut
+        f"procedure {(getattr(result, 'procedure', None) or {}).get('label', result.attack)}",
         f"attack {result.attack} {json.dumps(result.config, sort_keys=True, default=str)}",
         f"classifier {clf.get('name', '')} ({clf.get('architecture', '')}) sha256 {clf.get('sha256') or 'unknown'}",
     ]

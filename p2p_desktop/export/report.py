@@ -366,7 +366,9 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
         kept = oracle.get("verdict") or "not judged"
         valid = {True: "; valid success", False: "; not a valid success", None: ""}[oracle.get("valid_success")]
         outcome.append(("label kept? (phantom oracle)", f"{kept}{valid} — {oracle.get('reason', '')}"))
-    run = [("attack", result.attack), ("seed", str(result.seed)), ("device", result.device),
+    run = [("attack", result.attack),
+           ("procedure", (getattr(result, "procedure", None) or {}).get("label", result.attack)),
+           ("metric protocol", "native (the images as written)"), ("seed", str(result.seed)), ("device", result.device),
            ("time", f"{result.seconds:.3f} s"), ("iterations", str(result.iterations))]
     config = [(k, _fmt(v)) for k, v in sorted(result.config.items())]
     clf = result.classifier or {}
