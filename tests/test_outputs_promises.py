@@ -49,7 +49,8 @@ def test_output_folder_inside_the_study_is_refused_however_spelled(tmp_path, stu
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path)
     with unchanged(study_dir):
-        with pytest.raises(OutputError, match="inside the input study's folder"):
+        with pytest.raises(OutputError, match="inside the input study's folder .*; choose a folder outside it "
+                                               r"\(sources are never written to\)$"):
             check_output_dir(spelling, [study_dir / "us.dcm"])
         with pytest.raises(OutputError, match="inside the input study's folder"):
             OutputSet(tmp_path / spelling, [study_dir / "us.dcm"])
@@ -117,13 +118,30 @@ def test_unique_path_counts_up_past_taken_names(tmp_path):
 
 
 def test_a_taken_name_keeps_its_bytes_and_the_new_file_goes_beside_it(tmp_path):
-    target = tmp_path / "deep" / "x_adv.png"
+    target = tmp_path / "deep" / "er" / "x_adv.png"
     first = atomic_write_bytes(target, b"first")
     second = atomic_write_bytes(target, b"second")
     third = atomic_write_bytes(target, b"third")
     assert (first, second, third) == (target, target.with_name("x_adv-1.png"), target.with_name("x_adv-2.png"))
     assert [p.read_bytes() for p in (first, second, third)] == [b"first", b"second", b"third"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["x_adv-1.png", "x_adv-2.png", "x_adv.png"]
+
+
+def test_the_bytes_are_staged_beside_the_target_and_linked_into_place(tmp_path, monkeypatch):
+    """The temporary file lives in the target folder (same file system: the link is atomic)."""
+    real_link = os.link
+    staged = []
+
+    def watching_link(src, dst):
+        staged.append((Path(src), Path(dst), Path(src).read_bytes()))
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", watching_link)
+    got = atomic_write_bytes(tmp_path / "x_adv.png", b"ours")
+    [(src, dst, data)] = staged
+    assert src.parent == tmp_path and src.name.startswith(".x_adv.png.") and src.name.endswith(".part")
+    assert dst == got == tmp_path / "x_adv.png" and data == b"ours"
+    assert not src.exists()
 
 
 def test_a_name_taken_between_choosing_it_and_writing_is_not_overwritten(tmp_path, monkeypatch):
