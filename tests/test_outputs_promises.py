@@ -240,6 +240,24 @@ def test_ctrl_c_while_writing_removes_every_file_and_the_new_folder(tmp_path):
     assert outs.records == []
 
 
+def test_ctrl_c_while_a_file_is_being_hashed_leaves_nothing(tmp_path, monkeypatch):
+    """Hashing a large output takes time; Ctrl-C then must not leave an unrecorded file behind."""
+    real = outputs.sha256_bytes
+
+    def interrupted(data):
+        if data == b"big":
+            raise KeyboardInterrupt
+        return real(data)
+
+    monkeypatch.setattr(outputs, "sha256_bytes", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with OutputSet(out) as outs:
+            outs.write_bytes("a.png", b"a", kind="png")
+            outs.write_bytes("b.dcm", b"big", kind="dicom")
+    assert not out.exists(), sorted(os.listdir(out))
+
+
 def test_rollback_keeps_an_existing_folder_and_what_was_in_it(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

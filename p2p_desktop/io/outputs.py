@@ -126,8 +126,9 @@ class OutputSet:
     def write_bytes(self, name: str, data: bytes, kind: str) -> Path:
         if self.cancel is not None:
             self.cancel.check()  # raises Cancelled; the with-block then rolls everything back
+        digest = sha256_bytes(data)  # before the file exists: an interrupt here leaves nothing behind
         path = atomic_write_bytes(self.out_dir / name, data)
-        self.records.append({"kind": kind, "path": str(path), "sha256": sha256_bytes(data)})
+        self.records.append({"kind": kind, "path": str(path), "sha256": digest})
         return path
 
     def rollback(self) -> None:
