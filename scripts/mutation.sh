@@ -49,7 +49,8 @@ if ! "$python" -c "import mutmut" 2>/dev/null; then
   echo "mutation.sh: mutmut is not installed (pip install -e '.[mutation]')" >&2
   exit 2
 fi
-equivalents="$here/mutation-equivalent.txt"
+equivalents="$src/scripts/mutation-equivalent.txt"
+[ -f "$equivalents" ] || equivalents="$here/mutation-equivalent.txt"
 
 # The narrowest tests that exercise each module's promises.
 default_tests() {
