@@ -250,3 +250,164 @@ def test_a_grey_output_on_a_colour_source_is_spread_to_every_channel(tmp_path):
     r = run_attack(study, clf, _WorksAtOtherGeometry(size=16, channels=3, shift=0.9))
     assert r.adversarial.max() == 1.0  # clamped to [0,1] before it is written
     assert _on_levels(r.adversarial)
+
+
+# -- seeding, cancel, out-of-memory retry, the summary ------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _NoisyConfig(AttackConfig):
+    batch: int = 1
+    fail: str = ""  # "oom" / "value": raise that before (and after) drawing random numbers
+    fail_batch_min: int = 2
+
+
+class _Noisy(Attack):
+    """Adds seeded noise (torch's global RNG and the context's generator); 'runs out of memory'
+    when ``batch`` ≥ ``fail_batch_min``, after drawing random numbers (so a retry must reseed)."""
+
+    name = "noisy"
+    Config = _NoisyConfig
+    requires_backbone = False
+
+    def run(self, x, ctx):
+        import torch
+
+        cfg = self.config
+        g = torch.rand(x.shape) * 0.02 + torch.rand(x.shape, generator=ctx.generator) * 0.02
+        if cfg.fail and cfg.batch >= cfg.fail_batch_min:
+            if cfg.fail == "oom":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+            raise ValueError("not a memory problem")
+        ctx.step(1, 1, 0.0, ctx.classifier.probs(x + g)[0])
+        return AttackOutput(adversarial=(x + g).clamp(0, 1), iterations=1, info={"batch": cfg.batch})
+
+    def cheaper(self):
+        return _Noisy(self.config.replace(batch=1)) if self.config.batch > 1 else None
+
+
+def _expected_noisy(study, seed: int) -> np.ndarray:
+    """The noisy attack's written image, computed here from the seed alone."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(study.image.transpose(2, 0, 1)))[None]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.rand(x.shape) * 0.02 + torch.rand(x.shape, generator=gen) * 0.02
+    adv = (x + g).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    return study.quantise(adv)
+
+
+def test_the_seed_drives_both_random_sources(png_study):
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, _Noisy(seed=9))
+    np.testing.assert_array_equal(r.adversarial, _expected_noisy(png_study, 9))
+    assert not np.array_equal(r.adversarial, _expected_noisy(png_study, 0))
+    assert r.seed == 9
+
+
+def test_out_of_memory_retries_once_at_lower_cost_reseeded(png_study):
+    clf = _classifier("internal-only")
+    events = []
+    r = run_attack(png_study, clf, _Noisy(seed=3, batch=4, fail="oom"), on_step=events.append)
+    assert r.config["batch"] == 1 and r.info == {"batch": 1}
+    assert "noisy ran out of memory on cpu; retried at lower cost with {'batch': 1}" in r.notes
+    # the retry starts from the seed again: the same image as a first run at the lower cost
+    np.testing.assert_array_equal(r.adversarial, _expected_noisy(png_study, 3))
+    assert len(r.history) == 1 and len(events) == 1 and r.history[0] is events[0]
+
+
+def test_out_of_memory_without_or_after_the_cheaper_run_is_one_clear_error(png_study):
+    from p2p_desktop.errors import OutOfMemory
+
+    clf = _classifier("internal-only")
+    with pytest.raises(OutOfMemory) as exc:
+        run_attack(png_study, clf, _Noisy(batch=1, fail="oom", fail_batch_min=1))
+    assert str(exc.value) == ("noisy ran out of memory on cpu; free memory (close other jobs), use a smaller "
+                              "model or --device cpu")
+    with pytest.raises(OutOfMemory) as exc:
+        run_attack(png_study, clf, _Noisy(batch=3, fail="oom", fail_batch_min=1))
+    assert str(exc.value) == ("noisy ran out of memory on cpu, also at lower cost {'batch': 1}; use --device cpu "
+                              "or a smaller backbone")
+    with pytest.raises(ValueError, match="not a memory problem"):  # other errors pass unchanged
+        run_attack(png_study, clf, _Noisy(batch=1, fail="value", fail_batch_min=1))
+
+    class ValueAfterOom(_Noisy):
+        def cheaper(self):
+            return _Noisy(self.config.replace(batch=1, fail="value", fail_batch_min=1))
+
+    with pytest.raises(ValueError, match="not a memory problem"):
+        run_attack(png_study, clf, ValueAfterOom(batch=2, fail="oom"))
+
+
+def test_what_counts_as_out_of_memory():
+    import torch
+
+    from p2p_desktop.attacks.runner import is_out_of_memory
+
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("MPS backend Out Of Memory (MPS allocated: 1 GiB)"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+    assert not is_out_of_memory(KeyboardInterrupt())
+
+
+def test_a_cancel_before_or_during_the_attack_produces_nothing(png_study):
+    from p2p_desktop.cancel import CancelToken
+    from p2p_desktop.errors import Cancelled
+
+    clf = _classifier("internal-only")
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        run_attack(png_study, clf, FGSM(eps=EPS), cancel=token)
+
+    class CancelsQuietly(_Noisy):  # the user cancels while the last step runs: no step call after it
+        def run(self, x, ctx):
+            out = super().run(x, ctx)
+            ctx.cancel.cancel()
+            return out
+
+    with pytest.raises(Cancelled):
+        run_attack(png_study, clf, CancelsQuietly(), cancel=CancelToken())
+
+
+def test_the_backbone_identity_and_the_summary(png_study):
+    clf = _classifier("internal-only")
+
+    class Backbone:
+        def identity(self):
+            return {"name": "sd", "path": "/m/sd", "sha256": "ab" * 32}
+
+    r = run_attack(png_study, clf, _Noisy(seed=2), backbone=Backbone())
+    assert r.backbone == {"name": "sd", "path": "/m/sd", "sha256": "ab" * 32}
+    assert run_attack(png_study, clf, _Noisy(seed=2), backbone=object()).backbone is None
+    r.info = {"arr": np.array([1, 2]), "f": np.float32(0.5), "i": np.int64(3), "t": (1, "a"), 4: {"n": [np.int8(1)]}}
+    s = r.summary()
+    assert s == {
+        "attack": "noisy", "config": r.config, "classifier": r.classifier, "backbone": r.backbone,
+        "true_label": "benign", "original": {"label": r.original_label, "probs": r.original_probs},
+        "adversarial": {"label": r.adversarial_label, "probs": r.adversarial_probs}, "success": r.success,
+        "internal": {"label": r.internal_label, "probs": r.internal_probs, "success": r.success_internal},
+        "metrics": r.metrics, "timing": {"seconds": round(r.seconds, 4), "iterations": 1}, "seed": 2,
+        "device": "cpu", "info": {"arr": [1, 2], "f": 0.5, "i": 3, "t": [1, "a"], "4": {"n": [1]}},
+        "notes": r.notes, "frame": 0, "versions": r.versions,
+    }
+    import json
+
+    json.dumps(s)
+    assert s["notes"] is not r.notes and r.target is None
+
+
+def test_software_versions_are_the_installed_ones():
+    import importlib.metadata as md
+    import platform
+
+    from p2p_desktop import __version__
+    from p2p_desktop.attacks.runner import software_versions
+
+    v = software_versions()
+    assert v["p2p-desktop"] == __version__ and v["python"] == platform.python_version()
+    for pkg in ("torch", "torchvision", "diffusers", "transformers", "pydicom", "numpy"):
+        assert v[pkg] == md.version(pkg)
+    assert set(v) == {"p2p-desktop", "python", "torch", "torchvision", "diffusers", "transformers", "pydicom",
+                      "numpy"}
