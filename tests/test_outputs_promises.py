@@ -177,6 +177,27 @@ def test_without_hard_links_a_taken_name_is_still_not_overwritten(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_adv-1.png", "x_adv.png"]
 
 
+def test_without_hard_links_a_name_taken_in_the_race_is_not_overwritten(tmp_path, monkeypatch):
+    real = outputs.unique_path
+    raced = []
+
+    def chosen_then_taken(path):
+        free = real(path)
+        if not raced:
+            free.write_bytes(b"other writer")
+            raced.append(free)
+        return free
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(outputs, "unique_path", chosen_then_taken)
+    monkeypatch.setattr(os, "link", no_links)
+    got = atomic_write_bytes(tmp_path / "x_adv.png", b"ours")
+    assert (tmp_path / "x_adv.png").read_bytes() == b"other writer"
+    assert got == tmp_path / "x_adv-1.png" and got.read_bytes() == b"ours"
+
+
 def _writer(folder: str, who: int, n: int, barrier) -> list[str]:
     barrier.wait()
     return [str(atomic_write_bytes(Path(folder) / "x_adv.png", f"{who}:{i}".encode())) for i in range(n)]
@@ -220,9 +241,9 @@ def test_disk_full_leaves_nothing_and_says_so(tmp_path, monkeypatch):
 def test_an_uncreatable_output_folder_is_one_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="cannot create output folder"):
+    with pytest.raises(OutputError, match=r"^cannot create output folder .*file/sub: Not a directory$"):
         atomic_write_bytes(blocker / "sub" / "x.png", b"x")
-    with pytest.raises(OutputError, match="cannot create output folder"):
+    with pytest.raises(OutputError, match=r"^cannot create output folder .*file/sub: Not a directory$"):
         with OutputSet(blocker / "sub"):
             pass
 
@@ -268,6 +289,16 @@ def test_rollback_keeps_an_existing_folder_and_what_was_in_it(tmp_path):
             raise KeyboardInterrupt
     assert sorted(p.name for p in out.iterdir()) == ["earlier.png"]
     assert (out / "earlier.png").read_bytes() == b"earlier run"
+
+
+def test_rollback_keeps_an_existing_empty_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with OutputSet(out) as outs:
+            outs.write_bytes("a.png", b"a", kind="png")
+            raise KeyboardInterrupt
+    assert out.is_dir() and list(out.iterdir()) == []
 
 
 def test_a_finished_set_keeps_its_files_and_records_their_hashes(tmp_path):
