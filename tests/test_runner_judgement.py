@@ -182,7 +182,8 @@ def test_true_label_comes_from_the_class_folder_else_the_clean_prediction(png_st
 
 def test_bad_labels_and_targets_are_refused_before_the_attack(png_study):
     clf = _classifier("internal-only")
-    with pytest.raises(InputError, match="true label 'cyst' is not a class of rounding-internal-only"):
+    with pytest.raises(InputError, match=r"^true label 'cyst' is not a class of rounding-internal-only "
+                                         r"\(benign, malignant, normal\)$"):
         run_attack(png_study, clf, FGSM(eps=EPS), true_label="cyst")
     with pytest.raises(InputError, match="target class 'benign' is the image's own class"):
         run_attack(png_study, clf, FGSM(eps=EPS, target="benign"))
@@ -411,3 +412,50 @@ def test_software_versions_are_the_installed_ones():
         assert v[pkg] == md.version(pkg)
     assert set(v) == {"p2p-desktop", "python", "torch", "torchvision", "diffusers", "transformers", "pydicom",
                       "numpy"}
+
+
+class _PicksWritten(_WorksAtOtherGeometry):
+    """Like an attack that picks among candidates: asks the context for each candidate's written form."""
+
+    name = "picks-written"
+
+    def run(self, x, ctx):
+        out = super().run(x, ctx)
+        seen = ctx.written(out.adversarial)
+        return AttackOutput(out.adversarial, out.iterations, {"written": seen.detach().cpu().numpy()})
+
+
+def test_the_context_shows_attacks_the_image_as_it_will_be_written(png_study):
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, _PicksWritten(size=16, shift=10.5 / 255))
+    seen = r.info["written"]
+    assert seen.shape == (1, 1, 32, 32)
+    np.testing.assert_array_equal(seen[0].transpose(1, 2, 0), r.adversarial)
+
+
+def test_the_perturbation_is_upsampled_bilinearly_with_half_pixel_centres(png_study):
+    """A non-uniform change at 16 px: its upsampled form (align_corners=False) is what is written."""
+    import torch
+    import torch.nn.functional as F
+
+    class Ramp(_WorksAtOtherGeometry):
+        name = "ramp"
+
+        def run(self, x, ctx):
+            small = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+            ramp = torch.linspace(0, 20.5 / 255, 16).view(1, 1, 1, 16)
+            ctx.step(1, 1, 0.0, ctx.classifier.probs(small)[0])
+            return AttackOutput(adversarial=(small + ramp).clamp(0, 1), iterations=1)
+
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, Ramp())
+    ramp = torch.linspace(0, 20.5 / 255, 16).view(1, 1, 1, 16).expand(1, 1, 16, 16)
+    up = F.interpolate(ramp, size=(32, 32), mode="bilinear", align_corners=False)[0, 0].numpy()
+    expected = png_study.quantise(np.clip(png_study.image + up[:, :, None], 0, 1))
+    np.testing.assert_allclose(r.adversarial, expected, atol=1e-6)
+
+
+def test_a_colour_output_one_pixel_high_on_a_grey_source_is_made_grey(png_study):
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, _WorksAtOtherGeometry(size=1, channels=3, shift=0.0))
+    assert r.adversarial.shape == png_study.image.shape
