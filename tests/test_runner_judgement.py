@@ -422,12 +422,15 @@ class _PicksWritten(_WorksAtOtherGeometry):
     def run(self, x, ctx):
         out = super().run(x, ctx)
         seen = ctx.written(out.adversarial)
-        return AttackOutput(out.adversarial, out.iterations, {"written": seen.detach().cpu().numpy()})
+        return AttackOutput(out.adversarial, out.iterations, {"written": seen.detach().cpu().numpy(),
+                                                             "device": ctx.device, "backbone": ctx.backbone})
 
 
 def test_the_context_shows_attacks_the_image_as_it_will_be_written(png_study):
     clf = _classifier("internal-only")
-    r = run_attack(png_study, clf, _PicksWritten(size=16, shift=10.5 / 255))
+    backbone = object()
+    r = run_attack(png_study, clf, _PicksWritten(size=16, shift=10.5 / 255), backbone=backbone)
+    assert r.info["device"] == "cpu" and r.info["backbone"] is backbone  # the context carries both
     seen = r.info["written"]
     assert seen.shape == (1, 1, 32, 32)
     np.testing.assert_array_equal(seen[0].transpose(1, 2, 0), r.adversarial)
