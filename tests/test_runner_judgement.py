@@ -97,7 +97,10 @@ def test_success_and_label_come_from_the_written_image_not_the_internal_one(png_
     label, probs = _fresh(clf, r.adversarial)
     assert (r.adversarial_label, r.adversarial_probs) == (label, pytest.approx(probs, abs=1e-7))
     assert r.internal_probs["malignant"] > 0.5 > r.adversarial_probs["malignant"]
-    assert any("disagree" in n and "written verdict is reported" in n for n in r.notes)
+    assert ("the attack's internal image and the written (resampled, quantised) image disagree: internal success, "
+            "written failure; the written verdict is reported") in r.notes
+    assert r.original.dtype == r.adversarial.dtype == r.perturbation.dtype == np.float32
+    assert 0 < r.seconds < 60
     s = r.summary()
     assert s["success"] is False and s["adversarial"]["label"] == "benign"
     assert s["internal"] == {"label": "malignant", "probs": r.internal_probs, "success": True}
@@ -131,7 +134,8 @@ def test_a_written_image_can_succeed_where_the_internal_one_failed(png_study):
     assert r.internal_label == "benign" and r.success_internal is False
     assert r.adversarial_label == "malignant" and r.success is True
     assert _fresh(clf, r.adversarial)[0] == "malignant"
-    assert any("internal failure, written success" in n for n in r.notes)
+    assert ("the attack's internal image and the written (resampled, quantised) image disagree: internal failure, "
+            "written success; the written verdict is reported") in r.notes
 
 
 def test_targeted_success_is_judged_on_the_written_image_too(png_study):
@@ -158,6 +162,8 @@ def test_agreeing_verdicts_add_no_note_and_keep_every_field(png_study):
     assert r.iterations == 1 and r.seconds > 0 and len(r.history) == 1
     assert r.classes == CLASSES and r.device == "cpu" and r.classifier["name"] == "toy"
     assert r.study_path == str(png_study.path) and r.frame == 0 and r.backbone is None
+    png_study.frame_index = 2  # as for frame 2 of a cine loop
+    assert run_attack(png_study, clf, FGSM(eps=0.3, seed=5), true_label="benign").frame == 2
     assert set(r.versions) >= {"p2p-desktop", "python", "torch", "numpy"}
     assert sum(r.original_probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert r.original_probs == pytest.approx(_fresh(clf, png_study.image)[1], abs=1e-6)
