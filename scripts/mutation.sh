@@ -114,22 +114,34 @@ PY
   selected="$scratch/selected.txt"
   set +e
   if [ -n "$only" ] || [ "$sample" != "0" ]; then
-    # list every mutant (this also runs the selected tests once to map them), then pick
-    (cd "$scratch" && env -u PYTHONPATH "$python" -m mutmut print-time-estimates) >"$scratch/estimates.txt" 2>"$log"
-    "$python" - "$scratch/estimates.txt" "$only" "$sample" >"$selected" <<'PY'
-import fnmatch, random, sys
-estimates, only, sample = sys.argv[1], sys.argv[2], int(sys.argv[3])
-names = [line.split()[-1] for line in open(estimates, encoding="utf-8") if "__mutmut_" in line]
+    # generate the mutants and map the tests once (a name that matches no mutant runs none), then pick
+    (cd "$scratch" && env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs" "no-such-mutant*") \
+      >"$log" 2>&1
+    "$python" - "$scratch" "$only" "$sample" "${paths[@]}" >"$selected" <<'PY'
+import fnmatch, json, random, sys
+from pathlib import Path
+scratch, only, sample, *paths = sys.argv[1:]
+names = []
+for p in paths:
+    meta = Path(scratch) / "mutants" / (p + ".meta")
+    if meta.is_file():
+        names += json.loads(meta.read_text())["exit_code_by_key"]
+total = len(names)
 globs = [g for g in only.split(",") if g]
 if globs:
     names = [n for n in names if any(fnmatch.fnmatch(n, g) for g in globs)]
 names.sort()
-if 0 < sample < len(names):
-    names = sorted(random.Random(0).sample(names, sample))
+if 0 < int(sample) < len(names):
+    names = sorted(random.Random(0).sample(names, int(sample)))
 print("\n".join(names))
+print(f"{len(names)} of {total} mutants selected", file=sys.stderr)
 PY
-    echo "  $(wc -l < "$selected") mutants selected of $(grep -c __mutmut_ "$scratch/estimates.txt")"
-    (cd "$scratch" && xargs -a "$selected" env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs") \
+    if [ ! -s "$selected" ]; then
+      echo "mutation.sh: no mutant of $module matches --only; see $log" >&2
+      exit 2
+    fi
+    echo "  $(wc -l < "$selected") mutants selected"
+    (cd "$scratch" && xargs -r -a "$selected" env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs") \
       >>"$log" 2>&1
   else
     (cd "$scratch" && env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs") >"$log" 2>&1
