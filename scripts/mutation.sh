@@ -2,7 +2,7 @@
 # Mutation testing as a measurement (not part of CI): mutate each named module with mutmut 3,
 # run only the tests that cover it, and print "killed K of N" per module and in total.
 #
-#   scripts/mutation.sh [--from DIR] [--tests "tests/a.py tests/b.py"] [--jobs N] MODULE...
+#   scripts/mutation.sh [--from DIR] [--tests "TESTS"] [--only GLOBS] [--sample N] [--jobs N] MODULE...
 #
 # MODULE is a path such as p2p_desktop/io/outputs.py (or p2p_desktop.io.outputs). Several
 # paths joined by "+" are measured together as one module (p2p_desktop/export/provenance.py+
@@ -13,8 +13,10 @@
 # Counting: killed = killed + timeout + crashed; N = all mutants minus the equivalent ones
 # listed in scripts/mutation-equivalent.txt (one "MUTANT_NAME  reason" a line). Survivors and
 # mutants no selected test reaches are listed in the scratch folder's survivors.txt; see one
-# with `cd SCRATCH && mutmut show NAME`. Needs the `mutation` extra (pip install -e .[mutation]).
-# Slow on two cores: run one module at a time, e.g. under `nice -n 10`.
+# with `cd SCRATCH && mutmut show NAME`. --only keeps the mutants whose names match one of the
+# comma-separated globs (e.g. '*x_run_attack__*' for one function); --sample N measures a seeded
+# random sample of N of them (an estimate, said so in the output). Needs the `mutation` extra
+# (pip install -e .[mutation]). Slow on two cores: one module at a time, under `nice -n 10`.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,14 +24,18 @@ src="$(cd "$here/.." && pwd)"
 tests_override=""
 jobs="${MUTATION_JOBS:-1}"
 keep="${MUTATION_KEEP:-0}"
+only=""
+sample=0
 modules=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --from) src="$(cd "$2" && pwd)"; shift 2 ;;
     --tests) tests_override="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --sample) sample="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mutation.sh: unknown option $1" >&2; exit 2 ;;
     *) modules+=("$1"); shift ;;
   esac
@@ -43,16 +49,17 @@ if ! "$python" -c "import mutmut" 2>/dev/null; then
   echo "mutation.sh: mutmut is not installed (pip install -e '.[mutation]')" >&2
   exit 2
 fi
-equivalents="$here/mutation-equivalent.txt"
+equivalents="$src/scripts/mutation-equivalent.txt"
+[ -f "$equivalents" ] || equivalents="$here/mutation-equivalent.txt"
 
 # The narrowest tests that exercise each module's promises.
 default_tests() {
   case "$1" in
     p2p_desktop/io/outputs.py) echo "tests/test_outputs_promises.py" ;;
-    p2p_desktop/attacks/runner.py) echo "tests/test_runner_judgement.py" ;;
+    p2p_desktop/attacks/runner.py) echo "tests/test_runner_judgement.py tests/test_hardening_oom.py" ;;
     p2p_desktop/metrics.py) echo "tests/test_metrics_reference.py" ;;
     p2p_desktop/export/provenance.py|p2p_desktop/cli/cmd_rerun.py)
-      echo "tests/test_provenance.py tests/test_rerun_settings.py" ;;
+      echo "tests/test_provenance_record.py tests/test_provenance.py tests/test_rerun_settings.py" ;;
     p2p_desktop/export/deidentify.py) echo "tests/test_export_dicom.py tests/test_deid_output_names.py" ;;
     p2p_desktop/audit.py) echo "tests/test_audit.py" ;;
     p2p_desktop/plugins.py) echo "tests/test_plugins.py" ;;
@@ -104,8 +111,41 @@ PY
   echo "== $module: tests $tests(scratch $scratch)"
   start=$(date +%s)
   log="$scratch/mutmut.log"
+  selected="$scratch/selected.txt"
   set +e
-  (cd "$scratch" && env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs") >"$log" 2>&1
+  if [ -n "$only" ] || [ "$sample" != "0" ]; then
+    # generate the mutants and map the tests once (a name that matches no mutant runs none), then pick
+    (cd "$scratch" && env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs" "no-such-mutant*") \
+      >"$log" 2>&1
+    "$python" - "$scratch" "$only" "$sample" "${paths[@]}" >"$selected" <<'PY'
+import fnmatch, json, random, sys
+from pathlib import Path
+scratch, only, sample, *paths = sys.argv[1:]
+names = []
+for p in paths:
+    meta = Path(scratch) / "mutants" / (p + ".meta")
+    if meta.is_file():
+        names += json.loads(meta.read_text())["exit_code_by_key"]
+total = len(names)
+globs = [g for g in only.split(",") if g]
+if globs:
+    names = [n for n in names if any(fnmatch.fnmatch(n, g) for g in globs)]
+names.sort()
+if 0 < int(sample) < len(names):
+    names = sorted(random.Random(0).sample(names, int(sample)))
+print("\n".join(names))
+print(f"{len(names)} of {total} mutants selected", file=sys.stderr)
+PY
+    if [ ! -s "$selected" ]; then
+      echo "mutation.sh: no mutant of $module matches --only; see $log" >&2
+      exit 2
+    fi
+    echo "  $(wc -l < "$selected") mutants selected"
+    (cd "$scratch" && xargs -r -a "$selected" env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs") \
+      >>"$log" 2>&1
+  else
+    (cd "$scratch" && env -u PYTHONPATH "$python" -m mutmut run --max-children "$jobs") >"$log" 2>&1
+  fi
   rc=$?
   set -e
   seconds=$(( $(date +%s) - start ))
@@ -114,10 +154,11 @@ PY
     tail -20 "$log" >&2
     exit 1
   fi
-  read -r k n line < <("$python" - "$scratch" "$equivalents" "${paths[@]}" <<'PY'
+  read -r k n line < <("$python" - "$scratch" "$equivalents" "$selected" "${paths[@]}" <<'PY'
 import json, sys
 from pathlib import Path
-scratch, equivalents, *paths = sys.argv[1:]
+scratch, equivalents, selected, *paths = sys.argv[1:]
+chosen = set(Path(selected).read_text().split()) if Path(selected).is_file() else None
 excluded = set()
 if Path(equivalents).is_file():
     for raw in Path(equivalents).read_text(encoding="utf-8").splitlines():
@@ -131,6 +172,8 @@ for p in paths:
     meta = Path(scratch) / "mutants" / (p + ".meta")
     codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
     for name, code in sorted(codes.items()):
+        if chosen is not None and name not in chosen:
+            continue
         if name in excluded:
             eq += 1
             continue

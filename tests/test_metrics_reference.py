@@ -132,7 +132,7 @@ def test_identical_images_give_null_psnr_zero_norms_and_ssim_one():
     got, notes = compute_metrics(a, a.copy())
     assert got["psnr"] is None and got["l2"] == 0.0 and got["linf"] == 0.0
     assert got["ssim"] == pytest.approx(1.0)
-    assert any("PSNR is infinite" in n for n in notes)
+    assert "PSNR is infinite (the images are identical); reported as null" in notes
     assert psnr(a, a) == float("inf")
 
 
@@ -179,12 +179,14 @@ def seeded_alexnet_hub(tmp_path, monkeypatch):
     return hub
 
 
-def test_lpips_is_computed_on_minus_one_to_one_inputs_when_weights_are_present(seeded_alexnet_hub):
+def test_lpips_is_computed_on_minus_one_to_one_inputs_when_weights_are_present(seeded_alexnet_hub, capsys):
     import lpips
     import torch
 
     assert metrics.lpips_status() == (True, "")
     a, b = _pair(3, seed=6, shape=(48, 48))
+    first = metrics.lpips_distance(a, b)  # loads the model: silently (stdout carries --json output)
+    assert capsys.readouterr().out == ""
     ref_model = lpips.LPIPS(net="alex", verbose=False).eval()
 
     def t(x):
@@ -195,7 +197,7 @@ def test_lpips_is_computed_on_minus_one_to_one_inputs_when_weights_are_present(s
         grey_expected = float(ref_model(t(np.repeat(a[:, :, :1], 3, 2)), t(np.repeat(b[:, :, :1], 3, 2))).item())
     assert expected > 0
     got, notes = compute_metrics(a, b)
-    assert got["lpips"] == pytest.approx(expected, rel=1e-5)
+    assert got["lpips"] == pytest.approx(expected, rel=1e-5) and first == pytest.approx(expected, rel=1e-5)
     assert not any("LPIPS" in n for n in notes)
     assert metrics.lpips_distance(a[:, :, :1], b[:, :, :1]) == pytest.approx(grey_expected, rel=1e-5)
     assert metrics.lpips_distance(a, a) == pytest.approx(0.0, abs=1e-6)

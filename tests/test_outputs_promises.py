@@ -49,7 +49,8 @@ def test_output_folder_inside_the_study_is_refused_however_spelled(tmp_path, stu
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path)
     with unchanged(study_dir):
-        with pytest.raises(OutputError, match="inside the input study's folder"):
+        with pytest.raises(OutputError, match="inside the input study's folder .*; choose a folder outside it "
+                                               r"\(sources are never written to\)$"):
             check_output_dir(spelling, [study_dir / "us.dcm"])
         with pytest.raises(OutputError, match="inside the input study's folder"):
             OutputSet(tmp_path / spelling, [study_dir / "us.dcm"])
@@ -117,13 +118,30 @@ def test_unique_path_counts_up_past_taken_names(tmp_path):
 
 
 def test_a_taken_name_keeps_its_bytes_and_the_new_file_goes_beside_it(tmp_path):
-    target = tmp_path / "deep" / "x_adv.png"
+    target = tmp_path / "deep" / "er" / "x_adv.png"
     first = atomic_write_bytes(target, b"first")
     second = atomic_write_bytes(target, b"second")
     third = atomic_write_bytes(target, b"third")
     assert (first, second, third) == (target, target.with_name("x_adv-1.png"), target.with_name("x_adv-2.png"))
     assert [p.read_bytes() for p in (first, second, third)] == [b"first", b"second", b"third"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["x_adv-1.png", "x_adv-2.png", "x_adv.png"]
+
+
+def test_the_bytes_are_staged_beside_the_target_and_linked_into_place(tmp_path, monkeypatch):
+    """The temporary file lives in the target folder (same file system: the link is atomic)."""
+    real_link = os.link
+    staged = []
+
+    def watching_link(src, dst):
+        staged.append((Path(src), Path(dst), Path(src).read_bytes()))
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", watching_link)
+    got = atomic_write_bytes(tmp_path / "x_adv.png", b"ours")
+    [(src, dst, data)] = staged
+    assert src.parent == tmp_path and src.name.startswith(".x_adv.png.") and src.name.endswith(".part")
+    assert dst == got == tmp_path / "x_adv.png" and data == b"ours"
+    assert not src.exists()
 
 
 def test_a_name_taken_between_choosing_it_and_writing_is_not_overwritten(tmp_path, monkeypatch):
@@ -157,6 +175,27 @@ def test_without_hard_links_a_taken_name_is_still_not_overwritten(tmp_path, monk
     assert got == tmp_path / "x_adv-1.png" and got.read_bytes() == b"ours"
     assert (tmp_path / "x_adv.png").read_bytes() == b"taken"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_adv-1.png", "x_adv.png"]
+
+
+def test_without_hard_links_a_name_taken_in_the_race_is_not_overwritten(tmp_path, monkeypatch):
+    real = outputs.unique_path
+    raced = []
+
+    def chosen_then_taken(path):
+        free = real(path)
+        if not raced:
+            free.write_bytes(b"other writer")
+            raced.append(free)
+        return free
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(outputs, "unique_path", chosen_then_taken)
+    monkeypatch.setattr(os, "link", no_links)
+    got = atomic_write_bytes(tmp_path / "x_adv.png", b"ours")
+    assert (tmp_path / "x_adv.png").read_bytes() == b"other writer"
+    assert got == tmp_path / "x_adv-1.png" and got.read_bytes() == b"ours"
 
 
 def _writer(folder: str, who: int, n: int, barrier) -> list[str]:
@@ -202,9 +241,9 @@ def test_disk_full_leaves_nothing_and_says_so(tmp_path, monkeypatch):
 def test_an_uncreatable_output_folder_is_one_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="cannot create output folder"):
+    with pytest.raises(OutputError, match=r"^cannot create output folder .*file/sub: Not a directory$"):
         atomic_write_bytes(blocker / "sub" / "x.png", b"x")
-    with pytest.raises(OutputError, match="cannot create output folder"):
+    with pytest.raises(OutputError, match=r"^cannot create output folder .*file/sub: Not a directory$"):
         with OutputSet(blocker / "sub"):
             pass
 
@@ -222,6 +261,24 @@ def test_ctrl_c_while_writing_removes_every_file_and_the_new_folder(tmp_path):
     assert outs.records == []
 
 
+def test_ctrl_c_while_a_file_is_being_hashed_leaves_nothing(tmp_path, monkeypatch):
+    """Hashing a large output takes time; Ctrl-C then must not leave an unrecorded file behind."""
+    real = outputs.sha256_bytes
+
+    def interrupted(data):
+        if data == b"big":
+            raise KeyboardInterrupt
+        return real(data)
+
+    monkeypatch.setattr(outputs, "sha256_bytes", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with OutputSet(out) as outs:
+            outs.write_bytes("a.png", b"a", kind="png")
+            outs.write_bytes("b.dcm", b"big", kind="dicom")
+    assert not out.exists(), sorted(os.listdir(out))
+
+
 def test_rollback_keeps_an_existing_folder_and_what_was_in_it(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -232,6 +289,16 @@ def test_rollback_keeps_an_existing_folder_and_what_was_in_it(tmp_path):
             raise KeyboardInterrupt
     assert sorted(p.name for p in out.iterdir()) == ["earlier.png"]
     assert (out / "earlier.png").read_bytes() == b"earlier run"
+
+
+def test_rollback_keeps_an_existing_empty_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with OutputSet(out) as outs:
+            outs.write_bytes("a.png", b"a", kind="png")
+            raise KeyboardInterrupt
+    assert out.is_dir() and list(out.iterdir()) == []
 
 
 def test_a_finished_set_keeps_its_files_and_records_their_hashes(tmp_path):

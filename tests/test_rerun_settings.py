@@ -142,3 +142,52 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
     assert second["config"] == record["attack"]["config"] and second["config"]["variant"] == "full"
     assert second["frame"] == 5 and second["seed"] == 3 and second["backbone"]["sha256"]
     assert second["reproduced"] is True and _png(second) == _png(first)
+
+
+def test_rerun_prints_its_verdict_audits_it_and_warns_on_stderr(cine, model_card, tmp_path, capsys, audit_log):
+    first = _attack(capsys, "attack", cine, "--attack", "fgsm", "--classifier", model_card, "--out", tmp_path / "a",
+                    "--frame", "1", "--eps", "0.01")
+    png_sha = next(o["sha256"] for o in first["outputs"] if o["kind"] == "png")
+    assert cli("rerun", _provenance(first), "--out", tmp_path / "b") == 0
+    out = capsys.readouterr()
+    assert "adversarial PNG byte-identical to the recorded run" in out.out and "warning" not in out.err
+    records = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["attack", "rerun"]
+    data = records[-1]["data"]
+    assert data["command"] == "rerun" and data["reproduced"] is True and data["recorded_png_sha256"] == png_sha
+    assert data["frame"] == 1 and data["input_sha256"] == first["input_sha256"]
+
+    # a record without output hashes still reruns, and says why it cannot compare
+    record = json.loads(_provenance(first).read_text())
+    record["outputs"] = []
+    edited = tmp_path / "no-hashes.json"
+    edited.write_text(json.dumps(record))
+    assert cli("rerun", edited, "--out", tmp_path / "c") == 0
+    out = capsys.readouterr()
+    assert "adversarial PNG NOT identical to the recorded run" in out.out
+    assert ("p2p-desktop: warning: the adversarial PNG differs from the recorded one (the record has no PNG hash)"
+            in out.err.splitlines())
+    # a record whose classifier weights cannot be verified: a warning, and the run goes on
+    record = json.loads(_provenance(first).read_text())
+    record["classifier"]["weights_sha256"] = None
+    edited.write_text(json.dumps(record))
+    assert cli("rerun", edited, "--out", tmp_path / "d", "--json") == 0
+    out = capsys.readouterr()
+    assert ("p2p-desktop: warning: classifier: no weight hash was recorded, so the weights could not be verified"
+            in out.err.splitlines())
+    assert json.loads(out.out)["reproduced"] is True
+
+
+def test_rerun_refuses_a_record_without_a_classifier_and_an_output_folder_in_the_study(cine, model_card, tmp_path,
+                                                                                      capsys):
+    first = _attack(capsys, "attack", cine, "--attack", "fgsm", "--classifier", model_card, "--out", tmp_path / "a")
+    record = json.loads(_provenance(first).read_text())
+    assert cli("rerun", _provenance(first), "--out", cine.parent / "adv") == 2
+    assert "inside the input study's folder" in capsys.readouterr().err and not (cine.parent / "adv").exists()
+    record["classifier"] = {"spec": ""}
+    edited = tmp_path / "e.json"
+    edited.write_text(json.dumps(record))
+    assert cli("rerun", edited, "--out", tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "p2p-desktop: error: the provenance record does not say which classifier was used"
+    assert not (tmp_path / "b").exists()

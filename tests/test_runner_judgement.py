@@ -97,7 +97,10 @@ def test_success_and_label_come_from_the_written_image_not_the_internal_one(png_
     label, probs = _fresh(clf, r.adversarial)
     assert (r.adversarial_label, r.adversarial_probs) == (label, pytest.approx(probs, abs=1e-7))
     assert r.internal_probs["malignant"] > 0.5 > r.adversarial_probs["malignant"]
-    assert any("disagree" in n and "written verdict is reported" in n for n in r.notes)
+    assert ("the attack's internal image and the written (resampled, quantised) image disagree: internal success, "
+            "written failure; the written verdict is reported") in r.notes
+    assert r.original.dtype == r.adversarial.dtype == r.perturbation.dtype == np.float32
+    assert 0 < r.seconds < 60
     s = r.summary()
     assert s["success"] is False and s["adversarial"]["label"] == "benign"
     assert s["internal"] == {"label": "malignant", "probs": r.internal_probs, "success": True}
@@ -131,7 +134,8 @@ def test_a_written_image_can_succeed_where_the_internal_one_failed(png_study):
     assert r.internal_label == "benign" and r.success_internal is False
     assert r.adversarial_label == "malignant" and r.success is True
     assert _fresh(clf, r.adversarial)[0] == "malignant"
-    assert any("internal failure, written success" in n for n in r.notes)
+    assert ("the attack's internal image and the written (resampled, quantised) image disagree: internal failure, "
+            "written success; the written verdict is reported") in r.notes
 
 
 def test_targeted_success_is_judged_on_the_written_image_too(png_study):
@@ -158,6 +162,8 @@ def test_agreeing_verdicts_add_no_note_and_keep_every_field(png_study):
     assert r.iterations == 1 and r.seconds > 0 and len(r.history) == 1
     assert r.classes == CLASSES and r.device == "cpu" and r.classifier["name"] == "toy"
     assert r.study_path == str(png_study.path) and r.frame == 0 and r.backbone is None
+    png_study.frame_index = 2  # as for frame 2 of a cine loop
+    assert run_attack(png_study, clf, FGSM(eps=0.3, seed=5), true_label="benign").frame == 2
     assert set(r.versions) >= {"p2p-desktop", "python", "torch", "numpy"}
     assert sum(r.original_probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert r.original_probs == pytest.approx(_fresh(clf, png_study.image)[1], abs=1e-6)
@@ -182,7 +188,8 @@ def test_true_label_comes_from_the_class_folder_else_the_clean_prediction(png_st
 
 def test_bad_labels_and_targets_are_refused_before_the_attack(png_study):
     clf = _classifier("internal-only")
-    with pytest.raises(InputError, match="true label 'cyst' is not a class of rounding-internal-only"):
+    with pytest.raises(InputError, match=r"^true label 'cyst' is not a class of rounding-internal-only "
+                                         r"\(benign, malignant, normal\)$"):
         run_attack(png_study, clf, FGSM(eps=EPS), true_label="cyst")
     with pytest.raises(InputError, match="target class 'benign' is the image's own class"):
         run_attack(png_study, clf, FGSM(eps=EPS, target="benign"))
@@ -250,3 +257,214 @@ def test_a_grey_output_on_a_colour_source_is_spread_to_every_channel(tmp_path):
     r = run_attack(study, clf, _WorksAtOtherGeometry(size=16, channels=3, shift=0.9))
     assert r.adversarial.max() == 1.0  # clamped to [0,1] before it is written
     assert _on_levels(r.adversarial)
+
+
+# -- seeding, cancel, out-of-memory retry, the summary ------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _NoisyConfig(AttackConfig):
+    batch: int = 1
+    fail: str = ""  # "oom" / "value": raise that before (and after) drawing random numbers
+    fail_batch_min: int = 2
+
+
+class _Noisy(Attack):
+    """Adds seeded noise (torch's global RNG and the context's generator); 'runs out of memory'
+    when ``batch`` ≥ ``fail_batch_min``, after drawing random numbers (so a retry must reseed)."""
+
+    name = "noisy"
+    Config = _NoisyConfig
+    requires_backbone = False
+
+    def run(self, x, ctx):
+        import torch
+
+        cfg = self.config
+        g = torch.rand(x.shape) * 0.02 + torch.rand(x.shape, generator=ctx.generator) * 0.02
+        if cfg.fail and cfg.batch >= cfg.fail_batch_min:
+            if cfg.fail == "oom":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+            raise ValueError("not a memory problem")
+        ctx.step(1, 1, 0.0, ctx.classifier.probs(x + g)[0])
+        return AttackOutput(adversarial=(x + g).clamp(0, 1), iterations=1, info={"batch": cfg.batch})
+
+    def cheaper(self):
+        return _Noisy(self.config.replace(batch=1)) if self.config.batch > 1 else None
+
+
+def _expected_noisy(study, seed: int) -> np.ndarray:
+    """The noisy attack's written image, computed here from the seed alone."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(study.image.transpose(2, 0, 1)))[None]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.rand(x.shape) * 0.02 + torch.rand(x.shape, generator=gen) * 0.02
+    adv = (x + g).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    return study.quantise(adv)
+
+
+def test_the_seed_drives_both_random_sources(png_study):
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, _Noisy(seed=9))
+    np.testing.assert_array_equal(r.adversarial, _expected_noisy(png_study, 9))
+    assert not np.array_equal(r.adversarial, _expected_noisy(png_study, 0))
+    assert r.seed == 9
+
+
+def test_out_of_memory_retries_once_at_lower_cost_reseeded(png_study):
+    clf = _classifier("internal-only")
+    events = []
+    r = run_attack(png_study, clf, _Noisy(seed=3, batch=4, fail="oom"), on_step=events.append)
+    assert r.config["batch"] == 1 and r.info == {"batch": 1}
+    assert "noisy ran out of memory on cpu; retried at lower cost with {'batch': 1}" in r.notes
+    # the retry starts from the seed again: the same image as a first run at the lower cost
+    np.testing.assert_array_equal(r.adversarial, _expected_noisy(png_study, 3))
+    assert len(r.history) == 1 and len(events) == 1 and r.history[0] is events[0]
+
+
+def test_out_of_memory_without_or_after_the_cheaper_run_is_one_clear_error(png_study):
+    from p2p_desktop.errors import OutOfMemory
+
+    clf = _classifier("internal-only")
+    with pytest.raises(OutOfMemory) as exc:
+        run_attack(png_study, clf, _Noisy(batch=1, fail="oom", fail_batch_min=1))
+    assert str(exc.value) == ("noisy ran out of memory on cpu; free memory (close other jobs), use a smaller "
+                              "model or --device cpu")
+    with pytest.raises(OutOfMemory) as exc:
+        run_attack(png_study, clf, _Noisy(batch=3, fail="oom", fail_batch_min=1))
+    assert str(exc.value) == ("noisy ran out of memory on cpu, also at lower cost {'batch': 1}; use --device cpu "
+                              "or a smaller backbone")
+    with pytest.raises(ValueError, match="not a memory problem"):  # other errors pass unchanged
+        run_attack(png_study, clf, _Noisy(batch=1, fail="value", fail_batch_min=1))
+
+    class ValueAfterOom(_Noisy):
+        def cheaper(self):
+            return _Noisy(self.config.replace(batch=1, fail="value", fail_batch_min=1))
+
+    with pytest.raises(ValueError, match="not a memory problem"):
+        run_attack(png_study, clf, ValueAfterOom(batch=2, fail="oom"))
+
+
+def test_what_counts_as_out_of_memory():
+    import torch
+
+    from p2p_desktop.attacks.runner import is_out_of_memory
+
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("MPS backend Out Of Memory (MPS allocated: 1 GiB)"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+    assert not is_out_of_memory(KeyboardInterrupt())
+
+
+def test_a_cancel_before_or_during_the_attack_produces_nothing(png_study):
+    from p2p_desktop.cancel import CancelToken
+    from p2p_desktop.errors import Cancelled
+
+    clf = _classifier("internal-only")
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        run_attack(png_study, clf, FGSM(eps=EPS), cancel=token)
+
+    class CancelsQuietly(_Noisy):  # the user cancels while the last step runs: no step call after it
+        def run(self, x, ctx):
+            out = super().run(x, ctx)
+            ctx.cancel.cancel()
+            return out
+
+    with pytest.raises(Cancelled):
+        run_attack(png_study, clf, CancelsQuietly(), cancel=CancelToken())
+
+
+def test_the_backbone_identity_and_the_summary(png_study):
+    clf = _classifier("internal-only")
+
+    class Backbone:
+        def identity(self):
+            return {"name": "sd", "path": "/m/sd", "sha256": "ab" * 32}
+
+    r = run_attack(png_study, clf, _Noisy(seed=2), backbone=Backbone())
+    assert r.backbone == {"name": "sd", "path": "/m/sd", "sha256": "ab" * 32}
+    assert run_attack(png_study, clf, _Noisy(seed=2), backbone=object()).backbone is None
+    r.info = {"arr": np.array([1, 2]), "f": np.float32(0.5), "i": np.int64(3), "t": (1, "a"), 4: {"n": [np.int8(1)]}}
+    s = r.summary()
+    assert s == {
+        "attack": "noisy", "config": r.config, "classifier": r.classifier, "backbone": r.backbone,
+        "true_label": "benign", "original": {"label": r.original_label, "probs": r.original_probs},
+        "adversarial": {"label": r.adversarial_label, "probs": r.adversarial_probs}, "success": r.success,
+        "internal": {"label": r.internal_label, "probs": r.internal_probs, "success": r.success_internal},
+        "metrics": r.metrics, "timing": {"seconds": round(r.seconds, 4), "iterations": 1}, "seed": 2,
+        "device": "cpu", "info": {"arr": [1, 2], "f": 0.5, "i": 3, "t": [1, "a"], "4": {"n": [1]}},
+        "notes": r.notes, "frame": 0, "versions": r.versions,
+    }
+    import json
+
+    json.dumps(s)
+    assert s["notes"] is not r.notes and r.target is None
+
+
+def test_software_versions_are_the_installed_ones():
+    import importlib.metadata as md
+    import platform
+
+    from p2p_desktop import __version__
+    from p2p_desktop.attacks.runner import software_versions
+
+    v = software_versions()
+    assert v["p2p-desktop"] == __version__ and v["python"] == platform.python_version()
+    for pkg in ("torch", "torchvision", "diffusers", "transformers", "pydicom", "numpy"):
+        assert v[pkg] == md.version(pkg)
+    assert set(v) == {"p2p-desktop", "python", "torch", "torchvision", "diffusers", "transformers", "pydicom",
+                      "numpy"}
+
+
+class _PicksWritten(_WorksAtOtherGeometry):
+    """Like an attack that picks among candidates: asks the context for each candidate's written form."""
+
+    name = "picks-written"
+
+    def run(self, x, ctx):
+        out = super().run(x, ctx)
+        seen = ctx.written(out.adversarial)
+        return AttackOutput(out.adversarial, out.iterations, {"written": seen.detach().cpu().numpy(),
+                                                             "device": ctx.device, "backbone": ctx.backbone})
+
+
+def test_the_context_shows_attacks_the_image_as_it_will_be_written(png_study):
+    clf = _classifier("internal-only")
+    backbone = object()
+    r = run_attack(png_study, clf, _PicksWritten(size=16, shift=10.5 / 255), backbone=backbone)
+    assert r.info["device"] == "cpu" and r.info["backbone"] is backbone  # the context carries both
+    seen = r.info["written"]
+    assert seen.shape == (1, 1, 32, 32)
+    np.testing.assert_array_equal(seen[0].transpose(1, 2, 0), r.adversarial)
+
+
+def test_the_perturbation_is_upsampled_bilinearly_with_half_pixel_centres(png_study):
+    """A non-uniform change at 16 px: its upsampled form (align_corners=False) is what is written."""
+    import torch
+    import torch.nn.functional as F
+
+    class Ramp(_WorksAtOtherGeometry):
+        name = "ramp"
+
+        def run(self, x, ctx):
+            small = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+            ramp = torch.linspace(0, 20.5 / 255, 16).view(1, 1, 1, 16)
+            ctx.step(1, 1, 0.0, ctx.classifier.probs(small)[0])
+            return AttackOutput(adversarial=(small + ramp).clamp(0, 1), iterations=1)
+
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, Ramp())
+    ramp = torch.linspace(0, 20.5 / 255, 16).view(1, 1, 1, 16).expand(1, 1, 16, 16)
+    up = F.interpolate(ramp, size=(32, 32), mode="bilinear", align_corners=False)[0, 0].numpy()
+    expected = png_study.quantise(np.clip(png_study.image + up[:, :, None], 0, 1))
+    np.testing.assert_allclose(r.adversarial, expected, atol=1e-6)
+
+
+def test_a_colour_output_one_pixel_high_on_a_grey_source_is_made_grey(png_study):
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, _WorksAtOtherGeometry(size=1, channels=3, shift=0.0))
+    assert r.adversarial.shape == png_study.image.shape

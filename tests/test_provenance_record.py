@@ -1,0 +1,179 @@
+"""The provenance record field by field, and every way ``load_provenance`` / the hash checks
+refuse a record, in-process and fast (the end-to-end attack -> rerun runs are in
+test_provenance.py and test_rerun_settings.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from p2p_desktop.errors import InputError, ModelError
+from p2p_desktop.export import provenance as prov
+from tests.test_export_dicom import attack_result, load, tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def cine_result(tmp_path_factory):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path_factory.mktemp("in")
+    path = folder / "cine.dcm"
+    shutil.copy(get_testdata_file("examples_ybr_color.dcm"), path)
+    study = load(path, frame=3)
+    return study, attack_result(study, clf=tiny_classifier(), seed=4)
+
+
+def test_the_record_names_everything_a_rerun_needs(cine_result, tmp_path):
+    study, result = cine_result
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    outputs = [{"kind": "png", "path": str(tmp_path / "a" / "x.png"), "sha256": "ab" * 32}]
+    rec = prov.provenance_record(result, study, classifier_spec={"spec": "demo-x", "arch": "a"},
+                                 label="benign", options={"export_dicom": True}, outputs=outputs, created=when)
+    digest = hashlib.sha256(Path(study.path).read_bytes()).hexdigest()
+    assert rec["format"] == "p2p-desktop/provenance" and rec["version"] == 1
+    assert rec["created"] == "2026-01-02T03:04:05+00:00"
+    assert rec["input"] == {"path": str(Path(study.path).resolve()), "sha256": digest, "frame": 3,
+                            "n_frames": 30, "kind": "dicom", "true_label": "benign"}
+    assert rec["attack"] == {"name": "fgsm", "config": result.config} and rec["attack"]["config"]["seed"] == 4
+    assert rec["classifier"]["spec"] == "demo-x" and rec["classifier"]["arch"] == "a"
+    assert rec["classifier"]["identity"] == json.loads(json.dumps(result.classifier))
+    assert rec["backbone"] is None
+    assert rec["device"] == "cpu" and rec["seed"] == 4 and rec["versions"] == result.versions
+    assert rec["options"] == {"export_dicom": True}
+    assert rec["result"] == {"true_label": result.true_label, "original_label": result.original_label,
+                             "adversarial_label": result.adversarial_label, "success": result.success,
+                             "iterations": 1, "seconds": round(result.seconds, 4)}
+    assert rec["outputs"] == [{"kind": "png", "name": "x.png", "sha256": "ab" * 32}]
+    json.dumps(rec)  # JSON-ready as it is
+    # defaults: the classifier named by its identity, a given input hash kept, no outputs
+    bare = prov.provenance_record(result, study, input_sha256="f" * 64)
+    assert bare["classifier"]["spec"] == result.classifier["name"] and bare["input"]["sha256"] == "f" * 64
+    assert bare["outputs"] == [] and bare["options"] == {} and bare["input"]["true_label"] is None
+    assert dt.datetime.fromisoformat(bare["created"]).tzinfo is not None
+
+
+def test_the_weight_hash_comes_from_the_identity_or_the_weights_file(cine_result, tmp_path):
+    study, result = cine_result
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights")
+    import dataclasses
+
+    from_file = dataclasses.replace(result, classifier={"name": "c", "weights": str(weights), "sha256": None})
+    rec = prov.provenance_record(from_file, study)
+    assert rec["classifier"]["weights_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    stated = dataclasses.replace(result, classifier={"name": "c", "weights": str(weights), "sha256": "12" * 32})
+    assert prov.provenance_record(stated, study)["classifier"]["weights_sha256"] == "12" * 32
+    missing = dataclasses.replace(result, classifier={"name": "c", "weights": str(tmp_path / "gone")})
+    assert prov.provenance_record(missing, study)["classifier"]["weights_sha256"] is None
+    with_bb = dataclasses.replace(result, backbone={"name": "sd", "path": "/m/sd", "sha256": "34" * 32})
+    bb = prov.provenance_record(with_bb, study)["backbone"]
+    assert bb["spec"] == "/m/sd" and bb["weights_sha256"] == "34" * 32 and bb["identity"]["name"] == "sd"
+    bb = prov.provenance_record(with_bb, study, backbone_spec={"spec": "demo", "config_dir": "/c"})["backbone"]
+    assert bb["spec"] == "demo" and bb["config_dir"] == "/c"
+
+
+def test_model_spec_makes_paths_absolute_and_drops_empty_options(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "card.json").write_text("{}")
+    (tmp_path / "cfg").mkdir()
+    assert prov.model_spec(None) is None
+    assert prov.model_spec("demo-resnet34") == {"spec": "demo-resnet34"}
+    assert prov.model_spec("card.json", arch=None, classes=("a", "b"), input_size=64, extra="", empty=[]) == {
+        "spec": str(tmp_path / "card.json"), "classes": ["a", "b"], "input_size": 64}
+    assert prov.model_spec("sd.safetensors", config_dir="cfg") == {"spec": "sd.safetensors",
+                                                                  "config_dir": str(tmp_path / "cfg")}
+
+
+def test_write_provenance_lists_the_outputs_so_far_under_the_runs_name(cine_result, tmp_path):
+    from p2p_desktop.io.outputs import OutputSet
+
+    study, result = cine_result
+    with OutputSet(tmp_path / "out") as outs:
+        outs.write_bytes("a.png", b"a", kind="png")
+        path = prov.write_provenance(result, study, outs, label="normal")
+    assert path.name == prov.provenance_name(study, "fgsm") and path.name.endswith("_f3_fgsm_provenance.json")
+    assert outs.records[-1] == {"kind": "provenance", "path": str(path),
+                                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    rec = prov.load_provenance(path)
+    assert rec["outputs"] == [{"kind": "png", "name": "a.png", "sha256": hashlib.sha256(b"a").hexdigest()}]
+    assert rec["input"]["true_label"] == "normal" and path.read_bytes().endswith(b"}\n")
+
+
+def _good() -> dict:
+    return {"format": prov.FORMAT, "version": 1, "input": {"path": "/x.dcm"}, "attack": {"name": "fgsm"},
+            "classifier": {"spec": "demo"}, "seed": 0}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda r: r.update(format="other"), 'is not a p2p-desktop provenance record (no "format": "p2p-desktop/provenance")'),
+    (lambda r: r.update(version=2), "has provenance version 2; this program reads up to 1 (update p2p-desktop)"),
+    (lambda r: r.pop("input"), "provenance record lacks 'input'"),
+    (lambda r: r.pop("attack"), "provenance record lacks 'attack'"),
+    (lambda r: r.pop("classifier"), "provenance record lacks 'classifier'"),
+    (lambda r: r.pop("seed"), "provenance record lacks 'seed'"),
+    (lambda r: r.update(input={"path": ""}), "provenance record lacks the input path"),
+    (lambda r: r.update(input="x.dcm"), "provenance record lacks the input path"),
+    (lambda r: r.update(attack={"config": {}}), "provenance record lacks the attack name"),
+    (lambda r: r.update(attack="fgsm"), "provenance record lacks the attack name"),
+])
+def test_load_provenance_refuses_with_one_clear_line(tmp_path, edit, message):
+    rec = _good()
+    edit(rec)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(rec))
+    with pytest.raises(InputError) as exc:
+        prov.load_provenance(path)
+    assert str(exc.value).startswith("p.json") and message in str(exc.value)
+
+
+def test_load_provenance_refuses_unreadable_files(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(_good()))
+    assert prov.load_provenance(path) == _good()
+    no_version = {k: v for k, v in _good().items() if k != "version"}
+    path.write_text(json.dumps(no_version))
+    assert prov.load_provenance(path) == no_version
+    with pytest.raises(InputError, match="provenance record not found: .*missing.json"):
+        prov.load_provenance(tmp_path / "missing.json")
+    path.write_text("{not json")
+    with pytest.raises(InputError, match=r"^p.json is not a readable provenance record \("):
+        prov.load_provenance(path)
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(InputError, match="is not a readable provenance record"):
+        prov.load_provenance(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match="is not a p2p-desktop provenance record"):
+        prov.load_provenance(path)
+
+
+def test_verify_input_checks_presence_and_hash(tmp_path):
+    f = tmp_path / "x.dcm"
+    f.write_bytes(b"dicom")
+    digest = hashlib.sha256(b"dicom").hexdigest()
+    assert prov.verify_input({"input": {"path": str(f), "sha256": digest}}) == f
+    assert prov.verify_input({"input": {"path": str(f)}}) == f  # nothing recorded: nothing to compare
+    with pytest.raises(InputError, match=r"has changed since the recorded run: SHA-256 [0-9a-f]{16}… but the "
+                                         r"record says 0000000000000000…"):
+        prov.verify_input({"input": {"path": str(f), "sha256": "0" * 64}})
+    with pytest.raises(InputError, match="input .*gone.dcm of the recorded run is missing"):
+        prov.verify_input({"input": {"path": str(tmp_path / "gone.dcm"), "sha256": digest}})
+    with pytest.raises(InputError, match="of the recorded run is missing"):
+        prov.verify_input({"input": {"path": str(tmp_path)}})  # a folder is no input file
+
+
+def test_verify_model_hash(tmp_path):
+    assert prov.verify_model_hash("classifier", "ab" * 32, {"sha256": "ab" * 32}) is None
+    assert prov.verify_model_hash("classifier", None, {"sha256": "ab" * 32}) == (
+        "classifier: no weight hash was recorded, so the weights could not be verified")
+    assert prov.verify_model_hash("backbone", "ab" * 32, {}) == (
+        "backbone: the loaded weights have no hash to compare with the record")
+    assert prov.verify_model_hash("backbone", "ab" * 32, None).startswith("backbone: the loaded weights")
+    with pytest.raises(ModelError, match=r"^backbone weights differ from the recorded run: SHA-256 cdcdcdcdcdcdcdcd… "
+                                         r"but the record says abababababababab…$"):
+        prov.verify_model_hash("backbone", "ab" * 32, {"sha256": "cd" * 32})
