@@ -139,7 +139,7 @@ def test_the_bytes_are_staged_beside_the_target_and_linked_into_place(tmp_path, 
     monkeypatch.setattr(os, "link", watching_link)
     got = atomic_write_bytes(tmp_path / "x_adv.png", b"ours")
     [(src, dst, data)] = staged
-    assert src.parent == tmp_path and src.name.startswith(".x_adv.png.") and src.name.endswith(".part")
+    assert src.parent == tmp_path and src.name.startswith(".p2p-") and src.name.endswith(".part")  # short hidden temp name
     assert dst == got == tmp_path / "x_adv.png" and data == b"ours"
     assert not src.exists()
 
