@@ -28,7 +28,9 @@ Presets:
            candidate is the lowest-MSE success whose wrong class wins by a margin of 0.05 (so the
            verdict survives 8-bit writing); the backbone's native resolution, ``residual`` output.
            Settings chosen with ``benchmarks/p2p_presets.py``: ≥ 10× quicker than ``paper`` at the
-           same resolution and output mode, at no worse success rate and SSIM within 0.02.
+           same resolution and output mode, at no worse success rate and SSIM within 0.02 (measured
+           on 8 phantoms, demo backbone, demo-squeezenet1_1, 128 px, decoded, fp32, CPU: 13.9× in CPU
+           time, 15.5× wall; success 8/8 both; SSIM 0.868 vs 0.884; 33.9 vs 500 iterations).
 
 Output modes: ``decoded`` writes the decoded image itself, resized to the source geometry (what
 the authors save); ``residual`` writes the source plus the upsampled change (source detail above
