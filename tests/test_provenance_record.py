@@ -224,4 +224,5 @@ def test_rerun_command_line(capsys, monkeypatch):
         main(["rerun", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "compute device (default: the recorded one; byte-identical results need the same)" in text
-    assert "print one JSON object on stdout" in text and "output folder (outside the input's folder)" in text
+    assert text.endswith("--json print one JSON object on stdout")
+    assert "--out DIR output folder (outside the input's folder)" in text
