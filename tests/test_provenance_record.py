@@ -177,3 +177,52 @@ def test_verify_model_hash(tmp_path):
     with pytest.raises(ModelError, match=r"^backbone weights differ from the recorded run: SHA-256 cdcdcdcdcdcdcdcd… "
                                          r"but the record says abababababababab…$"):
         prov.verify_model_hash("backbone", "ab" * 32, {"sha256": "cd" * 32})
+
+
+def test_an_input_that_is_no_longer_on_disk_is_named_as_given(cine_result):
+    import dataclasses
+
+    study, result = cine_result
+    gone = dataclasses.replace(study, path=Path("relative") / "gone.dcm")
+    rec = prov.provenance_record(result, gone)
+    assert rec["input"]["path"] == str(Path("relative") / "gone.dcm") and rec["input"]["sha256"] is None
+
+
+def test_the_record_file_is_indented_json_ending_in_a_newline(cine_result, tmp_path):
+    from p2p_desktop.io.outputs import OutputSet
+
+    study, result = cine_result
+    with OutputSet(tmp_path / "out") as outs:
+        path = prov.write_provenance(result, study, outs)
+    text = path.read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2) + "\n"
+
+
+def test_rerun_loads_a_bare_weights_file_with_the_recorded_arch_classes_and_size(tmp_path):
+    import torch
+
+    from p2p_desktop.cli.cmd_rerun import _load_classifier
+    from p2p_desktop.models.classifier import build_architecture
+
+    torch.manual_seed(0)
+    w = tmp_path / "w.pth"
+    torch.save(build_architecture("squeezenet1_1", 3).state_dict(), w)
+    clf = _load_classifier({"spec": str(w), "arch": "squeezenet1_1", "classes": ["b", "m", "n"],
+                            "input_size": 96}, "cpu")
+    assert clf.classes == ("b", "m", "n") and clf.input_size == 96 and clf.card.architecture == "squeezenet1_1"
+
+
+def test_rerun_command_line(capsys, monkeypatch):
+    from p2p_desktop.cli.main import main
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option in --help
+
+    with pytest.raises(SystemExit) as exc:
+        main(["rerun", "p.json"])
+    assert exc.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["rerun", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "compute device (default: the recorded one; byte-identical results need the same)" in text
+    assert text.endswith("--json print one JSON object on stdout")
+    assert "--out DIR output folder (outside the input's folder)" in text

@@ -146,11 +146,14 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
 
 def test_rerun_prints_its_verdict_audits_it_and_warns_on_stderr(cine, model_card, tmp_path, capsys, audit_log):
     first = _attack(capsys, "attack", cine, "--attack", "fgsm", "--classifier", model_card, "--out", tmp_path / "a",
-                    "--frame", "1", "--eps", "0.01")
+                    "--frame", "1", "--eps", "0.01", "--export-dicom", "--deidentify")
     png_sha = next(o["sha256"] for o in first["outputs"] if o["kind"] == "png")
     assert cli("rerun", _provenance(first), "--out", tmp_path / "b") == 0
     out = capsys.readouterr()
-    assert "adversarial PNG byte-identical to the recorded run" in out.out and "warning" not in out.err
+    assert "adversarial PNG byte-identical to the recorded run" in out.out
+    # the de-identification warning of the recorded run is repeated on stderr, and nothing else is
+    warnings = [line for line in out.err.splitlines() if line.startswith("p2p-desktop: warning: ")]
+    assert warnings and all(w.startswith("p2p-desktop: warning: de-identification") for w in warnings), out.err
     records = [json.loads(line) for line in audit_log.read_text().splitlines()]
     assert [r["event"] for r in records] == ["attack", "rerun"]
     data = records[-1]["data"]
@@ -171,11 +174,16 @@ def test_rerun_prints_its_verdict_audits_it_and_warns_on_stderr(cine, model_card
     record = json.loads(_provenance(first).read_text())
     record["classifier"]["weights_sha256"] = None
     edited.write_text(json.dumps(record))
+    del record["device"]  # an older record without a device: the CPU
+    edited.write_text(json.dumps(record))
     assert cli("rerun", edited, "--out", tmp_path / "d", "--json") == 0
     out = capsys.readouterr()
     assert ("p2p-desktop: warning: classifier: no weight hash was recorded, so the weights could not be verified"
             in out.err.splitlines())
-    assert json.loads(out.out)["reproduced"] is True
+    summary = json.loads(out.out)
+    assert summary["reproduced"] is True and summary["device"] == "cpu"
+    last = json.loads(audit_log.read_text().splitlines()[-1])
+    assert summary["audit"] == {"log": str(audit_log), "seq": last["seq"], "hash": last["hash"]}
 
 
 def test_rerun_refuses_a_record_without_a_classifier_and_an_output_folder_in_the_study(cine, model_card, tmp_path,
