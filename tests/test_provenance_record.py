@@ -39,8 +39,10 @@ def test_the_record_names_everything_a_rerun_needs(cine_result, tmp_path):
     assert rec["format"] == "p2p-desktop/provenance" and rec["version"] == 1
     assert rec["created"] == "2026-01-02T03:04:05+00:00"
     assert rec["input"] == {"path": str(Path(study.path).resolve()), "sha256": digest, "frame": 3,
-                            "n_frames": 30, "kind": "dicom", "true_label": "benign"}
-    assert rec["attack"] == {"name": "fgsm", "config": result.config} and rec["attack"]["config"]["seed"] == 4
+                            "n_frames": 30, "kind": "dicom", "true_label": "benign", "true_label_source": "given"}
+    assert rec["attack"] == {"name": "fgsm", "config": result.config,
+                             "procedure": json.loads(json.dumps(result.procedure))}
+    assert rec["attack"]["config"]["seed"] == 4
     assert rec["classifier"]["spec"] == "demo-x" and rec["classifier"]["arch"] == "a"
     assert rec["classifier"]["identity"] == json.loads(json.dumps(result.classifier))
     assert rec["backbone"] is None
@@ -54,7 +56,7 @@ def test_the_record_names_everything_a_rerun_needs(cine_result, tmp_path):
     # defaults: the classifier named by its identity, a given input hash kept, no outputs
     bare = prov.provenance_record(result, study, input_sha256="f" * 64)
     assert bare["classifier"]["spec"] == result.classifier["name"] and bare["input"]["sha256"] == "f" * 64
-    assert bare["outputs"] == [] and bare["options"] == {} and bare["input"]["true_label"] is None
+    assert bare["outputs"] == [] and bare["options"] == {} and bare["input"]["true_label"] == result.true_label
     assert dt.datetime.fromisoformat(bare["created"]).tzinfo is not None
 
 
@@ -102,11 +104,13 @@ def test_write_provenance_lists_the_outputs_so_far_under_the_runs_name(cine_resu
                                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     rec = prov.load_provenance(path)
     assert rec["outputs"] == [{"kind": "png", "name": "a.png", "sha256": hashlib.sha256(b"a").hexdigest()}]
-    assert rec["input"]["true_label"] == "normal" and path.read_bytes().endswith(b"}\n")
+    # the label the run used is recorded (the report's too), whatever label= says
+    assert rec["input"]["true_label"] == result.true_label and path.read_bytes().endswith(b"}\n")
 
 
 def _good() -> dict:
-    return {"format": prov.FORMAT, "version": 1, "input": {"path": "/x.dcm"}, "attack": {"name": "fgsm"},
+    return {"format": prov.FORMAT, "version": 1, "input": {"path": "/x.dcm", "sha256": "ab" * 32},
+            "attack": {"name": "fgsm"},
             "classifier": {"spec": "demo"}, "seed": 0}
 
 
@@ -157,7 +161,8 @@ def test_verify_input_checks_presence_and_hash(tmp_path):
     f.write_bytes(b"dicom")
     digest = hashlib.sha256(b"dicom").hexdigest()
     assert prov.verify_input({"input": {"path": str(f), "sha256": digest}}) == f
-    assert prov.verify_input({"input": {"path": str(f)}}) == f  # nothing recorded: nothing to compare
+    with pytest.raises(InputError, match="has no SHA-256 of its input"):  # nothing recorded: refused
+        prov.verify_input({"input": {"path": str(f)}})
     with pytest.raises(InputError, match=r"has changed since the recorded run: SHA-256 [0-9a-f]{16}… but the "
                                          r"record says 0000000000000000…"):
         prov.verify_input({"input": {"path": str(f), "sha256": "0" * 64}})
