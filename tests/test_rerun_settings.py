@@ -133,9 +133,10 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
     sd = save_tiny_sd(tmp_path / "sd")
     first = _attack(capsys, "attack", cine, "--attack", "diff-pgd", "--preset", "full", "--backbone", sd,
                     "--classifier", folder / "card.json", "--out", tmp_path / "a", "--seed", "3", "--frame", "5",
-                    "--steps", "2", "--device", "cpu")
+                    "--steps", "2", "--param", "resolution=64", "--device", "cpu")
     record = json.loads(_provenance(first).read_text())
     assert record["attack"]["config"]["variant"] == "full" and record["seed"] == 3
+    assert record["attack"]["config"]["resolution"] == 64  # a setting beside the preset's, kept by the rerun
     assert record["backbone"]["spec"] == str(sd.resolve()) and record["backbone"]["weights_sha256"]
     assert cli("rerun", _provenance(first), "--out", tmp_path / "b", "--json") == 0
     second = json.loads(capsys.readouterr().out)
