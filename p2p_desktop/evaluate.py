@@ -597,6 +597,7 @@ def evaluate(
     report: str | Sequence[str] | None = None,
     metrics: str = "native",
     dtype: str | None = None,
+    executor: Any = None,
 ) -> EvaluationResult:
     """Attack every correctly classified image of ``dataset_dir`` with each attack, per classifier.
 
@@ -611,6 +612,9 @@ def evaluate(
     :class:`InputError` before anything is written. ``metrics``: the metric protocol of the tables
     (``paper`` or ``native``, see :mod:`p2p_desktop.metrics`); ``dtype``: precision of the diffusion
     backbone (auto, fp32, fp16, bf16). P2P runs its ``paper`` preset unless ``preset`` names another.
+    ``executor``: where the jobs run (``None``: here, one after another; a
+    :class:`p2p_desktop.executors.ray_executor.RayExecutor`: on a Ray cluster); the rows are
+    written here as they arrive either way.
     """
     from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.device import resolve_device
@@ -719,8 +723,32 @@ def evaluate(
 
     notify(done, total, "resuming" if resumed else "starting", None)
     try:
+        if executor is not None:  # 3'. the jobs on another executor (Ray); rows written here as they arrive
+            from p2p_desktop.executors import run_elsewhere
+
+            for kind, res in run_elsewhere(executor, image_ids, items, loaded, attack_objs, procedures, done_keys,
+                                           clf_specs, backbone, bb, dev, cancel):
+                if kind == "skip_label":
+                    skipped_label[res[0]].add(res[1])
+                    done += 1
+                    processed += 1
+                    continue
+                key = (res.unit.image_id, res.unit.classifier, res.unit.attack)
+                if key in done_keys:  # a retried job that had already reported: never a row twice
+                    continue
+                if res.skipped:
+                    skipped[res.unit.classifier].add(res.unit.image_id)
+                    done += 1
+                    processed += 1
+                    continue
+                attacked += int(res.attacked)
+                if res.png is not None:
+                    _replace_atomic(adversarial_path(out, res.unit.classifier, res.unit.attack, res.unit.image_id),
+                                    res.png)
+                record(res.row)
+                notify(done, total, f"{res.unit.classifier} × {res.unit.attack}: {res.unit.image_id}", eta())
         # 3. the jobs: image × classifier × attack
-        for image_id, item in zip(image_ids, items):
+        for image_id, item in ([] if executor is not None else zip(image_ids, items)):
             cancel.check()
             pending = {(c.name, a.name) for c in loaded for a in attack_objs
                        if (image_id, c.name, a.name) not in done_keys}
