@@ -123,6 +123,7 @@ class RayExecutor:
         self.actors: list[Any] = []
         self.started_local = False
         self.on_started = None  # called with self once the actors are up (tests, progress)
+        self.workers_seen: set[int] = set()  # process ids of the workers that returned results
 
     # -- cluster ---------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -222,6 +223,7 @@ class RayExecutor:
                         continue
                     except ray.exceptions.RayTaskError as exc:
                         raise _one_line(getattr(exc, "cause", None) or exc) from None
+                    self.workers_seen.add(int(result.worker.rsplit(":", 1)[-1]))
                     yield result
         finally:
             self.shutdown()
