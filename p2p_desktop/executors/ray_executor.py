@@ -124,6 +124,8 @@ class RayExecutor:
         self.started_local = False
         self.on_started = None  # called with self once the actors are up (tests, progress)
         self.workers_seen: set[int] = set()  # process ids of the workers that returned results
+        self.round_trips: list[tuple[float, float]] = []  # (seconds from dispatch to result, attack seconds)
+        self.ready_s: float | None = None  # seconds from run() to every worker's models loaded
 
     # -- cluster ---------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -176,6 +178,7 @@ class RayExecutor:
         ray = _import_ray()
         if not units:
             return
+        t_start = time.perf_counter()
         self.connect()
         try:
             device = "cuda" if self.gpus_per_worker > 0 else spec.device
@@ -189,12 +192,13 @@ class RayExecutor:
             except ray.exceptions.RayActorError as exc:
                 cause = getattr(exc, "cause", None) or exc
                 raise _one_line(cause) from None
+            self.ready_s = time.perf_counter() - t_start
             if self.on_started is not None:
                 self.on_started(self)
             payloads: dict[str, tuple[Any, str]] = {}
             queue = deque(units)
             idle = list(self.actors)
-            inflight: dict[Any, tuple[Any, Unit, int]] = {}
+            inflight: dict[Any, tuple[Any, Unit, float]] = {}
             tries: dict[Unit, int] = {}
             while queue or inflight:
                 while queue and idle:
@@ -204,11 +208,11 @@ class RayExecutor:
                         payloads[unit.path] = (ray.put(data), hashlib.sha256(data).hexdigest())
                     ref_data, digest = payloads[unit.path]
                     actor = idle.pop()
-                    inflight[actor.run.remote(unit, ref_data, digest)] = (actor, unit, 0)
+                    inflight[actor.run.remote(unit, ref_data, digest)] = (actor, unit, time.perf_counter())
                 cancel.check()
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)
                 for ref in ready:
-                    actor, unit, _ = inflight.pop(ref)
+                    actor, unit, t_sent = inflight.pop(ref)
                     idle.append(actor)
                     try:
                         result = ray.get(ref)
@@ -224,6 +228,8 @@ class RayExecutor:
                     except ray.exceptions.RayTaskError as exc:
                         raise _one_line(getattr(exc, "cause", None) or exc) from None
                     self.workers_seen.add(int(result.worker.rsplit(":", 1)[-1]))
+                    self.round_trips.append((time.perf_counter() - t_sent,
+                                             float((result.row or {}).get("seconds") or 0.0)))
                     yield result
         finally:
             self.shutdown()
