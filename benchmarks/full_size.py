@@ -11,7 +11,9 @@ CPU (``ru_maxrss``, the whole process: Python, torch, the classifier and the bac
 ``torch.cuda.max_memory_allocated`` on a GPU. The cost breakdown (text encoder, UNet, VAE decode,
 classifier, backward, optimiser) comes from the ``torch.profiler`` ranges the attack records
 (``benchmarks/p2p_presets.py``'s ``cost_breakdown``); seconds per iteration are measured in that
-same profiled run (the profiler adds a few per cent). ``--levers on`` sets P2P's ``low_memory``
+same profiled run (the profiler adds a few per cent), as are the FLOPs per iteration
+(``torch.utils.flop_counter``, forward and backward, as run — with gradient checkpointing the
+recomputed forward counts too), from which GPU time can be estimated. ``--levers on`` sets P2P's ``low_memory``
 (gradient checkpointing of UNet and VAE decoder, VAE slicing/tiling; attention is PyTorch's SDPA,
 diffusers' default, reported per run). fp16 is skipped on CPU (no fast half kernels there); the
 16 GB goals for a GPU are then computed from the CPU fp32 figures with the method printed below
@@ -79,12 +81,16 @@ def one(args) -> dict:
     attack = build_attack("p2p", preset=preset, seed=0, params=params)
     if dev.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    bd = cost_breakdown(attack, study, clf, bb)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as flops:  # the model's FLOPs, forward and backward, as run
+        bd = cost_breakdown(attack, study, clf, bb)
     out = {"preset": preset, "resolution": int(res), "dtype": dtype, "device": dev, "levers": args.levers,
            "iterations": args.iterations, "s_per_iteration": bd["total"] / 1000.0,
            "breakdown_ms": {k: round(v, 1) for k, v in bd.items()}, "load_s": round(load_s, 1),
            "weights_gb": round(weights_gb, 2), "attention": attention, "rss_before_backbone_gb": round(base_rss, 2),
            "peak_rss_gb": round(_rss_gb(), 2), "native_resolution": bb.resolution,
+           "tflop_per_iteration": round(flops.get_total_flops() / args.iterations / 1e12, 3),
            "grad_accum": attack.config.grad_accum, "batch_timesteps": attack.config.batch_timesteps}
     if dev.startswith("cuda"):
         out["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / GB, 2)
@@ -137,6 +143,7 @@ def main() -> int:
                 bd = rec["breakdown_ms"]
                 mem = rec.get("peak_gpu_gb", rec["peak_rss_gb"])
                 print(f"{preset:<6} {res:>4} {dtype:<5} {rec['s_per_iteration']:8.1f} s/it  peak {mem:5.1f} GB  "
+                      f"{rec['tflop_per_iteration']:.2f} TFLOP/it  "
                       + "  ".join(f"{p} {bd[p] / 1000:.1f}" for p in (*PARTS, "other")), flush=True)
     print("\nseconds per iteration; peak memory = " + ("torch.cuda.max_memory_allocated" if dev.startswith("cuda")
           else "peak RSS of the whole process") + "; breakdown in seconds per iteration (torch.profiler)")
