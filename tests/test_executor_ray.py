@@ -9,6 +9,7 @@ import csv
 import importlib.util
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,6 +88,7 @@ def cluster():
             except ProcessLookupError:
                 pass
         head.wait(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
