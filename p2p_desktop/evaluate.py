@@ -598,6 +598,7 @@ def evaluate(
     metrics: str = "native",
     dtype: str | None = None,
     dicom: Any = None,
+    executor: Any = None,
 ) -> EvaluationResult:
     """Attack every correctly classified image of ``dataset_dir`` with each attack, per classifier.
 
@@ -614,6 +615,9 @@ def evaluate(
     backbone (auto, fp32, fp16, bf16). P2P runs its ``paper`` preset unless ``preset`` names another.
     ``dicom``: a :class:`~p2p_desktop.export.batch_dicom.BatchDicomExport` that writes a derived
     DICOM of each success (``evaluate --export-dicom``).
+    ``executor``: where the jobs run (``None``: here, one after another; a
+    :class:`p2p_desktop.executors.ray_executor.RayExecutor`: on a Ray cluster); the rows are
+    written here as they arrive either way.
     """
     from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.device import resolve_device
@@ -629,6 +633,9 @@ def evaluate(
     notify = on_progress or (lambda done, total, what, eta: None)
 
     # 1. validate everything before any work
+    if executor is not None and dicom is not None:
+        raise InputError("--export-dicom runs with the serial executor only: the Ray workers return the "
+                         "adversarial images, not the DICOM sources (run the export without --executor ray)")
     root = Path(dataset_dir)
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist" if not root.exists() else f"{root} is not a folder")
@@ -724,8 +731,32 @@ def evaluate(
 
     notify(done, total, "resuming" if resumed else "starting", None)
     try:
+        if executor is not None:  # 3'. the jobs on another executor (Ray); rows written here as they arrive
+            from p2p_desktop.executors import run_elsewhere
+
+            for kind, res in run_elsewhere(executor, image_ids, items, loaded, attack_objs, procedures, done_keys,
+                                           clf_specs, backbone, bb, dev, cancel):
+                if kind == "skip_label":
+                    skipped_label[res[0]].add(res[1])
+                    done += 1
+                    processed += 1
+                    continue
+                key = (res.unit.image_id, res.unit.classifier, res.unit.attack)
+                if key in done_keys:  # a retried job that had already reported: never a row twice
+                    continue
+                if res.skipped:
+                    skipped[res.unit.classifier].add(res.unit.image_id)
+                    done += 1
+                    processed += 1
+                    continue
+                attacked += int(res.attacked)
+                if res.png is not None:
+                    _replace_atomic(adversarial_path(out, res.unit.classifier, res.unit.attack, res.unit.image_id),
+                                    res.png)
+                record(res.row)
+                notify(done, total, f"{res.unit.classifier} × {res.unit.attack}: {res.unit.image_id}", eta())
         # 3. the jobs: image × classifier × attack
-        for image_id, item in zip(image_ids, items):
+        for image_id, item in ([] if executor is not None else zip(image_ids, items)):
             cancel.check()
             pending = {(c.name, a.name) for c in loaded for a in attack_objs
                        if (image_id, c.name, a.name) not in done_keys}

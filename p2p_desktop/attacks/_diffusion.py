@@ -118,7 +118,11 @@ def _vae_dtype(bb: "Backbone"):
 @contextlib.contextmanager
 def low_memory(bb: "Backbone", enabled: bool = True):
     """Gradient checkpointing of the UNet and the VAE decoder and VAE slicing, where diffusers offers
-    them, for the duration of the block (the shared backbone is restored afterwards)."""
+    them, for the duration of the block (the shared backbone is restored afterwards).
+
+    Attention already runs through PyTorch's scaled_dot_product_attention (diffusers' default
+    processor). VAE tiling is not used: it only splits images larger than the VAE's own sample
+    size, and the attacks work at or below the backbone's native resolution."""
     if not enabled:
         yield
         return

@@ -42,6 +42,7 @@ resolution R (``resolution``, default the backbone's; the runner maps it back to
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ from p2p_desktop.attacks import _diffusion as D
 from p2p_desktop.attacks.base import Attack, AttackConfig, AttackContext, AttackOutput
 from p2p_desktop.config import param
 from p2p_desktop.errors import InputError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -279,7 +282,7 @@ class _Prompt:
         out = []
         for label, vals, idx in zip(self.labels, top.values.tolist(), top.indices.tolist()):
             out.append({"token": label, "nearest": [
-                [tok.convert_ids_to_tokens(int(i)).replace("</w>", ""), round(float(v), 4)]
+                [(tok.convert_ids_to_tokens(int(i)) or f"<id {int(i)}>").replace("</w>", ""), round(float(v), 4)]
                 for v, i in zip(vals, idx)]})
         return out
 
@@ -452,7 +455,7 @@ class P2P(Attack):
             "parameter_change": prompt.change(bb),
             "grad_norm_first": grad_norms[0] if grad_norms else 0.0,
             "grad_norm_min": min(grad_norms) if grad_norms else 0.0,
-            "nearest_words": prompt.nearest_words(bb),
+            "nearest_words": _report_step(prompt.nearest_words, bb),
             "resolution": R,
             "output": cfg.output,
             "precision": D.precision_name(bb.dtype),
@@ -474,6 +477,15 @@ class P2P(Attack):
         if not cfg.low_memory:
             changes["low_memory"] = True
         return type(self)(cfg.replace(**changes)) if changes else None
+
+
+def _report_step(fn, *args):
+    """A reporting extra of a finished attack: its failure is a note, never the loss of the result."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the adversarial image is already computed
+        log.warning("reporting step %s failed", getattr(fn, "__name__", fn), exc_info=True)
+        return {"unavailable": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
 
 
 def _succeeds(p, ctx: AttackContext, margin: float) -> bool:

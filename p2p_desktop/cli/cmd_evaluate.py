@@ -49,6 +49,15 @@ def add_parser(sub) -> None:
     p.add_argument("--report", metavar="html,pdf",
                    help="also write the batch report (evaluation_report.html / .pdf) at the end")
     _add_dicom_args(p)
+    g = p.add_argument_group("where the jobs run (see README: Scaling)")
+    g.add_argument("--executor", choices=["serial", "ray"], default="serial",
+                   help="serial: one job after another in this process (default); ray: on a Ray cluster")
+    g.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="join this Ray cluster (`ray start --head`); without it a local Ray instance is started")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="Ray workers, each loading the models once (default: the cluster's CPUs, or GPUs)")
+    g.add_argument("--gpus-per-worker", type=float, metavar="F",
+                   help="GPUs per Ray worker (e.g. 1, or 0.5 to share one GPU between two workers)")
     p.set_defaults(handler=run)
 
 
@@ -129,7 +138,8 @@ def run(args) -> int:
             result = evaluate(args.dataset, split_list(args.attacks), split_list(args.classifiers), args.out,
                               backbone=args.backbone, limit=args.limit, seed=args.seed, device=args.device,
                               params=params, preset=args.preset, on_progress=on_progress, cancel=token,
-                              on_step=on_step, report=args.report, dicom=dicom, **_repro_kwargs(args))
+                              on_step=on_step, report=args.report, dicom=dicom, **_repro_kwargs(args),
+                              **_executor_kwargs(args))
     finally:
         if state["bar"] is not None:
             state["bar"].close()
@@ -167,3 +177,11 @@ def run(args) -> int:
 def _repro_kwargs(args) -> dict:
     """The metric protocol and precision options (issue 12), passed to ``evaluate``."""
     return {"metrics": args.metrics, "dtype": args.dtype}
+
+
+def _executor_kwargs(args) -> dict:
+    """Where the jobs run (issue 17): None for serial, a Ray executor otherwise."""
+    from p2p_desktop.executors import make_executor
+
+    return {"executor": make_executor(args.executor, address=args.ray_address, workers=args.workers,
+                                      gpus_per_worker=args.gpus_per_worker)}

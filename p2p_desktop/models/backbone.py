@@ -521,6 +521,7 @@ def _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name
     # the VAE config's force_upcast: its fp16 activations overflow, so it runs in fp32 (as diffusers does)
     upcast = dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
     _freeze(vae, device, torch.float32 if upcast else dtype)
+    _check_vocabulary(name, tokenizer, text_encoder)
     prediction_type = str(scheduler.config.get("prediction_type", "epsilon"))
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ModelError(f"backbone {name}: prediction type {prediction_type!r} is not supported "
@@ -534,6 +535,16 @@ def _assemble(vae, unet, text_encoder, tokenizer, scheduler, device, dtype, name
                     device=device, dtype=dtype, resolution=int(sample) * factor,
                     prediction_type=prediction_type, scaling_factor=scaling, shift_factor=shift,
                     name=name, path=path)
+
+
+def _check_vocabulary(name, tokenizer, text_encoder) -> None:
+    """The tokenizer and the text encoder's embedding table must describe the same vocabulary: a
+    larger tokenizer indexes past the table, a smaller one cannot name every row (nearest words)."""
+    table = int(text_encoder.get_input_embeddings().weight.shape[0])
+    size = len(tokenizer)
+    if size != table:
+        raise ModelError(f"backbone {name}: tokenizer/ has {size:,} tokens but text_encoder/ has {table:,} "
+                         "embeddings; they must come from the same checkpoint; refused")
 
 
 def load_backbone(spec: str | Path, device: str = "auto", config_dir: str | Path | None = None,

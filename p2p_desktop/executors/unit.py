@@ -1,0 +1,49 @@
+"""One (image, classifier, attack) job run where the models live (a worker), returning the row
+exactly as the serial evaluate loop writes it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from p2p_desktop.errors import Cancelled, InputError
+from p2p_desktop.executors import Unit, UnitResult
+
+log = logging.getLogger(__name__)
+
+
+def run_unit(unit: Unit, image_file: Path, classifier, attack, backbone, worker: str = "") -> UnitResult:
+    """Load the image from ``image_file``, skip it when misclassified, attack it, build the row."""
+    from p2p_desktop.attacks.runner import run_attack
+    from p2p_desktop.io import load_study
+    from p2p_desktop.io.encode import encode_png
+
+    try:
+        study = load_study(image_file, label=unit.label)
+    except InputError as exc:
+        row = {"image": unit.image_id, "label": unit.label or "", "classifier": unit.classifier,
+               "attack": unit.attack, "error": f"cannot load the image: {exc}"}
+        return UnitResult(unit, row, worker=worker)
+    clean_pred, _ = classifier.predict(study.image)
+    if clean_pred != unit.label:
+        return UnitResult(unit, None, skipped="misclassified", worker=worker)
+    row: dict[str, Any] = {"image": unit.image_id, "label": unit.label, "classifier": unit.classifier,
+                           "attack": unit.attack, "clean_pred": clean_pred, "procedure": unit.procedure}
+    png = None
+    try:
+        res = run_attack(study, classifier, attack, backbone=backbone, true_label=unit.label)
+    except (Cancelled, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one image never stops the batch
+        log.warning("%s × %s: %s failed", unit.classifier, unit.attack, unit.image_id, exc_info=True)
+        text = " ".join(str(exc).split())[:300]
+        row["error"] = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
+    else:
+        m = res.metrics
+        row.update(adv_pred=res.adversarial_label, success=bool(res.success), ssim=m.get("ssim"),
+                   psnr=m.get("psnr"), l2=m.get("l2"), linf=m.get("linf"), lpips=m.get("lpips"),
+                   seconds=round(float(res.seconds), 4), iterations=int(res.iterations))
+        if res.success:
+            png = encode_png(res.adversarial, bits=study.bits_stored)
+    return UnitResult(unit, row, png=png, attacked=True, worker=worker)

@@ -1,0 +1,198 @@
+"""``evaluate --executor ray`` on a real local Ray cluster (``ray start --head`` on loopback, started
+by this module and stopped by its process ids): results equal to the serial executor, a worker
+killed mid-run is replaced with every row written once, Ctrl-C exits 3 with the rows kept (and the
+study resumes serially), an unreachable cluster or missing GPU is one line and exit 2."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+# not imported here: Ray reads its authentication settings once, when first imported (in the fixture)
+if importlib.util.find_spec("ray") is None:
+    pytest.skip("the cluster extra (pip install 'p2p-desktop[cluster]') is part of dev", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIFIER = "demo-squeezenet1_1"
+ATTACKS = ["fgsm", "pgd"]
+PARAMS = {"pgd.steps": 30}  # long enough jobs that a kill lands while one is running
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of the session the cluster's head started (Ray's workers get their own groups)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid:
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A one-node Ray cluster on loopback with its own token and short temp dir; yields its address."""
+    base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
+    token = base / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    os.environ.update({k: env[k] for k in saved})
+    port = _free_port()
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--port", str(port),
+         "--temp-dir", str(base / "r"), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard=false",
+         "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=open(base / "head.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if head.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"ray head did not start: {(base / 'head.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield {"address": f"127.0.0.1:{port}", "env": env}
+    finally:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+        for pid in _session_pids(head.pid):  # the head, GCS, raylet and every worker it started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        head.wait(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Four unseen phantoms and the serial executor's results on them."""
+    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.phantoms import write_png_dataset
+
+    base = tmp_path_factory.mktemp("ray")
+    write_png_dataset(base / "data", 4, seed=5000000, size=96)
+    serial = evaluate(base / "data", ATTACKS, [CLASSIFIER], base / "serial", params=PARAMS)
+    return base, serial
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "per_image.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _same(a: Path, b: Path) -> None:
+    ra = {(r["image"], r["classifier"], r["attack"]): r for r in _rows(a)}
+    rb_list = _rows(b)
+    rb = {(r["image"], r["classifier"], r["attack"]): r for r in rb_list}
+    assert len(rb) == len(rb_list), "a row was written twice"
+    assert ra.keys() == rb.keys() and len(ra) > 0
+    for key, r in ra.items():
+        s = rb[key]
+        assert s["success"] == r["success"] and s["adv_pred"] == r["adv_pred"] and s["error"] == r["error"], key
+        for col in ("ssim", "psnr", "l2", "linf"):
+            if r[col]:
+                assert float(s[col]) == pytest.approx(float(r[col]), rel=1e-5, abs=1e-6), (key, col)
+    adv_a = sorted(p.relative_to(a).as_posix() for p in (a / "adversarial").rglob("*.png"))
+    adv_b = sorted(p.relative_to(b).as_posix() for p in (b / "adversarial").rglob("*.png"))
+    assert adv_a == adv_b
+
+
+def test_ray_equals_serial_and_survives_a_killed_worker(cluster, study):
+    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.executors.ray_executor import RayExecutor
+
+    base, serial = study
+    ex = RayExecutor(address=cluster["address"], workers=2)
+    killed: dict = {}
+
+    def started(executor):
+        killed["pids"] = {w["pid"] for w in executor.worker_info()}
+
+    def progress(done, total, what, eta):
+        # after the first row: kill a worker (SIGKILL, as the OOM killer would) while it holds a job
+        if done >= 1 and "pid" not in killed and "pids" in killed:
+            pid = sorted(killed["pids"])[0]
+            os.kill(pid, signal.SIGKILL)
+            killed["pid"] = pid
+
+    ex.on_started = started
+    result = evaluate(base / "data", ATTACKS, [CLASSIFIER], base / "ray", params=PARAMS, executor=ex,
+                      on_progress=progress)
+    assert "pid" in killed, "no worker was killed"
+    # a replacement worker (a new process) produced results after the kill
+    assert ex.workers_seen - killed["pids"], ex.workers_seen
+    _same(base / "serial", base / "ray")
+    assert [s["success_rate"] for s in result.summary] == [s["success_rate"] for s in serial.summary]
+
+
+def _cli(args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "p2p_desktop", *args], env=env, capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def test_unreachable_cluster_and_missing_gpu_are_one_line_exit_2(cluster, study, tmp_path):
+    base, _ = study
+    common = ["evaluate", str(base / "data"), "--attacks", "fgsm", "--classifiers", CLASSIFIER, "--executor", "ray"]
+    r = _cli(common + ["--out", str(tmp_path / "a"), "--ray-address", f"127.0.0.1:{_free_port()}"], cluster["env"])
+    assert r.returncode == 2 and "cannot reach the Ray cluster" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _cli(common + ["--out", str(tmp_path / "b"), "--ray-address", cluster["address"], "--gpus-per-worker", "1"],
+             cluster["env"])
+    assert r.returncode == 2 and "has 0 GPU(s)" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "b" / "per_image.csv").exists() or not _rows(tmp_path / "b")
+
+
+def test_ctrl_c_exits_3_keeps_rows_and_resumes_serially(cluster, study, tmp_path):
+    base, _ = study
+    out = tmp_path / "c"
+    args = ["evaluate", str(base / "data"), "--attacks", ",".join(ATTACKS), "--classifiers", CLASSIFIER,
+            "--param", "pgd.steps=30", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "p2p_desktop", *args, "--executor", "ray", "--ray-address",
+                             cluster["address"], "--workers", "1"], env=cluster["env"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    csv_path = out / "per_image.csv"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) >= 2:  # header + one finished row
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    kept = _rows(out)
+    assert 1 <= len(kept) < 8
+    r = _cli(args, cluster["env"])  # the same study resumed by the serial executor
+    assert r.returncode == 0, r.stderr
+    _same(base / "serial", out)
