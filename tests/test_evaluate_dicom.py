@@ -252,3 +252,17 @@ def test_attack_checks_the_node_before_any_work_too(dataset, home, tmp_path, cap
     err = _one_line_error(capsys)
     assert "--send-dicom" in err and "connection refused" in err
     assert not out.exists() and not (tmp_path / "audit.jsonl").exists()
+
+
+def test_export_dicom_on_ray_is_refused_before_any_work(tmp_path, capsys):
+    """The Ray workers send back images, not DICOM sources: the combination is one line, exit 2."""
+    from p2p_desktop.cli.main import main
+
+    data = tmp_path / "data" / "benign"
+    data.mkdir(parents=True)
+    out = tmp_path / "out"
+    code = main(["evaluate", str(tmp_path / "data"), "--attacks", "fgsm", "--classifiers", "demo-squeezenet1_1",
+                 "--out", str(out), "--export-dicom", "--executor", "ray"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "serial executor only" in err[0]
+    assert not out.exists()

@@ -81,6 +81,9 @@ def _dicom_export(args):
 
     if args.deidentify and not args.export_dicom:
         raise InputError("--deidentify applies to --export-dicom; add it")
+    if args.export_dicom and getattr(args, "executor", "serial") != "serial":
+        raise InputError("--export-dicom runs with the serial executor only: the Ray workers return the "
+                         "adversarial images, not the DICOM sources (run the export without --executor ray)")
     node = check_send(args)
     return (BatchDicomExport(deidentify=args.deidentify) if args.export_dicom else None), node
 
