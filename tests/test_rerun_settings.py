@@ -146,17 +146,23 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
 
 
 def test_rerun_prints_its_verdict_audits_it_and_warns_on_stderr(cine, model_card, tmp_path, capsys, audit_log):
+    # a de-identified run's record names no input, so it cannot be re-run: one line, exit 2
+    deid = _attack(capsys, "attack", cine, "--attack", "fgsm", "--classifier", model_card, "--out", tmp_path / "x",
+                   "--frame", "1", "--eps", "0.01", "--export-dicom", "--deidentify")
+    assert cli("rerun", _provenance(deid), "--out", tmp_path / "y") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records a de-identified run" in err[0] and not (tmp_path / "y").exists()
     first = _attack(capsys, "attack", cine, "--attack", "fgsm", "--classifier", model_card, "--out", tmp_path / "a",
-                    "--frame", "1", "--eps", "0.01", "--export-dicom", "--deidentify")
+                    "--frame", "1", "--eps", "0.01", "--export-dicom")
     png_sha = next(o["sha256"] for o in first["outputs"] if o["kind"] == "png")
     assert cli("rerun", _provenance(first), "--out", tmp_path / "b") == 0
     out = capsys.readouterr()
     assert "adversarial PNG byte-identical to the recorded run" in out.out
-    # the de-identification warning of the recorded run is repeated on stderr, and nothing else is
+    # a faithful rerun of a verified record has nothing to warn about
     warnings = [line for line in out.err.splitlines() if line.startswith("p2p-desktop: warning: ")]
-    assert warnings and all(w.startswith("p2p-desktop: warning: de-identification") for w in warnings), out.err
+    assert not warnings, out.err
     records = [json.loads(line) for line in audit_log.read_text().splitlines()]
-    assert [r["event"] for r in records] == ["attack", "rerun"]
+    assert [r["event"] for r in records] == ["attack", "attack", "rerun"]
     data = records[-1]["data"]
     assert data["command"] == "rerun" and data["reproduced"] is True and data["recorded_png_sha256"] == png_sha
     assert data["frame"] == 1 and data["input_sha256"] == first["input_sha256"]
