@@ -1,0 +1,116 @@
+"""Audit log details that the integrity tests do not see (issue 19, mutation survivors).
+
+Large records (longer than the tail reader's block), the chain link after a damaged last line
+(recomputed independently), which key file verify and check use, the report fields of a
+failed verification, NaN refusal in the canonical form, the export record's fields, and the
+words users are told to act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from p2p_desktop.audit import AuditLog, GENESIS, audit_export, canonical_json, repair_log, verify_log
+from p2p_desktop.errors import InputError
+
+
+@pytest.fixture
+def keyed(tmp_path, monkeypatch):
+    """A log whose key is NOT the default key file (which is made to point elsewhere)."""
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_KEY", str(tmp_path / "default" / "audit.key"))
+    return AuditLog(tmp_path / "audit.jsonl", key_path=tmp_path / "own.key")
+
+
+def test_records_longer_than_the_tail_block_chain_correctly(keyed):
+    first = keyed.append("attack", {"note": "x" * 20000})  # one line of more than two 8 KiB blocks
+    second = keyed.append("attack", {"note": "y"})
+    assert second["seq"] == 1 and second["prev"] == first["hash"]
+    assert keyed.head()["hash"] == second["hash"]
+    report = verify_log(keyed.path, key_path=keyed.key_path)
+    assert report.ok and report.records == 2 and report.keyed, report.message()
+
+
+def test_append_after_a_damaged_last_line_links_to_its_bytes(keyed):
+    keyed.append("attack", {"i": 0})
+    keyed.append("attack", {"i": 1})
+    lines = keyed.path.read_bytes().split(b"\n")[:-1]
+    damaged = lines[1][:-5] + b"XXXX}"  # an edited, no longer valid, last record
+    keyed.path.write_bytes(lines[0] + b"\n" + damaged + b"\n")
+    rec = keyed.append("attack", {"i": 2})
+    assert rec["prev"] == hashlib.sha256(damaged).hexdigest() and rec["seq"] == 2
+    report = verify_log(keyed.path, key_path=keyed.key_path)
+    assert not report.ok and report.line == 2 and report.keyed and report.head == json.loads(lines[0])["hash"]
+
+
+def test_verify_and_check_use_the_named_key_file(keyed, tmp_path):
+    keyed.check()  # creates the log's own key, not the default one
+    assert keyed.key_path.is_file() and (keyed.key_path.stat().st_mode & 0o777) == 0o600
+    assert not (tmp_path / "default" / "audit.key").exists()
+    keyed.append("attack", {"i": 0})
+    report = verify_log(keyed.path, key_path=keyed.key_path)
+    assert report.ok and report.keyed
+    assert "every record signed with this installation's key" in report.message()
+
+
+def test_a_failed_verification_reports_keyed_and_no_head_before_the_first_record(keyed):
+    keyed.append("attack", {"i": 0})
+    keyed.path.write_bytes(keyed.path.read_bytes().replace(b'"i":0', b'"i":1'))
+    report = verify_log(keyed.path, key_path=keyed.key_path)
+    assert not report.ok and report.line == 1 and report.records == 0
+    assert report.keyed is True and report.head is None
+
+
+def test_an_empty_log_has_no_head_even_when_a_head_is_expected(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"")
+    report = verify_log(path, use_key=False, expect_head="ab" * 32)
+    assert not report.ok and report.records == 0 and report.head is None
+    assert report.head != GENESIS
+
+
+def test_a_folder_is_not_an_audit_log(tmp_path):
+    with pytest.raises(InputError, match="is not a regular file"):
+        verify_log(tmp_path)
+
+
+def test_canonical_json_refuses_nan():
+    with pytest.raises(ValueError):
+        canonical_json({"x": math.nan})
+    assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode("utf-8")
+
+
+def test_the_words_users_act_on(keyed):
+    keyed.append("attack", {"i": 0})
+    rec = json.loads(keyed.path.read_bytes())
+    del rec["mac"]
+    keyed.path.write_bytes(canonical_json(rec) + b"\n")
+    report = verify_log(keyed.path, key_path=keyed.key_path)
+    assert report.reason.startswith("record not signed (no mac): not written by this installation")
+    keyed.path.write_bytes(keyed.path.read_bytes() + b'{"seq": 1, "tor')
+    torn = verify_log(keyed.path, use_key=False)
+    assert torn.torn and "`p2p-desktop audit repair` removes it" in torn.reason
+    keyed.path.write_bytes(keyed.path.read_bytes().replace(b'"i":0', b'"i":9'))
+    with pytest.raises(InputError, match="repair only removes a torn last record"):
+        repair_log(keyed.path)
+
+
+def test_export_record_fields(tmp_path, monkeypatch):
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_KEY", str(tmp_path / "audit.key"))
+    src = tmp_path / "in.dcm"
+    src.write_bytes(b"source bytes")
+    study = SimpleNamespace(path=src, frame_index=3)
+    result = SimpleNamespace(attack="fgsm", config={"eps": 0.03}, classifier={"name": "c", "sha256": "ab"},
+                             seed=7, device="cpu")
+    outs = [{"kind": "dicom", "path": "o.dcm", "sha256": "cd", "extra": "dropped"}]
+    rec = audit_export("dicom", result, study, outs, log=tmp_path / "audit.jsonl")
+    data = rec["data"]
+    assert rec["event"] == "export"
+    assert data["frame"] == 3 and data["input"] == str(src)
+    assert data["input_sha256"] == hashlib.sha256(b"source bytes").hexdigest()
+    assert data["outputs"] == [{"kind": "dicom", "path": "o.dcm", "sha256": "cd"}]
+    assert (data["attack"], data["seed"], data["device"], data["deidentified"]) == ("fgsm", 7, "cpu", False)
