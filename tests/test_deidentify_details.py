@@ -137,3 +137,68 @@ def test_no_burned_in_warning_when_the_header_says_no(value):
     ds.BurnedInAnnotation = value
     assert deidentify.burned_in_warning(ds) is None
     assert deidentify.burned_in_warning(None) is not None  # no header at all: unknown
+
+
+def test_every_row_gets_exactly_its_resolved_action_at_both_levels():
+    """The table-wide check accepts any option of a combined action; this one demands the one
+    the profile resolves to: the first option, except Z for the IOD's Type 2 attributes at the
+    top level (on a data set of its own, not the module-scoped one)."""
+    from tests import test_deidentify_table as table
+
+    rows = table._rows()
+    strict = [(ident, name, action.replace("*", "").split("/")[0]) for ident, name, action in rows]
+    ds = Dataset()
+    originals = table._fill(ds, rows, "T")
+    nested = Dataset()
+    nested_originals = table._fill(nested, rows, "N")
+    ds.add_new(table.NESTING_SQ, "SQ", [nested])
+    report = deidentify.apply_basic_profile(ds)
+    problems = table._check(ds, strict, originals, True, report.uid_map)
+    problems += table._check(ds[table.NESTING_SQ].value[0], strict, nested_originals, False, report.uid_map)
+    assert not problems, "\n".join(problems)
+    assert ds.PatientIdentityRemoved == "YES"
+
+
+def test_groups_beyond_the_overlay_range_follow_the_repeating_rows():
+    # 60xx rows apply to every even 60xx group, also past the 6000-601E overlay planes
+    for group in (0x6020, 0x6022, 0x60FE):
+        assert deidentify.action_for((group << 16) | 0x3000) == "X"  # Overlay Data
+        assert deidentify.action_for((group << 16) | 0x4000) == "X"  # Overlay Comments
+        assert deidentify.action_for((group << 16) | 0x0010) is None  # not a row
+    assert deidentify.action_for(0x50020005) == "X" and deidentify.action_for(0x50FE1234) == "X"  # 50xx whole
+    assert deidentify.action_for(0x00191001) == "X" and deidentify.action_for(0x00190010) == "X"  # private
+    assert deidentify.action_for(0x00080060) is None  # Modality: kept
+
+
+def test_more_report_counts_and_value_types():
+    ds = Dataset()
+    ds.OtherPatientIDs = "OTHER-1"  # X
+    ds.add_new(0x00080024, "DA", "20010203")  # X
+    ds.StudyID = "S1"  # Z
+    ds.AccessionNumber = "A1"  # Z
+    ds.add_new(0x00080090, "OW", b"\x01\x02")  # Referring Physician (Z) with a binary VR
+    ds.VerificationDateTime = "20010203040506"  # D
+    ds.VerifyingOrganization = "Org"  # D
+    ds.add_new(0x0020000D, "LO", "1.2.3.4")  # U, stored with a non-UID VR: emptied
+    ds.SeriesInstanceUID = "1.2.3.5"  # U, after it: still remapped
+    observer = Dataset()
+    observer.CodeValue = "K1"
+    ds.VerifyingObserverSequence = [observer]  # D sequence: kept, cleaned item by item
+    ds.ContentSequence = [Dataset()]  # D sequence
+    ds.AnatomicRegionSequence = [Dataset()]  # not in the table: cleaned, not counted
+    report = deidentify.apply_basic_profile(ds)
+    assert 0x00101000 not in ds and 0x00080024 not in ds
+    assert ds.StudyID == "" and isinstance(ds.StudyID, str) and ds.AccessionNumber == ""
+    assert ds[0x00080090].value == b""
+    assert ds[0x0020000D].value == ""
+    assert ds.SeriesInstanceUID == report.uid_map.get("1.2.3.5") != "1.2.3.5"
+    assert ds.VerifyingObserverSequence[0].CodeValue == "K1"
+    assert (report.removed, report.emptied, report.replaced, report.uids) == (2, 4, 4, 1)
+
+
+def test_the_burned_in_warning_text():
+    ds = Dataset()
+    ds.BurnedInAnnotation = "YES"
+    assert deidentify.burned_in_warning(ds) == (
+        "de-identification: BurnedInAnnotation is YES; ultrasound images often carry burned-in patient "
+        "text and the pixel data was NOT cleaned — inspect the image before sharing it")
