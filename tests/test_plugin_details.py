@@ -198,3 +198,104 @@ def test_a_plugin_disabled_and_enabled_again_is_registered_anew(tmp_path):
     plugins.enable("d-again")
     plugins.register_enabled()
     assert registry._specs["d-again"].summary == "second version"
+
+
+def test_manifest_and_registration_fields(tmp_path, monkeypatch):
+    from p2p_desktop.models import registry as mreg
+    from p2p_desktop.paths import builtin_plugins_dir, user_data_dir
+
+    assert plugins._check_fields(" ", "attack", "m:A") == "manifest has no 'name'"
+    assert plugins._check_fields("n", "x", "m:A") == "kind 'x' is not one of attack, classifier"
+    d = _plugin(tmp_path, "d-ver", {"name": "d-ver", "kind": "attack", "entry": "impl:A", "version": "2.5"},
+                {"impl.py": ATTACK_SRC.format(name="d-ver", mark="v")})
+    info = plugins.find("d-ver")
+    assert info.version == "2.5" and info.sha256 == plugins._hash_folder(d)
+    enabled = plugins.enable("d-ver")
+    assert enabled.status == "enabled" and enabled.enabled and enabled.error == ""
+    state = json.loads((user_data_dir() / "plugins-enabled.json").read_text())
+    assert state == {"d-ver": {"path": info.path, "sha256": info.sha256}}
+    (d / "impl.py").write_text(ATTACK_SRC.format(name="d-ver", mark="w"))
+    assert plugins.find("d-ver").error == "files changed since it was enabled; enable it again to approve"
+    with pytest.raises(InputError, match="no plugin named 'nope'"):
+        plugins.enable("nope")
+    plugins.disable("never-enabled")  # nothing approved under that name: nothing to do, no error
+    _plugin(tmp_path, "d-clf2", {"name": "d-clf2", "kind": "classifier", "entry": "clf:load"},
+            {"clf.py": "def load(device='cpu'):\n    return device\n"})
+    plugins.enable("d-clf2")
+    plugins.register_enabled()
+    entry = mreg.find("d-clf2")
+    assert entry.kind == "classifier" and entry.card["plugin"]["name"] == "d-clf2"
+    monkeypatch.delenv("P2P_DESKTOP_PLUGIN_PATH")
+    assert plugins.plugin_dirs() == [builtin_plugins_dir(), user_data_dir() / "plugins"]
+
+
+def test_a_non_object_manifest_is_broken(tmp_path):
+    d = tmp_path / "plugins" / "list"
+    d.mkdir(parents=True)
+    (d / "plugin.json").write_text("[1, 2]")
+    info = plugins.find("list")
+    assert info.error == "unreadable manifest: manifest must be a JSON object"
+    assert (info.entry, info.sha256) == ("", "")
+
+
+def test_entry_point_names_kinds_and_summary(tmp_path, monkeypatch):
+    _entry_point_package(tmp_path, monkeypatch, "attack.d-a.b = detailpkg:A\nnonsense.d-k = detailpkg:A\n"
+                         "attack.d-gone = detailpkg.gone:A", {
+                             "detailpkg/__init__.py": ATTACK_SRC.format(name="d-a.b", mark="ep")})
+    found = {p.name: p for p in plugins.discover()}
+    assert found["d-a.b"].kind == "attack" and found["d-a.b"].status == "disabled"
+    assert found["d-a.b"].summary == "entry point of detailpkg"
+    assert found["d-k"].status == "broken" and found["d-k"].error.startswith("kind 'nonsense' is not one of")
+    assert found["d-gone"].status == "broken" and found["d-gone"].sha256 == "" and found["d-gone"].path == ""
+    plugins.enable("d-a.b")
+    cls = plugins.load_plugin_object(plugins.find("d-a.b"))
+    assert sys.modules[cls.__module__].__file__ == found["d-a.b"].path
+
+
+def test_approval_withdrawn_after_discovery_is_refused(tmp_path):
+    _attack(tmp_path, "d-wd")
+    plugins.enable("d-wd")
+    info = plugins.find("d-wd")
+    plugins.disable("d-wd")
+    with pytest.raises(InputError, match="'d-wd' is changed"):
+        plugins.load_plugin_object(info)
+
+
+def test_a_registered_plugin_whose_folder_is_gone_is_disabled(tmp_path):
+    import shutil
+
+    from p2p_desktop.attacks import registry
+
+    d = _attack(tmp_path, "d-gone2")
+    plugins.enable("d-gone2")
+    plugins.register_enabled()
+    shutil.rmtree(d)
+    with pytest.raises(InputError, match="'d-gone2' is disabled"):
+        registry.get("d-gone2")
+
+
+def test_the_finder_is_put_back_when_something_removed_it(tmp_path):
+    _attack(tmp_path, "d-fnd", mark="v1")
+    plugins.enable("d-fnd")
+    cls = plugins.load_plugin_object(plugins.find("d-fnd"))
+    package = cls.__module__.split(".")[0]
+    sys.meta_path.remove(plugins._finders[package])
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        sys.modules.pop(name)
+    assert plugins.load_plugin_object(plugins.find("d-fnd")).MARK == "v1"
+
+
+def test_bytecode_caches_are_not_part_of_the_approval(tmp_path):
+    d = _attack(tmp_path, "d-cache")
+    plugins.enable("d-cache")
+    (d / "__pycache__").mkdir()
+    (d / "__pycache__" / "notes.txt").write_text("anything")
+    assert plugins.find("d-cache").status == "enabled"
+
+
+def test_nesting_depth_limit_is_32(tmp_path):
+    d = _attack(tmp_path, "d-depth")
+    os.symlink(d, d / "loop")
+    error = plugins.find("d-depth").error
+    where = error.split("nested too deep at ", 1)[1]
+    assert where == "/".join(["loop"] * 33)
