@@ -95,7 +95,7 @@ def test_the_words_users_act_on(keyed):
     torn = verify_log(keyed.path, use_key=False)
     assert torn.torn and "`p2p-desktop audit repair` removes it" in torn.reason
     keyed.path.write_bytes(keyed.path.read_bytes().replace(b'"i":0', b'"i":9'))
-    with pytest.raises(InputError, match="repair only removes a torn last record"):
+    with pytest.raises(InputError, match="repair only removes a torn last record$"):
         repair_log(keyed.path)
 
 
@@ -114,3 +114,44 @@ def test_export_record_fields(tmp_path, monkeypatch):
     assert data["input_sha256"] == hashlib.sha256(b"source bytes").hexdigest()
     assert data["outputs"] == [{"kind": "dicom", "path": "o.dcm", "sha256": "cd"}]
     assert (data["attack"], data["seed"], data["device"], data["deidentified"]) == ("fgsm", 7, "cpu", False)
+    assert data["config"] == {"eps": 0.03} and data["classifier"] == {"name": "c", "sha256": "ab"}
+    # a result without the optional fields and a source that is gone
+    bare = audit_export("png", SimpleNamespace(), SimpleNamespace(path=tmp_path / "gone.dcm"), [],
+                        log=tmp_path / "audit.jsonl")["data"]
+    assert (bare["seed"], bare["config"], bare["input_sha256"], bare["frame"]) == (None, None, None, 0)
+
+
+def test_key_files_and_digests(tmp_path, monkeypatch):
+    import hmac
+
+    from p2p_desktop.audit import append_event, default_key_path, load_key, source_digest
+    from p2p_desktop.errors import OutputError
+    from p2p_desktop.paths import user_data_dir
+
+    monkeypatch.delenv("P2P_DESKTOP_AUDIT_KEY")
+    assert default_key_path() == user_data_dir() / "audit.key"
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_KEY", str(tmp_path / "elsewhere.key"))
+    key = tmp_path / "k16"
+    key.write_bytes(b"k" * 16)
+    assert load_key(key) == b"k" * 16  # 16 bytes: the shortest key accepted
+    key.write_bytes(b"k" * 15)
+    with pytest.raises(OutputError, match="under 16 bytes"):
+        load_key(key)
+    key.write_bytes(b"s" * 32)
+    expected = hmac.new(b"s" * 32, b"p2p-desktop source-sha256\0" + b"ab" * 32, hashlib.sha256).hexdigest()
+    assert source_digest("ab" * 32, key_path=key) == expected
+    assert not (tmp_path / "elsewhere.key").exists()
+    rec = append_event("attack", {"a": 1}, log=tmp_path / "audit.jsonl")
+    assert rec["data"] == {"a": 1} and json.loads((tmp_path / "audit.jsonl").read_bytes())["data"] == {"a": 1}
+
+
+def test_an_unconfirmed_last_record_is_not_the_head_and_check_refuses_a_torn_one(keyed):
+    from p2p_desktop.audit import chain_head
+    from p2p_desktop.errors import OutputError
+
+    keyed.append("attack", {"i": 0})
+    keyed.path.write_bytes(keyed.path.read_bytes().rstrip(b"\n"))  # a complete record, end of line lost
+    assert chain_head(keyed.path) is None
+    keyed.path.write_bytes(keyed.path.read_bytes() + b'\n{"seq": 1, "tor')
+    with pytest.raises(OutputError, match="`p2p-desktop audit verify` and `p2p-desktop audit repair`$"):
+        keyed.check()
