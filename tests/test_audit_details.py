@@ -39,7 +39,7 @@ def test_append_after_a_damaged_last_line_links_to_its_bytes(keyed):
     keyed.append("attack", {"i": 0})
     keyed.append("attack", {"i": 1})
     lines = keyed.path.read_bytes().split(b"\n")[:-1]
-    damaged = lines[1][:-5] + b"XXXX}"  # an edited, no longer valid, last record
+    damaged = lines[1][:-5] + b"}XXXX"  # an edited, no longer valid, last record
     keyed.path.write_bytes(lines[0] + b"\n" + damaged + b"\n")
     rec = keyed.append("attack", {"i": 2})
     assert rec["prev"] == hashlib.sha256(damaged).hexdigest() and rec["seq"] == 2
@@ -155,3 +155,54 @@ def test_an_unconfirmed_last_record_is_not_the_head_and_check_refuses_a_torn_one
     keyed.path.write_bytes(keyed.path.read_bytes() + b'\n{"seq": 1, "tor')
     with pytest.raises(OutputError, match="`p2p-desktop audit verify` and `p2p-desktop audit repair`$"):
         keyed.check()
+
+
+def test_verify_notes_and_reasons_word_for_word(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from p2p_desktop.audit import key_id
+    from p2p_desktop.errors import OutputError
+
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_KEY", str(tmp_path / "a.key"))
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    r0, r1 = log.append("attack", {"i": 0}), log.append("attack", {"i": 1})
+    body = path.read_bytes()
+    key_a = (tmp_path / "a.key").read_bytes()
+
+    def check(data: bytes, **kw):
+        path.write_bytes(data)
+        return verify_log(path, key=key_a, **kw)
+
+    assert check(body + b"\n").notes == ("1 trailing blank line ignored",)
+    assert check(body + b"\n\n").notes == ("2 trailing blank lines ignored",)
+    assert check(body[:-1]).notes == ("last record has no end of line (an interrupted write after the record)",)
+    assert check(body[:-1]).ok and check(body).notes == ()
+    (tmp_path / "blank.jsonl").write_bytes(b"\n\n")
+    blank = verify_log(tmp_path / "blank.jsonl", use_key=False)
+    assert blank.ok and blank.records == 0 and blank.notes == ("2 trailing blank lines ignored",)
+    garbage = check(body + b"not json\n")
+    assert (garbage.line, garbage.torn, garbage.reason) == (3, False, "not valid JSON (the record was edited or damaged)")
+    other = check(body + b'{"a": 1}\n')
+    assert (other.line, other.reason) == (3, "not an audit record (seq, prev or hash missing)")
+    first_gone = check(body.split(b"\n", 1)[1])
+    assert (first_gone.line, first_gone.reason) == (
+        1, "broken link: the record before it was deleted, edited or moved (records reordered)")
+    rec = json.loads(body.split(b"\n")[0])
+    forged = check(canonical_json({**rec, "mac": "0" * 64}) + b"\n")
+    assert forged.reason == "signature (mac) mismatch: the record was forged or rewritten without the key"
+    unsigned = check(canonical_json({k: v for k, v in rec.items() if k != "mac"}) + b"\n")
+    assert unsigned.reason.endswith("or written before audit keys existed (verify with --no-key to check the chain only)")
+    key_b = b"b" * 32
+    path.write_bytes(body)
+    assert verify_log(path, key=key_b).reason == (
+        f"record signed with another key ({key_id(key_a)}); this installation's key is {key_id(key_b)}")
+    head = "f" * 64
+    cut = check(body, expect_head=head)
+    assert not cut.ok and cut.keyed and cut.head == r1["hash"] and cut.line is None
+    assert cut.reason == (f"the chain head {head[:16]}… is not in the log: records were cut off its end or the log "
+                          "was replaced")
+    assert check(body, expect_head=r0["hash"]).ok
+    assert canonical_json({"p": Path("/x")}) == b'{"p":"/x"}'  # anything else: its str()
+    with pytest.raises(OutputError, match="is not a regular file; refused"):
+        AuditLog(tmp_path).append("attack", {})
