@@ -206,3 +206,17 @@ def test_verify_notes_and_reasons_word_for_word(tmp_path, monkeypatch):
     assert canonical_json({"p": Path("/x")}) == b'{"p":"/x"}'  # anything else: its str()
     with pytest.raises(OutputError, match="is not a regular file; refused"):
         AuditLog(tmp_path).append("attack", {})
+
+
+def test_append_creates_nested_folders_and_refuses_a_torn_tail_word_for_word(tmp_path, monkeypatch):
+    from p2p_desktop.errors import OutputError
+
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_KEY", str(tmp_path / "audit.key"))
+    log = AuditLog(tmp_path / "a" / "b" / "audit.jsonl")
+    log.append("attack", {"i": 0})
+    log.path.write_bytes(log.path.read_bytes() + b'{"seq": 1, "tor')
+    with pytest.raises(OutputError) as info:
+        log.append("attack", {"i": 1})
+    assert str(info.value) == (
+        f"the audit log {log.path} ends with a torn record (an interrupted write); nothing was appended: run "
+        "`p2p-desktop audit verify`, then `p2p-desktop audit repair` to remove the torn tail")
