@@ -60,9 +60,9 @@ default_tests() {
     p2p_desktop/metrics.py) echo "tests/test_metrics_reference.py" ;;
     p2p_desktop/export/provenance.py|p2p_desktop/cli/cmd_rerun.py)
       echo "tests/test_provenance_record.py tests/test_provenance.py tests/test_rerun_settings.py" ;;
-    p2p_desktop/export/deidentify.py) echo "tests/test_export_dicom.py tests/test_deid_output_names.py" ;;
-    p2p_desktop/audit.py) echo "tests/test_audit.py" ;;
-    p2p_desktop/plugins.py) echo "tests/test_plugins.py" ;;
+    p2p_desktop/export/deidentify.py) echo "tests/test_deidentify_table.py tests/test_deidentify_details.py" ;;
+    p2p_desktop/audit.py) echo "tests/test_audit.py tests/test_audit_integrity.py tests/test_audit_details.py" ;;
+    p2p_desktop/plugins.py) echo "tests/test_plugins.py tests/test_plugin_integrity.py tests/test_plugin_details.py" ;;
     *) # fall back to the test files that name the module
       grep -lw "$(basename "$1" .py)" "$src"/tests/test_*.py 2>/dev/null | sed "s|^$src/||" | tr '\n' ' ' ;;
   esac
