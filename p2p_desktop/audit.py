@@ -168,6 +168,9 @@ def _unlock(fh) -> None:
         msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
 
 
+_BLANK = b" \t\r\n"
+
+
 def _tail(fh) -> tuple[bytes, int, bool]:
     """``(last non-blank line, offset just after its newline, terminated)`` of an open binary file.
 
@@ -183,17 +186,18 @@ def _tail(fh) -> tuple[bytes, int, bool]:
         pos -= step
         fh.seek(pos)
         data = fh.read(step) + data
-        stripped = data.rstrip(b"\r\n")
+        stripped = data.rstrip(_BLANK)
         if b"\n" in stripped or pos == 0:
             break
     if not data.strip():
         return b"", 0, True
-    terminated = data.endswith(b"\n")
-    stripped = data.rstrip(b"\r\n")
+    # blank lines are whitespace-only lines (as verify reads them): the last record ends at the
+    # first newline after its last non-blank byte, and the next record goes just after it
+    stripped = data.rstrip(_BLANK)
+    newline = data.find(b"\n", len(stripped))
+    terminated = newline >= 0
     last = stripped.rsplit(b"\n", 1)[-1]
-    offset = pos + len(stripped) + (1 if terminated else 0)
-    if terminated and data[len(stripped):len(stripped) + 2] == b"\r\n":
-        offset += 1
+    offset = pos + (newline + 1 if terminated else len(stripped))
     return last, offset, terminated
 
 

@@ -134,6 +134,17 @@ def test_trailing_blank_lines_are_not_a_removed_record(log, capsys):
     assert report.ok and report.records == 6 and not report.notes
 
 
+@pytest.mark.parametrize("tail", [b"\n   \n", b"\n\t \r\n \n", b"\r\n  \n"])
+def test_trailing_whitespace_lines_are_blank_lines_too(log, tail):
+    """A trailing line of spaces is a blank line, as verify reads it: the next record is appended
+    right after the last one, never after the spaces (which would leave a blank line inside)."""
+    _write(log, _lines(log), tail=tail)
+    assert verify_log(log.path).ok
+    log.append("attack", {"after": "a line of spaces"})
+    report = verify_log(log.path)
+    assert report.ok and report.records == 6 and not report.notes, report.reason
+
+
 def test_forger_without_the_key_is_found(log, tmp_path, capsys):
     lines = _lines(log)
     last = json.loads(lines[-1])
