@@ -619,8 +619,8 @@ def evaluate(
     :class:`p2p_desktop.executors.ray_executor.RayExecutor`: on a Ray cluster); the rows are
     written here as they arrive either way.
     """
-    from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.device import resolve_device
+    from p2p_desktop.executors.unit import attack_into_row
     from p2p_desktop.hashing import sha256_bytes, sha256_file
     from p2p_desktop.io import load_dataset, load_study
     from p2p_desktop.io.encode import encode_png
@@ -796,25 +796,13 @@ def evaluate(
                                            "attack": attack.name, "clean_pred": clean_pred,
                                            "procedure": procedures[attack.name]["label"]}
                     attacked += 1
-                    try:
-                        res = run_attack(study, clf, attack, backbone=bb, on_step=on_step, cancel=cancel,
-                                         true_label=item.label)
-                    except (Cancelled, KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - one image never stops the batch
-                        log.warning("%s failed", what, exc_info=True)
-                        text = " ".join(str(exc).split())[:300]
-                        row["error"] = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
-                    else:
-                        m = res.metrics
-                        row.update(adv_pred=res.adversarial_label, success=bool(res.success), ssim=m.get("ssim"),
-                                   psnr=m.get("psnr"), l2=m.get("l2"), linf=m.get("linf"), lpips=m.get("lpips"),
-                                   seconds=round(float(res.seconds), 4), iterations=int(res.iterations))
-                        if res.success:
-                            _replace_atomic(adversarial_path(out, clf.name, attack.name, image_id),
-                                            encode_png(res.adversarial, bits=study.bits_stored))
-                            if dicom is not None:
-                                dicom.export(out, res, study, clf.name, attack.name, image_id, root)
+                    res = attack_into_row(row, study, clf, attack, bb, item.label, what=what, on_step=on_step,
+                                          cancel=cancel)
+                    if res is not None and res.success:
+                        _replace_atomic(adversarial_path(out, clf.name, attack.name, image_id),
+                                        encode_png(res.adversarial, bits=study.bits_stored))
+                        if dicom is not None:
+                            dicom.export(out, res, study, clf.name, attack.name, image_id, root)
                     record(row)
                     notify(done, total, what, eta())
     except (Cancelled, KeyboardInterrupt):

@@ -15,7 +15,6 @@ log = logging.getLogger(__name__)
 
 def run_unit(unit: Unit, image_file: Path, classifier, attack, backbone, worker: str = "") -> UnitResult:
     """Load the image from ``image_file``, skip it when misclassified, attack it, build the row."""
-    from p2p_desktop.attacks.runner import run_attack
     from p2p_desktop.io import load_study
     from p2p_desktop.io.encode import encode_png
 
@@ -31,19 +30,31 @@ def run_unit(unit: Unit, image_file: Path, classifier, attack, backbone, worker:
     row: dict[str, Any] = {"image": unit.image_id, "label": unit.label, "classifier": unit.classifier,
                            "attack": unit.attack, "clean_pred": clean_pred, "procedure": unit.procedure}
     png = None
+    res = attack_into_row(row, study, classifier, attack, backbone, unit.label,
+                          what=f"{unit.classifier} × {unit.attack}: {unit.image_id}")
+    if res is not None and res.success:
+        png = encode_png(res.adversarial, bits=study.bits_stored)
+    return UnitResult(unit, row, png=png, attacked=True, worker=worker)
+
+
+def attack_into_row(row: dict[str, Any], study, classifier, attack, backbone, true_label, *, what: str,
+                    on_step=None, cancel=None):
+    """Run one job and fill its row (the verdict and metrics, or the error): the one place both the
+    serial evaluate loop and a worker build a row. Returns the result, or None when the attack failed."""
+    from p2p_desktop.attacks.runner import run_attack
+
     try:
-        res = run_attack(study, classifier, attack, backbone=backbone, true_label=unit.label)
+        res = run_attack(study, classifier, attack, backbone=backbone, on_step=on_step, cancel=cancel,
+                         true_label=true_label)
     except (Cancelled, KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one image never stops the batch
-        log.warning("%s × %s: %s failed", unit.classifier, unit.attack, unit.image_id, exc_info=True)
+        log.warning("%s failed", what, exc_info=True)
         text = " ".join(str(exc).split())[:300]
         row["error"] = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
-    else:
-        m = res.metrics
-        row.update(adv_pred=res.adversarial_label, success=bool(res.success), ssim=m.get("ssim"),
-                   psnr=m.get("psnr"), l2=m.get("l2"), linf=m.get("linf"), lpips=m.get("lpips"),
-                   seconds=round(float(res.seconds), 4), iterations=int(res.iterations))
-        if res.success:
-            png = encode_png(res.adversarial, bits=study.bits_stored)
-    return UnitResult(unit, row, png=png, attacked=True, worker=worker)
+        return None
+    m = res.metrics
+    row.update(adv_pred=res.adversarial_label, success=bool(res.success), ssim=m.get("ssim"),
+               psnr=m.get("psnr"), l2=m.get("l2"), linf=m.get("linf"), lpips=m.get("lpips"),
+               seconds=round(float(res.seconds), 4), iterations=int(res.iterations))
+    return res
