@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import shutil
 import signal
@@ -198,26 +197,43 @@ def test_without_hard_links_a_name_taken_in_the_race_is_not_overwritten(tmp_path
     assert got == tmp_path / "x_adv-1.png" and got.read_bytes() == b"ours"
 
 
-def _writer(folder: str, who: int, n: int, barrier) -> list[str]:
-    barrier.wait()
-    return [str(atomic_write_bytes(Path(folder) / "x_adv.png", f"{who}:{i}".encode())) for i in range(n)]
+_WRITER = """
+import json, sys, time
+from pathlib import Path
+from p2p_desktop.io.outputs import atomic_write_bytes
+folder, who, n, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+while not go.exists():
+    time.sleep(0.005)
+print(json.dumps([str(atomic_write_bytes(Path(folder) / "x_adv.png", f"{who}:{i}".encode())) for i in range(n)]))
+"""
 
 
 def test_concurrent_writers_of_one_name_never_lose_a_file(tmp_path):
-    """Real processes racing on the same name: every write lands in its own file."""
-    ctx = multiprocessing.get_context("fork")
+    """Real processes racing on the same name: every write lands in its own file.
+
+    The writers are fresh interpreters (not forks of this test process, whose torch and
+    monitor threads can leave a forked child deadlocked on a lock copied mid-use)."""
+    import json
+
+    out, go = tmp_path / "out", tmp_path / "go"
+    out.mkdir()
     writers, each = 4, 25
-    with ctx.Manager() as manager:
-        barrier = manager.Barrier(writers)
-        with ctx.Pool(writers) as pool:
-            results = pool.starmap(_writer, [(str(tmp_path), w, each, barrier) for w in range(writers)])
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(out), str(w), str(each), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(writers)]
+    time.sleep(0.5)
+    go.touch()  # release them together
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        results.append(json.loads(stdout))
     paths = [p for r in results for p in r]
     assert len(paths) == len(set(paths)) == writers * each
     contents = {Path(p).read_bytes().decode() for p in paths}
     assert contents == {f"{w}:{i}" for w in range(writers) for i in range(each)}
     for w, r in enumerate(results):  # each writer's file holds its own bytes
         assert [Path(p).read_bytes().decode() for p in r] == [f"{w}:{i}" for i in range(each)]
-    assert len(list(tmp_path.iterdir())) == writers * each
+    assert len(list(out.iterdir())) == writers * each
 
 
 def test_disk_full_leaves_nothing_and_says_so(tmp_path, monkeypatch):
