@@ -506,7 +506,7 @@ def _compute_fid(rows, dataset_root: Path, out_dir: Path, classifiers, attacks, 
     """{(classifier, attack): (FID or None, pairs used)}; notes say why a value is missing."""
     import numpy as np
 
-    from p2p_desktop import fid as fidlib
+    from p2p_desktop.metrics import fid as fidlib
     from p2p_desktop.io import load_study
 
     result: dict[tuple[str, str], tuple[float | None, int]] = {}
@@ -1043,7 +1043,7 @@ def _fid_per_class(rows, root: Path, out: Path, classifiers, attacks, labels: Ma
     """{(classifier, attack): (mean over classes of FID(all originals of the class, its adversarials), pairs)}."""
     import numpy as np
 
-    from p2p_desktop import fid as fidlib
+    from p2p_desktop.metrics import fid as fidlib
     from p2p_desktop.io import load_study
 
     status = fidlib.fid_status()

@@ -57,7 +57,7 @@ default_tests() {
   case "$1" in
     p2p_desktop/io/outputs.py) echo "tests/test_outputs_promises.py" ;;
     p2p_desktop/attacks/runner.py) echo "tests/test_runner_judgement.py tests/test_hardening_oom.py" ;;
-    p2p_desktop/metrics.py) echo "tests/test_metrics_reference.py" ;;
+    p2p_desktop/metrics/similarity.py) echo "tests/test_metrics_reference.py" ;;
     p2p_desktop/export/provenance.py|p2p_desktop/cli/cmd_rerun.py)
       echo "tests/test_provenance_record.py tests/test_provenance.py tests/test_rerun_settings.py" ;;
     p2p_desktop/export/deidentify.py) echo "tests/test_deidentify_table.py tests/test_deidentify_details.py" ;;

@@ -102,14 +102,14 @@ def full_run(bench, tmp_path_factory):
 
 # -- Fréchet distance -------------------------------------------------------------------------------
 def test_frechet_identical_sets_is_zero():
-    from p2p_desktop.fid import fid_from_features
+    from p2p_desktop.metrics.fid import fid_from_features
 
     f = np.random.RandomState(0).randn(400, 16)
     assert fid_from_features(f, f) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_frechet_shifted_means_gives_squared_shift():
-    from p2p_desktop.fid import fid_from_features
+    from p2p_desktop.metrics.fid import fid_from_features
 
     f = np.random.RandomState(1).randn(400, 16)
     delta = np.linspace(-1, 2, 16)
@@ -117,7 +117,7 @@ def test_frechet_shifted_means_gives_squared_shift():
 
 
 def test_frechet_known_gaussians():
-    from p2p_desktop.fid import frechet_distance
+    from p2p_desktop.metrics.fid import frechet_distance
 
     d = 6
     # equal means, Σ₁ = I, Σ₂ = 4I: Tr(I + 4I − 2·2I) = d
@@ -131,7 +131,7 @@ def test_frechet_known_gaussians():
 
 def test_frechet_rank_deficient_covariance_is_finite():
     """Fewer samples than dimensions (the usual case for small FID sets): finite, ≥ 0, real."""
-    from p2p_desktop.fid import fid_from_features
+    from p2p_desktop.metrics.fid import fid_from_features
 
     rng = np.random.RandomState(2)
     value = fid_from_features(rng.randn(5, 64), rng.randn(5, 64) + 0.5)
@@ -142,7 +142,7 @@ def test_frechet_rank_deficient_covariance_is_finite():
 
 def test_frechet_in_sample_subspace_equals_full_computation():
     """Few samples, many dimensions: the subspace shortcut gives the full D×D value."""
-    from p2p_desktop.fid import fid_from_features
+    from p2p_desktop.metrics.fid import fid_from_features
 
     rng = np.random.RandomState(3)
     a, b = rng.randn(20, 50), 1.5 * rng.randn(25, 50) + 0.3
@@ -152,7 +152,7 @@ def test_frechet_in_sample_subspace_equals_full_computation():
 def test_fid_status_names_missing_files_and_folder():
     import torch
 
-    from p2p_desktop.fid import PYTORCH_FID_FILE, TORCHVISION_FILE, fid_status, load_inception
+    from p2p_desktop.metrics.fid import PYTORCH_FID_FILE, TORCHVISION_FILE, fid_status, load_inception
 
     status = fid_status()
     assert not status.available and load_inception() is None
@@ -350,7 +350,7 @@ def _random_inception_state(flavour: str) -> dict:
     """State dict of the right shapes with random values (built on the meta device: no slow init)."""
     import torch
 
-    from p2p_desktop.fid import build_inception
+    from p2p_desktop.metrics.fid import build_inception
 
     with torch.device("meta"):
         model = build_inception(flavour)
@@ -372,7 +372,7 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     """With (here: random) pytorch-fid InceptionV3 weights in the hub cache, FID is a number."""
     import torch
 
-    from p2p_desktop import fid as fidlib
+    from p2p_desktop.metrics import fid as fidlib
 
     home = tmp_path / "hub-with-inception"
     monkeypatch.setenv("TORCH_HOME", str(home))
@@ -395,7 +395,7 @@ def test_torchvision_inception_weights_are_used_and_noted(tmp_path, monkeypatch)
     """torchvision's file (with its auxiliary head) loads too, and the note says it is not standard FID."""
     import torch
 
-    from p2p_desktop import fid as fidlib
+    from p2p_desktop.metrics import fid as fidlib
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
@@ -407,7 +407,7 @@ def test_torchvision_inception_weights_are_used_and_noted(tmp_path, monkeypatch)
 
 
 def test_inception_file_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
-    from p2p_desktop import fid as fidlib
+    from p2p_desktop.metrics import fid as fidlib
     from p2p_desktop.errors import UnsafeFileError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from p2p_desktop import metrics
+from p2p_desktop.metrics import similarity as metrics
 from p2p_desktop.metrics import compute_metrics, psnr, ssim
 
 
@@ -201,3 +201,21 @@ def test_lpips_is_computed_on_minus_one_to_one_inputs_when_weights_are_present(s
     assert not any("LPIPS" in n for n in notes)
     assert metrics.lpips_distance(a[:, :, :1], b[:, :, :1]) == pytest.approx(grey_expected, rel=1e-5)
     assert metrics.lpips_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_metric_table_drives_compute_metrics_and_formatting():
+    """compute_metrics returns exactly the table's per-image rows, in order; each row formats itself."""
+    from p2p_desktop.metrics import METRICS, compute_metrics, image_metrics, metric
+
+    rng = np.random.default_rng(0)
+    a = rng.random((32, 32))
+    b = np.clip(a + 0.01, 0, 1)
+    m, _ = compute_metrics(a, b)
+    assert list(m) == [row.key for row in image_metrics()] == ["ssim", "psnr", "l2", "linf", "lpips"]
+    assert m["linf"] == pytest.approx(0.01, abs=1e-9)
+    assert METRICS["psnr"].format(m["psnr"]).endswith(" dB")
+    assert METRICS["lpips"].format(None) == "—"
+    assert METRICS["l2"].heading == "L2 ↓" and METRICS["ssim"].heading == "SSIM ↑"
+    assert METRICS["fid"].compute is None and METRICS["fid"].average == "per-class mean"
+    with pytest.raises(KeyError, match="unknown metric 'nope'"):
+        metric("nope")

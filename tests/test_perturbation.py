@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from p2p_desktop.metrics import compute_metrics
-from p2p_desktop.perturbation import PerturbationMap
+from p2p_desktop.metrics.perturbation import PerturbationMap
 
 
 def _pair(seed: int = 0, shape=(20, 30, 3)):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.config import Config, param
 from p2p_desktop.errors import InputError
+from p2p_desktop.progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -43,25 +44,8 @@ class AttackConfig(Config):
     )
 
 
-@dataclass
-class StepEvent:
-    """One iteration of an attack, as reported to the CLI progress bar and the GUI."""
-
-    step: int  # 1-based
-    total: int
-    loss: float
-    probs: dict[str, float]
-    success: bool | None = None
-    message: str = ""
-    elapsed: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "total": self.total, "loss": self.loss, "probs": self.probs,
-                "success": self.success, "message": self.message, "elapsed": self.elapsed,
-                **({"extra": self.extra} if self.extra else {})}
-
-
+#: One iteration of an attack: the project's one progress event (:class:`p2p_desktop.progress.Progress`).
+StepEvent = Progress
 StepCallback = Callable[[StepEvent], None]
 
 

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 import pyqtgraph as pg
 from p2p_desktop.gui.imageview import ImagePane, colormap
 from p2p_desktop.gui.results import MetricsTable, ProbabilityChart, metric_rows
-from p2p_desktop.perturbation import PerturbationMap
+from p2p_desktop.metrics.perturbation import PerturbationMap
 
 __all__ = ["CompareView"]
 

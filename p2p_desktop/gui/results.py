@@ -2,7 +2,7 @@
 interactive heatmap (signed/absolute, amplification, colour bar levels, overlay, hover
 readout, rectangle ROI statistics, lesion energy), the probability shift, the metrics and,
 for P2P, the learned prompt's nearest words. All numbers come from the core
-(:class:`~p2p_desktop.perturbation.PerturbationMap`, ``AttackResult``)."""
+(:class:`~p2p_desktop.metrics.perturbation.PerturbationMap`, ``AttackResult``)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from p2p_desktop.export.report import (
 )
 from p2p_desktop.gui.imageview import ImagePane, colormap
 from p2p_desktop.gui.monitor import legend_title
-from p2p_desktop.perturbation import MODES, PerturbationMap
+from p2p_desktop.metrics.perturbation import MODES, PerturbationMap
 
 __all__ = ["ResultsView", "ProbabilityChart", "MetricsTable", "metric_rows", "format_words"]
 

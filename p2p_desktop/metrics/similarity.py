@@ -94,25 +94,27 @@ def lpips_distance(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict, list[str]]:
-    """SSIM, PSNR (dB), L2, L∞ of the perturbation and LPIPS; returns (metrics, notes)."""
+    """Every per-image metric of :data:`~p2p_desktop.metrics.table.METRICS` (SSIM, PSNR (dB), L2, L∞
+    of the perturbation, LPIPS); returns (metrics, notes). A metric whose requirements are missing
+    is ``None`` with a note saying what is missing; an infinite value (PSNR of identical images)
+    is ``None`` with a note."""
+    from p2p_desktop.metrics.table import image_metrics
+
     o, a = _as3d(original), _as3d(adversarial)
-    d = a - o
     notes: list[str] = []
-    p = psnr(o, a)
-    if math.isinf(p):
-        notes.append("PSNR is infinite (the images are identical); reported as null")
-    m = {
-        "ssim": ssim(o, a),
-        "psnr": None if math.isinf(p) else p,
-        "l2": float(np.sqrt(np.sum(d * d))),
-        "linf": float(np.max(np.abs(d))) if d.size else 0.0,
-        "lpips": None,
-    }
-    ok, note = lpips_status()
-    if ok:
-        m["lpips"] = lpips_distance(o, a)
-    else:
-        notes.append(note)
+    m: dict = {}
+    for row in image_metrics():
+        if row.available is not None:
+            ok, note = row.available()
+            if not ok:
+                m[row.key] = None
+                notes.append(note)
+                continue
+        value = row.compute(o, a)
+        if value is not None and math.isinf(value):
+            notes.append(f"{row.label} is infinite (the images are identical); reported as null")
+            value = None
+        m[row.key] = value
     return m, notes
 
 
