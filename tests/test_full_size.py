@@ -2,7 +2,8 @@
 folder with random weights (scripts/make_sd_shaped.py: model_index.json with PNDMScheduler,
 safety_checker and feature_extractor entries, the real UNet/VAE/CLIP shapes) is loaded through
 ``--backbone`` and P2P and Diff-PGD run two iterations at 224 and 512 px on the CPU, with the
-memory levers on and one timestep per step. Plus the load-time vocabulary check."""
+memory levers on and one timestep per step; the SD-2.1-shaped folder (v-prediction) loads and runs. Plus the
+load-time vocabulary check."""
 
 from __future__ import annotations
 
@@ -53,23 +54,19 @@ def test_sd15_shaped_folder_is_the_real_layout(sd15):
     assert (sd15 / "feature_extractor" / "preprocessor_config.json").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-@pytest.mark.parametrize("px,attacks", [(224, ("p2p", "diff-pgd")), (512, ("p2p",))], ids=["224px", "512px"])
-def test_sd15_shaped_two_iterations_through_backbone(sd15, tmp_path, px, attacks):
-    """P2P and Diff-PGD at the paper's 224 px; P2P at the native 512 px (Diff-PGD's 512-px step costs the same
-    UNet and VAE calls and is left out to keep the CI run near four minutes on two cores)."""
+def _evaluate(folder: Path, tmp_path: Path, px: int, attacks: tuple[str, ...], steps: int):
+    """``evaluate`` one phantom with ``attacks`` through ``--backbone folder`` at ``px``; checks every row."""
     from p2p_desktop.phantoms import write_png_dataset
 
     write_png_dataset(tmp_path / "data", 1, seed=5000000, size=128)  # a phantom the demo classifier gets right
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     out = tmp_path / f"out{px}"
     args = [sys.executable, "-m", "p2p_desktop", "evaluate", str(tmp_path / "data"), "--attacks", ",".join(attacks),
-            "--classifiers", "demo-squeezenet1_1", "--backbone", str(sd15), "--out", str(out),
+            "--classifiers", "demo-squeezenet1_1", "--backbone", str(folder), "--out", str(out),
             "--preset", "fast", "--dtype", "fp32"]
-    settings = {"p2p": {"steps": 2, "early_stop": "false", "low_memory": "true", "batch_timesteps": 1,
+    settings = {"p2p": {"steps": steps, "early_stop": "false", "low_memory": "true", "batch_timesteps": 1,
                         "resolution": px},
-                "diff-pgd": {"steps": 2, "ddim_steps": 1, "low_memory": "true", "resolution": px}}
+                "diff-pgd": {"steps": steps, "ddim_steps": 1, "low_memory": "true", "resolution": px}}
     for attack in attacks:
         args += [x for key, value in settings[attack].items() for x in ("--param", f"{attack}.{key}={value}")]
     t0 = time.perf_counter()
@@ -81,14 +78,45 @@ def test_sd15_shaped_two_iterations_through_backbone(sd15, tmp_path, px, attacks
     assert set(rows) == set(attacks)
     for attack, row in rows.items():
         assert row["error"] == "", (px, attack, row["error"])
-        assert int(row["iterations"]) == 2, (px, attack, row)
+        assert int(row["iterations"]) == steps, (px, attack, row)
         assert 0.0 <= float(row["ssim"]) <= 1.0
+    return out, wall, rows
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("px", [224, 512], ids=["224px", "512px"])
+def test_sd15_shaped_two_iterations_through_backbone(sd15, tmp_path, px):
+    """P2P and Diff-PGD, two iterations each, at the paper's 224 px and at the native 512 px."""
+    attacks = ("p2p", "diff-pgd")
+    out, wall, rows = _evaluate(sd15, tmp_path, px, attacks, steps=2)
     state = json.loads((out / "evaluation_state.json").read_text(encoding="utf-8"))
     assert state["config"]["backbone"]["resolution"] == 512  # the folder's native size, read from its configs
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     print(f"\n{px} px fp32, levers on, 1 timestep: " + ", ".join(
         f"{a} {float(rows[a]['seconds']) / 2:.1f} s/iteration" for a in attacks)
           + f"; command {wall:.0f} s; peak RSS of the commands so far {peak:.1f} GB")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sd21_shaped_folder_loads_and_runs_v_prediction(tmp_path):
+    """The SD-2.1-shaped folder (v-prediction, 1024-wide OpenCLIP-shaped text encoder, 768 px native,
+    linear projections, per-level head dims) loads through ``--backbone`` and P2P and Diff-PGD each run one
+    iteration through its v-prediction x0 estimate. At 64 px (the smallest size its UNet downsamples cleanly)
+    to keep CI short: the shapes of every weight, the scheduler and the prediction path are those of 768 px."""
+    import make_sd_shaped
+
+    folder = tmp_path / "sd21"
+    make_sd_shaped.make("sd21", folder, seed=0, log=lambda m: None)
+    te = json.loads((folder / "text_encoder" / "config.json").read_text())
+    assert (te["hidden_size"], te["num_hidden_layers"]) == (1024, 23)
+    out, wall, rows = _evaluate(folder, tmp_path, 64, ("p2p", "diff-pgd"), steps=1)
+    state = json.loads((out / "evaluation_state.json").read_text(encoding="utf-8"))
+    assert (state["config"]["backbone"]["resolution"], state["config"]["backbone"]["prediction_type"]) == (
+        768, "v_prediction")
+    print(f"\nSD 2.1 shaped, 64 px: " + ", ".join(f"{a} {float(rows[a]['seconds']):.1f} s" for a in rows)
+          + f"; command {wall:.0f} s")
 
 
 def test_tokenizer_larger_than_the_text_encoder_is_refused_at_load(tmp_path):
