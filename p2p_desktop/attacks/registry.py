@@ -62,6 +62,7 @@ BUILTIN: tuple[AttackSpec, ...] = (
     AttackSpec("pgd", "p2p_desktop.attacks.pgd:PGD"),
     AttackSpec("diff-pgd", "p2p_desktop.attacks.diff_pgd:DiffPGD"),
     AttackSpec("p2p", "p2p_desktop.attacks.p2p:P2P"),
+    AttackSpec("deepfool", "p2p_desktop.attacks.deepfool:DeepFool"),
 )
 
 _specs: dict[str, AttackSpec] = {s.name: s for s in BUILTIN}
