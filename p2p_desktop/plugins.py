@@ -17,6 +17,9 @@ A manifest (``plugin.json``)::
 Plugins are code: one is imported only once the user has enabled it, which records its path
 and SHA-256; if its files change, it is disabled again until re-approved. A broken plugin is
 listed with its error and never stops the program.
+
+:func:`load_plugins` discovers them and registers the enabled ones in the (passive) attack and
+model registries: once at start-up, and again only when the user enables or disables one.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from p2p_desktop.errors import InputError
 from p2p_desktop.paths import builtin_plugins_dir, user_data_dir
 
 __all__ = ["PluginInfo", "ENTRY_POINT_GROUP", "KINDS", "plugin_dirs", "discover", "enable", "disable",
-           "load_plugin_object", "register_enabled", "find"]
+           "load_plugin_object", "load_plugins", "find"]
 
 ENTRY_POINT_GROUP = "p2p_desktop.plugins"
 KINDS = ("attack", "classifier")
@@ -365,6 +368,13 @@ def _changed(info: PluginInfo) -> InputError:
                       f"enable it again with `p2p-desktop plugins enable {info.name}` to approve the new code")
 
 
+def _refusal(info: PluginInfo) -> InputError:
+    """Why a plugin that is not enabled does not run, and how to enable it."""
+    return InputError(
+        f"plugin {info.name!r} is {info.status}: it runs code from {info.path} (sha256 {info.sha256[:12]}…); "
+        f"enable it with `p2p-desktop plugins enable {info.name}` or in the app's Plugins dialog")
+
+
 def _import_folder_plugin(info: PluginInfo, module_name: str, approved: str):
     folder = Path(info.path).parent
     files = _snapshot(folder)  # read once: what is hashed is what is executed
@@ -433,9 +443,7 @@ def load_plugin_object(info: PluginInfo) -> Any:
     ``.pyc`` (none is read or written), with ``entry`` resolved inside the plugin folder.
     """
     if info.status != "enabled":
-        raise InputError(
-            f"plugin {info.name!r} is {info.status}: it runs code from {info.path} (sha256 {info.sha256[:12]}…); "
-            f"enable it with `p2p-desktop plugins enable {info.name}` or in the app's Plugins dialog")
+        raise _refusal(info)
     module_name, _, attr = info.entry.partition(":")
     approved = _approved_sha(info)
     if approved is None or approved != info.sha256:
@@ -464,18 +472,29 @@ def _current(info: PluginInfo) -> PluginInfo:
     return now if now is not None else PluginInfo(**{**info.to_dict(), "status": "disabled"})
 
 
-def register_enabled() -> list[PluginInfo]:
-    """Register every enabled plugin in the attack and model registries (lazily imported)."""
+def load_plugins() -> list[PluginInfo]:
+    """Discover the plugins and register the enabled ones in the attack and model registries.
+
+    Called once at start-up (``cli/main.py``, ``gui/app.py``) and again only on an explicit
+    refresh (the Plugins dialog enabling or disabling one). Nothing is imported: a registered
+    plugin is imported when first asked for, and re-checked against its approval then. A plugin
+    that is known but not enabled is recorded as unavailable, with how to enable it. Never raises.
+    """
     from p2p_desktop.attacks import registry as attacks
     from p2p_desktop.models import registry as models
 
     infos = discover()
+    attacks.clear_plugins()
+    models.clear_plugins()
+    _registered.clear()
     for info in infos:
-        if info.status != "enabled" or info.name in _registered:
+        if info.status != "enabled":
+            if info.kind == "attack":
+                attacks.mark_unavailable(info.name, str(_refusal(info)))
             continue
         if info.kind == "attack":
             attacks.register(attacks.AttackSpec(
-                name=info.name, target=info.entry, summary=info.summary or f"plugin {info.name}",
+                name=info.name, target=info.entry, manifest_summary=info.summary or f"plugin {info.name}",
                 source="plugin", loader=lambda info=info: load_plugin_object(_current(info))))
         elif info.kind == "classifier":
             models.register(models.ModelEntry(

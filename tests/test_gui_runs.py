@@ -91,8 +91,8 @@ def test_fgsm_end_to_end_through_the_worker(qtbot, window, tmp_path):
     before, after = view.chart.values
     assert before == pytest.approx([r.original_probs[c] for c in r.classes])
     assert after == pytest.approx([r.adversarial_probs[c] for c in r.classes])
-    assert view.metrics.value("SSIM") == f"{r.metrics['ssim']:.4f}"
-    assert view.metrics.value("LPIPS") == ("n/a" if r.metrics["lpips"] is None else f"{r.metrics['lpips']:.4f}")
+    assert view.metrics.value("ssim") == view.metrics.value("SSIM ↑") == f"{r.metrics['ssim']:.4f}"
+    assert view.metrics.value("lpips") == ("—" if r.metrics["lpips"] is None else f"{r.metrics['lpips']:.4f}")
     if r.metrics["lpips"] is None:
         assert "LPIPS not computed" in view.notes.text()
     assert window.tabs.currentWidget() is view
@@ -318,7 +318,7 @@ def test_history_shows_runs_again_and_compares_two(qtbot, window):
     assert (lo_l, hi_l) == tuple(right["heatmap"].image_item.getLevels())  # one shared colour scale
     assert hi_l == pytest.approx(max(np.abs(first.result.perturbation.mean(axis=2)).max(),
                                      np.abs(second.result.perturbation.mean(axis=2)).max()), rel=1e-5)
-    assert left["metrics"].value("SSIM") == f"{first.result.metrics['ssim']:.4f}"
+    assert left["metrics"].value("ssim") == f"{first.result.metrics['ssim']:.4f}"
 
 
 def test_exports_write_all_files_or_none(qtbot, window, tmp_path):

@@ -211,7 +211,7 @@ def test_metric_table_drives_compute_metrics_and_formatting():
     a = rng.random((32, 32))
     b = np.clip(a + 0.01, 0, 1)
     m, _ = compute_metrics(a, b)
-    assert list(m) == [row.key for row in image_metrics()] == ["ssim", "psnr", "l2", "linf", "lpips"]
+    assert list(m) == [row.key for row in image_metrics()] == ["ssim", "ms_ssim", "psnr", "l2", "linf", "lpips"]
     assert m["linf"] == pytest.approx(0.01, abs=1e-9)
     assert METRICS["psnr"].format(m["psnr"]).endswith(" dB")
     assert METRICS["lpips"].format(None) == "—"

@@ -184,14 +184,15 @@ def test_retrieve_of_an_unknown_study_or_cancelled_leaves_nothing(node, orthanc,
     token = CancelToken()
     seen = []
 
-    def on_progress(done, total, text):
-        seen.append((done, total))
+    def on_progress(event):  # one p2p_desktop.progress.Progress per instance
+        seen.append((event.step, event.total, event.elapsed))
         token.cancel()
 
     with pytest.raises(Cancelled):
         retrieve(resolve_node(node), pydicom.dcmread(source).StudyInstanceUID, out, method="get",
                  ae_title=settings.ae_title, on_progress=on_progress, cancel=token)
     assert seen and not out.exists()
+    assert seen[0][0] <= seen[0][1] and seen[0][2] >= 0.0
     assert _audit(tmp_path / "audit.jsonl")[-1]["data"]["status"] == "cancelled"
 
 

@@ -175,7 +175,7 @@ def test_what_the_registries_and_provenance_record(tmp_path):
             {"clf.py": "def load(device='cpu'):\n    return ('classifier on', device)\n"})
     plugins.enable("d-reg")
     plugins.enable("d-clf")
-    plugins.register_enabled()
+    plugins.load_plugins()
     assert registry._specs["d-reg"].source == "plugin"
     entry = mreg.find("d-clf")
     assert entry is not None and entry.source == "plugin"
@@ -190,13 +190,13 @@ def test_a_plugin_disabled_and_enabled_again_is_registered_anew(tmp_path):
 
     d = _attack(tmp_path, "d-again")
     plugins.enable("d-again")
-    plugins.register_enabled()
+    plugins.load_plugins()
     assert registry._specs["d-again"].summary == "plugin d-again"
     plugins.disable("d-again")
     manifest = json.loads((d / "plugin.json").read_text())
     (d / "plugin.json").write_text(json.dumps({**manifest, "summary": "second version"}))
     plugins.enable("d-again")
-    plugins.register_enabled()
+    plugins.load_plugins()
     assert registry._specs["d-again"].summary == "second version"
 
 
@@ -222,7 +222,7 @@ def test_manifest_and_registration_fields(tmp_path, monkeypatch):
     _plugin(tmp_path, "d-clf2", {"name": "d-clf2", "kind": "classifier", "entry": "clf:load"},
             {"clf.py": "def load(device='cpu'):\n    return device\n"})
     plugins.enable("d-clf2")
-    plugins.register_enabled()
+    plugins.load_plugins()
     entry = mreg.find("d-clf2")
     assert entry.kind == "classifier" and entry.card["plugin"]["name"] == "d-clf2"
     monkeypatch.delenv("P2P_DESKTOP_PLUGIN_PATH")
@@ -268,7 +268,7 @@ def test_a_registered_plugin_whose_folder_is_gone_is_disabled(tmp_path):
 
     d = _attack(tmp_path, "d-gone2")
     plugins.enable("d-gone2")
-    plugins.register_enabled()
+    plugins.load_plugins()
     shutil.rmtree(d)
     with pytest.raises(InputError, match="'d-gone2' is disabled"):
         registry.get("d-gone2")

@@ -128,6 +128,7 @@ def test_broken_plugins_are_listed_not_fatal(tmp_path, monkeypatch, capsys):
     assert infos[str(extra / "badjson/plugin.json")].status == "broken"
     assert "sampler" in infos[str(extra / "badkind/plugin.json")].error
     plugins.enable("raiser")
+    plugins.load_plugins()  # what start-up does
     from p2p_desktop.attacks import registry
 
     names = [s.name for s in registry.available()]  # registering never imports

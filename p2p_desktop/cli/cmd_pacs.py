@@ -101,13 +101,13 @@ def _ae_title(args, settings) -> str:
 def _bar(desc: str):
     state: dict = {}
 
-    def on_progress(done: int, total: int, text: str) -> None:
+    def on_progress(event) -> None:  # p2p_desktop.progress.Progress
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = progress_bar(total, desc, unit="file")
-        bar.total = max(total, done)
-        bar.n = done
-        bar.set_postfix_str(text[:50], refresh=True)
+            bar = state["bar"] = progress_bar(event.total, desc, unit="file")
+        bar.total = max(event.total, event.step)
+        bar.n = event.step
+        bar.set_postfix_str(event.message[:50], refresh=True)
 
     def close() -> None:
         if "bar" in state:

@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_app(smoke_test=args.smoke_test, screenshot=args.screenshot)
         with _command_scope(verbose=bool(args.verbose)):
+            from p2p_desktop.plugins import load_plugins
+
+            load_plugins()  # once, at start-up: the registries never look for plugins themselves
             return int(args.handler(args) or 0)
     except Cancelled as exc:
         sys.stderr.write(f"p2p-desktop: cancelled: {escape_controls(str(exc))}\n")

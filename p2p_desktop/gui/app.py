@@ -152,6 +152,9 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
     app = create_application()
     from p2p_desktop.gui.main_window import MainWindow
     from p2p_desktop.gui.settings import AppSettings
+    from p2p_desktop.plugins import load_plugins
+
+    load_plugins()  # once, at start-up; the Plugins dialog refreshes it when the user enables one
 
     if not smoke_test:
         _file_logging()

@@ -345,8 +345,7 @@ class AttackPanel(QWidget):
         self.preset_combo.addItem("(defaults)", None)
         if name:
             try:
-                s = spec(name)
-                self.summary.setText(s.summary)
+                self.summary.setText(spec(name).summary)  # the class's summary (a plugin's manifest until imported)
                 self.attack_cls = get(name)
             except InputError as exc:
                 self._attack_error = str(exc)
@@ -355,7 +354,7 @@ class AttackPanel(QWidget):
                 self.preset_combo.addItem(preset, preset)
             # a config field named "preset" records the preset: set from the one Preset combo
             self.form.build(self.attack_cls.Config, exclude=COMMON_FIELDS + (PRESET_FIELD,))
-            self.summary.setText(getattr(self.attack_cls, "summary", "") or self.summary.text())
+            self.summary.setText(spec(name).summary)
             self.params_box.setVisible(bool(self.form.rows))
         else:
             self.form.build(_EmptyConfig)
@@ -394,11 +393,7 @@ class AttackPanel(QWidget):
         self._on_changed()
 
     def _update_backbone_state(self) -> None:
-        needs = bool(getattr(self.attack_cls, "requires_backbone", False))
-        if self.attack_cls is None and self.attack_name():
-            from p2p_desktop.attacks.registry import spec
-
-            needs = spec(self.attack_name()).requires_backbone
+        needs = bool(getattr(self.attack_cls, "requires_backbone", False))  # read from the class
         for w in (self.backbone_combo, self.backbone_button):
             w.setEnabled(needs and not self._running)
         self._models_form.setRowVisible(self.backbone_row, needs)  # FGSM/PGD: no backbone row

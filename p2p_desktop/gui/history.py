@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from p2p_desktop.metrics.table import METRICS
+
 __all__ = ["RunEntry", "HistoryPanel"]
 
 
@@ -50,8 +52,8 @@ class RunEntry:
 
     def describe(self) -> str:
         r = self.result
-        ssim = r.metrics.get("ssim")
-        ssim_text = f" · SSIM {ssim:.3f}" if isinstance(ssim, (int, float)) else ""
+        ssim, value = METRICS["ssim"], r.metrics.get("ssim")  # label and format from the metric table
+        ssim_text = f" · {ssim.label} {ssim.format(value)}" if isinstance(value, (int, float)) else ""
         return (f"{self.title}\n{self.verdict}{ssim_text} · {r.iterations} it · {r.seconds:.1f} s · "
                 f"{self.when:%H:%M:%S}")
 

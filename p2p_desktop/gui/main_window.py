@@ -858,7 +858,7 @@ class MainWindow(QMainWindow):
     def _plugins_changed(self) -> None:
         from p2p_desktop import plugins
 
-        plugins.register_enabled()
+        plugins.load_plugins()
         self.panel.refresh_attacks()
         self.panel.refresh_models()
 

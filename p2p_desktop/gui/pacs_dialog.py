@@ -205,10 +205,10 @@ class _JobDialog(QDialog):
         pass
 
     def _on_progress(self, event) -> None:
-        done, total, text = event
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self._set_status(text)
+        """One :class:`~p2p_desktop.progress.Progress` of the transfer: instances done of total."""
+        self.progress.setRange(0, max(event.total, 1))
+        self.progress.setValue(event.step)
+        self._set_status(event.message)
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -379,7 +379,7 @@ class PacsDialog(_JobDialog):
             status(f"retrieving {study_uid} from {node.describe()} by C-{method.upper()}…")
             transfer = retrieve(node, study_uid, folder, method=method, ae_title=settings.ae_title,
                                 storage_port=settings.storage_port, cancel=cancel,
-                                on_progress=lambda done, total, text: report((done, total, text)))
+                                on_progress=report)
             return "retrieve", [str(p) for p in transfer.paths]
 
         return self._start(job, "pacs retrieve")
@@ -477,7 +477,7 @@ class SendDialog(_JobDialog):
                     export_dicom(result, study, outs, deidentify=deidentify)
                 status(f"sending to {node.describe()}…")
                 return send(node, [r["path"] for r in outs.records], ae_title=settings.ae_title, cancel=cancel,
-                            on_progress=lambda done, total, text: report((done, total, text)))
+                            on_progress=report)
 
         return self._start(job, "pacs send")
 

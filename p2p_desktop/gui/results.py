@@ -91,22 +91,27 @@ def oracle_row(result) -> tuple[str, str, str]:
 
 
 def metric_rows(result) -> list[tuple[str, str, str]]:
-    """(name, value, tooltip) rows for the metrics table; a missing metric says why."""
+    """(name, value, tooltip) rows for the metrics table, one per row of the metric table
+    (:data:`p2p_desktop.metrics.METRICS`: label, unit, direction, format); a missing metric says why."""
+    from p2p_desktop.metrics.table import METRICS
+
     m = result.metrics
     notes = list(result.notes)
 
-    def why(key: str) -> str:
-        return next((n for n in notes if key.lower() in n.lower()), "")
+    def why(row) -> str:
+        return next((n for n in notes if row.key.lower() in n.lower() or row.label.lower() in n.lower()), "")
 
-    rows = [
-        ("SSIM", _fmt(m.get("ssim")), "Structural similarity to the original (1 = identical)"),
-        ("PSNR (dB)", _fmt(m.get("psnr"), 2), why("psnr") or "Peak signal-to-noise ratio"),
-        ("L2", _fmt(m.get("l2")), "‖δ‖₂ over all pixels and channels, [0,1] units"),
-        ("L∞", _fmt(m.get("linf")), "max |δ|, [0,1] units"),
-        ("LPIPS", _fmt(m.get("lpips")), why("lpips") or "Learned perceptual distance (AlexNet)"),
-    ]
+    rows = []
+    for row in METRICS.values():
+        if row.key not in m:
+            continue  # a batch-only figure (FID), or a result from before the metric existed
+        value = m[row.key]
+        text = "—" if value is None or (isinstance(value, float) and math.isnan(value)) else row.fmt.format(value)
+        better = "higher" if row.higher_is_better else "lower"
+        tip = (why(row) if value is None else "") or f"{row.description} ({better} is better)"
+        rows.append((row.heading, text, tip))
     for key, value in m.items():
-        if key not in ("ssim", "psnr", "l2", "linf", "lpips"):
+        if key not in METRICS:
             rows.append((key, _fmt(value), ""))
     rows += [
         ("Result", "success" if result.success else "failed",
@@ -179,6 +184,11 @@ class MetricsTable(QTableWidget):
             self.setItem(r, 1, b)
 
     def value(self, name: str) -> str | None:
+        """The value shown in the row called ``name`` (a metric key such as ``ssim`` also works)."""
+        from p2p_desktop.metrics.table import METRICS
+
+        if name in METRICS:
+            name = METRICS[name].heading
         for r in range(self.rowCount()):
             if self.item(r, 0).text() == name:
                 return self.item(r, 1).text()

@@ -1,13 +1,37 @@
 """Background jobs for the GUI: core work on a QThread, core events turned into queued signals.
 
 The core never knows about Qt. A job is a plain function ``job(report, status, cancel)``:
-``report`` receives the core's progress events (``StepEvent`` of an attack, batch progress),
-``status`` a line of text, ``cancel`` is the :class:`~p2p_desktop.cancel.CancelToken` the
-core checks once per iteration. :class:`JobRunner` runs one job at a time on its own
-``QThread`` (a ``QObject`` worker moved there) and re-emits everything as Qt signals, which
-reach the GUI thread queued — only the GUI thread touches widgets. A job ends in exactly one
-of ``succeeded``, ``failed`` or ``cancelled``, then ``finished`` once the thread has stopped.
-Threads are never terminated: cancelling sets the token and the core returns within one step.
+``report`` receives the core's progress events — :class:`p2p_desktop.progress.Progress`, the
+project's one event type (an attack's step, a PACS transfer's instances, a batch's images) —
+and re-emits them unchanged as ``progress``; ``status`` takes a line of text for the phases
+before the first event (loading a model, connecting); ``cancel`` is the
+:class:`~p2p_desktop.cancel.CancelToken` the core checks once per iteration. (The study
+browser's loader also streams what it found through ``report``: results, not progress.)
+:class:`JobRunner` runs one job at a time on its own ``QThread`` (a ``QObject`` worker moved
+there) and re-emits everything as Qt signals, which reach the GUI thread queued — only the GUI
+thread touches widgets. A job ends in exactly one of ``succeeded``, ``failed`` or
+``cancelled``, then ``finished`` once the thread has stopped. Threads are never terminated:
+cancelling sets the token and the core returns within one step.
+
+Why not superqt's ``thread_worker``/``create_worker`` (what napari and ndv use): superqt is not
+a dependency of this project (nor is the qtpy it needs), and it would not remove much here:
+
+* its workers are ``QRunnable``s on ``QThreadPool.globalInstance()``, so there is no thread of
+  ours to wait for when the app quits (``JobRunner.wait``) or for the tests' thread-leak check
+  (:func:`live_threads`) — only a wait on the whole global pool;
+* cancellation there is ``worker.quit()``, honoured only between a generator's ``yield``s (a
+  ``FunctionWorker`` cannot be stopped at all); our core does not yield, it calls ``report``
+  and checks a :class:`CancelToken` inside every step, so the token would still be passed and
+  the ``Cancelled`` it raises would arrive as ``errored`` beside every other error;
+* ``WorkerBase.run`` catches ``Exception`` into one ``errored`` signal; we split it three ways
+  (``Cancelled`` → ``cancelled``; a :class:`~p2p_desktop.errors.P2PError` → one line, no
+  traceback; anything else → one line + logged traceback, and out-of-memory advice), so that
+  split would be rewritten in a handler anyway;
+* it replaces ``warnings.showwarning`` process-wide while a job runs (to emit ``warned``), which
+  interferes with the warnings-as-errors policy of the test suite and the CLI's warning scope;
+* it emits three to five more signals from Python per job (``started``, ``finished``,
+  ``_finished``, ``returned``/``errored``, ``warned``), each of which costs a reference to
+  ``True`` on the PySide6 builds that :mod:`p2p_desktop.gui.refguard` guards against.
 
 :func:`attack_job` is the job the Run button (and ``--smoke-test``) starts: it loads the
 classifier and backbone *in the worker* and calls :func:`~p2p_desktop.attacks.runner.run_attack`.
@@ -27,6 +51,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, P2PError
+from p2p_desktop.progress import ProgressCallback
 
 __all__ = [
     "Job",
@@ -41,8 +66,8 @@ __all__ = [
 
 log = logging.getLogger("p2p_desktop.gui")
 
-#: ``job(report, status, cancel) -> result``
-Job = Callable[[Callable[[Any], None], Callable[[str], None], CancelToken], Any]
+#: ``job(report, status, cancel) -> result``; ``report`` takes :class:`~p2p_desktop.progress.Progress` events.
+Job = Callable[[ProgressCallback, Callable[[str], None], CancelToken], Any]
 
 _threads: "weakref.WeakSet[QThread]" = weakref.WeakSet()
 
@@ -75,7 +100,7 @@ def describe_error(exc: BaseException, device: str | None = None) -> tuple[str, 
 class JobWorker(QObject):
     """Runs one job on the thread it was moved to; talks only through signals."""
 
-    progress = Signal(object)
+    progress = Signal(object)  # p2p_desktop.progress.Progress
     status = Signal(str)
     succeeded = Signal(object)
     failed = Signal(str, str)  # message, traceback ("" for user errors)
@@ -113,7 +138,7 @@ class JobRunner(QObject):
     """Starts jobs on a worker thread, one at a time, and relays their signals (GUI thread)."""
 
     started = Signal(str)  # title
-    progress = Signal(object)
+    progress = Signal(object)  # p2p_desktop.progress.Progress, as the job reported it
     status = Signal(str)
     succeeded = Signal(object)
     failed = Signal(str, str)

@@ -64,6 +64,20 @@ def _ssim(o, a):
     return ssim(o, a)
 
 
+def _ms_ssim(o, a):
+    """MS-SSIM (Wang et al. 2003; pytorch_msssim, 5 scales). The Gaussian window shrinks from 11
+    to fit small images (the smaller side must exceed 16·(window-1)); below 33 px it is None."""
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    win = min(11, (min(o.shape[:2]) - 1) // 16 + 1)
+    win -= 1 - win % 2  # odd
+    if win < 3:
+        return None
+    x, y = (torch.from_numpy(np.ascontiguousarray(np.asarray(v, np.float64).transpose(2, 0, 1)))[None] for v in (o, a))
+    return float(ms_ssim(x, y, data_range=1.0, win_size=win))
+
+
 def _psnr(o, a):
     from p2p_desktop.metrics.similarity import psnr
 
@@ -96,6 +110,8 @@ def _lpips_available():
 METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("ssim", "SSIM", fmt="{:.4f}", compute=_ssim,
            description="structural similarity of the written image to the source"),
+    Metric("ms_ssim", "MS-SSIM", fmt="{:.4f}", compute=_ms_ssim,
+           description="multi-scale structural similarity (5 scales); null for images under 33 px"),
     Metric("psnr", "PSNR", unit="dB", fmt="{:.2f}", compute=_psnr,
            description="peak signal-to-noise ratio; null when the images are identical"),
     Metric("l2", "L2", fmt="{:.4f}", higher_is_better=False, compute=_l2,

@@ -270,21 +270,10 @@ def _resolve_spec(spec: str | Path) -> tuple[Path, str]:
     path = Path(str(spec)).expanduser()
     if path.exists() or os.sep in str(spec) or str(spec).endswith((".safetensors", ".ckpt")):
         return path, path.name
-    from p2p_desktop.models import registry
+    from p2p_desktop.models.registry import resolve
 
-    entry = registry.find(str(spec))
-    if entry is None or entry.kind != "backbone":
-        known = ", ".join(registry.names("backbone")) or "none installed"
-        raise ModelError(
-            f"backbone {str(spec)!r} not found: give a registered name ({known}), a diffusers "
-            "Stable Diffusion folder, or a .safetensors checkpoint with --backbone-config DIR"
-        )
-    status = registry.verify_entry(entry)
-    if status != "verified":
-        raise ModelError(
-            f"backbone {entry.name!r} in {entry.folder} is {status}: its files do not match card.json "
-            "(run `p2p-desktop models verify`, or reinstall the bundle with `make retrain-demo`)"
-        )
+    entry = resolve(str(spec), "backbone", "a diffusers Stable Diffusion folder, or a .safetensors checkpoint "
+                    "with --backbone-config DIR")
     return entry.folder, entry.name
 
 

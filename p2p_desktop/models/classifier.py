@@ -327,16 +327,12 @@ def load_classifier(
     elif path.is_dir() and (path / "card.json").is_file():
         card = ModelCard.from_json(path / "card.json")
     else:
-        from p2p_desktop.models import registry
+        from p2p_desktop.models.registry import resolve
 
-        entry = registry.find(spec_str)
-        if entry is None:
-            raise ModelError(
-                f"classifier {spec_str!r} not found: give a registered name "
-                f"({', '.join(registry.names('classifier')) or 'none registered'}), "
-                "a model card .json, or a weights file with --arch and --classes"
-            )
-        return entry.load(device=device)
+        entry = resolve(spec_str, "classifier", "a model card .json, or a weights file with --arch and --classes")
+        if entry.loader is not None:  # a plugin's own loader
+            return entry.loader(device=device)
+        return load_classifier(entry.path, device=device, verify_hash=False)  # verified by resolve
 
     if card.architecture not in ARCHITECTURES:
         raise ModelError(f"{card.name}: unknown architecture {card.architecture!r}: "

@@ -1,5 +1,9 @@
 """Registered models: the embedded demo bundle (``resources/models/*/card.json``) and plugins.
 
+A passive table: plugins are added once at start-up by :func:`p2p_desktop.plugins.load_plugins`
+(this module never imports the plugin loader, nor the model loaders). :func:`resolve` is the one
+place a model name becomes an entry; ``load_classifier`` and ``load_backbone`` call it.
+
 A card names its files and their SHA-256. A classifier card has ``weights`` + ``sha256``;
 a backbone card (``kind: "backbone"``) has ``files: {relative path: sha256}`` covering the
 whole diffusers folder. ``verify`` re-hashes; a model whose hash does not match is reported
@@ -17,7 +21,8 @@ from p2p_desktop.errors import ModelError
 from p2p_desktop.hashing import sha256_file
 from p2p_desktop.paths import models_dir
 
-__all__ = ["ModelEntry", "entries", "find", "names", "verify_entry", "register"]
+__all__ = ["ModelEntry", "entries", "find", "names", "resolve", "verify_entry", "register", "unregister",
+           "clear_plugins"]
 
 
 @dataclass
@@ -42,22 +47,6 @@ class ModelEntry:
     def folder(self) -> Path:
         return self.path.parent
 
-    def load(self, device: str = "cpu"):
-        status = verify_entry(self)
-        if status != "verified" and self.source == "bundle":
-            raise ModelError(f"model {self.name!r} is {status}: run `p2p-desktop models verify` for details")
-        if self.loader is not None:
-            return self.loader(device=device)
-        if self.kind == "classifier":
-            from p2p_desktop.models.classifier import load_classifier
-
-            return load_classifier(self.path, device=device, verify_hash=False)
-        if self.kind == "backbone":
-            from p2p_desktop.models.backbone import load_backbone
-
-            return load_backbone(self.folder, device=device)
-        raise ModelError(f"model {self.name!r} has unknown kind {self.kind!r}")
-
 
 _extra: dict[str, ModelEntry] = {}
 _verified: dict[tuple[str, tuple], str] = {}
@@ -66,6 +55,17 @@ _verified: dict[tuple[str, tuple], str] = {}
 def register(entry: ModelEntry) -> None:
     """Add a model from a plugin (or a test) to the registry."""
     _extra[entry.name] = entry
+
+
+def unregister(name: str) -> None:
+    """Remove a model added with :func:`register` (bundled models stay)."""
+    _extra.pop(name, None)
+
+
+def clear_plugins() -> None:
+    """Forget every model a plugin registered (before a refresh)."""
+    for name in [n for n, e in _extra.items() if e.source == "plugin"]:
+        _extra.pop(name)
 
 
 def _bundle_entries() -> list[ModelEntry]:
@@ -84,9 +84,6 @@ def _bundle_entries() -> list[ModelEntry]:
 
 
 def entries(kind: str | None = None) -> list[ModelEntry]:
-    from p2p_desktop import plugins
-
-    plugins.register_enabled()
     items = _bundle_entries() + list(_extra.values())
     return [e for e in items if kind is None or e.kind == kind]
 
@@ -100,6 +97,24 @@ def find(name: str) -> ModelEntry | None:
         if e.name == name:
             return e
     return None
+
+
+def resolve(name: str, kind: str, otherwise: str = "") -> ModelEntry:
+    """The registered ``kind`` model called ``name``; a bundled one only once its files verify.
+
+    ``otherwise`` names what else the caller accepts (paths), for the not-found message.
+    """
+    entry = find(name)
+    if entry is None or (entry.kind != kind and "_error" not in entry.card):  # an unreadable card: "invalid"
+        known = ", ".join(names(kind)) or "none registered"
+        raise ModelError(f"{kind} {name!r} not found: give a registered name ({known})"
+                         + (f", {otherwise}" if otherwise else ""))
+    if entry.source == "bundle":
+        status = verify_entry(entry)
+        if status != "verified":
+            raise ModelError(f"{kind} {entry.name!r} in {entry.folder} is {status}: its files do not match "
+                             "card.json (run `p2p-desktop models verify` for details)")
+    return entry
 
 
 def verify_entry(entry: ModelEntry, *, force: bool = False) -> str:

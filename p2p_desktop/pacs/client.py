@@ -7,7 +7,8 @@ within the connect timeout), the association is rejected (with the node's reason
 AE title not recognised"), no presentation context was accepted, or the node stopped
 answering (ACSE/DIMSE/network timeouts). Nothing waits forever.
 
-Long operations take ``on_progress(done, total, text)`` and a
+Long operations take ``on_progress(Progress)`` (:class:`~p2p_desktop.progress.Progress`: instances
+done of total, a message, the elapsed time from which the ETA follows) and a
 :class:`~p2p_desktop.cancel.CancelToken` (checked between instances; a cancel aborts the
 association and raises :class:`~p2p_desktop.errors.Cancelled`, leaving nothing written).
 Sends and retrievals append one audit record each (node, AE titles, SOP Instance UIDs, status),
@@ -30,13 +31,26 @@ from typing import Any, Callable, Iterable, Iterator
 
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.pacs.errors import PacsError
+from p2p_desktop.progress import Progress, ProgressCallback
 from p2p_desktop.pacs.nodes import DEFAULT_AE_TITLE, DEFAULT_STORAGE_PORT, Node, WebNode, check_ae_title
 
 __all__ = ["Timeouts", "Instance", "Transfer", "echo", "find", "retrieve", "send", "LEVELS", "METHODS"]
 
 logging.getLogger("pynetdicom").addHandler(logging.NullHandler())
 
-ProgressFn = Callable[[int, int, str], None]
+#: Inside a transfer: ``report(done, total, text)``, made by :func:`_reporter` from ``on_progress``.
+Report = Callable[[int, int, str], None]
+
+
+def _reporter(on_progress: ProgressCallback | None) -> Report:
+    """``report(done, total, text)`` sending one :class:`Progress` (elapsed since now) to ``on_progress``."""
+    started = time.monotonic()
+
+    def report(done: int, total: int, text: str) -> None:
+        if on_progress is not None:
+            on_progress(Progress(step=done, total=total, message=text, elapsed=time.monotonic() - started))
+
+    return report
 LEVELS = ("patient", "study", "series")
 METHODS = ("get", "move")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -395,9 +409,9 @@ def _storage_contexts():
 class _Receiver:
     """C-STORE handler: writes each received instance, unchanged, through an OutputSet."""
 
-    def __init__(self, outs, study_uid: str, cancel, on_progress: ProgressFn | None, transfer: Transfer) -> None:
+    def __init__(self, outs, study_uid: str, cancel, report: Report, transfer: Transfer) -> None:
         self.outs, self.study_uid, self.cancel = outs, study_uid, cancel
-        self.on_progress, self.transfer = on_progress, transfer
+        self.report, self.transfer = report, transfer
         self.total = 0
         self.error: BaseException | None = None
         self.lock = threading.Lock()
@@ -425,14 +439,13 @@ class _Receiver:
         except BaseException as exc:  # noqa: BLE001 - reported by the requesting thread
             self.error = exc
             return 0xA700
-        if self.on_progress is not None:
-            self.on_progress(done, max(self.total, done), f"received {done} instance(s)")
+        self.report(done, max(self.total, done), f"received {done} instance(s)")
         return 0x0000
 
 
 def retrieve(node: Node | WebNode, study_uid: str, out_dir: str | os.PathLike, *, method: str = "get",
              ae_title: str = DEFAULT_AE_TITLE, storage_port: int = DEFAULT_STORAGE_PORT,
-             timeouts: Timeouts = Timeouts(), on_progress: ProgressFn | None = None, cancel=None,
+             timeouts: Timeouts = Timeouts(), on_progress: ProgressCallback | None = None, cancel=None,
              audit_log: str | os.PathLike | None = None) -> Transfer:
     """Retrieve one study into ``out_dir`` (one ``<SOPInstanceUID>.dcm`` per instance, the
     dataset exactly as the node sent it) by C-GET, or by C-MOVE to our storage SCP listening on
@@ -457,11 +470,11 @@ def retrieve(node: Node | WebNode, study_uid: str, out_dir: str | os.PathLike, *
             if isinstance(node, WebNode):
                 from p2p_desktop.pacs.web import web_retrieve
 
-                web_retrieve(node, study_uid, outs, transfer, timeouts=timeouts, on_progress=on_progress,
+                web_retrieve(node, study_uid, outs, transfer, timeouts=timeouts, report=_reporter(on_progress),
                              cancel=cancel)
             else:
                 _retrieve_dimse(node, study_uid, outs, transfer, method=method, ae_title=ae_title,
-                                storage_port=storage_port, timeouts=timeouts, on_progress=on_progress,
+                                storage_port=storage_port, timeouts=timeouts, report=_reporter(on_progress),
                                 cancel=cancel)
             _audit(transfer, "success", audit_log)
     except Cancelled:
@@ -474,7 +487,7 @@ def retrieve(node: Node | WebNode, study_uid: str, out_dir: str | os.PathLike, *
 
 
 def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, method: str, ae_title: str,
-                    storage_port: int, timeouts: Timeouts, on_progress: ProgressFn | None, cancel) -> None:
+                    storage_port: int, timeouts: Timeouts, report: Report, cancel) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
@@ -484,7 +497,7 @@ def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, met
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = study_uid
     requested, supported = _storage_contexts()
-    receiver = _Receiver(outs, study_uid, cancel, on_progress, transfer)
+    receiver = _Receiver(outs, study_uid, cancel, report, transfer)
     handlers = [(evt.EVT_C_STORE, receiver)]
     ae = _new_ae(ae_title, timeouts)
     if method == "get":
@@ -521,8 +534,7 @@ def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, met
                 int(getattr(status, "NumberOfWarningSuboperations", 0) or 0)
             receiver.total = max(receiver.total, remaining + done)
             if code == 0xFF00:
-                if on_progress is not None:
-                    on_progress(done, remaining + done, f"C-{method.upper()}: {done}/{remaining + done}")
+                report(done, remaining + done, f"C-{method.upper()}: {done}/{remaining + done}")
                 if cancel is not None and cancel.cancelled:
                     assoc.abort()
                     cancel.check()
@@ -577,7 +589,7 @@ def _read_header(path: Path):
 
 
 def send(node: Node | WebNode, files: Iterable[str | os.PathLike], *, ae_title: str = DEFAULT_AE_TITLE,
-         timeouts: Timeouts = Timeouts(), on_progress: ProgressFn | None = None, cancel=None,
+         timeouts: Timeouts = Timeouts(), on_progress: ProgressCallback | None = None, cancel=None,
          audit_log: str | os.PathLike | None = None) -> Transfer:
     """C-STORE each file, unchanged (its own transfer syntax), over one association.
 
@@ -597,10 +609,10 @@ def send(node: Node | WebNode, files: Iterable[str | os.PathLike], *, ae_title: 
         if isinstance(node, WebNode):
             from p2p_desktop.pacs.web import web_send
 
-            web_send(node, paths, transfer, timeouts=timeouts, on_progress=on_progress, cancel=cancel)
+            web_send(node, paths, transfer, timeouts=timeouts, report=_reporter(on_progress), cancel=cancel)
         else:
             _send_dimse(node, paths, headers, transfer, ae_title=ae_title, timeouts=timeouts,
-                        on_progress=on_progress, cancel=cancel)
+                        report=_reporter(on_progress), cancel=cancel)
     except Cancelled:
         _audit_safely(transfer, "cancelled", audit_log)
         raise
@@ -618,7 +630,7 @@ def send(node: Node | WebNode, files: Iterable[str | os.PathLike], *, ae_title: 
 
 
 def _send_dimse(node: Node, paths: list[Path], headers, transfer: Transfer, *, ae_title: str, timeouts: Timeouts,
-                on_progress: ProgressFn | None, cancel) -> None:
+                report: Report, cancel) -> None:
     wanted: dict[tuple[str, str], None] = {(c, ts): None for c, _u, ts in headers}
     if len(wanted) > 128:
         raise PacsError(f"{len(wanted)} different SOP class / transfer syntax pairs; send at most 128 at once")
@@ -645,8 +657,7 @@ def _send_dimse(node: Node, paths: list[Path], headers, transfer: Transfer, *, a
                 raise _lost(node, assoc, timeouts, "C-STORE", sent)
             inst.status = ("success" if code == 0x0000 else
                            f"warning: {text}" if code in (0xB000, 0xB006, 0xB007) else f"failed: {text}")
-            if on_progress is not None:
-                on_progress(n, len(paths), f"sent {path.name}")
+            report(n, len(paths), f"sent {path.name}")
 
 
 def _audit_safely(transfer: Transfer, status: str, log) -> None:

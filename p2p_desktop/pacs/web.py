@@ -127,8 +127,9 @@ def web_find(node, *, level: str, query, keys: tuple[str, ...], timeouts, cancel
     return matches
 
 
-def web_retrieve(node, study_uid: str, outs, transfer, *, timeouts, on_progress=None, cancel=None) -> None:
-    """WADO-RS the study instance by instance into ``outs``; fills ``transfer.instances``."""
+def web_retrieve(node, study_uid: str, outs, transfer, *, timeouts, report, cancel=None) -> None:
+    """WADO-RS the study instance by instance into ``outs``; fills ``transfer.instances``;
+    ``report(done, total, text)`` after each (see :func:`p2p_desktop.pacs.client._reporter`)."""
     from pydicom import dcmwrite
 
     from p2p_desktop.pacs.client import _UID, Instance
@@ -159,11 +160,10 @@ def web_retrieve(node, study_uid: str, outs, transfer, *, timeouts, on_progress=
         path = outs.write_bytes(name, buf.getvalue(), kind="dicom")
         transfer.instances.append(Instance(uid, str(ds.get("SOPClassUID", "")), "success", str(path)))
         n += 1
-        if on_progress is not None:
-            on_progress(n, max(total, n), f"received {n} instance(s)")
+        report(n, max(total, n), f"received {n} instance(s)")
 
 
-def web_send(node, paths: Iterable, transfer, *, timeouts, on_progress=None, cancel=None) -> None:
+def web_send(node, paths: Iterable, transfer, *, timeouts, report, cancel=None) -> None:
     """STOW-RS each file (one request per file, so progress and cancel work between them)."""
     from pydicom import dcmread
 
@@ -189,5 +189,4 @@ def web_send(node, paths: Iterable, transfer, *, timeouts, on_progress=None, can
         if failed or not stored:
             reason = failed[0].get("FailureReason", "?") if failed else "not listed as stored"
             inst.status = f"failed: STOW-RS failure reason {reason}"
-        if on_progress is not None:
-            on_progress(n, len(paths), f"sent {os.path.basename(str(path))}")
+        report(n, len(paths), f"sent {os.path.basename(str(path))}")
