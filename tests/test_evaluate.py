@@ -76,7 +76,7 @@ def _no_hub_weights(tmp_path, monkeypatch):
 
 
 def _run(bench, out, **kw):
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
 
     kw.setdefault("device", "cpu")
     return evaluate(bench["data"], kw.pop("attacks", ["fgsm", "pgd"]), kw.pop("classifiers", bench["cards"]), out,
@@ -162,7 +162,7 @@ def test_fid_status_names_missing_files_and_folder():
 
 # -- the batch ------------------------------------------------------------------------------------------
 def test_tables_complete(bench, full_run):
-    from p2p_desktop.evaluate import PER_IMAGE_COLUMNS, SUMMARY_COLUMNS
+    from p2p_desktop.jobs.evaluate import PER_IMAGE_COLUMNS, SUMMARY_COLUMNS
 
     res = full_run
     out = res.out_dir
@@ -220,7 +220,7 @@ def test_rows_hold_the_values_of_a_direct_run_of_each_job(bench, full_run):
     """Each row's verdict and metrics are those of the job run on its own (same seed and
     settings), and a success's adversarial PNG is that run's written image."""
     from p2p_desktop.attacks.runner import run_attack
-    from p2p_desktop.evaluate import build_attacks
+    from p2p_desktop.jobs.evaluate import build_attacks
     from p2p_desktop.io import load_study
     from p2p_desktop.models.classifier import load_classifier
 
@@ -273,10 +273,14 @@ def test_resume_after_cancel_does_not_redo_finished_jobs(bench, full_run, tmp_pa
         fh.write(b"benign/benign (1).png,benign,sq,fg")
 
     progress = []
-    res = _run(bench, out, params={"pgd.steps": 3}, on_progress=lambda *a: progress.append(a))
+    res = _run(bench, out, params={"pgd.steps": 3}, on_progress=progress.append)
     assert res.resumed == k and res.attacked == total - k
-    assert progress[0][:2] == (k, jobs) and progress[-1][:2] == (jobs, jobs)
-    assert all(b[0] >= a[0] for a, b in zip(progress, progress[1:]))  # never goes back
+    assert (progress[0].step, progress[0].total) == (k, jobs) and (progress[-1].step, progress[-1].total) == (jobs, jobs)
+    assert all(b.step >= a.step for a, b in zip(progress, progress[1:]))  # never goes back
+    # the ETA is the pace of this call's jobs only: the resumed ones took no time here
+    assert progress[0].eta is None and all(ev.start == k for ev in progress)
+    timed = [ev for ev in progress if ev.step < jobs and ev.eta is not None]
+    assert timed and all(ev.eta == pytest.approx(ev.elapsed / (ev.step - k) * (jobs - ev.step)) for ev in timed)
     rows = _csv(out / "per_image.csv")
     keys = [(r["image"], r["classifier"], r["attack"]) for r in rows]
     assert len(keys) == len(set(keys)) == total
@@ -372,6 +376,7 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     """With (here: random) pytorch-fid InceptionV3 weights in the hub cache, FID is a number."""
     import torch
 
+    from p2p_desktop.metrics import METRICS
     from p2p_desktop.metrics import fid as fidlib
 
     home = tmp_path / "hub-with-inception"
@@ -388,7 +393,7 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     assert any("biased" in n for n in res.notes)
     assert not any("FID not computed" in n for n in res.notes)
     md = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
-    assert f"| {row['fid']:.1f} |" in md
+    assert f"| {METRICS['fid'].fmt.format(row['fid'])} |" in md  # the metric table's format
 
 
 def test_torchvision_inception_weights_are_used_and_noted(tmp_path, monkeypatch):
@@ -420,7 +425,7 @@ def test_inception_file_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
 
 
 def test_limit_takes_classes_in_turn():
-    from p2p_desktop.evaluate import select_items
+    from p2p_desktop.jobs.evaluate import select_items
     from p2p_desktop.io import DatasetItem
 
     items = [DatasetItem(Path(f"{c}/{i}.png"), c) for c in CLASSES for i in range(4)]
@@ -488,7 +493,7 @@ def test_cli_ctrl_c_exits_3_and_keeps_progress(bench, tmp_path, monkeypatch, cap
 @pytest.mark.slow
 def test_demo_classifiers_on_phantoms(tmp_path):
     """End to end with the shipped demo classifiers on a few phantoms (fgsm + pgd)."""
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.paths import models_dir
 
     demo = sorted(p.parent.name for p in models_dir().glob("demo-*/card.json")
