@@ -489,6 +489,63 @@ def test_cli_ctrl_c_exits_3_and_keeps_progress(bench, tmp_path, monkeypatch, cap
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+# -- the audit record -----------------------------------------------------------------------------------
+def _audit_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.is_file() else []
+
+
+def test_a_finished_run_writes_one_verified_audit_record_with_every_output(bench, tmp_path, monkeypatch):
+    from p2p_desktop.audit import verify_log
+    from p2p_desktop.hashing import sha256_file
+
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(log))
+    res = _run(bench, tmp_path / "out", attacks=["fgsm"], classifiers=bench["cards"][:1], limit=2)
+    records = _audit_records(log)
+    assert [r["event"] for r in records] == ["evaluate"]
+    data = records[0]["data"]
+    assert data["command"] == "evaluate" and data["status"] == "finished"
+    assert data["dataset"] == str(bench["data"]) and data["out"] == str(res.out_dir)
+    assert data["fingerprint"] == res.fingerprint and data["config"] == json.loads(json.dumps(res.config))
+    assert data["attacks"] == ["fgsm"] and data["classifiers"] == [s["classifier"] for s in res.summary]
+    assert data["backbone"] is None and data["deidentified"] is False
+    assert (data["total"], data["done"], data["resumed"]) == (2, 2, 0) and data["attacked"] == res.attacked
+    assert data["outputs"] == res.outputs and {o["kind"] for o in data["outputs"]} >= {"per-image-csv", "summary-json"}
+    for o in data["outputs"]:
+        assert sha256_file(o["path"]) == o["sha256"]
+    assert verify_log(log).ok
+
+
+def test_a_cancelled_run_is_audited_with_the_rows_it_keeps(bench, tmp_path, monkeypatch):
+    from p2p_desktop.audit import verify_log
+    from p2p_desktop.hashing import sha256_file
+
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(log))
+    token = CancelToken()
+
+    def progress(ev):
+        if ev.step >= 1:  # after the first finished job
+            token.cancel()
+
+    with pytest.raises(Cancelled, match="run the same command again to resume"):
+        _run(bench, tmp_path / "out", attacks=["fgsm"], classifiers=bench["cards"][:1], on_progress=progress,
+             cancel=token, command="gui-evaluate")
+    records = _audit_records(log)
+    assert [r["event"] for r in records] == ["evaluate"]
+    data = records[0]["data"]
+    assert data["status"] == "cancelled" and data["command"] == "gui-evaluate" and "cancelled" in data["reason"]
+    per_image = tmp_path / "out" / "per_image.csv"
+    assert data["outputs"] == [{"kind": "per-image-csv", "path": str(per_image), "sha256": sha256_file(per_image)}]
+    assert 1 <= data["done"] < data["total"]
+    assert verify_log(log).ok
+    # settings refused before any work: nothing to audit
+    with pytest.raises(InputError):
+        _run(bench, tmp_path / "out", attacks=["fgsm"], classifiers=bench["cards"][:1], seed=5)
+    assert len(_audit_records(log)) == 1
+
+
 # -- the demo bundle -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_demo_classifiers_on_phantoms(tmp_path):
