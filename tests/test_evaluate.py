@@ -546,6 +546,23 @@ def test_a_cancelled_run_is_audited_with_the_rows_it_keeps(bench, tmp_path, monk
     assert len(_audit_records(log)) == 1
 
 
+def test_a_deidentifying_runs_record_names_neither_the_dataset_nor_its_images(tmp_path):
+    from types import SimpleNamespace
+
+    from p2p_desktop.audit import verify_log
+    from p2p_desktop.jobs.evaluate import record_evaluation
+
+    plan = SimpleNamespace(config={"backbone": None}, deidentified=True, root=tmp_path / "DOE_JANE_734291",
+                           out=tmp_path / "out", attack_names=["fgsm"], classifier_names=["c"], fingerprint="f")
+    log = tmp_path / "audit.jsonl"
+    rec = record_evaluation(plan, [], status="failed", counts={"done": 1, "total": 2}, log=log,
+                            reason="cannot load DOE_JANE_734291/benign/DOE_JANE_19610317.dcm")
+    assert "DOE_JANE" not in json.dumps(rec)
+    assert rec["data"]["dataset"] is None and len(rec["data"]["dataset_keyed_digest"]) == 64
+    assert rec["data"]["status"] == "failed" and (rec["data"]["done"], rec["data"]["total"]) == (1, 2)
+    assert verify_log(log).ok
+
+
 # -- the demo bundle -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_demo_classifiers_on_phantoms(tmp_path):

@@ -4,7 +4,8 @@ checks — finished, cancelled or failed — through :class:`p2p_desktop.audit.A
 The record names the settings and their fingerprint, the classifiers and the backbone, the
 counts, and every output with its SHA-256. A run that de-identifies its exports
 (``--export-dicom --deidentify``) names no dataset: ``dataset`` is null and
-``dataset_keyed_digest`` is a digest of its path under the installation's audit key.
+``dataset_keyed_digest`` is a digest of its path under the installation's audit key, and the
+reason a run stopped (an error message may name an image) is withheld.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def record_evaluation(plan, outputs: Iterable[dict[str, str]] = (), *, status: s
     }
     if plan.deidentified:
         data["dataset_keyed_digest"] = keyed_digest(str(Path(plan.root).resolve()), purpose="evaluate-dataset")
-    if reason:
-        data["reason"] = reason
+    if reason:  # an error message may name an image: withheld when the run de-identifies
+        data["reason"] = f"{status} (the message is withheld: the run de-identifies)" if plan.deidentified \
+            else reason
     return AuditLog(log).append("evaluate", data)
