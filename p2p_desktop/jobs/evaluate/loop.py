@@ -203,6 +203,7 @@ def evaluate(
         raise
     # 5. the audit record
     record_evaluation(p, result.outputs, counts=tally.counts(), command=command)
+    tally.done = tally.total
     tally.report("done")
     return result
 
