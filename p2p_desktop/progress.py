@@ -26,6 +26,7 @@ class Progress:
     message: str = ""
     elapsed: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    start: int = 0  # units already done when ``elapsed`` began (a resumed batch): not part of the pace
 
     @property
     def fraction(self) -> float:
@@ -35,15 +36,16 @@ class Progress:
     @property
     def eta(self) -> float | None:
         """Seconds left at the pace so far, or None before the first unit or past the end."""
-        if self.step <= 0 or self.total <= 0 or self.step > self.total or self.elapsed <= 0:
+        run = self.step - self.start
+        if run <= 0 or self.total <= 0 or self.step > self.total or self.elapsed <= 0:
             return None
-        return self.elapsed / self.step * (self.total - self.step)
+        return self.elapsed / run * (self.total - self.step)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the ``--json`` progress lines of the CLI)."""
         return {"step": self.step, "total": self.total, "loss": self.loss, "probs": self.probs,
                 "success": self.success, "message": self.message, "elapsed": self.elapsed,
-                **({"extra": self.extra} if self.extra else {})}
+                **({"extra": self.extra} if self.extra else {}), **({"start": self.start} if self.start else {})}
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -1,4 +1,4 @@
-"""Valid success and transferability for a batch evaluation (:mod:`p2p_desktop.evaluate`).
+"""Valid success and transferability for a batch evaluation (:mod:`p2p_desktop.jobs.evaluate`).
 
 **Valid success.** An adversarial example must keep its true label. On phantoms the
 label-preservation oracle (:mod:`p2p_desktop.phantoms.oracle`) decides, for each successful
@@ -60,7 +60,7 @@ def judge_successes(rows: Sequence[Mapping[str, Any]], dataset_root: Path, out_d
     """{(image, classifier, attack): Verdict} for every successful row (its written adversarial)."""
     import numpy as np
 
-    from p2p_desktop.evaluate import adversarial_path
+    from p2p_desktop.jobs.evaluate.files import adversarial_path
     from p2p_desktop.io import load_study
     from p2p_desktop.phantoms.oracle import NO_RECORD, Verdict, judge, phantom_record
 
@@ -131,7 +131,7 @@ def add_validity(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]
 def transfer_matrix(rows: Sequence[Mapping[str, Any]], classifiers: Sequence, attacks: Sequence[str], out_dir: Path,
                     verdicts: Mapping, check: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The transfer entries (see the module docstring); ``classifiers`` are loaded classifiers."""
-    from p2p_desktop.evaluate import adversarial_path
+    from p2p_desktop.jobs.evaluate.files import adversarial_path
     from p2p_desktop.io import load_study
 
     correct = {(r["image"], r["classifier"]) for r in rows if r.get("clean_pred") and r["clean_pred"] == r["label"]}
@@ -202,7 +202,7 @@ def validity_markdown(summary: Sequence[Mapping[str, Any]], transfer: Mapping[st
 
 
 def _csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    from p2p_desktop.evaluate import _cell
+    from p2p_desktop.jobs.evaluate.log import cell as _cell
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -239,7 +239,7 @@ def oracle_csv(rows: Sequence[Mapping[str, Any]], verdicts: Mapping) -> str:
 
 def apply(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]], dataset_root: Path, out_dir: Path,
           classifiers: Sequence, attacks: Sequence[str], check: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Everything :func:`~p2p_desktop.evaluate.evaluate` adds: validity columns (in ``summary``),
+    """Everything :func:`~p2p_desktop.jobs.evaluate.evaluate` adds: validity columns (in ``summary``),
     ``transfer``, notes, and the bytes of ``oracle.csv`` / ``transfer.csv``."""
     from p2p_desktop.phantoms.oracle import phantom_record
 

@@ -76,7 +76,7 @@ def _no_hub_weights(tmp_path, monkeypatch):
 
 
 def _run(bench, out, **kw):
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
 
     kw.setdefault("device", "cpu")
     return evaluate(bench["data"], kw.pop("attacks", ["fgsm", "pgd"]), kw.pop("classifiers", bench["cards"]), out,
@@ -162,7 +162,7 @@ def test_fid_status_names_missing_files_and_folder():
 
 # -- the batch ------------------------------------------------------------------------------------------
 def test_tables_complete(bench, full_run):
-    from p2p_desktop.evaluate import PER_IMAGE_COLUMNS, SUMMARY_COLUMNS
+    from p2p_desktop.jobs.evaluate import PER_IMAGE_COLUMNS, SUMMARY_COLUMNS
 
     res = full_run
     out = res.out_dir
@@ -220,7 +220,7 @@ def test_rows_hold_the_values_of_a_direct_run_of_each_job(bench, full_run):
     """Each row's verdict and metrics are those of the job run on its own (same seed and
     settings), and a success's adversarial PNG is that run's written image."""
     from p2p_desktop.attacks.runner import run_attack
-    from p2p_desktop.evaluate import build_attacks
+    from p2p_desktop.jobs.evaluate import build_attacks
     from p2p_desktop.io import load_study
     from p2p_desktop.models.classifier import load_classifier
 
@@ -273,10 +273,14 @@ def test_resume_after_cancel_does_not_redo_finished_jobs(bench, full_run, tmp_pa
         fh.write(b"benign/benign (1).png,benign,sq,fg")
 
     progress = []
-    res = _run(bench, out, params={"pgd.steps": 3}, on_progress=lambda *a: progress.append(a))
+    res = _run(bench, out, params={"pgd.steps": 3}, on_progress=progress.append)
     assert res.resumed == k and res.attacked == total - k
-    assert progress[0][:2] == (k, jobs) and progress[-1][:2] == (jobs, jobs)
-    assert all(b[0] >= a[0] for a, b in zip(progress, progress[1:]))  # never goes back
+    assert (progress[0].step, progress[0].total) == (k, jobs) and (progress[-1].step, progress[-1].total) == (jobs, jobs)
+    assert all(b.step >= a.step for a, b in zip(progress, progress[1:]))  # never goes back
+    # the ETA is the pace of this call's jobs only: the resumed ones took no time here
+    assert progress[0].eta is None and all(ev.start == k for ev in progress)
+    timed = [ev for ev in progress if ev.step < jobs and ev.eta is not None]
+    assert timed and all(ev.eta == pytest.approx(ev.elapsed / (ev.step - k) * (jobs - ev.step)) for ev in timed)
     rows = _csv(out / "per_image.csv")
     keys = [(r["image"], r["classifier"], r["attack"]) for r in rows]
     assert len(keys) == len(set(keys)) == total
@@ -372,6 +376,7 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     """With (here: random) pytorch-fid InceptionV3 weights in the hub cache, FID is a number."""
     import torch
 
+    from p2p_desktop.metrics import METRICS
     from p2p_desktop.metrics import fid as fidlib
 
     home = tmp_path / "hub-with-inception"
@@ -388,7 +393,7 @@ def test_fid_computed_when_weights_present(bench, tmp_path, monkeypatch):
     assert any("biased" in n for n in res.notes)
     assert not any("FID not computed" in n for n in res.notes)
     md = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
-    assert f"| {row['fid']:.1f} |" in md
+    assert f"| {METRICS['fid'].fmt.format(row['fid'])} |" in md  # the metric table's format
 
 
 def test_torchvision_inception_weights_are_used_and_noted(tmp_path, monkeypatch):
@@ -420,7 +425,7 @@ def test_inception_file_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
 
 
 def test_limit_takes_classes_in_turn():
-    from p2p_desktop.evaluate import select_items
+    from p2p_desktop.jobs.evaluate import select_items
     from p2p_desktop.io import DatasetItem
 
     items = [DatasetItem(Path(f"{c}/{i}.png"), c) for c in CLASSES for i in range(4)]
@@ -484,11 +489,85 @@ def test_cli_ctrl_c_exits_3_and_keeps_progress(bench, tmp_path, monkeypatch, cap
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+# -- the audit record -----------------------------------------------------------------------------------
+def _audit_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.is_file() else []
+
+
+def test_a_finished_run_writes_one_verified_audit_record_with_every_output(bench, tmp_path, monkeypatch):
+    from p2p_desktop.audit import verify_log
+    from p2p_desktop.hashing import sha256_file
+
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(log))
+    res = _run(bench, tmp_path / "out", attacks=["fgsm"], classifiers=bench["cards"][:1], limit=2)
+    records = _audit_records(log)
+    assert [r["event"] for r in records] == ["evaluate"]
+    data = records[0]["data"]
+    assert data["command"] == "evaluate" and data["status"] == "finished"
+    assert data["dataset"] == str(bench["data"]) and data["out"] == str(res.out_dir)
+    assert data["fingerprint"] == res.fingerprint and data["config"] == json.loads(json.dumps(res.config))
+    assert data["attacks"] == ["fgsm"] and data["classifiers"] == [s["classifier"] for s in res.summary]
+    assert data["backbone"] is None and data["deidentified"] is False
+    assert (data["total"], data["done"], data["resumed"]) == (2, 2, 0) and data["attacked"] == res.attacked
+    assert data["outputs"] == res.outputs and {o["kind"] for o in data["outputs"]} >= {"per-image-csv", "summary-json"}
+    for o in data["outputs"]:
+        assert sha256_file(o["path"]) == o["sha256"]
+    assert verify_log(log).ok
+
+
+def test_a_cancelled_run_is_audited_with_the_rows_it_keeps(bench, tmp_path, monkeypatch):
+    from p2p_desktop.audit import verify_log
+    from p2p_desktop.hashing import sha256_file
+
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(log))
+    token = CancelToken()
+
+    def progress(ev):
+        if ev.step >= 1:  # after the first finished job
+            token.cancel()
+
+    with pytest.raises(Cancelled, match="run the same command again to resume"):
+        _run(bench, tmp_path / "out", attacks=["fgsm"], classifiers=bench["cards"][:1], on_progress=progress,
+             cancel=token, command="gui-evaluate")
+    records = _audit_records(log)
+    assert [r["event"] for r in records] == ["evaluate"]
+    data = records[0]["data"]
+    assert data["status"] == "cancelled" and data["command"] == "gui-evaluate" and "cancelled" in data["reason"]
+    per_image = tmp_path / "out" / "per_image.csv"
+    assert data["outputs"] == [{"kind": "per-image-csv", "path": str(per_image), "sha256": sha256_file(per_image)}]
+    assert 1 <= data["done"] < data["total"]
+    assert verify_log(log).ok
+    # settings refused before any work: nothing to audit
+    with pytest.raises(InputError):
+        _run(bench, tmp_path / "out", attacks=["fgsm"], classifiers=bench["cards"][:1], seed=5)
+    assert len(_audit_records(log)) == 1
+
+
+def test_a_deidentifying_runs_record_names_neither_the_dataset_nor_its_images(tmp_path):
+    from types import SimpleNamespace
+
+    from p2p_desktop.audit import verify_log
+    from p2p_desktop.jobs.evaluate import record_evaluation
+
+    plan = SimpleNamespace(config={"backbone": None}, deidentified=True, root=tmp_path / "DOE_JANE_734291",
+                           out=tmp_path / "out", attack_names=["fgsm"], classifier_names=["c"], fingerprint="f")
+    log = tmp_path / "audit.jsonl"
+    rec = record_evaluation(plan, [], status="failed", counts={"done": 1, "total": 2}, log=log,
+                            reason="cannot load DOE_JANE_734291/benign/DOE_JANE_19610317.dcm")
+    assert "DOE_JANE" not in json.dumps(rec)
+    assert rec["data"]["dataset"] is None and len(rec["data"]["dataset_keyed_digest"]) == 64
+    assert rec["data"]["status"] == "failed" and (rec["data"]["done"], rec["data"]["total"]) == (1, 2)
+    assert verify_log(log).ok
+
+
 # -- the demo bundle -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_demo_classifiers_on_phantoms(tmp_path):
     """End to end with the shipped demo classifiers on a few phantoms (fgsm + pgd)."""
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.paths import models_dir
 
     demo = sorted(p.parent.name for p in models_dir().glob("demo-*/card.json")

@@ -177,6 +177,9 @@ def test_deidentified_export_carries_no_identity(dataset, home, tmp_path, capsys
     assert sorted(listed) == sorted(o["path"] for o in dicoms)
     text = json.dumps(record)
     assert not [s.name for s in sources.values() if s.stem in text or sha256_file(s) in text]
+    # nor the dataset: a keyed digest of its path stands in for it
+    assert record["data"]["deidentified"] is True and record["data"]["dataset"] is None
+    assert str(dataset) not in text and len(record["data"]["dataset_keyed_digest"]) == 64
     # the names are stable for this folder: a resumed run finds them and writes nothing new
     again = _evaluate(dataset, out, "--deidentify", capsys=capsys)
     assert [o for o in again["outputs"] if o["kind"] == "dicom"] == dicoms

@@ -99,7 +99,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """Four unseen phantoms and the serial executor's results on them."""
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.phantoms import write_png_dataset
 
     base = tmp_path_factory.mktemp("ray")
@@ -131,7 +131,7 @@ def _same(a: Path, b: Path) -> None:
 
 
 def test_ray_equals_serial_and_survives_a_killed_worker(cluster, study):
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.executors.ray_executor import RayExecutor
 
     base, serial = study
@@ -141,9 +141,9 @@ def test_ray_equals_serial_and_survives_a_killed_worker(cluster, study):
     def started(executor):
         killed["pids"] = {w["pid"] for w in executor.worker_info()}
 
-    def progress(done, total, what, eta):
+    def progress(event):
         # after the first row: kill a worker (SIGKILL, as the OOM killer would) while it holds a job
-        if done >= 1 and "pid" not in killed and "pids" in killed:
+        if event.step >= 1 and "pid" not in killed and "pids" in killed:
             pid = sorted(killed["pids"])[0]
             os.kill(pid, signal.SIGKILL)
             killed["pid"] = pid

@@ -221,7 +221,7 @@ def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window
 
 def test_evaluate_runs_are_audited(tmp_path, classifier_name, monkeypatch):
     from p2p_desktop.audit import default_log_path, verify_log
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.hashing import sha256_file
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

@@ -396,7 +396,7 @@ def test_batch_view_runs_evaluate_and_shows_the_table(qtbot, window, tmp_path, c
         assert batch.start()
         assert not window.panel.run_button.isEnabled()  # one heavy job at a time
     assert window.errors == [], window.errors
-    assert progress and progress[-1][0] == progress[-1][1]
+    assert progress and progress[-1].step == progress[-1].total  # p2p_desktop.progress.Progress events
     assert batch.rows and batch.rows[0]["attack"] == "fgsm" and batch.rows[0]["classifier"] == classifier_name
     assert batch.table.rowCount() == len(batch.rows)
     batch.table_combo.setCurrentIndex(1)

@@ -139,7 +139,7 @@ def test_evaluate_reports_valid_success_and_transfer_on_phantoms(tmp_path, monke
     _demo_or_skip("demo-squeezenet1_1")
     _demo_or_skip("demo-resnet34")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.phantoms.dataset import write_dataset
 
     data = tmp_path / "phantoms"
@@ -163,7 +163,7 @@ def test_evaluate_reports_valid_success_and_transfer_on_phantoms(tmp_path, monke
     # transfer: every (source, target) pair, counted from the written adversarials
     entries = doc["transfer"]["entries"]
     assert {(e["source"], e["target"]) for e in entries} == {(a, b) for a in clfs for b in clfs}
-    from p2p_desktop.evaluate import adversarial_path
+    from p2p_desktop.jobs.evaluate import adversarial_path
     from p2p_desktop.io import load_study
     from p2p_desktop.models.classifier import load_classifier
 
@@ -194,7 +194,7 @@ def test_evaluate_without_generator_record_gives_null_with_reason(tmp_path, monk
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     from PIL import Image
 
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
 
     data = tmp_path / "plain"
     for label in CLASSES:  # the phantoms' pixels, but no manifest: no generator record

@@ -288,7 +288,7 @@ def test_evaluate_paper_metrics_and_procedure_labels(tmp_path):
 
     from skimage.metrics import structural_similarity
 
-    from p2p_desktop.evaluate import adversarial_path, evaluate
+    from p2p_desktop.jobs.evaluate import adversarial_path, evaluate
     from p2p_desktop.io import load_study
     from p2p_desktop.metrics import paper_view
 
@@ -324,7 +324,7 @@ def test_evaluate_paper_metrics_and_procedure_labels(tmp_path):
 
 
 def test_evaluate_dtype_is_checked_before_any_write(tmp_path):
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
 
     data = _phantom_dir(tmp_path, n=1, seed=7_650_000)
     with pytest.raises(InputError, match="applies to the diffusion attacks"):
@@ -335,11 +335,11 @@ def test_evaluate_dtype_is_checked_before_any_write(tmp_path):
 
 
 def test_evaluate_runs_p2p_paper_unless_told_otherwise():
-    from p2p_desktop.evaluate import _default_presets, build_attacks
+    from p2p_desktop.jobs.evaluate.params import build_attacks, default_presets
 
     def presets(preset):
         return {a.name: a.config.preset for a in build_attacks(["fgsm", "p2p", "diff-pgd"],
-                                                               preset=_default_presets(["fgsm", "p2p", "diff-pgd"],
+                                                               preset=default_presets(["fgsm", "p2p", "diff-pgd"],
                                                                                        preset))
                 if hasattr(a.config, "preset")}
 
@@ -352,7 +352,7 @@ def test_evaluate_runs_p2p_paper_unless_told_otherwise():
 def test_demo_backbone_off_its_phantoms_is_said_plainly(tmp_path):
     import shutil
 
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
 
     data = _phantom_dir(tmp_path, n=1, seed=7_600_000)
     kw = dict(params={"diff-pgd.steps": 1}, metrics="native")

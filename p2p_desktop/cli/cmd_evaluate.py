@@ -1,6 +1,6 @@
 """``p2p-desktop evaluate DATASET_DIR --attacks LIST --classifiers LIST --out DIR [...]``
 
-Runs :func:`p2p_desktop.evaluate.evaluate` with a progress bar (jobs = image × classifier ×
+Runs :func:`p2p_desktop.jobs.evaluate.evaluate` with a progress bar (jobs = image × classifier ×
 attack, with ETA) on stderr. Ctrl-C stops after the current attack step and exits 3; unlike
 other commands, the finished per-image rows are deliberately kept (the batch is resumable:
 run the same command again to continue), but no half-written file is left and the summary
@@ -114,22 +114,22 @@ class _Interrupt:
 def run(args) -> int:
     from p2p_desktop.cancel import CancelToken
     from p2p_desktop.attacks.factory import parse_params
-    from p2p_desktop.evaluate import evaluate
+    from p2p_desktop.jobs.evaluate import evaluate
 
     token = CancelToken()
     params = parse_params(args.param)
     dicom, send_node = _dicom_export(args)
     state: dict = {"bar": None}
 
-    def on_progress(done: int, total: int, what: str, eta) -> None:
+    def on_progress(ev) -> None:  # a p2p_desktop.progress.Progress: step of total jobs
         bar = state["bar"]
         if bar is None:
-            bar = state["bar"] = progress_bar(total, "evaluate", unit="job")
-            bar.n = bar.last_print_n = done  # resumed jobs do not count toward the rate
-        bar.total = total
-        if done > bar.n:
-            bar.update(done - bar.n)
-        bar.set_postfix_str(what[:60], refresh=True)
+            bar = state["bar"] = progress_bar(ev.total, "evaluate", unit="job")
+            bar.n = bar.last_print_n = ev.step  # resumed jobs do not count toward the rate
+        bar.total = ev.total
+        if ev.step > bar.n:
+            bar.update(ev.step - bar.n)
+        bar.set_postfix_str(ev.message[:60], refresh=True)
 
     def on_step(ev) -> None:
         bar = state["bar"]
@@ -160,13 +160,7 @@ def run(args) -> int:
     from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
 
     print(f"metrics: {METRIC_PROTOCOL_TEXT[args.metrics]}")
-    width = max([36] + [len(str(r.get("procedure", r["attack"]))) for r in result.summary])
-    print(f"{'classifier':<22} {'procedure':<{width}} {'success':>12} {'LPIPS':>7} {'SSIM':>7} {'FID':>8}")
-    for r in result.summary:
-        rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.2f} ({r['successes']}/{r['correct']})"
-        cells = [("n/a" if r[k] is None else f"{r[k]:.{d}f}") for k, d in (("lpips", 3), ("ssim", 3), ("fid", 1))]
-        print(f"{r['classifier']:<22} {r.get('procedure', r['attack']):<{width}} {rate:>12} {cells[0]:>7} "
-              f"{cells[1]:>7} {cells[2]:>8}")
+    _print_summary(result.summary)
     for rec in result.outputs:
         print(f"  {rec['kind']:<14} {rec['path']}")
     if result.resumed:
@@ -175,6 +169,22 @@ def run(args) -> int:
     for note in result.notes:
         print(f"  note: {note}", file=sys.stderr)
     return 0
+
+
+def _print_summary(summary) -> None:
+    """The headline table: success rate and the paper's metrics (labels and formats from the metric table)."""
+    from p2p_desktop.jobs.evaluate.summary import FID, PAPER_KEYS
+    from p2p_desktop.metrics import METRICS
+
+    shown = [METRICS[k] for k in (*PAPER_KEYS, FID)]
+    width = max([36] + [len(str(r.get("procedure", r["attack"]))) for r in summary])
+    print(f"{'classifier':<22} {'procedure':<{width}} {'success':>12} "
+          + " ".join(f"{m.label:>8}" for m in shown))
+    for r in summary:
+        rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.2f} ({r['successes']}/{r['correct']})"
+        cells = ["n/a" if r[m.key] is None else m.fmt.format(r[m.key]) for m in shown]
+        print(f"{r['classifier']:<22} {r.get('procedure', r['attack']):<{width}} {rate:>12} "
+              + " ".join(f"{c:>8}" for c in cells))
 
 
 def _repro_kwargs(args) -> dict:

@@ -1,7 +1,7 @@
 """Where the jobs of ``evaluate`` run: in this process (serial) or on a Ray cluster.
 
 A job is one (image, classifier, attack) unit. An executor takes the units still to do and yields
-each finished one as it arrives; the driver (:func:`p2p_desktop.evaluate.evaluate`) writes its
+each finished one as it arrives; the driver (:func:`p2p_desktop.jobs.evaluate.evaluate`) writes its
 row to ``per_image.csv`` at once, so a study resumes across executors and across a crash of the
 driver. The serial executor is the evaluate loop itself (``executor=None``); :class:`RayExecutor`
 (in :mod:`p2p_desktop.executors.ray_executor`, imported only when asked for) runs the units on

@@ -53,8 +53,9 @@ def attack_into_row(row: dict[str, Any], study, classifier, attack, backbone, tr
         text = " ".join(str(exc).split())[:300]
         row["error"] = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
         return None
-    m = res.metrics
-    row.update(adv_pred=res.adversarial_label, success=bool(res.success), ssim=m.get("ssim"),
-               psnr=m.get("psnr"), l2=m.get("l2"), linf=m.get("linf"), lpips=m.get("lpips"),
+    from p2p_desktop.metrics import image_metrics
+
+    row.update(adv_pred=res.adversarial_label, success=bool(res.success),
+               **{m.key: res.metrics.get(m.key) for m in image_metrics()},
                seconds=round(float(res.seconds), 4), iterations=int(res.iterations))
     return res

@@ -1,6 +1,6 @@
 """Derived DICOMs of a batch evaluation (``p2p-desktop evaluate --export-dicom [--deidentify]``).
 
-:func:`p2p_desktop.evaluate.evaluate` takes a :class:`BatchDicomExport` and calls it at three
+:func:`p2p_desktop.jobs.evaluate.evaluate` takes a :class:`BatchDicomExport` and calls it at three
 points: :meth:`~BatchDicomExport.settings` goes into the run's settings (so a run is resumed
 only with the same export settings), :meth:`~BatchDicomExport.export` after each *successful*
 attack (the failures are not adversarial examples; they get no DICOM, as they get no PNG), and
@@ -37,7 +37,7 @@ DICOM_DIR = "dicom"
 
 
 def _safe(name: str) -> str:
-    from p2p_desktop.evaluate import _safe_name
+    from p2p_desktop.jobs.evaluate.files import safe_name as _safe_name
 
     return _safe_name(name)
 

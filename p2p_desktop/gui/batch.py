@@ -1,6 +1,6 @@
 """Batch view: run the core's ``evaluate`` on a dataset folder, with progress, and show its table.
 
-The evaluation itself is :func:`p2p_desktop.evaluate.evaluate` (the same code as
+The evaluation itself is :func:`p2p_desktop.jobs.evaluate.evaluate` (the same code as
 ``p2p-desktop evaluate``); this view only collects the arguments, runs it on a worker thread
 and shows the rows it returns. Without that module the view stays disabled and says why.
 """
@@ -33,23 +33,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from p2p_desktop.errors import Cancelled, InputError
+from p2p_desktop.errors import InputError
 from p2p_desktop.gui.worker import JobRunner
 
 __all__ = ["BatchView", "evaluate_function", "result_rows"]
 
 
 def evaluate_function():
-    """``p2p_desktop.evaluate.evaluate`` when this build has it, else None."""
+    """``p2p_desktop.jobs.evaluate.evaluate`` when this build has it, else None."""
     try:
-        module = importlib.import_module("p2p_desktop.evaluate")
+        module = importlib.import_module("p2p_desktop.jobs.evaluate")
     except ImportError:
         return None
     return getattr(module, "evaluate", None)
 
 
 def result_rows(result: Any, table: str = "summary") -> list[dict[str, Any]]:
-    """Rows of an :class:`~p2p_desktop.evaluate.EvaluationResult`: ``summary`` or per-image ``rows``."""
+    """Rows of an :class:`~p2p_desktop.jobs.evaluate.EvaluationResult`: ``summary`` or per-image ``rows``."""
     if result is None:
         return []
     value = getattr(result, table, None)
@@ -151,7 +151,8 @@ class BatchView(QWidget):
         self.runner.status.connect(self.status.setText)
         self.runner.succeeded.connect(self._on_done)
         self.runner.failed.connect(self._on_failed)
-        self.runner.cancelled.connect(lambda: self.status.setText("Evaluation cancelled; nothing was kept."))
+        self.runner.cancelled.connect(lambda: self.status.setText(
+            "Evaluation cancelled; the finished results are kept: run it again to resume."))
         self.runner.finished.connect(self._on_finished)
         self.refresh()
 
@@ -185,7 +186,7 @@ class BatchView(QWidget):
         fill(self.classifier_list, names, {default})
         self.available = evaluate_function() is not None
         reason = ("" if self.available else
-                  "Batch evaluation is not available in this build: the module p2p_desktop.evaluate is missing")
+                  "Batch evaluation is not available in this build: the module p2p_desktop.jobs.evaluate is missing")
         self.run_button.setEnabled(self.available and not self.runner.is_running())
         self.run_button.setToolTip(reason or "Attack every image of the dataset with each attack and classifier")
         self.setToolTip(reason)
@@ -251,12 +252,8 @@ class BatchView(QWidget):
             args["device"] = resolve_device(args["device"])
             status(f"evaluating {', '.join(args['attacks'])} × {', '.join(args['classifiers'])} "
                    f"on {args['device']}…")
-            try:
-                return fn(**args, on_progress=lambda done, total, what, eta: report((done, total, what, eta)),
-                          cancel=cancel)
-            except Cancelled as exc:  # a finished evaluation audits itself; a cancelled one here
-                _audit_cancelled(args, str(exc))
-                raise
+            # the evaluation audits itself: finished, cancelled or failed (as "gui-evaluate")
+            return fn(**args, on_progress=report, cancel=cancel, command="gui-evaluate")
 
         self.rows = []
         self.progress.setRange(0, 0)
@@ -268,14 +265,15 @@ class BatchView(QWidget):
         return True
 
     def _on_progress(self, event) -> None:
+        """A :class:`~p2p_desktop.progress.Progress` of the evaluation: ``step`` of ``total`` jobs."""
         from p2p_desktop.gui.monitor import format_duration
 
-        done, total, what, eta = event
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.progress.setFormat(f"{done} / {total} jobs")
+        self.progress.setRange(0, max(event.total, 1))
+        self.progress.setValue(event.step)
+        self.progress.setFormat(f"{event.step} / {event.total} jobs")
+        eta = event.eta
         eta_text = f" · ETA {format_duration(eta)}" if eta is not None else ""
-        self.status.setText(f"{what}{eta_text}")
+        self.status.setText(f"{event.message}{eta_text}")
 
     def _on_done(self, result) -> None:
         self.last_result = result
@@ -324,16 +322,3 @@ class BatchView(QWidget):
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
 
-
-def _audit_cancelled(args: dict, reason: str) -> None:
-    """Record a cancelled Batch evaluation in the audit log (a failing append is only logged)."""
-    import logging
-
-    from p2p_desktop.export.run_outputs import audit_unfinished_evaluation
-
-    try:
-        audit_unfinished_evaluation(args.get("dataset_dir"), args.get("out_dir"), list(args.get("attacks") or ()),
-                                    list(args.get("classifiers") or ()), "cancelled", reason=reason,
-                                    command="gui-evaluate")
-    except Exception as exc:  # noqa: BLE001 - never hide the cancel itself
-        logging.getLogger("p2p_desktop.gui").warning("the cancelled evaluation could not be audited: %s", exc)
