@@ -55,6 +55,7 @@ from typing import Sequence
 
 import numpy as np
 
+from p2p_desktop.io.outputs import atomic_replace_bytes
 from p2p_desktop.training.backbone import (
     RESOLUTION,
     TRAIN_SEED_START,
@@ -317,12 +318,11 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
         if step % 100 == 0:
             _log(f"probe: {probe_figures()}")
         if time.monotonic() - last_save > 120:
-            tmp = ckpt_file.with_suffix(".tmp")
-            torch.save({"plan": {k_: v for k_, v in asdict(plan).items() if k_ != "minutes"},
-                        "unet": unet.state_dict(), "text_encoder": te.state_dict(),
-                        "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": step, "cpu_seconds": time.process_time() - t0}, tmp)
-            tmp.replace(ckpt_file)
+            checkpoint = {"plan": {k_: v for k_, v in asdict(plan).items() if k_ != "minutes"},
+                          "unet": unet.state_dict(), "text_encoder": te.state_dict(),
+                          "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                          "step": step, "cpu_seconds": time.process_time() - t0}
+            atomic_replace_bytes(ckpt_file, lambda fh: torch.save(checkpoint, fh))
             last_save = time.monotonic()
     if cross_class_targets:
         raise AssertionError(f"{cross_class_targets} cross-class target(s) in appearance training")

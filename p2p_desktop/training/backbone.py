@@ -69,6 +69,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from p2p_desktop.io.outputs import atomic_replace_json
+
 __all__ = [
     "RESOLUTION",
     "LATENT_SIZE",
@@ -695,9 +697,7 @@ def write_card(folder: str | Path, training: dict, quality: dict, architecture: 
         "quality": quality,
         "files": _file_hashes(folder),
     }
-    tmp = folder / ".card.json.partial"
-    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "card.json")
+    atomic_replace_json(folder / "card.json", card)
     return card
 
 
