@@ -144,7 +144,7 @@ class DiffPGD(Attack):
                     x_pur = purify(x_in)
                 x_pur.requires_grad_(True)
                 leaf = x_pur
-            logits = clf.logits(D.to_written(x_pur, x_src, x_ref, cfg.output)).float()  # as it will be written
+            logits = clf.logits(D.to_source_geometry(x_pur, x_src, cfg.output, x_ref)).float()  # as it will be written
             loss = F.cross_entropy(logits, y)
             (grad,) = torch.autograd.grad(loss, leaf)
 
@@ -163,7 +163,7 @@ class DiffPGD(Attack):
         # 5. Output: SDEdit(clip(x + δ)) with the final δ.
         with torch.no_grad():
             x_adv = purify((x_ref + delta).clamp(0, 1))
-            probs = clf.probs(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()[0]
+            probs = clf.probs(D.to_source_geometry(x_adv, x_src, cfg.output, x_ref)).float()[0]
         pred = int(probs.argmax())
         info: dict[str, Any] = {
             "success": ctx.is_adversarial(pred),

@@ -369,7 +369,7 @@ class P2P(Attack):
 
             # 6. Classifier loss on the image as it will be written (output mode, source geometry), + λ·fidelity.
             with record_function("p2p.classifier"):
-                logits = clf.logits(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()
+                logits = clf.logits(D.to_source_geometry(x_adv, x_src, cfg.output, x_ref)).float()
             if ctx.target is not None:
                 cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
             elif cfg.loss == "neg_ce":
@@ -519,23 +519,13 @@ def _project(x_adv, x_ref, bound: str, eps: float):
     return (x_ref + delta).clamp(0, 1)
 
 
-_lpips_nets: dict[str, Any] = {}
-
-
 def _lpips(device):
     """LPIPS(AlexNet) from local weights only; refused clearly when they are missing."""
-    from p2p_desktop.metrics import lpips_status
+    from p2p_desktop.metrics import lpips_net, lpips_status
 
     ok, note = lpips_status()
     if not ok:
         raise InputError(f"p2p.fidelity=lpips needs the AlexNet weights, which are missing ({note}); "
                          "nothing is downloaded. Use fidelity=mse instead")
-    key = str(device)
-    if key not in _lpips_nets:
-        import lpips
-
-        net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-        net.requires_grad_(False)
-        _lpips_nets[key] = net
-    return _lpips_nets[key]
+    return lpips_net(device)
 

@@ -16,8 +16,8 @@ file it wrote is removed, so nothing half-written is ever left behind::
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Union
