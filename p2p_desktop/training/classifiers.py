@@ -43,7 +43,12 @@ from typing import Any, Callable
 import numpy as np
 
 from p2p_desktop.io.outputs import atomic_replace_bytes, atomic_replace_json
-from p2p_desktop.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier, ModelCard
+from p2p_desktop.models.classifier import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Classifier,
+    ModelCard,
+)
 
 __all__ = [
     "DEMO_ARCHITECTURES",
