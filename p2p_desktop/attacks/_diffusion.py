@@ -9,16 +9,68 @@ index the backbone's 1000-step DDPM schedule (ᾱ_t = ``alphas_cumprod[t]``).
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from p2p_desktop.attacks.base import Attack, AttackContext, AttackOutput
+from p2p_desktop.config import param
+from p2p_desktop.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from p2p_desktop.models.backbone import Backbone
 
-__all__ = ["resize", "resize_to", "to_source_geometry", "working_resolution", "backbone_in", "low_memory",
+__all__ = ["DiffusionAttack", "resolution_param", "dtype_param", "low_memory_param", "check_resolution", "resize", "resize_to", "to_source_geometry", "working_resolution", "backbone_in", "low_memory",
            "precision_name", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
            "decode", "tokenize", "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
+
+
+# -- what every diffusion attack shares: config fields, their check, and the run wrapper ----------
+# Fields are shared as field factories, not a base dataclass, so that each attack's fields keep
+# their order (forms, --help, provenance).
+def resolution_param() -> Any:
+    """The ``resolution`` config field: working side in pixels, a multiple of 8, 0 = native."""
+    return param(0, min=0, max=4096,
+                 help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; paper: 224).")
+
+
+def dtype_param() -> Any:
+    """The ``dtype`` config field: the precision of the diffusion backbone."""
+    return param("auto", choices=("auto", "fp32", "fp16", "bf16"),
+                 help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
+
+
+def low_memory_param() -> Any:
+    """The ``low_memory`` config field: gradient checkpointing and VAE slicing."""
+    return param(False, advanced=True,
+                 help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
+                      "slower); the out-of-memory retry turns it on.")
+
+
+def check_resolution(attack: str, resolution: int) -> None:
+    """Refuse a working resolution that is not a multiple of 8 (the VAE halves it three times)."""
+    if resolution and resolution % 8:
+        raise InputError(f"{attack}.resolution: {resolution} is not a multiple of 8 (0 = native)")
+
+
+class DiffusionAttack(Attack):
+    """An attack through a latent diffusion backbone: ``run`` checks there is one, puts it in the
+    configured precision and memory mode, and calls ``_run(x, ctx, backbone)``."""
+
+    requires_backbone = True
+
+    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
+        cfg = self.config
+        if ctx.backbone is None:
+            raise InputError(f"{self.name} needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
+        bb = backbone_in(ctx.backbone, cfg.dtype)
+        with low_memory(bb, cfg.low_memory):
+            return self._run(x, ctx, bb)
+
+    @abstractmethod
+    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb: "Backbone") -> AttackOutput:
+        """The attack itself, on the prepared backbone ``bb``."""
 
 
 def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
