@@ -21,12 +21,12 @@ proves that the *last* records were not cut off: the chain head printed in every
 The secret is ``audit.key`` (32 random bytes, mode 0600) in the user data folder, outside the
 log; ``$P2P_DESKTOP_AUDIT_KEY`` names another file. It is created on the first append.
 
-Appends hold an exclusive ``fcntl`` lock (POSIX; ``msvcrt`` on Windows) while reading the
-last record and writing the new one, so concurrent runs cannot fork the chain. An append is
-all or nothing: the record is written and fsync'ed, and on any failure (disk full) the file is
-truncated back to its previous size. A torn last line (a crash in the middle of a write) is
-reported exactly by ``verify``; ``repair`` removes it and nothing else, and appends refuse
-until then. The default log is ``user_data_dir()/audit.jsonl``; ``$P2P_DESKTOP_AUDIT_LOG`` or
+Appends hold an exclusive lock (``filelock`` on ``<log>.lock``: ``fcntl`` on POSIX, ``msvcrt``
+on Windows) while reading the last record and writing the new one, so concurrent runs cannot
+fork the chain. An append is all or nothing: the record is written and fsync'ed, and on any
+failure (disk full) the file is truncated back to its previous size. A torn last line (a crash
+in the middle of a write) is reported exactly by ``verify``; ``repair`` removes it and nothing
+else, and appends refuse until then. The default log is ``user_data_dir()/audit.jsonl``; ``$P2P_DESKTOP_AUDIT_LOG`` or
 an explicit path overrides it.
 """
 
@@ -144,28 +144,13 @@ def record_mac(record: dict[str, Any], key: bytes) -> str:
     return hmac.new(key, _body(record), hashlib.sha256).hexdigest()
 
 
-def _lock(fh) -> None:
-    try:
-        import fcntl
+def _exclusive(path: Path):
+    """The exclusive lock of the log at ``path``, held while its last record is read and the next one
+    written: ``filelock`` on ``<log>.lock`` beside it (``fcntl`` on POSIX, ``msvcrt`` on Windows),
+    across threads and processes."""
+    from filelock import FileLock
 
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        fh.seek(0)
-        msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-
-
-def _unlock(fh) -> None:
-    try:
-        import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    except ImportError:  # pragma: no cover - Windows
-        import msvcrt
-
-        fh.seek(0)
-        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+    return FileLock(f"{path}.lock")
 
 
 _BLANK = b" \t\r\n"
@@ -217,8 +202,7 @@ class AuditLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "r+b" if self.path.exists() else "a+b") as fh:
-                _lock(fh)
-                try:
+                with _exclusive(self.path):
                     last, offset, terminated = _tail(fh)
                     prev, seq = GENESIS, 0
                     if last:
@@ -261,8 +245,6 @@ class AuditLog:
                         except OSError:
                             pass
                         raise
-                finally:
-                    _unlock(fh)
         except OSError as exc:
             raise OutputError(f"cannot append to the audit log {self.path}: {exc.strerror or exc}") from None
         return record
@@ -441,13 +423,10 @@ def repair_log(path: str | os.PathLike) -> int:
     cut = data.rstrip(b"\r\n").rfind(b"\n") + 1
     try:
         with open(path, "r+b") as fh:
-            _lock(fh)
-            try:
+            with _exclusive(path):
                 fh.truncate(cut)
                 fh.flush()
                 os.fsync(fh.fileno())
-            finally:
-                _unlock(fh)
     except OSError as exc:
         raise OutputError(f"cannot repair the audit log {path}: {exc.strerror or exc}") from None
     return len(data) - cut

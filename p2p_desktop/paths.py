@@ -33,13 +33,10 @@ def user_data_dir() -> Path:
     env = os.environ.get("P2P_DESKTOP_HOME")
     if env:
         return Path(env)
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "p2p-desktop"
+    from platformdirs import user_data_dir as _platform_data_dir
+
+    # %LOCALAPPDATA%\p2p-desktop, ~/Library/Application Support/p2p-desktop, $XDG_DATA_HOME/p2p-desktop
+    return Path(_platform_data_dir("p2p-desktop", appauthor=False, roaming=False))
 
 
 def builtin_plugins_dir() -> Path:

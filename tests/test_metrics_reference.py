@@ -175,7 +175,7 @@ def seeded_alexnet_hub(tmp_path, monkeypatch):
     (hub / "checkpoints").mkdir(parents=True)
     torch.save(state, hub / "checkpoints" / metrics.ALEXNET_FILE)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr(metrics, "_lpips_model", None)  # the cache is restored after the test
+    monkeypatch.setattr(metrics, "_lpips_nets", {})  # the cache is restored after the test
     return hub
 
 

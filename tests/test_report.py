@@ -66,7 +66,7 @@ def test_html_report_is_self_contained_and_complete(run):
     from p2p_desktop.hashing import sha256_file
 
     for text in (sha256_file(run["study"].path), "DOE^JANE", "PID-778899", result.attack, "alpha", "steps",
-                 result.classifier["name"], result.versions["torch"], result.device, "seed", "ssim", "linf",
+                 result.classifier["name"], result.versions["torch"], result.device, "seed", "SSIM ↑", "L∞ ↓",
                  result.original_label, "SUCCESS" if result.success else "FAILED", "iteration"):
         assert str(text) in html, text
 
@@ -147,6 +147,7 @@ def test_batch_report(tmp_path):
         paths = write_batch_report(summary, per_image, outs, "html,pdf", meta={"dataset": "BUSI", "seed": 0})
     html = paths[0].read_text(encoding="utf-8")
     assert "success_rate" in html and "benign/3.png" in html and "BUSI" in html
+    assert "<th>SSIM ↑</th>" in html and "<td>0.9700</td>" in html  # the metric table's heading and format
     assert outs.records[0]["sha256"] in html and "data:image/png;base64," in html
     assert paths[1].read_bytes().startswith(b"%PDF")
     require_tool("pdftoppm")

@@ -9,16 +9,68 @@ index the backbone's 1000-step DDPM schedule (ᾱ_t = ``alphas_cumprod[t]``).
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from p2p_desktop.attacks.base import Attack, AttackContext, AttackOutput
+from p2p_desktop.config import param
+from p2p_desktop.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from p2p_desktop.models.backbone import Backbone
 
-__all__ = ["resize", "resize_to", "to_source", "to_written", "working_resolution", "backbone_in", "low_memory",
+__all__ = ["DiffusionAttack", "resolution_param", "dtype_param", "low_memory_param", "check_resolution", "resize", "resize_to", "to_source_geometry", "working_resolution", "backbone_in", "low_memory",
            "precision_name", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
            "decode", "tokenize", "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
+
+
+# -- what every diffusion attack shares: config fields, their check, and the run wrapper ----------
+# Fields are shared as field factories, not a base dataclass, so that each attack's fields keep
+# their order (forms, --help, provenance).
+def resolution_param() -> Any:
+    """The ``resolution`` config field: working side in pixels, a multiple of 8, 0 = native."""
+    return param(0, min=0, max=4096,
+                 help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; paper: 224).")
+
+
+def dtype_param() -> Any:
+    """The ``dtype`` config field: the precision of the diffusion backbone."""
+    return param("auto", choices=("auto", "fp32", "fp16", "bf16"),
+                 help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
+
+
+def low_memory_param() -> Any:
+    """The ``low_memory`` config field: gradient checkpointing and VAE slicing."""
+    return param(False, advanced=True,
+                 help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
+                      "slower); the out-of-memory retry turns it on.")
+
+
+def check_resolution(attack: str, resolution: int) -> None:
+    """Refuse a working resolution that is not a multiple of 8 (the VAE halves it three times)."""
+    if resolution and resolution % 8:
+        raise InputError(f"{attack}.resolution: {resolution} is not a multiple of 8 (0 = native)")
+
+
+class DiffusionAttack(Attack):
+    """An attack through a latent diffusion backbone: ``run`` checks there is one, puts it in the
+    configured precision and memory mode, and calls ``_run(x, ctx, backbone)``."""
+
+    requires_backbone = True
+
+    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
+        cfg = self.config
+        if ctx.backbone is None:
+            raise InputError(f"{self.name} needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
+        bb = backbone_in(ctx.backbone, cfg.dtype)
+        with low_memory(bb, cfg.low_memory):
+            return self._run(x, ctx, bb)
+
+    @abstractmethod
+    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb: "Backbone") -> AttackOutput:
+        """The attack itself, on the prepared backbone ``bb``."""
 
 
 def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
@@ -42,13 +94,30 @@ def resize_to(x: "torch.Tensor", hw: tuple[int, int]) -> "torch.Tensor":
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def to_written(adv: "torch.Tensor", x_src: "torch.Tensor", x_small: "torch.Tensor", output: str) -> "torch.Tensor":
-    """What the runner will write for output mode ``decoded`` (the decoded image itself, resized to
-    the source geometry, as the authors save it) or ``residual`` (the source plus the upsampled
-    change, :func:`to_source`). Differentiable."""
+def to_source_geometry(adv: "torch.Tensor", x_src: "torch.Tensor", output: str = "residual",
+                       x_small: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """An attack output brought to the source's (B, C, H, W) geometry, as the runner writes it
+    (differentiable; the one mapping the runner and the attacks' losses share).
+
+    Channels first follow the source (RGB -> grey by mean, grey -> RGB repeated). Output mode
+    ``decoded`` resizes the output itself (nothing of the source is put back, as the authors save
+    it); ``residual`` keeps the source's detail: the source plus the upsampled change
+    ``adv − x_small``, where ``x_small`` is the source at ``adv``'s size (computed, antialiased,
+    when not given). At equal sizes the output itself, clamped to [0, 1].
+    """
+    import torch.nn.functional as F
+
+    if adv.shape[1] != x_src.shape[1]:
+        adv = adv.mean(dim=1, keepdim=True) if x_src.shape[1] == 1 else adv.expand(-1, x_src.shape[1], -1, -1)
+    if tuple(adv.shape[-2:]) == tuple(x_src.shape[-2:]):
+        return adv.clamp(0, 1)
     if output == "decoded":
         return resize_to(adv, tuple(x_src.shape[-2:])).clamp(0, 1)
-    return to_source(adv, x_src, x_small)
+    if x_small is None:
+        x_small = F.interpolate(x_src, size=tuple(adv.shape[-2:]), mode="bilinear", align_corners=False,
+                                antialias=True)
+    delta = F.interpolate(adv - x_small, size=tuple(x_src.shape[-2:]), mode="bilinear", align_corners=False)
+    return (x_src + delta).clamp(0, 1)
 
 
 def working_resolution(bb: "Backbone", resolution: int, attack: str) -> int:
@@ -141,19 +210,6 @@ def low_memory(bb: "Backbone", enabled: bool = True):
             module.disable_gradient_checkpointing()
         if hasattr(bb.vae, "disable_slicing"):
             bb.vae.disable_slicing()
-
-
-def to_source(adv: "torch.Tensor", x_src: "torch.Tensor", x_small: "torch.Tensor") -> "torch.Tensor":
-    """What the runner will write: the source plus the upsampled change ``adv − x_small`` (differentiable).
-
-    ``x_small`` is the source resized to ``adv``'s size; at equal sizes this is ``adv`` itself.
-    """
-    import torch.nn.functional as F
-
-    if tuple(adv.shape[-2:]) == tuple(x_src.shape[-2:]):
-        return adv
-    delta = F.interpolate(adv - x_small, size=tuple(x_src.shape[-2:]), mode="bilinear", align_corners=False)
-    return (x_src + delta).clamp(0, 1)
 
 
 def to_rgb(x: "torch.Tensor") -> "torch.Tensor":

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2p_desktop.attacks import _diffusion as D
-from p2p_desktop.attacks.base import Attack, AttackConfig, AttackContext, AttackOutput
+from p2p_desktop.attacks.base import AttackConfig, AttackContext, AttackOutput
 from p2p_desktop.config import param
-from p2p_desktop.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,24 +57,18 @@ class DiffPGDConfig(AttackConfig):
                               help="Start δ uniformly in [−ε, ε] (auto: on for the full variant, as the authors).")
     preset: str = param("default", choices=("default", "paper", "full", "custom"),
                         help="Which preset these settings came from (recorded in the report).")
-    resolution: int = param(0, min=0, max=4096,
-                            help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; "
-                                 "paper: 224).")
+    resolution: int = D.resolution_param()
     output: str = param("residual", choices=("residual", "decoded"),
                         help="What is written: the purified image resized to the source geometry (decoded), or "
                              "the source plus the upsampled change (residual).")
-    dtype: str = param("auto", choices=("auto", "fp32", "fp16", "bf16"),
-                       help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
-    low_memory: bool = param(False, advanced=True,
-                             help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
-                                  "slower); the out-of-memory retry turns it on.")
+    dtype: str = D.dtype_param()
+    low_memory: bool = D.low_memory_param()
 
     def validate(self) -> None:
-        if self.resolution and self.resolution % 8:
-            raise InputError(f"diff-pgd.resolution: {self.resolution} is not a multiple of 8 (0 = native)")
+        D.check_resolution("diff-pgd", self.resolution)
 
 
-class DiffPGD(Attack):
+class DiffPGD(D.DiffusionAttack):
     """Diff-PGD (NeurIPS 2023): L∞ PGD through SDEdit on a latent diffusion backbone."""
 
     name = "diff-pgd"
@@ -86,17 +79,6 @@ class DiffPGD(Attack):
                "full": {"preset": "full", "variant": "full", "resolution": 224, "output": "decoded",
                         "dtype": "fp32"}}
     config: DiffPGDConfig
-
-    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
-        import torch
-        import torch.nn.functional as F
-
-        cfg = self.config
-        if ctx.backbone is None:
-            raise InputError("diff-pgd needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
-        bb = D.backbone_in(ctx.backbone, cfg.dtype)
-        with D.low_memory(bb, cfg.low_memory):
-            return self._run(x, ctx, bb)
 
     def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
         import torch
@@ -144,7 +126,7 @@ class DiffPGD(Attack):
                     x_pur = purify(x_in)
                 x_pur.requires_grad_(True)
                 leaf = x_pur
-            logits = clf.logits(D.to_written(x_pur, x_src, x_ref, cfg.output)).float()  # as it will be written
+            logits = clf.logits(D.to_source_geometry(x_pur, x_src, cfg.output, x_ref)).float()  # as it will be written
             loss = F.cross_entropy(logits, y)
             (grad,) = torch.autograd.grad(loss, leaf)
 
@@ -163,7 +145,7 @@ class DiffPGD(Attack):
         # 5. Output: SDEdit(clip(x + δ)) with the final δ.
         with torch.no_grad():
             x_adv = purify((x_ref + delta).clamp(0, 1))
-            probs = clf.probs(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()[0]
+            probs = clf.probs(D.to_source_geometry(x_adv, x_src, cfg.output, x_ref)).float()[0]
         pred = int(probs.argmax())
         info: dict[str, Any] = {
             "success": ctx.is_adversarial(pred),

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2p_desktop.attacks import _diffusion as D
-from p2p_desktop.attacks.base import Attack, AttackConfig, AttackContext, AttackOutput
+from p2p_desktop.attacks.base import AttackConfig, AttackContext, AttackOutput
 from p2p_desktop.config import param
 from p2p_desktop.errors import InputError
 
@@ -132,9 +132,7 @@ class P2PConfig(AttackConfig):
     selection: str = param("min_mse", choices=("min_t_then_mse", "min_mse"),
                            help="Which successful candidate to keep: smallest t then lowest MSE (paper), "
                                 "or lowest MSE.")
-    resolution: int = param(0, min=0, max=4096,
-                            help="Working resolution in pixels, a multiple of 8 (0 = the backbone's native size; "
-                                 "paper: 224).")
+    resolution: int = D.resolution_param()
     output: str = param("residual", choices=("residual", "decoded"),
                         help="What is written: the decoded image itself resized to the source geometry "
                              "(decoded, as the authors save it), or the source plus the upsampled change "
@@ -142,15 +140,11 @@ class P2PConfig(AttackConfig):
     cls_scale: float = param(1.0, min=0.0, min_exclusive=True, max=1e12,
                              help="Factor on the classification loss (the authors' script: 1e10; with AdamW's ε "
                                   "this is not a no-op).")
-    dtype: str = param("auto", choices=("auto", "fp32", "fp16", "bf16"),
-                       help="Precision of the diffusion backbone (auto: fp16 on CUDA, fp32 elsewhere; paper: fp32).")
-    low_memory: bool = param(False, advanced=True,
-                             help="Gradient checkpointing of the UNet and VAE decoder and VAE slicing (less memory, "
-                                  "slower); the out-of-memory retry turns it on.")
+    dtype: str = D.dtype_param()
+    low_memory: bool = D.low_memory_param()
 
     def validate(self) -> None:
-        if self.resolution and self.resolution % 8:
-            raise InputError(f"p2p.resolution: {self.resolution} is not a multiple of 8 (0 = native)")
+        D.check_resolution("p2p", self.resolution)
         if self.prompt.count("{cls}") != 1:
             raise InputError("p2p.prompt: the template must contain {cls} exactly once")
         try:
@@ -287,7 +281,7 @@ class _Prompt:
         return out
 
 
-class P2P(Attack):
+class P2P(D.DiffusionAttack):
     """Prompt2Perturb (CVPR 2025): optimise the prompt conditioning of a frozen latent diffusion model.
 
     Default preset ``fast``; ``paper`` reproduces the authors' settings (see the module docstring).
@@ -299,17 +293,6 @@ class P2P(Attack):
     requires_backbone = True
     presets = {"paper": PAPER, "fast": FAST}
     config: P2PConfig
-
-    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
-        import torch
-        import torch.nn.functional as F
-
-        cfg = self.config
-        if ctx.backbone is None:
-            raise InputError("p2p needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
-        bb = D.backbone_in(ctx.backbone, cfg.dtype)
-        with D.low_memory(bb, cfg.low_memory):
-            return self._run(x, ctx, bb)
 
     def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
         import torch
@@ -369,7 +352,7 @@ class P2P(Attack):
 
             # 6. Classifier loss on the image as it will be written (output mode, source geometry), + λ·fidelity.
             with record_function("p2p.classifier"):
-                logits = clf.logits(D.to_written(x_adv, x_src, x_ref, cfg.output)).float()
+                logits = clf.logits(D.to_source_geometry(x_adv, x_src, cfg.output, x_ref)).float()
             if ctx.target is not None:
                 cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
             elif cfg.loss == "neg_ce":
@@ -519,23 +502,13 @@ def _project(x_adv, x_ref, bound: str, eps: float):
     return (x_ref + delta).clamp(0, 1)
 
 
-_lpips_nets: dict[str, Any] = {}
-
-
 def _lpips(device):
     """LPIPS(AlexNet) from local weights only; refused clearly when they are missing."""
-    from p2p_desktop.metrics import lpips_status
+    from p2p_desktop.metrics import lpips_net, lpips_status
 
     ok, note = lpips_status()
     if not ok:
         raise InputError(f"p2p.fidelity=lpips needs the AlexNet weights, which are missing ({note}); "
                          "nothing is downloaded. Use fidelity=mse instead")
-    key = str(device)
-    if key not in _lpips_nets:
-        import lpips
-
-        net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-        net.requires_grad_(False)
-        _lpips_nets[key] = net
-    return _lpips_nets[key]
+    return lpips_net(device)
 

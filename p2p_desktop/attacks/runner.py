@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from p2p_desktop.attacks._diffusion import to_source_geometry
 from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
 from p2p_desktop.attacks.procedure import describe
 from p2p_desktop.cancel import CancelToken
@@ -144,25 +145,6 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _to_source_geometry(adv, x, output: str = "residual"):
-    """Bring an attack output to x's (1, C, H, W) geometry: ``residual`` keeps source detail (the
-    source plus the upsampled change); ``decoded`` resizes the output itself (nothing of the source
-    is put back)."""
-    import torch.nn.functional as F
-
-    if adv.shape[1] != x.shape[1]:
-        adv = adv.mean(dim=1, keepdim=True) if x.shape[1] == 1 else adv.expand(-1, x.shape[1], -1, -1)
-    if adv.shape[-2:] == x.shape[-2:]:
-        return adv.clamp(0, 1)
-    if output == "decoded":
-        shrink = adv.shape[-2] > x.shape[-2] or adv.shape[-1] > x.shape[-1]
-        return F.interpolate(adv, size=x.shape[-2:], mode="bilinear", align_corners=False,
-                             antialias=shrink).clamp(0, 1)
-    x_small = F.interpolate(x, size=adv.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-    delta = F.interpolate(adv - x_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return (x + delta).clamp(0, 1)
-
-
 def run_attack(
     study: Study,
     classifier: Classifier,
@@ -210,7 +192,7 @@ def run_attack(
 
     def written(adv, output: str = "residual"):  # the image as step 4 below will write it
         with torch.no_grad():
-            src = _to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x, output)
+            src = to_source_geometry(adv.detach().to(x.device, dtype=torch.float32), x, output)
             return to_tensor(study.quantise(to_numpy(src))).to(classifier.device)
 
     ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
@@ -254,7 +236,7 @@ def run_attack(
             raise ModelError(f"{attack.name} produced non-finite pixel values (NaN or Inf): the classifier or "
                              "backbone is broken or incomplete; nothing was written")
         p_int = classifier.probs(adv)[0].float().cpu().numpy()
-        adv_src = _to_source_geometry(adv, x, str(out.info.get("output", "residual")))
+        adv_src = to_source_geometry(adv, x, str(out.info.get("output", "residual")))
     written = study.quantise(to_numpy(adv_src))
     # 5. the verdict on the written image
     with torch.no_grad():

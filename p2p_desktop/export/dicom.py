@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 
 from p2p_desktop.errors import InputError
+from p2p_desktop.io.dicom import US_IMAGE_STORAGE
 
 __all__ = ["US_IMAGE_STORAGE", "SECONDARY_CAPTURE_STORAGE", "export_dicom", "build_adversarial_dataset",
            "dataset_to_bytes", "dicom_output_name"]
 
-US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 _US_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
+    US_IMAGE_STORAGE,  # Ultrasound Image Storage
     "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
     "1.2.840.10008.5.1.4.1.1.6",  # (retired) Ultrasound Image Storage
     "1.2.840.10008.5.1.4.1.1.3",  # (retired) Ultrasound Multi-frame Image Storage

@@ -79,7 +79,7 @@ def _natural_key(rel: Path) -> tuple:
 
 
 def _reason(exc: BaseException, path: Path) -> str:
-    from p2p_desktop.io.loader import one_line
+    from p2p_desktop.io.files import one_line
 
     text = one_line(exc, 10_000)
     prefix = one_line(f"cannot load {path}: ", 10_000)

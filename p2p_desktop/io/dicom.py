@@ -23,8 +23,14 @@ from typing import Any
 import numpy as np
 
 from p2p_desktop.errors import InputError
-from p2p_desktop.io.loader import input_error as _error
-from p2p_desktop.io.loader import one_line as _one_line
+from p2p_desktop.io.files import (
+    check_regular_file,
+    has_dicom_marker,
+    sniff_image_format,
+)
+from p2p_desktop.io.files import describe as _describe
+from p2p_desktop.io.files import input_error as _error
+from p2p_desktop.io.files import one_line as _one_line
 from p2p_desktop.io.study import Study, StudyMetadata
 
 # Never swallowed; everything else a decoder raises (incl. Rust panics, which are
@@ -32,6 +38,7 @@ from p2p_desktop.io.study import Study, StudyMetadata
 _PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 __all__ = [
+    "US_IMAGE_STORAGE",
     "DicomGeometry",
     "MAX_DIMENSION",
     "MAX_FRAME_BYTES",
@@ -42,6 +49,10 @@ __all__ = [
     "read_dicom_header",
     "load_dicom",
 ]
+
+#: SOP Class UID of Ultrasound Image Storage (single frame), the class the phantom generator
+#: and the DICOM export write.
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
 MAX_DIMENSION = 16384  # rows and columns
 MAX_FRAME_BYTES = 512 * 2**20  # one decoded frame
@@ -106,21 +117,10 @@ class DicomGeometry:
         return self.frame_bytes * self.n_frames
 
 
-def _describe(exc: BaseException) -> str:
-    msg = _one_line(str(exc), 200)
-    name = type(exc).__name__
-    return f"{name}: {msg}" if msg else name
-
-
 def _check_file(path: Path) -> int:
     """Size and ``DICM`` marker; returns the file size."""
     try:
-        if not path.exists():
-            raise _error(path, "no such file")
-        if path.is_dir():
-            raise _error(path, "is a folder, not a file")
-        if not path.is_file():
-            raise _error(path, "not a regular file (a pipe, socket or device); refused")
+        check_regular_file(path)
         size = path.stat().st_size
         if size == 0:
             raise _error(path, "empty file (0 bytes)")
@@ -133,9 +133,7 @@ def _check_file(path: Path) -> int:
         raise
     except OSError as exc:
         raise _error(path, exc.strerror or _describe(exc)) from exc
-    if len(head) < 132 or head[128:132] != b"DICM":
-        from p2p_desktop.io.images import sniff_image_format
-
+    if not has_dicom_marker(head):
         fmt = sniff_image_format(head)
         if fmt:
             raise _error(path, f"not a DICOM file: its content is a {fmt} image")
@@ -150,7 +148,7 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return has_dicom_marker(head)
 
 
 def _int(ds: Any, keyword: str, path: Path, default: int | None = None) -> int:

@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from p2p_desktop.errors import InputError
-from p2p_desktop.io.loader import input_error as _error
-from p2p_desktop.io.loader import one_line as _one_line
+from p2p_desktop.io.files import check_regular_file, sniff_image_format
+from p2p_desktop.io.files import describe as _describe
+from p2p_desktop.io.files import input_error as _error
 from p2p_desktop.io.study import Study
 
 # Never swallowed; everything else a decoder raises (incl. Rust panics, which are
@@ -49,30 +50,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _FORMATS = ("PNG", "JPEG", "BMP", "TIFF")  # JPEG also opens MPO files
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"II+\x00", "TIFF"),
-    (b"MM\x00+", "TIFF"),
-    (b"BM", "BMP"),
-)
-
-
-def _describe(exc: BaseException) -> str:
-    msg = _one_line(str(exc), 200)
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-
-
-def sniff_image_format(head: bytes) -> str | None:
-    """'PNG', 'JPEG', 'TIFF' or 'BMP' from a file's first bytes, else None."""
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
-
-
 @dataclass(frozen=True)
 class ImageProbe:
     """What an image header says, read without decoding the pixels."""
@@ -86,12 +63,7 @@ class ImageProbe:
 
 def _open(path: Path):
     """Open (header only) with the format allowlist and the bomb guard; caller closes."""
-    if not path.exists():
-        raise _error(path, "no such file")
-    if path.is_dir():
-        raise _error(path, "is a folder, not a file")
-    if not path.is_file():
-        raise _error(path, "not a regular file (a pipe, socket or device); refused")
+    check_regular_file(path)
     try:
         if path.stat().st_size == 0:
             raise _error(path, "empty file (0 bytes)")

@@ -8,38 +8,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2p_desktop.errors import InputError
+from p2p_desktop.io.dicom import load_dicom, read_dicom_header
+from p2p_desktop.io.files import (
+    DICOM_SUFFIXES,
+    check_regular_file,
+    has_dicom_marker,
+    input_error,
+    one_line,
+    sniff_image_format,
+)
+from p2p_desktop.io.images import find_masks, load_image, load_masks, probe_image
 from p2p_desktop.io.study import Study
+
+_error = input_error
 
 __all__ = ["DICOM_SUFFIXES", "StudyProbe", "detect_kind", "probe_study", "n_frames", "load_study",
            "input_error", "one_line"]
 
 log = logging.getLogger(__name__)
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    """``text`` as one printable line (control characters escaped), at most ``limit`` long."""
-    text = " ".join(str(text).split())
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def input_error(path: Path, reason: str) -> InputError:
-    """The one-line :class:`InputError` every loader raises: ``cannot load PATH: reason``."""
-    return InputError(one_line(f"cannot load {path}: {one_line(reason)}", 600))
-
-
-_error = input_error
-
-
 def detect_kind(path: str | os.PathLike) -> str | None:
     """'dicom' (``DICM`` at byte 128), 'image' (PNG/JPEG/BMP/TIFF magic) or None.
 
     Reads 132 bytes; never raises (an unreadable file gives None).
     """
-    from p2p_desktop.io.images import sniff_image_format
-
     try:
         if not os.path.isfile(path):  # a FIFO or device would block or never end
             return None
@@ -47,18 +39,13 @@ def detect_kind(path: str | os.PathLike) -> str | None:
             head = fh.read(132)
     except OSError:
         return None
-    if len(head) == 132 and head[128:132] == b"DICM":
+    if has_dicom_marker(head):
         return "dicom"
     return "image" if sniff_image_format(head) else None
 
 
 def _kind_or_raise(path: Path) -> str:
-    if not path.exists():
-        raise _error(path, "no such file")
-    if path.is_dir():
-        raise _error(path, "is a folder, not a file (scan it with scan_folder)")
-    if not path.is_file():
-        raise _error(path, "not a regular file (a pipe, socket or device); refused")
+    check_regular_file(path, folder_hint="scan it with scan_folder")
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -67,9 +54,7 @@ def _kind_or_raise(path: Path) -> str:
         raise _error(path, exc.strerror or type(exc).__name__) from exc
     if size == 0:
         raise _error(path, "empty file (0 bytes)")
-    from p2p_desktop.io.images import sniff_image_format
-
-    is_dicom = len(head) == 132 and head[128:132] == b"DICM"
+    is_dicom = has_dicom_marker(head)
     fmt = sniff_image_format(head)
     if path.suffix.lower() in DICOM_SUFFIXES and not is_dicom:
         what = f"its content is a {fmt} image" if fmt else "no 'DICM' marker at byte 128"
@@ -101,14 +86,10 @@ def probe_study(path: str | os.PathLike) -> StudyProbe:
     path = Path(path)
     kind = _kind_or_raise(path)
     if kind == "dicom":
-        from p2p_desktop.io.dicom import read_dicom_header
-
         _ds, geo = read_dicom_header(path)
         channels = 1 if geo.photometric.startswith("MONOCHROME") else 3
         return StudyProbe(path, kind, geo.rows, geo.columns, geo.n_frames, channels,
                           geo.photometric)
-    from p2p_desktop.io.images import probe_image
-
     p = probe_image(path)
     grey = p.mode in ("1", "L", "LA", "La", "I", "F") or p.mode.startswith("I;16")
     return StudyProbe(path, kind, p.height, p.width, p.n_frames, 1 if grey else 3,
@@ -133,17 +114,11 @@ def load_study(path: str | os.PathLike, frame: int | None = None, *,
     path = Path(path)
     kind = _kind_or_raise(path)
     if kind == "dicom":
-        from p2p_desktop.io.dicom import load_dicom
-
         study = load_dicom(path, frame)
     else:
-        from p2p_desktop.io.images import load_image
-
         study = load_image(path, frame)
     study.label = label
     if attach_mask:
-        from p2p_desktop.io.images import find_masks, load_masks
-
         masks = find_masks(path)
         if masks:
             try:

@@ -1,5 +1,10 @@
 """Safe output writing: temp file in the target folder, fsync, atomic link/rename, never overwrite.
 
+This is the one atomic writer of the project. :func:`atomic_write_bytes` never overwrites (a
+taken name becomes ``stem-1.ext``); :func:`atomic_replace_bytes` (and its text and JSON forms)
+replaces a file in place, for state files, caches, checkpoints and cards: the file is either the
+old one or the new one, never half of either.
+
 All files of one job go through an :class:`OutputSet`; if the job fails or is cancelled, every
 file it wrote is removed, so nothing half-written is ever left behind::
 
@@ -11,15 +16,21 @@ file it wrote is removed, so nothing half-written is ever left behind::
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import IO, Any, Callable, Iterable, Union
 
 from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
-__all__ = ["OutputSet", "check_output_dir", "unique_path", "atomic_write_bytes"]
+__all__ = ["OutputSet", "check_output_dir", "unique_path", "atomic_write_bytes", "atomic_replace_bytes",
+           "atomic_replace_text", "atomic_replace_json"]
+
+#: What a writer takes: the bytes themselves, or a function that writes them to a binary file
+#: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
+Content = Union[bytes, Callable[[IO[bytes]], Any]]
 
 
 def _is_within(child: Path, parent: Path) -> bool:
@@ -104,17 +115,12 @@ class _deferred_signals:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False, on_created=None) -> Path:
-    """Write ``data`` to a new file at ``path`` (or a fresh name beside it); returns the path used.
+def _write_temp(path: Path, data: Content, *, private: bool) -> str:
+    """A fsynced temporary file holding ``data`` in ``path``'s folder (created if need be); its name.
 
-    The bytes go to a temporary file in the same folder, are fsynced, then linked into place
-    (which fails rather than overwrite). A full disk raises :class:`OutputError` and leaves nothing.
-    The file's mode follows the umask (0666 & ~umask), like any file the user creates, except
-    ``private`` outputs (identifying by design, e.g. a DICOM export that keeps the patient's
-    header): those are 0600. ``on_created(path)`` is called as soon as the file exists (with
-    Ctrl-C and SIGTERM held back), so that a caller can always roll it back.
+    Its mode follows the umask (0666 & ~umask), like any file the user creates, or 0600 when
+    ``private``. A failure (a full disk) raises :class:`OutputError` and leaves nothing.
     """
-    path = Path(path)
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -131,13 +137,36 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False, 
             pass
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    fh.write(data)
+                else:
+                    data(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise OutputError(f"disk full while writing {path.name} in {folder}; nothing was written") from None
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | Path, data: Content, *, private: bool = False, on_created=None) -> Path:
+    """Write ``data`` to a new file at ``path`` (or a fresh name beside it); returns the path used.
+
+    The bytes go to a temporary file in the same folder, are fsynced, then linked into place
+    (which fails rather than overwrite). A full disk raises :class:`OutputError` and leaves nothing.
+    The file's mode follows the umask (0666 & ~umask), like any file the user creates, except
+    ``private`` outputs (identifying by design, e.g. a DICOM export that keeps the patient's
+    header): those are 0600. ``on_created(path)`` is called as soon as the file exists (with
+    Ctrl-C and SIGTERM held back), so that a caller can always roll it back.
+    """
+    path = Path(path)
+    tmp = _write_temp(path, data, private=private)
+    try:
         while True:
             target = unique_path(path)
             with _deferred_signals():
@@ -158,6 +187,34 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False, 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_replace_bytes(path: str | Path, data: Content, *, private: bool = False) -> Path:
+    """Replace the file at ``path`` with ``data`` atomically: a crash leaves the old file or the new one.
+
+    Temporary file in the same folder, fsync, ``os.replace``; the mode as in
+    :func:`atomic_write_bytes`. Any failure raises :class:`OutputError` and leaves the old file.
+    """
+    path = Path(path)
+    tmp = _write_temp(path, data, private=private)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_replace_text(path: str | Path, text: str, *, private: bool = False) -> Path:
+    """:func:`atomic_replace_bytes` of ``text`` encoded as UTF-8."""
+    return atomic_replace_bytes(path, text.encode("utf-8"), private=private)
+
+
+def atomic_replace_json(path: str | Path, obj: Any, *, indent: int | None = 2, private: bool = False) -> Path:
+    """:func:`atomic_replace_text` of ``obj`` as JSON (``indent``), ending with a newline."""
+    return atomic_replace_text(path, json.dumps(obj, indent=indent) + "\n", private=private)
 
 
 class OutputSet:

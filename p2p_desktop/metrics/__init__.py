@@ -6,6 +6,7 @@ from p2p_desktop.metrics.similarity import (
     METRIC_PROTOCOLS,
     compute_metrics,
     lpips_distance,
+    lpips_net,
     lpips_status,
     paper_metrics,
     paper_view,
@@ -15,5 +16,5 @@ from p2p_desktop.metrics.similarity import (
 )
 from p2p_desktop.metrics.table import METRICS, Metric, format_value, image_metrics, metric
 
-__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "ALEXNET_FILE", "METRIC_PROTOCOLS",
+__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE", "METRIC_PROTOCOLS",
            "paper_view", "ssim_paper", "paper_metrics", "METRICS", "Metric", "format_value", "image_metrics", "metric"]

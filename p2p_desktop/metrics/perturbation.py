@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from p2p_desktop.metrics.arrays import as_hwc
+
 __all__ = ["PerturbationMap", "RegionStats", "LesionEnergy", "MODES"]
 
 #: Heatmap modes: ``signed`` (channel mean of δ, diverging around 0) or ``absolute``
@@ -81,20 +83,11 @@ class LesionEnergy:
         return math.inf if self.inside_density > 0 else 0.0
 
 
-def _as3d(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3:
-        raise ValueError(f"expected an (H, W) or (H, W, C) array, got shape {a.shape}")
-    return a
-
-
 class PerturbationMap:
     """δ = adversarial − original for one run, with display maps and region statistics."""
 
     def __init__(self, original: np.ndarray, adversarial: np.ndarray, mask: np.ndarray | None = None) -> None:
-        o, a = _as3d(original), _as3d(adversarial)
+        o, a = as_hwc(original), as_hwc(adversarial)
         if o.shape != a.shape:
             raise ValueError(f"original {o.shape} and adversarial {a.shape} differ in shape")
         self.delta = (a - o).astype(np.float32)
@@ -102,7 +95,7 @@ class PerturbationMap:
 
     @classmethod
     def from_delta(cls, delta: np.ndarray, mask: np.ndarray | None = None) -> "PerturbationMap":
-        d = _as3d(delta)
+        d = as_hwc(delta)
         return cls(np.zeros_like(d), d, mask)
 
     @classmethod

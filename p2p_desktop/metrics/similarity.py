@@ -22,26 +22,23 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "ALEXNET_FILE", "METRIC_PROTOCOLS",
+from p2p_desktop.metrics.arrays import as_hwc
+
+__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE", "METRIC_PROTOCOLS",
            "paper_view", "ssim_paper", "paper_metrics"]
 
 METRIC_PROTOCOLS = ("paper", "native")
 PAPER_SIZE = 256
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-_lpips_model = None
+_lpips_nets: dict[str, object] = {}
 _lpips_lock = threading.Lock()
-
-
-def _as3d(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a[:, :, None] if a.ndim == 2 else a
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
-    a, b = _as3d(a), _as3d(b)
+    a, b = as_hwc(a, np.float64), as_hwc(b, np.float64)
     if min(a.shape[:2]) < 7:
         return float("nan")
     if a.shape[2] == 1:
@@ -50,7 +47,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((_as3d(a) - _as3d(b)) ** 2))
+    mse = float(np.mean((as_hwc(a, np.float64) - as_hwc(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
@@ -69,28 +66,38 @@ def lpips_status() -> tuple[bool, str]:
                    f"machine; put the file in {path.parent} to enable LPIPS")
 
 
+def lpips_net(device="cpu"):
+    """The LPIPS (AlexNet) network on ``device``, in eval mode without gradients to its weights,
+    made once per device and shared by the metrics and the attacks (P2P's LPIPS fidelity).
+    Callers check :func:`lpips_status` first: the AlexNet weights are never downloaded."""
+    key = str(device)
+    with _lpips_lock:
+        if key not in _lpips_nets:
+            import lpips
+
+            net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+            net.requires_grad_(False)
+            _lpips_nets[key] = net
+        return _lpips_nets[key]
+
+
 def lpips_distance(a: np.ndarray, b: np.ndarray) -> float | None:
     """LPIPS (AlexNet) distance, or None when the backbone weights are missing."""
-    global _lpips_model
     ok, _ = lpips_status()
     if not ok:
         return None
     import torch
 
-    with _lpips_lock:
-        if _lpips_model is None:
-            import lpips
-
-            _lpips_model = lpips.LPIPS(net="alex", verbose=False).eval()
+    net = lpips_net("cpu")
 
     def prep(x):
-        x = _as3d(x).astype(np.float32)
+        x = as_hwc(x)
         if x.shape[2] == 1:
             x = np.repeat(x, 3, axis=2)
         return torch.from_numpy(x.transpose(2, 0, 1))[None] * 2 - 1
 
     with torch.no_grad():
-        return float(_lpips_model(prep(a), prep(b)).item())
+        return float(net(prep(a), prep(b)).item())
 
 
 def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict, list[str]]:
@@ -100,7 +107,7 @@ def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict
     is ``None`` with a note."""
     from p2p_desktop.metrics.table import image_metrics
 
-    o, a = _as3d(original), _as3d(adversarial)
+    o, a = as_hwc(original, np.float64), as_hwc(adversarial, np.float64)
     notes: list[str] = []
     m: dict = {}
     for row in image_metrics():
@@ -125,7 +132,7 @@ def paper_view(a: np.ndarray):
     import torch
     from torchvision.transforms import v2 as T
 
-    x = _as3d(a).astype(np.float32)
+    x = as_hwc(a)
     if x.shape[2] == 1:
         x = np.repeat(x, 3, axis=2)
     t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]

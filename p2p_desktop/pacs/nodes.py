@@ -214,27 +214,15 @@ def load_settings(path: str | os.PathLike | None = None) -> PacsSettings:
 
 
 def save_settings(settings: PacsSettings, path: str | os.PathLike | None = None) -> Path:
-    """Replace the settings file atomically (a crash leaves the old file)."""
-    import tempfile
+    """Replace the settings file atomically (a crash leaves the old file); it is private (0600)."""
+    from p2p_desktop.errors import OutputError
+    from p2p_desktop.io.outputs import atomic_replace_json
 
     path = Path(path) if path else settings_path()
-    data = (json.dumps(settings.to_json(), indent=2) + "\n").encode("utf-8")
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise PacsError(f"cannot write the PACS settings {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return atomic_replace_json(path, settings.to_json(), private=True)
+    except OutputError as exc:
+        raise PacsError(f"cannot write the PACS settings ({exc})") from None
 
 
 def parse_address(text: str) -> Node | None:

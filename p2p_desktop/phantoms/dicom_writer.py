@@ -17,11 +17,11 @@ import numpy as np
 
 from p2p_desktop import __version__
 from p2p_desktop.errors import OutputError
+from p2p_desktop.io.dicom import US_IMAGE_STORAGE
 
 __all__ = ["US_IMAGE_STORAGE", "phantom_dataset", "phantom_dicom_bytes", "write_phantom_dicom",
            "phantom_uid"]
 
-US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 MANUFACTURER = "p2p-desktop phantom generator"
 # Fixed dates keep the files reproducible; they are not acquisition dates.
 _FIXED_DATE, _FIXED_TIME = "20250101", "120000"

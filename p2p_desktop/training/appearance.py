@@ -43,13 +43,11 @@ figures of :func:`~p2p_desktop.training.backbone.evaluate_backbone`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -58,14 +56,18 @@ import numpy as np
 from p2p_desktop.training.backbone import (
     RESOLUTION,
     TRAIN_SEED_START,
-    _log,
-    _lr_factor,
-    _replace_folder,
-    _tokens,
-    encode_latents,
-    evaluate_backbone,
-    save_backbone,
-    write_card,
+    cached_data,
+)
+from p2p_desktop.training.backbone.loops import _log
+from p2p_desktop.training.backbone.model import _tokens
+from p2p_desktop.training.finetune import (
+    FinetuneRun,
+    encoded_data,
+    finetune_arguments,
+    publish_finetuned,
+    sample_timesteps,
+    text_conditioning_optimizer,
+    x0_estimator,
 )
 
 __all__ = ["APPEARANCE", "AppearancePlan", "AppearanceData", "appearance_variants", "load_appearance_data",
@@ -172,15 +174,9 @@ def _swap_class_word(prompt: str, label: str, other: str) -> str:
 
 
 def _cached(scratch: Path, n_seeds: int, size: int) -> AppearanceData:
-    stem = f"appearance-{n_seeds}-{size}"
-    img_f, meta_f = scratch / f"{stem}.npy", scratch / f"{stem}.json"
-    if img_f.is_file() and meta_f.is_file():
-        return AppearanceData(np.load(img_f, allow_pickle=False), **json.loads(meta_f.read_text("utf-8")))
-    data = load_appearance_data(TRAIN_SEED_START, n_seeds, size)
-    np.save(img_f, data.images, allow_pickle=False)
-    meta_f.write_text(json.dumps({k: getattr(data, k) for k in ("labels", "prompts", "source", "factor", "seeds")}),
-                      "utf-8")
-    return data
+    return cached_data(scratch, f"appearance-{n_seeds}-{size}",
+                       lambda: load_appearance_data(TRAIN_SEED_START, n_seeds, size),
+                       ("labels", "prompts", "source", "factor", "seeds"), AppearanceData)
 
 
 def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) -> dict:
@@ -190,16 +186,10 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
     from p2p_desktop.phantoms import CLASSES
     from p2p_desktop.training.counterfactual import _unknown_word_prompts
 
-    torch.set_num_threads(plan.threads)
-    scratch = Path(scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
     started_cpu = time.process_time()
-    data = _cached(scratch, plan.n_seeds, plan.size)
-    vae, unet, te, tok, sched = (parts[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
-    vae.eval().requires_grad_(False)
-    sf = float(vae.config.scaling_factor)
-    latents = encode_latents(vae, data.images) * sf
-    _log(f"{len(data)} phantoms and variants encoded ({time.process_time() - started_cpu:.0f} CPU s)")
+    data, latents = encoded_data(parts, plan, Path(scratch), lambda d: _cached(d, plan.n_seeds, plan.size),
+                                 "phantoms and variants")
+    unet, te, tok, sched = (parts[k] for k in ("unet", "text_encoder", "tokenizer", "scheduler"))
 
     # every prompt with every class word in its class slot (a class word never changes the target)
     swapped = {c: [_swap_class_word(p, lab, c) for p, lab in zip(data.prompts, data.labels)] for c in CLASSES}
@@ -214,26 +204,11 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
     label_idx = torch.tensor([CLASSES.index(lab) for lab in data.labels])
     abar = sched.alphas_cumprod.float()
     T = sched.config.num_train_timesteps
-    opt = torch.optim.AdamW([
-        {"params": list(unet.parameters()), "lr": plan.unet_lr, "base": plan.unet_lr},
-        {"params": list(te.parameters()), "lr": plan.text_lr, "base": plan.text_lr, "weight_decay": 0.0},
-    ], weight_decay=1e-2)
+    opt = text_conditioning_optimizer(unet, te, plan)
     gen = torch.Generator().manual_seed(plan.seed)
-    ckpt_file = scratch / "appearance-checkpoint.pt"
-    step, spent = 0, 0.0
-    if ckpt_file.is_file():
-        saved = torch.load(ckpt_file, weights_only=True)  # our own file; tensors and numbers only
-        if saved["plan"] == {k_: v for k_, v in asdict(plan).items() if k_ != "minutes"}:
-            unet.load_state_dict(saved["unet"])
-            te.load_state_dict(saved["text_encoder"])
-            opt.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
-            step, spent = int(saved["step"]), float(saved["cpu_seconds"])
-            _log(f"resumed at step {step} ({spent:.0f} CPU s)")
-
-    def x0_of(zt, t, ids):
-        a = abar[t].view(-1, 1, 1, 1)
-        return (zt - (1 - a).sqrt() * unet(zt, t, te(ids)[0]).sample) / a.sqrt()
+    run = FinetuneRun(plan, unet, te, opt, gen, Path(scratch) / "appearance-checkpoint.pt")
+    run.resume()
+    x0_of = x0_estimator(unet, te, abar)
 
     # A fixed probe at t = 25 (latent space): faithful under the bare prompt; how far an
     # appearance prompt moves the estimate (and how far its target is); how far a class-word swap
@@ -265,21 +240,13 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
 
     first_probe = probe_figures()
     _log(f"probe before: {first_probe}")
-    budget = plan.minutes * 60
-    t0 = time.process_time() - spent
-    last_save = time.monotonic()
-    ema = None
     cross_class_targets = 0  # counted, and asserted zero: no target ever has another label than its source
-    unet.train(), te.train()
-    while (spent := time.process_time() - t0) < budget:
-        frac = spent / budget
+
+    def loss_of():
+        nonlocal cross_class_targets
         B = plan.batch
         src = sources[torch.randint(0, len(sources), (B,), generator=gen)]
-        u = torch.rand(B, generator=gen)
-        t = torch.where(u < plan.small_t_share, torch.randint(0, plan.small_t, (B,), generator=gen),
-                        torch.where(u < plan.small_t_share + plan.mid_t_share,
-                                    torch.randint(plan.small_t, plan.mid_t, (B,), generator=gen),
-                                    torch.randint(0, T, (B,), generator=gen)))
+        t = sample_timesteps(plan, B, T, gen)
         a = abar[t].view(B, 1, 1, 1)
         zt = a.sqrt() * latents[src] + (1 - a).sqrt() * torch.randn((B, *latents.shape[1:]), generator=gen)
         # the target member: the source itself or one of its variants
@@ -303,27 +270,9 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
         target = latents[tgt]
         snr = abar[t] / (1 - abar[t])
         per = snr.clamp(max=plan.snr_gamma) * ((x0_of(zt, t, ids) - target) ** 2).mean((1, 2, 3))
-        loss = per.mean()
-        for g in opt.param_groups:
-            g["lr"] = g["base"] * _lr_factor(step, frac, plan.warmup_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(te.parameters()), 1.0)
-        opt.step()
-        step += 1
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 10 == 0:
-            _log(f"step {step} {spent:.0f}/{budget:.0f} CPU s loss {ema:.4f}")
-        if step % 100 == 0:
-            _log(f"probe: {probe_figures()}")
-        if time.monotonic() - last_save > 120:
-            tmp = ckpt_file.with_suffix(".tmp")
-            torch.save({"plan": {k_: v for k_, v in asdict(plan).items() if k_ != "minutes"},
-                        "unet": unet.state_dict(), "text_encoder": te.state_dict(),
-                        "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": step, "cpu_seconds": time.process_time() - t0}, tmp)
-            tmp.replace(ckpt_file)
-            last_save = time.monotonic()
+        return per.mean()
+
+    run.train(loss_of, probe_figures)
     if cross_class_targets:
         raise AssertionError(f"{cross_class_targets} cross-class target(s) in appearance training")
     unet.eval(), te.eval()
@@ -337,67 +286,30 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
                      "sources": n_sources, "count": len(data),
                      "factors": {f: [w[0], w[1]] for f, w in APPEARANCE.items()}},
         "cross_class_targets": cross_class_targets,
-        "plan": asdict(plan),
-        "steps": step,
-        "cpu_seconds": round(time.process_time() - started_cpu, 1),
-        "final_loss_ema": ema,
-        "probe_t25_latent": {"before": first_probe, "after": last_probe,
-                             "what": "8 held-in sources noised to t=25: x0 MSE to the source under its bare prompt; "
-                                     "mean |Δx0| for an appearance prompt and for another class word; mean |Δ| "
-                                     "between the appearance variant's and the source's latents"},
+        **run.record(started_cpu, first_probe, last_probe,
+                     "8 held-in sources noised to t=25: x0 MSE to the source under its bare prompt; "
+                     "mean |Δx0| for an appearance prompt and for another class word; mean |Δ| "
+                     "between the appearance variant's and the source's latents"),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from p2p_desktop.training.counterfactual import _load_parts
-
-    p = argparse.ArgumentParser(prog="python -m p2p_desktop.training.appearance",
-                                description="Appearance-only text conditioning of the demo backbone (CPU).")
-    p.add_argument("--base", required=True, type=Path, help="trained backbone folder to start from")
-    p.add_argument("--out", required=True, type=Path, help="backbone folder to write (may equal --base)")
-    p.add_argument("--minutes", type=float, default=AppearancePlan.minutes,
-                   help="CPU minutes of training (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-seeds", type=int, default=AppearancePlan.n_seeds, help="source seeds (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--scratch", type=Path, default=None,
-                   help="checkpoint folder for resuming (default: <tmp>/p2p-desktop-appearance-seed<S>)")
-    p.add_argument("--eval-images", type=int, default=9)
+    p = finetune_arguments("appearance", "Appearance-only text conditioning of the demo backbone (CPU).",
+                           AppearancePlan, "source seeds")
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.n_seeds < 1 or args.threads < 1:
         print("p2p-desktop: error: --minutes must be > 0, --n-seeds and --threads ≥ 1", file=sys.stderr)
         return 2
 
-    base, out = args.base.resolve(), args.out.resolve()
-    base_card = json.loads((base / "card.json").read_text(encoding="utf-8"))
+    base_card = json.loads((args.base.resolve() / "card.json").read_text(encoding="utf-8"))
     plan = AppearancePlan(minutes=args.minutes, seed=args.seed, n_seeds=args.n_seeds, threads=args.threads)
-    scratch = args.scratch or Path(tempfile.gettempdir()) / f"p2p-desktop-appearance-seed{args.seed}"
     training = dict(base_card.get("training", {}))
     if "counterfactual" in training:
         print("p2p-desktop: error: the base backbone was fine-tuned with cross-class targets (its card has a "
               "counterfactual phase); start from a base-trained backbone (python -m p2p_desktop.training.backbone)",
               file=sys.stderr)
         return 2
-    started = time.monotonic()
-    parts = _load_parts(base)
-    record = finetune_appearance(parts, plan, scratch)
-    training["appearance"] = record
-    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
-        save_backbone(parts, built)
-        _log("evaluating on held-out phantoms")
-        quality = evaluate_backbone(built, n_images=args.eval_images)
-        card = write_card(built, training, quality, base_card.get("architecture", {}))
-        _replace_folder(built, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(built, ignore_errors=True)
-        raise
-    _log(f"wrote {out} in {time.monotonic() - started:.0f} s")
-    print(json.dumps({"out": str(out), "quality": card["quality"], "probe": record["probe_t25_latent"]}, indent=2))
-    return 0
-
+    return publish_finetuned("appearance", args, plan, finetune_appearance, training, base_card)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,7 +42,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from p2p_desktop.models.classifier import IMAGENET_MEAN, IMAGENET_STD, Classifier, ModelCard
+from p2p_desktop.io.outputs import atomic_replace_bytes, atomic_replace_json
+from p2p_desktop.models.classifier import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Classifier,
+    ModelCard,
+)
 
 __all__ = [
     "DEMO_ARCHITECTURES",
@@ -162,10 +165,8 @@ def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 250,
                 raise RuntimeError(f"phantom seed {part[j]}: asked for {labels[i + j]}, got {ph.label}")
             images[i + j, 0] = np.asarray(ph.image, dtype=np.float32)
         if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npy")
-            np.save(tmp, images[i:i + len(part)], allow_pickle=False)
-            os.replace(tmp, cache_file)
+            block = images[i:i + len(part)]
+            atomic_replace_bytes(cache_file, lambda fh: np.save(fh, block, allow_pickle=False))
     y = torch.tensor([s % 3 for s in seeds], dtype=torch.long)
     return PhantomSet(torch.from_numpy(images), y, (start, start + n - 1))
 
@@ -333,22 +334,6 @@ def train_classifier(
                        best_val_accuracy=best_key[0], best_step=best_step, history=history)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # an ordinary file, not mkstemp's private 0600
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_classifier_bundle(module, card: ModelCard, out_dir: str | Path, extra: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` (fp16) and ``card.json`` into ``out_dir``, each atomically.
 
@@ -367,7 +352,7 @@ def write_classifier_bundle(module, card: ModelCard, out_dir: str | Path, extra:
     blob = save(state, metadata={"format": "pt", "architecture": card.architecture,
                                  "classes": ",".join(card.classes)})
     digest = sha256_bytes(blob)
-    _atomic_write_bytes(out_dir / card.weights, blob)
+    atomic_replace_bytes(out_dir / card.weights, blob)
     data = {
         "name": card.name,
         "kind": "classifier",
@@ -382,7 +367,7 @@ def write_classifier_bundle(module, card: ModelCard, out_dir: str | Path, extra:
         **extra,
     }
     card_path = out_dir / "card.json"
-    _atomic_write_bytes(card_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    atomic_replace_json(card_path, data)
     return card_path
 
 

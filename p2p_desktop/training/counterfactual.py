@@ -41,31 +41,32 @@ phase's record, and the quality figures of :func:`~p2p_desktop.training.backbone
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
-
-import numpy as np
 
 from p2p_desktop.training.backbone import (
     RESOLUTION,
     TRAIN_SEED_START,
     PhantomData,
-    _log,
-    _lr_factor,
-    _replace_folder,
-    _tokens,
-    encode_latents,
+    cached_data,
     load_paired_phantom_data,
-    evaluate_backbone,
-    save_backbone,
-    write_card,
+)
+from p2p_desktop.training.backbone.data import PHANTOM_FIELDS
+from p2p_desktop.training.backbone.loops import _log
+from p2p_desktop.training.backbone.model import _tokens
+from p2p_desktop.training.finetune import (
+    FinetuneRun,
+    encoded_data,
+    finetune_arguments,
+    publish_finetuned,
+    sample_timesteps,
+    text_conditioning_optimizer,
+    x0_estimator,
 )
 
 __all__ = ["EditPlan", "load_counterfactual_triplets", "finetune_counterfactual", "main"]
@@ -102,14 +103,8 @@ def load_counterfactual_triplets(start: int, n_seeds: int, size: int = RESOLUTIO
 
 def _cached_triplets(scratch: Path, n_seeds: int, size: int) -> PhantomData:
     stem = f"triplets-{n_seeds}" if size == RESOLUTION else f"triplets-{n_seeds}-{size}"
-    img_f, meta_f = scratch / f"{stem}.npy", scratch / f"{stem}.json"
-    if img_f.is_file() and meta_f.is_file():
-        return PhantomData(np.load(img_f, allow_pickle=False), **json.loads(meta_f.read_text("utf-8")))
-    data = load_counterfactual_triplets(TRAIN_SEED_START, n_seeds, size)
-    np.save(img_f, data.images, allow_pickle=False)
-    meta_f.write_text(json.dumps({"labels": data.labels, "prompts": data.prompts,
-                                  "class_prompts": data.class_prompts, "seeds": data.seeds}), "utf-8")
-    return data
+    return cached_data(scratch, stem, lambda: load_counterfactual_triplets(TRAIN_SEED_START, n_seeds, size),
+                       PHANTOM_FIELDS, PhantomData)
 
 
 def _unknown_word_prompts(tok) -> list[str]:
@@ -122,60 +117,32 @@ def _unknown_word_prompts(tok) -> list[str]:
     return [template.format(w) for w in words if len(w) > 1 and w.isascii() and w.isalpha()]
 
 
-def _load_parts(folder: Path) -> dict:
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
-    return {"vae": pipe.vae, "unet": pipe.unet, "text_encoder": pipe.text_encoder,
-            "tokenizer": pipe.tokenizer, "scheduler": pipe.scheduler}
-
-
 def finetune_counterfactual(parts: dict, plan: EditPlan, scratch: str | Path) -> dict:
     """Fine-tune ``parts`` (in place) on counterfactual triplets; returns the training record."""
     import torch
 
     from p2p_desktop.phantoms import CLASSES
 
-    torch.set_num_threads(plan.threads)
-    scratch = Path(scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
     started_cpu = time.process_time()
-    data = _cached_triplets(scratch, plan.n_seeds, plan.size)
-    vae, unet, te, tok, sched = (parts[k] for k in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"))
-    vae.eval().requires_grad_(False)
-    sf = float(vae.config.scaling_factor)
-    latents = encode_latents(vae, data.images) * sf
-    _log(f"{len(data)} triplet phantoms encoded ({time.process_time() - started_cpu:.0f} CPU s)")
+    data, latents = encoded_data(parts, plan, Path(scratch), lambda d: _cached_triplets(d, plan.n_seeds, plan.size),
+                                 "triplet phantoms")
+    unet, te, tok, sched = (parts[k] for k in ("unet", "text_encoder", "tokenizer", "scheduler"))
 
     k = len(CLASSES)
     ids_class, ids_full, ids_empty = _tokens(tok, data.class_prompts), _tokens(tok, data.prompts), _tokens(tok, [""])
     ids_unknown = _tokens(tok, _unknown_word_prompts(tok))
     abar = sched.alphas_cumprod.float()
     T = sched.config.num_train_timesteps
-    opt = torch.optim.AdamW([
-        {"params": list(unet.parameters()), "lr": plan.unet_lr, "base": plan.unet_lr},
-        {"params": list(te.parameters()), "lr": plan.text_lr, "base": plan.text_lr, "weight_decay": 0.0},
-    ], weight_decay=1e-2)
+    opt = text_conditioning_optimizer(unet, te, plan)
     gen = torch.Generator().manual_seed(plan.seed)
-    ckpt_file = scratch / "counterfactual-checkpoint.pt"
-    step, spent = 0, 0.0
-    if ckpt_file.is_file():
-        saved = torch.load(ckpt_file, weights_only=True)  # our own file; tensors and numbers only
-        if saved["plan"] == {k_: v for k_, v in asdict(plan).items() if k_ != "minutes"}:
-            unet.load_state_dict(saved["unet"])
-            te.load_state_dict(saved["text_encoder"])
-            opt.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
-            step, spent = int(saved["step"]), float(saved["cpu_seconds"])
-            _log(f"resumed at step {step} ({spent:.0f} CPU s)")
+    run = FinetuneRun(plan, unet, te, opt, gen, Path(scratch) / "counterfactual-checkpoint.pt")
+    run.resume()
 
     # A fixed probe: does the prompt steer the x0 estimate at t = 25 (latent space)?
     probe = torch.arange(0, 3 * min(8, plan.n_seeds), 3)  # the benign member of 8 triplets
     probe_noise = torch.randn((len(probe), *latents.shape[1:]), generator=torch.Generator().manual_seed(1))
 
-    def x0_of(zt, t, ids):
-        a = abar[t].view(-1, 1, 1, 1)
-        return (zt - (1 - a).sqrt() * unet(zt, t, te(ids)[0]).sample) / a.sqrt()
+    x0_of = x0_estimator(unet, te, abar)
 
     def probe_figures() -> dict:
         unet.eval(), te.eval()
@@ -195,21 +162,12 @@ def finetune_counterfactual(parts: dict, plan: EditPlan, scratch: str | Path) ->
 
     first_probe = probe_figures()
     _log(f"probe before: {first_probe}")
-    budget = plan.minutes * 60
-    t0 = time.process_time() - spent
-    last_save = time.monotonic()
-    ema = None
-    unet.train(), te.train()
-    while (spent := time.process_time() - t0) < budget:
-        frac = spent / budget
+
+    def loss_of():
         B = plan.triplets
         seeds = torch.randint(0, len(data) // k, (B,), generator=gen)
         src = seeds * k + torch.randint(0, k, (B,), generator=gen)
-        u = torch.rand(B, generator=gen)
-        t = torch.where(u < plan.small_t_share, torch.randint(0, plan.small_t, (B,), generator=gen),
-                        torch.where(u < plan.small_t_share + plan.mid_t_share,
-                                    torch.randint(plan.small_t, plan.mid_t, (B,), generator=gen),
-                                    torch.randint(0, T, (B,), generator=gen)))
+        t = sample_timesteps(plan, B, T, gen)
         a = abar[t].view(B, 1, 1, 1)
         zt = a.sqrt() * latents[src] + (1 - a).sqrt() * torch.randn((B, *latents.shape[1:]), generator=gen)
         members = (seeds[:, None] * k + torch.arange(k)).reshape(-1)        # (B·k,)
@@ -225,27 +183,9 @@ def finetune_counterfactual(parts: dict, plan: EditPlan, scratch: str | Path) ->
         target = latents[torch.where(empty | unknown, src_r, members)]
         snr = abar[t_r] / (1 - abar[t_r])
         per = snr.clamp(max=plan.snr_gamma) * ((x0_of(zt_r, t_r, ids) - target) ** 2).mean((1, 2, 3))
-        loss = per.mean()
-        for g in opt.param_groups:
-            g["lr"] = g["base"] * _lr_factor(step, frac, plan.warmup_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(te.parameters()), 1.0)
-        opt.step()
-        step += 1
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 10 == 0:
-            _log(f"step {step} {spent:.0f}/{budget:.0f} CPU s loss {ema:.4f}")
-        if step % 100 == 0:
-            _log(f"probe: {probe_figures()}")
-        if time.monotonic() - last_save > 120:
-            tmp = ckpt_file.with_suffix(".tmp")
-            torch.save({"plan": {k_: v for k_, v in asdict(plan).items() if k_ != "minutes"},
-                        "unet": unet.state_dict(), "text_encoder": te.state_dict(),
-                        "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "step": step, "cpu_seconds": time.process_time() - t0}, tmp)
-            tmp.replace(ckpt_file)
-            last_save = time.monotonic()
+        return per.mean()
+
+    run.train(loss_of, probe_figures)
     unet.eval(), te.eval()
     last_probe = probe_figures()
     _log(f"probe after: {last_probe}")
@@ -254,57 +194,23 @@ def finetune_counterfactual(parts: dict, plan: EditPlan, scratch: str | Path) ->
                      "seeds": f"{TRAIN_SEED_START}..{TRAIN_SEED_START + plan.n_seeds - 1}",
                      "labels": "each seed as all three classes, mass at one shared site",
                      "count": len(data)},
-        "plan": asdict(plan),
-        "steps": step,
-        "cpu_seconds": round(time.process_time() - started_cpu, 1),
-        "final_loss_ema": ema,
-        "probe_t25_latent": {"before": first_probe, "after": last_probe,
-                             "what": "8 held-in benign phantoms noised to t=25: x0 MSE to the source under its "
-                                     "own prompt; mean |Δx0| when the prompt says malignant / normal; mean "
-                                     "|Δ| between the triplet's true latents (what a full edit would move)"},
+        **run.record(started_cpu, first_probe, last_probe,
+                     "8 held-in benign phantoms noised to t=25: x0 MSE to the source under its "
+                     "own prompt; mean |Δx0| when the prompt says malignant / normal; mean "
+                     "|Δ| between the triplet's true latents (what a full edit would move)"),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m p2p_desktop.training.counterfactual",
-                                description="Counterfactual fine-tuning of the demo backbone's text conditioning (CPU).")
-    p.add_argument("--base", required=True, type=Path, help="trained backbone folder to start from")
-    p.add_argument("--out", required=True, type=Path, help="backbone folder to write (may equal --base)")
-    p.add_argument("--minutes", type=float, default=EditPlan.minutes, help="CPU minutes of training (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-seeds", type=int, default=EditPlan.n_seeds, help="triplet seeds (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--scratch", type=Path, default=None,
-                   help="checkpoint folder for resuming (default: <tmp>/p2p-desktop-counterfactual-seed<S>)")
-    p.add_argument("--eval-images", type=int, default=9)
+    p = finetune_arguments("counterfactual", "Counterfactual fine-tuning of the demo backbone's text conditioning "
+                           "(CPU).", EditPlan, "triplet seeds")
     args = p.parse_args(argv)
 
-    base, out = args.base.resolve(), args.out.resolve()
-    base_card = json.loads((base / "card.json").read_text(encoding="utf-8"))
+    base_card = json.loads((args.base.resolve() / "card.json").read_text(encoding="utf-8"))
     plan = EditPlan(minutes=args.minutes, seed=args.seed, n_seeds=args.n_seeds, threads=args.threads)
-    scratch = args.scratch or Path(tempfile.gettempdir()) / f"p2p-desktop-counterfactual-seed{args.seed}"
-    started = time.monotonic()
-    parts = _load_parts(base)
-    record = finetune_counterfactual(parts, plan, scratch)
     training = dict(base_card.get("training", {}))
-    training.pop("counterfactual", None)
-    training["counterfactual"] = record
-    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
-        save_backbone(parts, built)
-        _log("evaluating on held-out phantoms")
-        quality = evaluate_backbone(built, n_images=args.eval_images)
-        card = write_card(built, training, quality, base_card.get("architecture", {}))
-        _replace_folder(built, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(built, ignore_errors=True)
-        raise
-    _log(f"wrote {out} in {time.monotonic() - started:.0f} s")
-    print(json.dumps({"out": str(out), "quality": card["quality"], "probe": record["probe_t25_latent"]}, indent=2))
-    return 0
-
+    training.pop("counterfactual", None)  # the new phase goes last
+    return publish_finetuned("counterfactual", args, plan, finetune_counterfactual, training, base_card)
 
 if __name__ == "__main__":
     sys.exit(main())
