@@ -23,6 +23,12 @@ def pydicom_file():
     return get
 
 
+@pytest.fixture
+def ultrasound_file(pydicom_file):
+    """``ultrasound_file() -> Path``: pydicom's ultrasound test file (US, RGB, 240x320; skip if absent)."""
+    return lambda: pydicom_file("examples_rgb_color.dcm")
+
+
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for dirpath, _dirs, files in os.walk(folder):

@@ -19,7 +19,6 @@ import pytest  # noqa: E402
 
 from p2p_desktop.cli.main import main  # noqa: E402
 from p2p_desktop.hashing import sha256_file  # noqa: E402
-from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: E402,F401
 
 IDENTITY = {"PatientName": "ROE^RICHARD", "PatientID": "PID-5550123", "PatientBirthDate": "19580704",
             "AccessionNumber": "ACC-4242-7777", "InstitutionName": "Example County Clinic"}

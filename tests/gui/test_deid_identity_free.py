@@ -18,7 +18,6 @@ import pytest  # noqa: E402
 
 from p2p_desktop.cli.main import main  # noqa: E402
 from p2p_desktop.hashing import sha256_file  # noqa: E402
-from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: E402,F401
 
 IDENTITY = {
     "PatientName": "DOE^JANE",
