@@ -28,18 +28,11 @@ class {cls}(FGSM):
 
 
 @pytest.fixture(autouse=True)
-def user_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("P2P_DESKTOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
+def user_home(plugin_sandbox):
+    """The plugin sandbox (tests/conftest.py); the package planted outside the folder is unloaded too."""
     yield
-    plugins._registered.clear()
-    from p2p_desktop.attacks import registry
-
-    for name in [s.name for s in registry._specs.values() if s.source == "plugin"]:
-        registry._specs.pop(name)
-    for name in list(sys.modules):
-        if name.startswith("p2p_desktop_plugin_") or name.startswith("evilpkg"):
-            sys.modules.pop(name)
+    for name in [n for n in sys.modules if n.startswith("evilpkg")]:
+        sys.modules.pop(name)
 
 
 def _plugin(root: Path, folder: str, name: str, entry: str, source: str | None = None, mark: str = "good") -> Path:

@@ -156,3 +156,16 @@ def run_attack(qtbot, window):
         return window.current_entry()
 
     return run
+
+
+@pytest.fixture
+def open_study(qtbot, window):
+    """``open_study(paths)``: open these files in the window and wait until they are listed and a
+    study is shown."""
+
+    def open_paths(paths, timeout: int = 30000) -> None:
+        with qtbot.waitSignal(window.browser.loading_finished, timeout=timeout):
+            window.open_paths(paths)
+        qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
+
+    return open_paths
