@@ -113,7 +113,8 @@ def tiny_classifier_args(tmp_path) -> list[str]:
 def plugin_sandbox(tmp_path, monkeypatch):
     """A private user folder and ``tmp_path/plugins`` as the plugin folder; afterwards the plugin
     loader forgets its plugins, both registries are as they were before the test, and the plugin
-    modules imported from the folder are unloaded. Yields the plugin folder."""
+    modules and the modules imported from the test's temporary folder are unloaded. Yields the
+    plugin folder."""
     import sys
 
     from p2p_desktop import plugins
@@ -123,6 +124,7 @@ def plugin_sandbox(tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_DESKTOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
     attacks_before, models_before = dict(registry._specs), dict(mreg._extra)
+    modules_before = set(sys.modules)
     yield tmp_path / "plugins"
     plugins._registered.clear()
     plugins._loaded.clear()
@@ -130,8 +132,11 @@ def plugin_sandbox(tmp_path, monkeypatch):
     registry._specs.update(attacks_before)
     mreg._extra.clear()
     mreg._extra.update(models_before)
-    for name in [n for n in sys.modules if n.startswith("p2p_desktop_plugin_")]:
-        sys.modules.pop(name)
+    for name in list(sys.modules):
+        if name.startswith("p2p_desktop_plugin_") or (
+                name not in modules_before
+                and (getattr(sys.modules[name], "__file__", None) or "").startswith(str(tmp_path))):
+            sys.modules.pop(name)
 
 
 @pytest.fixture

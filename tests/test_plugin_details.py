@@ -27,12 +27,8 @@ class A(FGSM):
 '''
 
 
-@pytest.fixture(autouse=True)
-def user_home(plugin_sandbox):
-    """The plugin sandbox (tests/conftest.py); the entry-point package this file installs is unloaded too."""
-    yield
-    for name in [n for n in sys.modules if n.startswith("detailpkg")]:
-        sys.modules.pop(name)
+# a private user folder and plugin folder; the registries and sys.modules restored after each test
+pytestmark = pytest.mark.usefixtures("plugin_sandbox")
 
 
 def _plugin(tmp_path: Path, folder: str, manifest: dict, files: dict[str, str]) -> Path:

@@ -27,12 +27,8 @@ class {cls}(FGSM):
 '''
 
 
-@pytest.fixture(autouse=True)
-def user_home(plugin_sandbox):
-    """The plugin sandbox (tests/conftest.py); the package planted outside the folder is unloaded too."""
-    yield
-    for name in [n for n in sys.modules if n.startswith("evilpkg")]:
-        sys.modules.pop(name)
+# a private user folder and plugin folder; the registries and sys.modules restored after each test
+pytestmark = pytest.mark.usefixtures("plugin_sandbox")
 
 
 def _plugin(root: Path, folder: str, name: str, entry: str, source: str | None = None, mark: str = "good") -> Path:
