@@ -1,11 +1,12 @@
-# Two commands on a fresh machine:  `make run`  (installs, opens the app on the demo)
+# On a fresh machine:               `make run`  (installs, opens the app on the demo)
 #                                   `make test` (installs, runs the whole test suite)
+#                                   `make lint` (ruff, and the import contracts of pyproject.toml)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.p2p-installed
 
-.PHONY: install run test smoke bench retrain-demo
+.PHONY: install run lint test smoke bench retrain-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/p2p-desktop
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q

@@ -51,7 +51,6 @@ def _current_rss_gb() -> float:
 def one(args) -> dict:
     """One configuration, in this (child) process."""
     import torch
-
     from p2p_presets import cost_breakdown
 
     from p2p_desktop.attacks.factory import build_attack
@@ -130,7 +129,8 @@ def main() -> int:
                        "--classifier", args.classifier, "--iterations", str(args.iterations), "--levers", args.levers,
                        "--device", args.device]
                 limit = int(args.memory_limit_gb * GB)
-                pre = (lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))) if dev == "cpu" else None
+                pre = (lambda limit=limit: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))) if dev == "cpu" \
+                    else None
                 r = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre)
                 line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
                 if r.returncode != 0 or not line:

@@ -166,10 +166,12 @@ def main() -> int:
     ratio = p["seconds_per_image"] / f["seconds_per_image"]
     cpu_ratio = p["cpu_seconds_per_image"] / f["cpu_seconds_per_image"]
     fmt = lambda v: "   n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"\nrun           s/image  CPU s/image  success  SSIM(succ)  SSIM(all)  SSIM(both fooled, n={len(both)})  iterations")
+    print("\nrun           s/image  CPU s/image  success  SSIM(succ)  SSIM(all)  "
+          f"SSIM(both fooled, n={len(both)})  iterations")
     for name, v in figures.items():
-        print(f"{name:<12} {v['seconds_per_image']:8.1f}  {v['cpu_seconds_per_image']:11.1f}  {v['success_rate']:7.2f}  {fmt(v['ssim_mean_successes']):>10}"
-              f"  {v['ssim_mean_all']:9.3f}  {fmt(v['ssim_mean_both_fooled']):>24}  {v['iterations_mean']:10.1f}")
+        print(f"{name:<12} {v['seconds_per_image']:8.1f}  {v['cpu_seconds_per_image']:11.1f}  {v['success_rate']:7.2f}"
+              f"  {fmt(v['ssim_mean_successes']):>10}  {v['ssim_mean_all']:9.3f}"
+              f"  {fmt(v['ssim_mean_both_fooled']):>24}  {v['iterations_mean']:10.1f}")
     ok_speed = min(ratio, cpu_ratio) >= 10
     ok_success = f["success_rate"] >= p["success_rate"]
     ok_ssim = bool(both) and f["ssim_mean_both_fooled"] >= p["ssim_mean_both_fooled"] - 0.02
@@ -192,7 +194,8 @@ def main() -> int:
               "candidate checks, bookkeeping)")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "figures": figures, "per_image": per_image, "ratio": ratio, "cpu_ratio": cpu_ratio, "n": args.n, "runs": [r[0] for r in runs],
+            "figures": figures, "per_image": per_image, "ratio": ratio, "cpu_ratio": cpu_ratio, "n": args.n,
+            "runs": [r[0] for r in runs],
             "settings": settings, "breakdown_ms_per_iteration": breakdown, "classifier": args.classifier,
             "backbone": args.backbone, "device": args.device, "cpu_count": os.cpu_count(),
             "targets": {"speed_10x": ok_speed, "success_no_worse": ok_success, "ssim_within_0.02": ok_ssim}},

@@ -34,6 +34,8 @@ def param(default: Any, *, help: str, min: float | None = None, max: float | Non
 
 @dataclass(frozen=True)
 class FieldSpec:
+    """One config field as the CLI, the GUI forms and provenance see it: name, type, default, help, bounds."""
+
     name: str
     type: Any  # the resolved annotation
     default: Any
@@ -55,6 +57,7 @@ def _resolved_hints(cls) -> dict[str, Any]:
 
 
 def field_specs(cls_or_obj) -> list[FieldSpec]:
+    """The :class:`FieldSpec` of each init field of a config dataclass (or of an instance's class), in order."""
     cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
     hints = _resolved_hints(cls)
     specs = []

@@ -11,6 +11,7 @@ DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 def resolve_device(name: str = "auto") -> str:
+    """The torch device for ``name`` ("auto" picks CUDA, then MPS, then the CPU); an unknown one is an InputError."""
     import torch
 
     name = (name or "auto").lower()

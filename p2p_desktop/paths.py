@@ -21,10 +21,12 @@ def resources_dir() -> Path:
 
 
 def models_dir() -> Path:
+    """The bundled models (``resources/models``)."""
     return resources_dir() / "models"
 
 
 def samples_dir() -> Path:
+    """The bundled sample studies (``resources/samples``)."""
     return resources_dir() / "samples"
 
 

@@ -8,8 +8,9 @@ never hand-made by the producer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Progress", "ProgressCallback"]
 

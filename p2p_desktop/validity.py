@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["VALIDITY_COLUMNS", "VALIDITY_HELP", "TRANSFER_COLUMNS", "ORACLE_FILE", "TRANSFER_FILE",
            "judge_successes", "add_validity", "transfer_matrix", "validity_markdown", "transfer_csv",
@@ -213,6 +214,7 @@ def _csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def transfer_csv(transfer: Mapping[str, Any]) -> str:
+    """The transfer entries as CSV."""
     return _csv(TRANSFER_COLUMNS, transfer.get("entries", []))
 
 
@@ -223,6 +225,7 @@ def transfer_table(transfer: Mapping[str, Any]) -> tuple[str, list[str], list[li
 
 
 def oracle_csv(rows: Sequence[Mapping[str, Any]], verdicts: Mapping) -> str:
+    """The oracle's verdict for each row that has one, as CSV."""
     out = []
     for r in rows:
         v = verdicts.get(_key(r))

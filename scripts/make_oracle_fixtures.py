@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         verdict = judge(record, img[:, :, 0], adv.astype(np.float64) / 255.0)
         meta = {"phantom": {"seed": seed, "label": label, "size": bb.resolution},
                 "attack": "p2p", "preset": args.preset, "classifier": args.classifier,
-                "classifier_sha256": clf.card.sha256, "backbone": {k: v for k, v in bb.identity().items() if k != "path"},
+                "classifier_sha256": clf.card.sha256,
+                "backbone": {k: v for k, v in bb.identity().items() if k != "path"},
                 "success": bool(res.success), "adversarial_label": res.adversarial_label,
                 "ssim": res.metrics.get("ssim"), "oracle_when_made": verdict.to_dict()}
         (args.out / f"{stem}.json").write_text(json.dumps(meta, indent=1, default=str) + "\n", encoding="utf-8")

@@ -45,7 +45,7 @@ def require_orthanc() -> str:
     return found
 
 
-def require_dicomweb(server: "Orthanc") -> str:
+def require_dicomweb(server: Orthanc) -> str:
     """The server's DICOMweb root; skip (fail under $P2P_REQUIRE_ORTHANC) without the plugin."""
     if server.web_url is None:
         why = "Orthanc's DICOMweb plugin is not installed (Debian package 'orthanc-dicomweb')"
@@ -170,9 +170,9 @@ def orthanc_server(folder: Path, tls: dict[str, Path] | None = None):
             try:
                 server.rest("/system")
                 break
-            except (urllib.error.URLError, OSError):
+            except (urllib.error.URLError, OSError) as exc:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Orthanc did not answer within 30 s: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"Orthanc did not answer within 30 s: {log.read_text()[-2000:]}") from exc
                 time.sleep(0.1)
         yield server
     finally:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from p2p_desktop.audit import AuditLog, GENESIS, audit_export, canonical_json, repair_log, verify_log
+from p2p_desktop.audit import GENESIS, AuditLog, audit_export, canonical_json, repair_log, verify_log
 from p2p_desktop.errors import InputError
 
 
@@ -81,7 +81,7 @@ def test_a_folder_is_not_an_audit_log(tmp_path):
 def test_canonical_json_refuses_nan():
     with pytest.raises(ValueError):
         canonical_json({"x": math.nan})
-    assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode("utf-8")
+    assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
 
 
 def test_the_words_users_act_on(keyed):
@@ -182,7 +182,8 @@ def test_verify_notes_and_reasons_word_for_word(tmp_path, monkeypatch):
     blank = verify_log(tmp_path / "blank.jsonl", use_key=False)
     assert blank.ok and blank.records == 0 and blank.notes == ("2 trailing blank lines ignored",)
     garbage = check(body + b"not json\n")
-    assert (garbage.line, garbage.torn, garbage.reason) == (3, False, "not valid JSON (the record was edited or damaged)")
+    assert (garbage.line, garbage.torn, garbage.reason) == (3, False,
+                                                            "not valid JSON (the record was edited or damaged)")
     other = check(body + b'{"a": 1}\n')
     assert (other.line, other.reason) == (3, "not an audit record (seq, prev or hash missing)")
     first_gone = check(body.split(b"\n", 1)[1])
@@ -192,7 +193,8 @@ def test_verify_notes_and_reasons_word_for_word(tmp_path, monkeypatch):
     forged = check(canonical_json({**rec, "mac": "0" * 64}) + b"\n")
     assert forged.reason == "signature (mac) mismatch: the record was forged or rewritten without the key"
     unsigned = check(canonical_json({k: v for k, v in rec.items() if k != "mac"}) + b"\n")
-    assert unsigned.reason.endswith("or written before audit keys existed (verify with --no-key to check the chain only)")
+    assert unsigned.reason.endswith(
+        "or written before audit keys existed (verify with --no-key to check the chain only)")
     key_b = b"b" * 32
     path.write_bytes(body)
     assert verify_log(path, key=key_b).reason == (

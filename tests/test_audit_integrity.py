@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from p2p_desktop.audit import AuditLog, GENESIS, record_hash, verify_log
+from p2p_desktop.audit import GENESIS, AuditLog, record_hash, verify_log
 
 
 def cli(*argv) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from p2p_desktop.errors import InputError
 from p2p_desktop.io import load_study
 from p2p_desktop.io.memory import BYTES_PER_PIXEL, check_decode_budget, memory_budget
 

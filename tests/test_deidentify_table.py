@@ -185,7 +185,6 @@ def test_uids_are_remapped_consistently():
 
 
 def test_structured_content_free_text_is_cleaned():
-    from pydicom.datadict import tag_for_keyword
 
     ds = Dataset()
     text, when, code = Dataset(), Dataset(), Dataset()

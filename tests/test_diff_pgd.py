@@ -7,28 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from p2p_desktop.attacks import _diffusion as D
-from p2p_desktop.attacks.base import AttackContext
 from p2p_desktop.attacks.diff_pgd import DiffPGD, DiffPGDConfig
 from p2p_desktop.errors import Cancelled, InputError
-from p2p_desktop.models.backbone import load_backbone
-from tests.tiny_sd import CLASSES, phantom, save_tiny_sd, tiny_classifier
-
-
-@pytest.fixture(scope="module")
-def bb(tmp_path_factory):
-    return load_backbone(save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd"), device="cpu")
+from tests.tiny_sd import CLASSES, phantom, tiny_classifier
+from tests.tiny_sd import context as _ctx
 
 
 @pytest.fixture(scope="module")
 def clf():
     return tiny_classifier()
-
-
-def _ctx(clf, bb, seed=0, label=0, target=None):
-    import torch
-
-    return AttackContext(classifier=clf, label=label, target=target, backbone=bb,
-                         generator=torch.Generator().manual_seed(seed))
 
 
 def test_defaults_are_the_papers():

@@ -59,13 +59,6 @@ def _audit(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("p2p-desktop: error: ")
-    return err
-
-
 def _dciodvfy_errors(validator: str, path) -> set[str]:
     res = subprocess.run([validator, str(path)], capture_output=True, text=True, timeout=60)
     return {line.strip() for line in (res.stdout + res.stderr).splitlines() if line.startswith("Error")}
@@ -99,7 +92,7 @@ def _check_derived(path: Path, src: pydicom.Dataset, *, deidentified: bool) -> p
 
 
 def test_evaluate_exports_one_derived_dicom_per_success_and_resumes_without_exporting_twice(
-        dataset, home, tmp_path, capsys, unchanged):
+        dataset, home, tmp_path, capsys, unchanged, cli_error):
     out = tmp_path / "eval"
     with unchanged(dataset):
         doc = _evaluate(dataset, out, capsys=capsys)
@@ -142,7 +135,7 @@ def test_evaluate_exports_one_derived_dicom_per_success_and_resumes_without_expo
     # other export settings are another evaluation: refused, one line
     assert main(["evaluate", str(dataset), "--attacks", "fgsm", "--classifiers", CLASSIFIER, "--out", str(out),
                  "--device", "cpu", "--export-dicom", "--deidentify"]) == 2
-    assert "dicom_export" in _one_line_error(capsys)
+    assert "dicom_export" in cli_error()
     # valid DICOM: dciodvfy finds no error in the derived instance that its source has not
     # (last, so that a missing validator skips with its reason only after every other check)
     validator = require_tool("dciodvfy")
@@ -187,19 +180,19 @@ def test_deidentified_export_carries_no_identity(dataset, home, tmp_path, capsys
     assert not [o["path"] for o in dicoms if _dciodvfy_errors(validator, o["path"])]
 
 
-def test_export_options_are_checked_before_any_work(dataset, home, tmp_path, capsys):
+def test_export_options_are_checked_before_any_work(dataset, home, tmp_path, capsys, cli_error):
     out = tmp_path / "eval"
     base = ["evaluate", str(dataset), "--attacks", "fgsm", "--classifiers", CLASSIFIER, "--out", str(out)]
     assert main([*base, "--deidentify"]) == 2
-    assert "--export-dicom" in _one_line_error(capsys)
+    assert "--export-dicom" in cli_error()
     assert main([*base, "--send-dicom", "X@127.0.0.1:104"]) == 2
-    assert "--export-dicom" in _one_line_error(capsys)
+    assert "--export-dicom" in cli_error()
     # a node that cannot be reached: one line, exit 2, nothing written, nothing audited
     assert main([*base, "--export-dicom", "--send-dicom", f"NOBODY@127.0.0.1:{free_port()}"]) == 2
-    err = _one_line_error(capsys)
+    err = cli_error()
     assert "--send-dicom" in err and "connection refused" in err
     assert main([*base, "--export-dicom", "--send-dicom", "no-such-node"]) == 2
-    assert "unknown node" in _one_line_error(capsys)
+    assert "unknown node" in cli_error()
     assert not out.exists()
     assert not (tmp_path / "audit.jsonl").exists()
 
@@ -247,12 +240,12 @@ def test_send_dicom_stores_every_export_in_orthanc(dataset, home, tmp_path, caps
     assert main(["audit", "verify", str(tmp_path / "audit.jsonl")]) == 0
 
 
-def test_attack_checks_the_node_before_any_work_too(dataset, home, tmp_path, capsys):
+def test_attack_checks_the_node_before_any_work_too(dataset, home, tmp_path, capsys, cli_error):
     out = tmp_path / "adv"
     source = next(dataset.glob("benign/*.dcm"))
     assert main(["attack", str(source), "--attack", "fgsm", "--classifier", CLASSIFIER, "--out", str(out),
                  "--export-dicom", "--send-dicom", f"NOBODY@127.0.0.1:{free_port()}"]) == 2
-    err = _one_line_error(capsys)
+    err = cli_error()
     assert "--send-dicom" in err and "connection refused" in err
     assert not out.exists() and not (tmp_path / "audit.jsonl").exists()
 

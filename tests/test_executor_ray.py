@@ -73,9 +73,9 @@ def cluster():
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if head.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"ray head did not start: {(base / 'head.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"ray head did not start: {(base / 'head.log').read_text()[-2000:]}") from exc
                 time.sleep(0.3)
         yield {"address": f"127.0.0.1:{port}", "env": env}
     finally:
@@ -167,7 +167,8 @@ def test_unreachable_cluster_and_missing_gpu_are_one_line_exit_2(cluster, study,
     base, _ = study
     common = ["evaluate", str(base / "data"), "--attacks", "fgsm", "--classifiers", CLASSIFIER, "--executor", "ray"]
     r = _cli(common + ["--out", str(tmp_path / "a"), "--ray-address", f"127.0.0.1:{_free_port()}"], cluster["env"])
-    assert r.returncode == 2 and "cannot reach the Ray cluster" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 2 and "cannot reach the Ray cluster" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = _cli(common + ["--out", str(tmp_path / "b"), "--ray-address", cluster["address"], "--gpus-per-worker", "1"],
              cluster["env"])
     assert r.returncode == 2 and "has 0 GPU(s)" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

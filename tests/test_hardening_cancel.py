@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 from pydicom.data import get_testdata_file
 
 
-def test_ctrl_c_during_attack_leaves_nothing(tmp_path):
+def test_ctrl_c_during_attack_leaves_nothing(tmp_path, attack_process):
     import torch
 
     from p2p_desktop.models.classifier import build_architecture
@@ -20,18 +17,9 @@ def test_ctrl_c_during_attack_leaves_nothing(tmp_path):
     w = tmp_path / "w.pth"
     torch.save(build_architecture("squeezenet1_1", 3).state_dict(), w)
     out = tmp_path / "out"
-    env = {**os.environ, "P2P_PROGRESS": "1", "P2P_DESKTOP_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "p2p_desktop", "attack", get_testdata_file("examples_rgb_color.dcm"), "--attack",
-         "pgd", "--steps", "10000", "--classifier", str(w), "--arch", "squeezenet1_1", "--classes",
-         "benign,malignant,normal", "--out", str(out), "--export-dicom", "--report", "html"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    # wait until the attack is iterating (the progress bar on stderr shows steps)
-    seen = b""
-    deadline = time.time() + 240
-    while time.time() < deadline and b"pgd:" not in seen:
-        seen += os.read(proc.stderr.fileno(), 4096)
-    assert b"pgd:" in seen, seen[-500:]
+    proc = attack_process(get_testdata_file("examples_rgb_color.dcm"), "--attack", "pgd", "--steps", "10000",
+                          "--classifier", w, "--arch", "squeezenet1_1", "--classes", "benign,malignant,normal",
+                          "--out", out, "--export-dicom", "--report", "html")
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

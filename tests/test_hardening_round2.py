@@ -157,19 +157,11 @@ def test_sigterm_during_writing_rolls_back_and_audits_nothing(tmp_path, weights,
     assert signal.getsignal(signal.SIGTERM) is not None  # restored
 
 
-def test_sigterm_through_the_cli_process(tmp_path, weights):
+def test_sigterm_through_the_cli_process(tmp_path, weights, attack_process):
     out = tmp_path / "out"
     log = tmp_path / "audit.jsonl"
-    env = {**os.environ, "P2P_PROGRESS": "1", "P2P_DESKTOP_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "p2p_desktop", "attack", RGB, "--attack", "pgd", "--steps", "10000",
-         *map(str, _clf(weights)), "--out", str(out), "--audit-log", str(log)],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    seen = b""
-    deadline = time.time() + 240
-    while time.time() < deadline and b"pgd:" not in seen:
-        seen += os.read(proc.stderr.fileno(), 4096)
-    assert b"pgd:" in seen, seen[-500:]
+    proc = attack_process(RGB, "--attack", "pgd", "--steps", "10000", *_clf(weights), "--out", out,
+                          "--audit-log", log)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     text = err.decode(errors="replace")

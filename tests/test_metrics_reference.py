@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from p2p_desktop.metrics import similarity as metrics
 from p2p_desktop.metrics import compute_metrics, psnr, ssim
+from p2p_desktop.metrics import similarity as metrics
 
 
 def _ssim_from_definition(a: np.ndarray, b: np.ndarray) -> float:

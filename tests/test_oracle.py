@@ -18,8 +18,16 @@ import numpy as np
 import pytest
 
 from p2p_desktop.phantoms import CLASSES, generate_phantom
-from p2p_desktop.phantoms.oracle import (LABEL_KEPT, NO_RECORD, SEMANTIC_CHANGE, PhantomRecord, judge, judge_file,
-                                         phantom_record, render_counterfactuals)
+from p2p_desktop.phantoms.oracle import (
+    LABEL_KEPT,
+    NO_RECORD,
+    SEMANTIC_CHANGE,
+    PhantomRecord,
+    judge,
+    judge_file,
+    phantom_record,
+    render_counterfactuals,
+)
 
 SEEDS = range(3_100_000, 3_100_006)  # test range: never trained on (training seeds are 0..11999)
 FIXTURES = Path(__file__).parent / "data" / "oracle"

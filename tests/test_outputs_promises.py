@@ -138,7 +138,8 @@ def test_the_bytes_are_staged_beside_the_target_and_linked_into_place(tmp_path, 
     monkeypatch.setattr(os, "link", watching_link)
     got = atomic_write_bytes(tmp_path / "x_adv.png", b"ours")
     [(src, dst, data)] = staged
-    assert src.parent == tmp_path and src.name.startswith(".p2p-") and src.name.endswith(".part")  # short hidden temp name
+    # a short hidden temporary name
+    assert src.parent == tmp_path and src.name.startswith(".p2p-") and src.name.endswith(".part")
     assert dst == got == tmp_path / "x_adv.png" and data == b"ours"
     assert not src.exists()
 
@@ -360,9 +361,8 @@ class _CancelAfter:
 
 
 def test_cancel_in_the_middle_of_a_real_runs_outputs_rolls_everything_back(tmp_path, study_dir, unchanged):
-    from tests.test_export_dicom import attack_result, load
-
     from p2p_desktop.export.run_outputs import write_run_outputs
+    from tests.test_export_dicom import attack_result, load
 
     study = load(study_dir / "us.dcm")
     result = attack_result(study)

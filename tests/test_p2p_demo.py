@@ -61,7 +61,7 @@ def p2p_runs():
 
 
 def test_p2p_fast_fools_demo_squeezenet_on_phantoms(p2p_runs):
-    for seed, label, _img, res in p2p_runs:
+    for seed, _label, _img, res in p2p_runs:
         assert res.success, (seed, res.summary()["adversarial"], res.info["probs"])
         assert res.metrics["ssim"] >= 0.8, (seed, res.metrics)
 

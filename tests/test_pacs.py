@@ -80,14 +80,7 @@ def _audit(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("p2p-desktop: error: ")
-    return err
-
-
-def test_nodes_are_kept_in_the_user_settings(home, capsys):
+def test_nodes_are_kept_in_the_user_settings(home, capsys, cli_error):
     assert cli("pacs", "nodes", "add", "pacs1", "--aet", "PACS1", "--host", "10.0.0.5", "--port", 104) == 0
     assert cli("pacs", "nodes", "add", "viewer", "--aet", "VIEW", "--host", "viewer.local", "--port", 11112) == 0
     capsys.readouterr()
@@ -104,7 +97,7 @@ def test_nodes_are_kept_in_the_user_settings(home, capsys):
                  ("add", "p4", "--aet", "X", "--host", "h", "--port", 104, "--tls-ca", home / "nope.pem"),
                  ("remove", "nope")):
         assert cli("pacs", "nodes", *argv) == 2, argv
-        _one_line_error(capsys)
+        cli_error()
     assert cli("pacs", "nodes", "remove", "pacs1") == 0
     capsys.readouterr()
     assert cli("pacs", "nodes", "list", "--json") == 0
@@ -170,14 +163,14 @@ def test_retrieve_is_byte_identical(method, node, orthanc, source, capsys, tmp_p
     assert rec["data"]["ae_title"] == OUR_AET
 
 
-def test_retrieve_of_an_unknown_study_or_cancelled_leaves_nothing(node, orthanc, source, capsys, tmp_path):
+def test_retrieve_of_an_unknown_study_or_cancelled_leaves_nothing(node, orthanc, source, capsys, tmp_path, cli_error):
     from p2p_desktop.cancel import CancelToken
     from p2p_desktop.errors import Cancelled
     from p2p_desktop.pacs import load_settings, resolve_node, retrieve
 
     out = tmp_path / "nothing"
     assert cli("pacs", "retrieve", node, "--study", "1.2.3.4.5.6.7", "--out", out) == 2
-    assert "C-GET of study 1.2.3.4.5.6.7 failed" in _one_line_error(capsys)  # Orthanc: 0xC000, no reason
+    assert "C-GET of study 1.2.3.4.5.6.7 failed" in cli_error()  # Orthanc: 0xC000, no reason
     assert not out.exists()
     assert cli("pacs", "send", node, source) == 0
     settings = load_settings()
@@ -239,31 +232,31 @@ def test_attack_sends_the_deidentified_instance(node, orthanc, source, capsys, t
     assert sent["event"] == "pacs-send" and sent["data"]["sop_instance_uids"] == [exported.SOPInstanceUID]
 
 
-def test_attack_refuses_send_without_export(node, source, capsys, tmp_path):
+def test_attack_refuses_send_without_export(node, source, capsys, tmp_path, cli_error):
     out = tmp_path / "adv"
     assert cli("attack", source, "--attack", "fgsm", "--classifier", "demo-squeezenet1_1", "--out", out,
                "--send-dicom", node) == 2
-    assert "--export-dicom" in _one_line_error(capsys)
+    assert "--export-dicom" in cli_error()
     assert cli("attack", source, "--attack", "fgsm", "--classifier", "demo-squeezenet1_1", "--out", out,
                "--export-dicom", "--send-dicom", "no-such-node") == 2
-    assert "unknown node" in _one_line_error(capsys)
+    assert "unknown node" in cli_error()
     assert not out.exists()
 
 
-def test_network_errors_are_one_line_and_exit_2(node, orthanc, source, capsys, tmp_path):
+def test_network_errors_are_one_line_and_exit_2(node, orthanc, source, capsys, tmp_path, cli_error):
     # refused association: Orthanc does not know the calling AE title
     assert cli("pacs", "echo", node, "--ae-title", "STRANGER") == 2
-    assert "Calling AE title not recognised" in _one_line_error(capsys)
+    assert "Calling AE title not recognised" in cli_error()
     # wrong called AE title
     assert cli("pacs", "find", f"WRONG_AET@127.0.0.1:{orthanc.dicom_port}", "--ae-title", OUR_AET) == 2
-    assert "Called AE title not recognised" in _one_line_error(capsys)
+    assert "Called AE title not recognised" in cli_error()
     # unsupported presentation context: a SOP class Orthanc does not accept
     odd = tmp_path / "odd.dcm"
     ds = pydicom.dcmread(source)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.826.0.1.3680043.9.9999.1"
     ds.save_as(odd, enforce_file_format=True)
     assert cli("pacs", "send", node, odd) == 2
-    err = _one_line_error(capsys)
+    err = cli_error()
     assert "presentation context" in err or "does not accept" in err, err
     assert _audit(tmp_path / "audit.jsonl")[-1]["data"]["status"].startswith("failed")
     # a port that accepts TCP but never answers: ACSE timeout, no hang
@@ -273,16 +266,16 @@ def test_network_errors_are_one_line_and_exit_2(node, orthanc, source, capsys, t
         start = time.monotonic()
         assert cli("pacs", "echo", f"X@127.0.0.1:{silent.getsockname()[1]}", "--timeout", "1") == 2
         assert time.monotonic() - start < 10
-    assert "ACSE timeout" in _one_line_error(capsys)
+    assert "ACSE timeout" in cli_error()
     # bad input
     for argv in (("echo", "nosuchnode"), ("echo", "X@host-without-port"), ("retrieve", node, "--study", "abc",
                  "--out", tmp_path / "o"), ("find", node, "--study-date", "May"), ("send", node, tmp_path / "no.dcm"),
                  ("send", node, Path(__file__))):
         assert cli("pacs", *argv) == 2, argv
-        _one_line_error(capsys)
+        cli_error()
 
 
-def test_a_node_that_stops_answering_is_a_dimse_timeout(home, capsys):
+def test_a_node_that_stops_answering_is_a_dimse_timeout(home, capsys, cli_error):
     """A real (pynetdicom) SCP that accepts the association, then takes too long over C-ECHO."""
     from pynetdicom import AE, evt
     from pynetdicom.sop_class import Verification
@@ -301,23 +294,23 @@ def test_a_node_that_stops_answering_is_a_dimse_timeout(home, capsys):
         start = time.monotonic()
         assert cli("pacs", "echo", f"SLOW@127.0.0.1:{port}", "--timeout", "1") == 2
         assert time.monotonic() - start < 8
-        err = _one_line_error(capsys)
+        err = cli_error()
         assert "no C-ECHO response within 1 s (DIMSE timeout)" in err, err
     finally:
         release.set()
         server.shutdown()
 
 
-def test_stopped_server(home, tmp_path, capsys, source):
+def test_stopped_server(home, tmp_path, capsys, source, cli_error):
     with orthanc_server(tmp_path / "second") as other:
         assert cli("pacs", "echo", other.address, "--ae-title", OUR_AET) == 0
         address = other.address
     capsys.readouterr()
     start = time.monotonic()
     assert cli("pacs", "echo", address, "--ae-title", OUR_AET) == 2
-    assert "connection refused" in _one_line_error(capsys)
+    assert "connection refused" in cli_error()
     assert cli("pacs", "send", address, source, "--ae-title", OUR_AET) == 2
-    assert "connection refused" in _one_line_error(capsys)
+    assert "connection refused" in cli_error()
     assert time.monotonic() - start < 10
     rec = _audit(tmp_path / "audit.jsonl")[-1]
     assert rec["event"] == "pacs-send" and "connection refused" in rec["data"]["status"]
@@ -332,7 +325,7 @@ def test_audit_log_chain_stays_intact(node, orthanc, source, capsys, tmp_path):
     assert [e["event"] for e in _audit(tmp_path / "audit.jsonl")] == ["pacs-send", "pacs-retrieve"]
 
 
-def test_tls_node(home, tmp_path, capsys, source):
+def test_tls_node(home, tmp_path, capsys, source, cli_error):
     """Orthanc with DICOM TLS (client certificate required): a TLS node works, and a missing
     client certificate or plain TCP against the TLS port is one line, exit 2."""
     from tests.orthanc import make_tls_files
@@ -352,15 +345,15 @@ def test_tls_node(home, tmp_path, capsys, source):
         assert [m["StudyInstanceUID"] for m in _json(capsys)["matches"]] == [pydicom.dcmread(source).StudyInstanceUID]
         start = time.monotonic()
         assert cli("pacs", "echo", "no-client-cert", "--timeout", "3") == 2
-        err = _one_line_error(capsys)
+        err = cli_error()
         assert "closed the TLS connection" in err and "certificate" in err, err
         assert cli("pacs", "echo", server.address, "--timeout", "3") == 2  # plain TCP to a TLS port
-        assert "require TLS" in _one_line_error(capsys)
+        assert "require TLS" in cli_error()
         assert time.monotonic() - start < 20
     assert json.loads((home / "pacs.json").read_text())["nodes"][0]["tls"]["ca"] == str(tls["ca.crt"])
 
 
-def test_dicomweb_node(home, orthanc, source, capsys, tmp_path):
+def test_dicomweb_node(home, orthanc, source, capsys, tmp_path, cli_error):
     """The same commands against Orthanc's DICOMweb API: STOW-RS, QIDO-RS, WADO-RS. WADO-RS
     instances are re-encoded by pydicom, so datasets and pixel data are compared, not bytes."""
     url = require_dicomweb(orthanc)
@@ -393,10 +386,10 @@ def test_dicomweb_node(home, orthanc, source, capsys, tmp_path):
         ("pacs-send", "success", url), ("pacs-retrieve", "success", url)]
     # errors: nothing listening, and a URL that is not a DICOMweb root
     assert cli("pacs", "echo", f"http://127.0.0.1:{free_port()}/dicom-web") == 2
-    assert "connection refused" in _one_line_error(capsys)
+    assert "connection refused" in cli_error()
     assert cli("pacs", "find", f"http://127.0.0.1:{orthanc.http_port}/not-dicom-web") == 2
-    assert "HTTP 404" in _one_line_error(capsys)
+    assert "HTTP 404" in cli_error()
     assert cli("pacs", "nodes", "add", "bad", "--url", "ftp://x") == 2
-    _one_line_error(capsys)
+    cli_error()
     assert cli("pacs", "nodes", "add", "both", "--url", url, "--aet", "X") == 2
-    _one_line_error(capsys)
+    cli_error()

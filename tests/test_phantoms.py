@@ -16,8 +16,15 @@ from scipy.ndimage import binary_dilation, gaussian_filter
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.cli.main import main
 from p2p_desktop.errors import Cancelled, InputError, OutputError
-from p2p_desktop.phantoms import (CLASSES, Phantom, class_prompt, generate_batch, generate_phantom,
-                                  write_dicom_dataset, write_png_dataset)
+from p2p_desktop.phantoms import (
+    CLASSES,
+    Phantom,
+    class_prompt,
+    generate_batch,
+    generate_phantom,
+    write_dicom_dataset,
+    write_png_dataset,
+)
 
 # Seeds 3000..3044 at 128 px: 15 phantoms per class, generated once for the statistics tests.
 STAT_SEEDS = range(3000, 3045)

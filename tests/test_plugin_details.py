@@ -27,23 +27,8 @@ class A(FGSM):
 '''
 
 
-@pytest.fixture(autouse=True)
-def user_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("P2P_DESKTOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
-    yield
-    plugins._registered.clear()
-    plugins._loaded.clear()
-    from p2p_desktop.attacks import registry
-    from p2p_desktop.models import registry as mreg
-
-    for name in [s.name for s in registry._specs.values() if s.source != "builtin" and s.name.startswith("d-")]:
-        registry._specs.pop(name)
-    for name in [n for n in mreg._extra if n.startswith("d-")]:
-        mreg._extra.pop(name)
-    for name in list(sys.modules):
-        if name.startswith("p2p_desktop_plugin_") or name.startswith("detailpkg"):
-            sys.modules.pop(name)
+# a private user folder and plugin folder; the registries and sys.modules restored after each test
+pytestmark = pytest.mark.usefixtures("plugin_sandbox")
 
 
 def _plugin(tmp_path: Path, folder: str, manifest: dict, files: dict[str, str]) -> Path:
@@ -108,7 +93,8 @@ def test_entry_point_with_a_missing_module_is_broken(tmp_path, monkeypatch):
     _entry_point_package(tmp_path, monkeypatch, "attack.d-missing = detailpkg.nowhere:A",
                          {"detailpkg/__init__.py": ""})
     info = plugins.find("d-missing")
-    assert info.status == "broken" and info.error == "module 'detailpkg.nowhere' of entry point 'attack.d-missing' not found"
+    assert info.status == "broken"
+    assert info.error == "module 'detailpkg.nowhere' of entry point 'attack.d-missing' not found"
 
 
 def test_entry_point_plugin_is_imported_once_and_as_a_package(tmp_path, monkeypatch):

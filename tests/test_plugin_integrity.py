@@ -27,19 +27,8 @@ class {cls}(FGSM):
 '''
 
 
-@pytest.fixture(autouse=True)
-def user_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("P2P_DESKTOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", str(tmp_path / "plugins"))
-    yield
-    plugins._registered.clear()
-    from p2p_desktop.attacks import registry
-
-    for name in [s.name for s in registry._specs.values() if s.source == "plugin"]:
-        registry._specs.pop(name)
-    for name in list(sys.modules):
-        if name.startswith("p2p_desktop_plugin_") or name.startswith("evilpkg"):
-            sys.modules.pop(name)
+# a private user folder and plugin folder; the registries and sys.modules restored after each test
+pytestmark = pytest.mark.usefixtures("plugin_sandbox")
 
 
 def _plugin(root: Path, folder: str, name: str, entry: str, source: str | None = None, mark: str = "good") -> Path:

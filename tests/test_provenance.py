@@ -4,45 +4,20 @@ inputs or weights are refused before any work; the ``attack`` export flags end t
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.test_export_dicom import CLASSES, attack_result, load, tiny_classifier
+from tests.test_export_dicom import attack_result, load, tiny_classifier
 
-
-@pytest.fixture(scope="module")
-def model_card(tmp_path_factory):
-    """A seeded SqueezeNet saved as safetensors + a model card (input 64 px)."""
-    import torch
-    from safetensors.torch import save_file
-
-    from p2p_desktop.models.classifier import build_architecture
-
-    folder = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    module = build_architecture("squeezenet1_1", len(CLASSES))
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "weights.safetensors"))
-    card = {"name": "tiny-squeezenet", "architecture": "squeezenet1_1", "classes": list(CLASSES),
-            "input_size": 64, "weights": "weights.safetensors"}
-    (folder / "card.json").write_text(json.dumps(card))
-    return folder / "card.json"
+# every test writes its own audit log (tests/conftest.py: audit_log); the classifier is the
+# seeded SqueezeNet card (tests/conftest.py: model_card)
+pytestmark = pytest.mark.usefixtures("audit_log")
 
 
 @pytest.fixture
-def source(tmp_path, pydicom_file):
-    path = tmp_path / "in" / "us.dcm"
-    path.parent.mkdir()
-    shutil.copy(pydicom_file("examples_rgb_color.dcm"), path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def audit_log(tmp_path, monkeypatch):
-    log = tmp_path / "audit.jsonl"
-    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(log))
-    return log
+def source(pydicom_copy):
+    return pydicom_copy("examples_rgb_color.dcm", "us.dcm")
 
 
 def cli(*argv) -> int:

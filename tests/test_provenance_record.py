@@ -115,7 +115,8 @@ def _good() -> dict:
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda r: r.update(format="other"), 'is not a p2p-desktop provenance record (no "format": "p2p-desktop/provenance")'),
+    (lambda r: r.update(format="other"),
+     'is not a p2p-desktop provenance record (no "format": "p2p-desktop/provenance")'),
     (lambda r: r.update(version=2), "has provenance version 2; this program reads up to 1 (update p2p-desktop)"),
     (lambda r: r.pop("input"), "provenance record lacks 'input'"),
     (lambda r: r.pop("attack"), "provenance record lacks 'attack'"),

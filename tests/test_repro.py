@@ -10,35 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from p2p_desktop.attacks import _diffusion as D
-from p2p_desktop.attacks.base import AttackContext
 from p2p_desktop.attacks.diff_pgd import DiffPGD, DiffPGDConfig
 from p2p_desktop.attacks.p2p import P2P, P2PConfig
 from p2p_desktop.errors import InputError
 from p2p_desktop.models.backbone import load_backbone
-from tests.tiny_sd import phantom, save_tiny_sd, tiny_classifier
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory):
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
-
-
-@pytest.fixture(scope="module")
-def bb(sd_dir):
-    return load_backbone(sd_dir, device="cpu")
+from tests.tiny_sd import context as _ctx
+from tests.tiny_sd import phantom, tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def clf():
     return tiny_classifier()
-
-
-def _ctx(clf, bb, seed=0, label=0, target=None):
-    import torch
-
-    return AttackContext(classifier=clf, label=label, target=target, backbone=bb,
-                         generator=torch.Generator().manual_seed(seed))
 
 
 # -- the paper preset, field by field ---------------------------------------------------------------
@@ -158,7 +140,7 @@ def test_cls_scale_is_not_a_no_op_under_adamw(bb, clf):
 
 
 # -- precision -------------------------------------------------------------------------------------
-def test_dtype_checks_and_force_upcast(sd_dir, bb, clf):
+def test_dtype_checks_and_force_upcast(tiny_sd_dir, bb, clf):
     import torch
 
     from p2p_desktop.device import check_dtype
@@ -168,7 +150,7 @@ def test_dtype_checks_and_force_upcast(sd_dir, bb, clf):
     with pytest.raises(InputError, match="unknown dtype"):
         check_dtype("cpu", "fp8")
     assert check_dtype("cpu", "bf16") == "bf16"
-    half = load_backbone(sd_dir, device="cpu", dtype="float16")  # loading only: the VAE stays fp32
+    half = load_backbone(tiny_sd_dir, device="cpu", dtype="float16")  # loading only: the VAE stays fp32
     assert half.vae.config.force_upcast and next(half.vae.parameters()).dtype == torch.float32
     assert next(half.unet.parameters()).dtype == torch.float16
     out = P2P.from_preset("fast", steps=1, early_stop=False, dtype="bf16").run(phantom(32, 1), _ctx(clf, bb))
@@ -421,10 +403,10 @@ TEST_SEEDS = range(3_000_000, 3_000_060)  # the unit-test seed range: never trai
 
 @pytest.fixture(scope="module")
 def demo():
+    from p2p_desktop.io.study import Study
     from p2p_desktop.models import registry
     from p2p_desktop.models.classifier import load_classifier
     from p2p_desktop.phantoms import CLASSES, generate_phantom
-    from p2p_desktop.io.study import Study
 
     if registry.find("demo") is None or registry.find("demo-squeezenet1_1") is None:
         pytest.skip("demo bundle (resources/models/demo, demo-squeezenet1_1) is not installed")

@@ -10,28 +10,21 @@ of files written.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.test_provenance import cli, model_card  # noqa: F401 - the seeded SqueezeNet card fixture
+from tests.test_provenance import cli
+
+# every test writes its own audit log (tests/conftest.py: audit_log); the classifier is the
+# seeded SqueezeNet card (tests/conftest.py: model_card)
+pytestmark = pytest.mark.usefixtures("audit_log")
 
 
 @pytest.fixture
-def cine(tmp_path, pydicom_file):
-    path = tmp_path / "in" / "cine.dcm"
-    path.parent.mkdir()
-    shutil.copy(pydicom_file("examples_ybr_color.dcm"), path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def audit_log(tmp_path, monkeypatch):
-    log = tmp_path / "audit.jsonl"
-    monkeypatch.setenv("P2P_DESKTOP_AUDIT_LOG", str(log))
-    return log
+def cine(pydicom_copy):
+    return pydicom_copy("examples_ybr_color.dcm", "cine.dcm")
 
 
 def _attack(capsys, *argv) -> dict:
@@ -115,12 +108,11 @@ def test_rerun_of_an_edited_record_follows_the_record(cine, model_card, tmp_path
 
 def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys):
     """Diff-PGD ``--preset full`` on a tiny seeded SD backbone: the rerun runs the full variant."""
-    from tests.tiny_sd import save_tiny_sd
-
-    from p2p_desktop.models.classifier import build_architecture
-
     import torch
     from safetensors.torch import save_file
+
+    from p2p_desktop.models.classifier import build_architecture
+    from tests.tiny_sd import save_tiny_sd
 
     folder = tmp_path / "model"
     folder.mkdir()

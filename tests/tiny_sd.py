@@ -89,6 +89,16 @@ def tiny_classifier(seed: int = 0, input_size: int = 32, in_channels: int = 3):
     return Classifier(module, card)
 
 
+def context(clf, bb, seed: int = 0, label: int = 0, target=None, on_step=None):
+    """An AttackContext for ``clf`` and the backbone ``bb``, its generator seeded with ``seed``."""
+    import torch
+
+    from p2p_desktop.attacks.base import AttackContext
+
+    return AttackContext(classifier=clf, label=label, target=target, backbone=bb, on_step=on_step,
+                         generator=torch.Generator().manual_seed(seed))
+
+
 def phantom(size: int = 32, channels: int = 1, seed: int = 0):
     """A (1, C, size, size) speckled disc in [0,1], like a small ultrasound phantom."""
     import torch

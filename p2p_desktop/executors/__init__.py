@@ -10,8 +10,9 @@ actors that load the backbone and classifiers once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from p2p_desktop.errors import InputError
 
@@ -34,6 +35,8 @@ class Unit:
 
 @dataclass
 class UnitResult:
+    """What one finished unit gives back: its CSV row, the adversarial PNG, or why it was skipped."""
+
     unit: Unit
     row: dict[str, Any] | None  # None when the image was skipped (misclassified)
     png: bytes | None = None  # the adversarial image when the attack succeeded
@@ -55,6 +58,8 @@ class ModelSpec:
 
 
 class Executor(Protocol):
+    """Where units run: takes the units still to do and yields each result as it finishes."""
+
     name: str
 
     def run(self, spec: ModelSpec, units: Sequence[Unit], cancel) -> Iterator[UnitResult]:

@@ -19,8 +19,9 @@ import socket
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from p2p_desktop.errors import InputError, ModelError, P2PError
 from p2p_desktop.executors import ModelSpec, Unit, UnitResult
@@ -33,6 +34,8 @@ MAX_RESTARTS = 4  # a worker killed more often than this fails the study (rows w
 
 
 class WorkerFailed(P2PError):
+    """A Ray worker failed a job for good (after Ray's retries)."""
+
     exit_code = 1
 
 
@@ -112,6 +115,8 @@ class _Worker:
 
 
 class RayExecutor:
+    """Runs the units on Ray actors that load the models once (see the module docstring)."""
+
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0,

@@ -61,6 +61,8 @@ class BrowserItem:
 
 @dataclass(frozen=True)
 class Unreadable:
+    """A file the browser lists but cannot open, with the reason."""
+
     path: Path
     reason: str
 

@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
+
 from p2p_desktop.gui.imageview import ImagePane, colormap
 from p2p_desktop.gui.results import MetricsTable, ProbabilityChart, metric_rows
 from p2p_desktop.metrics.perturbation import PerturbationMap
@@ -17,6 +18,8 @@ __all__ = ["CompareView"]
 
 
 class CompareView(QWidget):
+    """Two runs from the history side by side."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.entries: tuple = ()

@@ -157,7 +157,7 @@ class ImagePane(pg.GraphicsLayoutWidget):
             h, w = self._shape
             self.view.setRange(xRange=(0, w), yRange=(0, h), padding=0.01)
 
-    def link(self, other: "ImagePane") -> None:
+    def link(self, other: ImagePane) -> None:
         """Share zoom and pan with ``other``."""
         self.view.setXLink(other.view)
         self.view.setYLink(other.view)

@@ -20,6 +20,7 @@ CLASS_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b
 
 
 def format_duration(seconds: float) -> str:
+    """``seconds`` as "42 s", "3 min 05 s" or "1 h 02 min"; "–" when unknown or negative."""
     if not math.isfinite(seconds) or seconds < 0:
         return "–"
     seconds = int(round(seconds))

@@ -27,6 +27,7 @@ COLUMNS = ("Name", "Kind", "Status", "Source", "Path", "SHA-256", "Error")
 
 
 def approval_text(info: plugins.PluginInfo) -> str:
+    """The question asked before enabling a plugin: what it is, its path and SHA-256."""
     return (f"Plugin “{info.name}” ({info.kind}) runs Python code on this computer.\n\n"
             f"Path: {info.path}\nSHA-256: {info.sha256}\n\n"
             + ("Its files changed since you enabled it.\n\n" if info.status == "changed" else "")
@@ -34,6 +35,7 @@ def approval_text(info: plugins.PluginInfo) -> str:
 
 
 def ask_to_enable(parent, info: plugins.PluginInfo) -> bool:
+    """Ask the user (Yes/No, No by default) whether to enable the plugin; True for Yes."""
     answer = QMessageBox.question(parent, "Enable plugin", approval_text(info),
                                   QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                   QMessageBox.StandardButton.No)

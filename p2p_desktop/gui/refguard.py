@@ -51,6 +51,7 @@ def _top_up() -> None:
 
 
 def installed() -> bool:
+    """Whether the guard is running."""
     return _timer is not None
 
 

@@ -29,6 +29,7 @@ def _run(window, attack: str, **params) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write the documentation's screenshots into the folder given (``docs/screenshots`` by default)."""
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0] if argv else "docs/screenshots")
     if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):

@@ -35,7 +35,7 @@ class AppSettings:
         self.q = qsettings
 
     @classmethod
-    def user(cls) -> "AppSettings":
+    def user(cls) -> AppSettings:
         """The user's settings ($P2P_DESKTOP_SETTINGS names a file to use instead)."""
         path = os.environ.get("P2P_DESKTOP_SETTINGS")
         if path:
@@ -43,7 +43,7 @@ class AppSettings:
         return cls(QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION, APPLICATION))
 
     @classmethod
-    def at(cls, path: str | os.PathLike) -> "AppSettings":
+    def at(cls, path: str | os.PathLike) -> AppSettings:
         """Settings kept in one INI file (tests, smoke test, portable installs)."""
         return cls(QSettings(str(path), QSettings.Format.IniFormat))
 

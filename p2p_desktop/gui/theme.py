@@ -40,6 +40,7 @@ QTreeWidget, QTableWidget, QListWidget, QPlainTextEdit {{ border: 1px solid #d5d
 
 
 def app_icon() -> QIcon:
+    """The application icon from the resources (SVG and PNG, whichever are there)."""
     icon = QIcon()
     folder = resources_dir() / "icons"
     for name in ("p2p-desktop.svg", "p2p-desktop.png"):

@@ -29,6 +29,7 @@ def window_to_levels(center: float, width: float) -> tuple[float, float]:
 
 
 def levels_to_window(lo: float, hi: float) -> tuple[float, float]:
+    """Display levels (low, high) as DICOM window (centre, width)."""
     return (lo + hi) / 2.0, hi - lo
 
 

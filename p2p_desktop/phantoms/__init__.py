@@ -13,9 +13,9 @@ scene at 128 and at 256 pixels (the speckle is resampled).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

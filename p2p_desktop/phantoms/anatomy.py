@@ -100,7 +100,7 @@ class TissueMaps:
     mask: np.ndarray
 
     @classmethod
-    def empty(cls, grid: Grid) -> "TissueMaps":
+    def empty(cls, grid: Grid) -> TissueMaps:
         shape = (grid.rows, grid.cols)
         f32 = np.float32
         return cls(np.zeros(shape, f32), np.ones(shape, f32), np.zeros(shape, f32),

@@ -16,9 +16,9 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -49,6 +49,7 @@ def phantom_name(seed: int, label: str) -> str:
 
 
 def manifest_name(seed: int, n: int) -> str:
+    """The file stem of the manifests of ``n`` phantoms from ``seed``."""
     return f"phantoms_seed{seed}_n{n}"
 
 
@@ -138,7 +139,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256, fmt: 
             writer = csv.writer(buf, lineterminator="\n")
             writer.writerow(["image", "mask", "label", "seed", "descriptors", "prompt"])
             for r in rows:
-                writer.writerow([r["image"], r["mask"], r["label"], r["seed"], "; ".join(r["descriptors"]), r["prompt"]])
+                writer.writerow([r["image"], r["mask"], r["label"], r["seed"], "; ".join(r["descriptors"]),
+                                 r["prompt"]])
             result.manifests.append(outs.write_bytes(f"{stem}.csv", buf.getvalue().encode("utf-8"), kind="manifest"))
             result.records = list(outs.records)
     except BaseException:

@@ -45,7 +45,7 @@ def phantom_dataset(phantom):
     """The pydicom ``FileDataset`` for ``phantom`` (a :class:`~p2p_desktop.phantoms.Phantom`)."""
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     seed, label = phantom.seed, phantom.label
     rows, cols = phantom.image.shape

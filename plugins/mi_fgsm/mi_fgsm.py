@@ -14,12 +14,16 @@ from p2p_desktop.config import param
 
 @dataclass(frozen=True)
 class MIFGSMConfig(AttackConfig):
+    """MI-FGSM's settings: the L∞ budget, the number of steps and the momentum decay."""
+
     eps: float = param(0.05, help="L∞ budget ε in [0,1] pixel units.", min=0.0, max=1.0, min_exclusive=True)
     steps: int = param(10, help="Number of iterations.", min=1, max=1000)
     decay: float = param(1.0, help="Momentum decay factor μ.", min=0.0, max=10.0)
 
 
 class MIFGSM(Attack):
+    """Momentum Iterative FGSM: sign steps along an L1-normalised gradient with momentum, projected to ε."""
+
     name = "mi-fgsm"
     Config = MIFGSMConfig
     summary = "Momentum Iterative FGSM (L∞)"

@@ -14,6 +14,7 @@ INPUT_SIZE = 64
 
 
 def build():
+    """The untrained network: four conv/BN/ReLU/max-pool blocks, global pooling, a linear head."""
     import torch.nn as nn
 
     def block(i, o):
@@ -24,6 +25,7 @@ def build():
 
 
 def card():
+    """The model card: classes, 64 px single-channel input, normalisation, the weights beside this file."""
     from p2p_desktop.models.classifier import ModelCard
 
     return ModelCard(name="phantom-cnn", architecture="phantom-cnn (plugin)", classes=CLASSES,
@@ -32,6 +34,7 @@ def card():
 
 
 def load(device: str = "cpu"):
+    """The trained classifier on ``device``, its card carrying the weights' SHA-256."""
     from p2p_desktop.hashing import sha256_file
     from p2p_desktop.models.classifier import Classifier, ModelCard
     from p2p_desktop.models.weights import load_state_dict

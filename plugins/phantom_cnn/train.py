@@ -15,11 +15,12 @@ sys.path.insert(0, str(HERE))
 
 
 def main(n_train: int = 1500, epochs: int = 6, seed: int = 0) -> None:
+    """Train on ``n_train`` seeded phantoms for ``epochs`` epochs and write ``weights.safetensors``."""
+    import phantom_cnn
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
-    import phantom_cnn
     from p2p_desktop.models.classifier import Classifier, to_tensor
     from p2p_desktop.phantoms import CLASSES, generate_phantom
 

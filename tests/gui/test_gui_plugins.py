@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: F401
-
 pytestmark = pytest.mark.gui
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

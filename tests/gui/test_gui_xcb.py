@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from p2p_desktop.gui.platform_check import XCB_PACKAGES, missing_packages, missing_sonames, platform_problem, plugin_files
+from p2p_desktop.gui.platform_check import (
+    XCB_PACKAGES,
+    missing_packages,
+    missing_sonames,
+    platform_problem,
+    plugin_files,
+)
 
 pytestmark = [
     pytest.mark.gui,
@@ -123,7 +129,7 @@ def test_a_missing_library_is_named_with_its_package_and_the_command():
 
 
 def test_install_script_installs_every_xcb_package():
-    script = (Path(__file__).resolve().parent.parent / "scripts" / "install-system-deps.sh").read_text()
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "install-system-deps.sh").read_text()
     for package in ("xvfb", "xdotool", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-image0", "libxcb-render-util0",
                     "libxcb-randr0", "libxcb-shape0", "libxcb-xinerama0", "libxcb-xkb1", "libxkbcommon-x11-0",
                     "libxcb-cursor0"):

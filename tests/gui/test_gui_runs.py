@@ -16,30 +16,9 @@ import pytest  # noqa: E402
 
 from p2p_desktop.attacks.base import Attack, AttackConfig, AttackOutput  # noqa: E402
 from p2p_desktop.config import param  # noqa: E402
-from tests.gui_helpers import (  # noqa: E402,F401
-    classifier_name,
-    make_busi_folder,
-    no_thread_leak,
-    settings,
-    ultrasound_file,
-    window,
-)
 
 pytestmark = pytest.mark.gui
 
-
-def _open(qtbot, window, paths):
-    with qtbot.waitSignal(window.browser.loading_finished, timeout=20000):
-        window.open_paths(paths)
-    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
-
-
-def _run(qtbot, window, attack="fgsm", timeout=60000, **params):
-    window.panel.set_attack(attack)
-    window.panel.set_params(**params)
-    with qtbot.waitSignal(window.runner.finished, timeout=timeout):
-        assert window.run_attack()
-    return window.current_entry()
 
 
 @dataclass(frozen=True)
@@ -63,17 +42,17 @@ class FailingAttack(Attack):
 def failing_attack():
     from p2p_desktop.attacks import registry
 
-    registry.register(registry.AttackSpec(FailingAttack.name, "tests.test_gui_runs:FailingAttack",
+    registry.register(registry.AttackSpec(FailingAttack.name, f"{__name__}:FailingAttack",
                                           FailingAttack.summary, source="plugin"))
     yield FailingAttack.name
     registry._specs.pop(FailingAttack.name, None)  # the registry has no public unregister
 
 
-def test_fgsm_end_to_end_through_the_worker(qtbot, window, tmp_path):
-    _open(qtbot, window, [ultrasound_file()])
+def test_fgsm_end_to_end_through_the_worker(qtbot, window, tmp_path, ultrasound_file, run_attack, open_study):
+    open_study([ultrasound_file()])
     events = []
     window.runner.progress.connect(events.append)
-    entry = _run(qtbot, window, "fgsm", eps=0.03)
+    entry = run_attack("fgsm", eps=0.03)
     assert entry is not None and window.errors == []
     r = entry.result
     assert r.attack == "fgsm" and r.config["eps"] == 0.03
@@ -100,12 +79,12 @@ def test_fgsm_end_to_end_through_the_worker(qtbot, window, tmp_path):
     assert window.monitor.progress.value() == window.monitor.progress.maximum()
 
 
-def test_heatmap_controls_roi_and_lesion_energy(qtbot, window, tmp_path):
+def test_heatmap_controls_roi_and_lesion_energy(qtbot, window, tmp_path, make_busi_folder, run_attack, open_study):
     root = make_busi_folder(tmp_path / "busi")
-    _open(qtbot, window, [root])
+    open_study([root])
     assert window.browser.select_path(root / "malignant" / "malignant (1).png")
     qtbot.waitUntil(lambda: window.current_study.path.name == "malignant (1).png")
-    entry = _run(qtbot, window, "fgsm", eps=0.05)
+    entry = run_attack("fgsm", eps=0.05)
     view = window.results
     pm = view.perturbation
     assert entry.result.true_label == "malignant"
@@ -147,8 +126,8 @@ def test_heatmap_controls_roi_and_lesion_energy(qtbot, window, tmp_path):
     assert f"{100 * le.inside_fraction:.1f}% of ‖δ‖² inside" in view.lesion_label.text()
 
 
-def test_cancel_stops_a_running_job_within_one_iteration(qtbot, window, tmp_path):
-    _open(qtbot, window, [ultrasound_file()])
+def test_cancel_stops_a_running_job_within_one_iteration(qtbot, window, tmp_path, ultrasound_file, open_study):
+    open_study([ultrasound_file()])
     window.panel.set_attack("pgd")
     window.panel.set_params(steps=10000, alpha=0.001, eps=0.05)
     seen = []
@@ -178,9 +157,9 @@ def tiny_sd_folder(tmp_path_factory):
     return save_tiny_sd(tmp_path_factory.mktemp("tiny") / "sd")
 
 
-def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tiny_sd_folder):
+def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tiny_sd_folder, ultrasound_file, open_study):
     folder = tiny_sd_folder
-    _open(qtbot, window, [ultrasound_file()])
+    open_study([ultrasound_file()])
     panel = window.panel
     assert panel.set_attack("p2p")
     assert panel.backbone_combo.isEnabled()
@@ -194,12 +173,13 @@ def test_cancel_a_p2p_job_on_a_tiny_backbone(qtbot, window, tiny_sd_folder):
     assert window.history.entries == []
 
 
-def test_p2p_result_shows_the_learned_prompts_nearest_words(qtbot, window, tiny_sd_folder):
+def test_p2p_result_shows_the_learned_prompts_nearest_words(qtbot, window, tiny_sd_folder, ultrasound_file, run_attack,
+                                                            open_study):
     folder = tiny_sd_folder
-    _open(qtbot, window, [ultrasound_file()])
+    open_study([ultrasound_file()])
     window.panel.set_attack("p2p")
     window.panel.add_backbone(str(folder))
-    entry = _run(qtbot, window, "p2p", timeout=120000, steps=2, early_stop=False)
+    entry = run_attack("p2p", timeout=120000, steps=2, early_stop=False)
     assert entry is not None, window.errors
     words = entry.result.info["nearest_words"]
     assert words and "nearest words" in window.results.notes.text()
@@ -207,8 +187,9 @@ def test_p2p_result_shows_the_learned_prompts_nearest_words(qtbot, window, tiny_
     assert entry.backbone_spec == str(folder)
 
 
-def test_a_failing_attack_shows_an_error_dialog_and_the_app_goes_on(qtbot, window, failing_attack):
-    _open(qtbot, window, [ultrasound_file()])
+def test_a_failing_attack_shows_an_error_dialog_and_the_app_goes_on(qtbot, window, failing_attack, ultrasound_file,
+                                                                    run_attack, open_study):
+    open_study([ultrasound_file()])
     window.panel.refresh_attacks()
     assert window.panel.set_attack(failing_attack)
     with qtbot.waitSignals([window.runner.failed, window.runner.finished], timeout=30000):
@@ -226,15 +207,15 @@ def test_a_failing_attack_shows_an_error_dialog_and_the_app_goes_on(qtbot, windo
     box.close()
     # the app still works
     assert window.panel.run_button.isEnabled()
-    entry = _run(qtbot, window, "fgsm")
+    entry = run_attack("fgsm")
     assert entry is not None and entry.result.attack == "fgsm"
 
 
-def test_a_bad_model_is_a_readable_error(qtbot, window, tmp_path):
+def test_a_bad_model_is_a_readable_error(qtbot, window, tmp_path, ultrasound_file, open_study):
     card = tmp_path / "card.json"
     card.write_text('{"name": "broken", "architecture": "squeezenet1_1", "classes": ["a", "b"], '
                     '"weights": "missing.safetensors"}')
-    _open(qtbot, window, [ultrasound_file()])
+    open_study([ultrasound_file()])
     window.panel.add_classifier(str(card))
     with qtbot.waitSignal(window.runner.finished, timeout=30000):
         assert window.run_attack()
@@ -242,7 +223,7 @@ def test_a_bad_model_is_a_readable_error(qtbot, window, tmp_path):
     assert "not found" in box.informativeText() and box.detailedText() == ""  # a user error: no traceback
 
 
-def test_the_event_loop_keeps_answering_during_a_run(qtbot, window):
+def test_the_event_loop_keeps_answering_during_a_run(qtbot, window, ultrasound_file, open_study):
     """A 50 ms heartbeat timer keeps firing on time while the attack iterates on the worker.
 
     Measured between the first and the last step event (model loading before and the result
@@ -252,7 +233,7 @@ def test_the_event_loop_keeps_answering_during_a_run(qtbot, window):
     """
     from PySide6.QtCore import QTimer
 
-    _open(qtbot, window, [ultrasound_file()])
+    open_study([ultrasound_file()])
     window.panel.set_attack("pgd")
     window.panel.set_params(steps=60, alpha=0.005)
     beats: list[tuple[float, float]] = []
@@ -280,8 +261,8 @@ def test_the_event_loop_keeps_answering_during_a_run(qtbot, window):
     assert late[-1] < 1.0, f"heartbeat stalled for {late[-1] * 1000:.0f} ms"
 
 
-def test_closing_during_a_run_asks_then_cancels_and_waits(qtbot, window):
-    _open(qtbot, window, [ultrasound_file()])
+def test_closing_during_a_run_asks_then_cancels_and_waits(qtbot, window, ultrasound_file, open_study):
+    open_study([ultrasound_file()])
     window.panel.set_attack("pgd")
     window.panel.set_params(steps=10000, alpha=0.001)
     asked = []
@@ -298,10 +279,10 @@ def test_closing_during_a_run_asks_then_cancels_and_waits(qtbot, window):
     assert asked == ["no", "yes"] and not window.runner.is_running() and window.history.entries == []
 
 
-def test_history_shows_runs_again_and_compares_two(qtbot, window):
-    _open(qtbot, window, [ultrasound_file()])
-    first = _run(qtbot, window, "fgsm", eps=0.01)
-    second = _run(qtbot, window, "fgsm", eps=0.04)
+def test_history_shows_runs_again_and_compares_two(qtbot, window, ultrasound_file, run_attack, open_study):
+    open_study([ultrasound_file()])
+    first = run_attack("fgsm", eps=0.01)
+    second = run_attack("fgsm", eps=0.04)
     history = window.history
     assert [e.number for e in history.entries] == [1, 2]
     assert window.results.entry is second
@@ -321,7 +302,7 @@ def test_history_shows_runs_again_and_compares_two(qtbot, window):
     assert left["metrics"].value("ssim") == f"{first.result.metrics['ssim']:.4f}"
 
 
-def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
+def test_exports_write_all_files_or_none(qtbot, window, tmp_path, ultrasound_file, run_attack, open_study):
     import json
 
     from p2p_desktop.audit import default_log_path, verify_log
@@ -331,8 +312,8 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
     source.mkdir()
     study_file = source / "us.dcm"
     study_file.write_bytes(ultrasound_file().read_bytes())
-    _open(qtbot, window, [study_file])
-    _run(qtbot, window, "fgsm")
+    open_study([study_file])
+    run_attack("fgsm")
     log_path = default_log_path()
     records_before = len(log_path.read_text().splitlines()) if log_path.exists() else 0
     out = tmp_path / "out"
@@ -373,7 +354,7 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path):
         assert {"adv.png", "perturbation.npy", "provenance.json", "result.json", "report.html"} <= kinds
 
 
-def test_batch_view_runs_evaluate_and_shows_the_table(qtbot, window, tmp_path, classifier_name):
+def test_batch_view_runs_evaluate_and_shows_the_table(qtbot, window, tmp_path, classifier_name, make_busi_folder):
     from p2p_desktop.gui.batch import evaluate_function
 
     batch = window.batch

@@ -18,7 +18,6 @@ import pytest  # noqa: E402
 
 from p2p_desktop.cli.main import main  # noqa: E402
 from p2p_desktop.hashing import sha256_file  # noqa: E402
-from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: E402,F401
 
 IDENTITY = {
     "PatientName": "DOE^JANE",
@@ -33,20 +32,12 @@ IDENTITY = {
 
 
 @pytest.fixture
-def identified_dicom(tmp_path, pydicom_file):
+def identified_dicom(identified_ultrasound):
     """A real ultrasound DICOM (pydicom's) with identifying attributes set, named after the patient."""
-    ds = pydicom.dcmread(pydicom_file("examples_rgb_color.dcm"))
-    for key, value in IDENTITY.items():
-        setattr(ds, key, value)
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.11111111111111111111"
-    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.22222222222222222222"
-    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.33333333333333333333"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    folder = tmp_path / "patients" / "DOE_JANE_734291"
-    folder.mkdir(parents=True)
-    path = folder / "DOE_JANE_19610317.dcm"
-    ds.save_as(path)
-    return path
+    uids = {"StudyInstanceUID": "1.2.826.0.1.3680043.8.498.11111111111111111111",
+            "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.22222222222222222222",
+            "SOPInstanceUID": "1.2.826.0.1.3680043.8.498.33333333333333333333"}
+    return identified_ultrasound({**IDENTITY, **uids}, "DOE_JANE_734291", "DOE_JANE_19610317.dcm")
 
 
 def _identifiers(src: Path) -> list[str]:
@@ -84,20 +75,8 @@ def _assert_identity_free(folder: Path, src: Path) -> list[Path]:
     return files
 
 
-def _tiny_classifier(tmp_path) -> list[str]:
-    import torch
-
-    from p2p_desktop.models.classifier import build_architecture
-
-    torch.manual_seed(0)
-    w = tmp_path / "w.pth"
-    torch.save(build_architecture("squeezenet1_1", 3).state_dict(), w)
-    return ["--classifier", str(w), "--arch", "squeezenet1_1", "--classes", "benign,malignant,normal",
-            "--input-size", "64"]
-
-
-def test_cli_deidentify_writes_no_identity_anywhere(tmp_path, identified_dicom, capsys):
-    clf = _tiny_classifier(tmp_path)
+def test_cli_deidentify_writes_no_identity_anywhere(tmp_path, identified_dicom, capsys, tiny_classifier_args):
+    clf = tiny_classifier_args
     names = []
     for run in (1, 2):
         out = tmp_path / f"out{run}"
@@ -126,8 +105,8 @@ def test_cli_deidentify_writes_no_identity_anywhere(tmp_path, identified_dicom, 
     assert oct((tmp_path / "map.jsonl").stat().st_mode & 0o777) == oct(0o600)
 
 
-def test_rerun_refuses_a_deidentified_record_in_one_line(tmp_path, identified_dicom, capsys):
-    clf = _tiny_classifier(tmp_path)
+def test_rerun_refuses_a_deidentified_record_in_one_line(tmp_path, identified_dicom, capsys, tiny_classifier_args):
+    clf = tiny_classifier_args
     assert main(["attack", str(identified_dicom), "--attack", "fgsm", *clf, "--out", str(tmp_path / "out"),
                  "--deidentify", "--report", "html"]) == 0
     capsys.readouterr()
@@ -138,8 +117,8 @@ def test_rerun_refuses_a_deidentified_record_in_one_line(tmp_path, identified_di
     assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
 
 
-def test_pseudonym_map_needs_deidentify_and_a_writable_place(tmp_path, identified_dicom, capsys):
-    clf = _tiny_classifier(tmp_path)
+def test_pseudonym_map_needs_deidentify_and_a_writable_place(tmp_path, identified_dicom, capsys, tiny_classifier_args):
+    clf = tiny_classifier_args
     base = ["attack", str(identified_dicom), "--attack", "fgsm", *clf, "--out", str(tmp_path / "out"),
             "--report", "html"]
     assert main([*base, "--pseudonym-map", str(tmp_path / "m.jsonl")]) == 2
@@ -150,13 +129,10 @@ def test_pseudonym_map_needs_deidentify_and_a_writable_place(tmp_path, identifie
 
 
 @pytest.mark.gui
-def test_gui_deidentified_dicom_and_report_exports_carry_no_identity(qtbot, window, tmp_path, identified_dicom):
-    with qtbot.waitSignal(window.browser.loading_finished, timeout=30000):
-        window.open_paths([identified_dicom])
-    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
-    window.panel.set_attack("fgsm")
-    with qtbot.waitSignal(window.runner.finished, timeout=60000):
-        assert window.run_attack()
+def test_gui_deidentified_dicom_and_report_exports_carry_no_identity(qtbot, window, tmp_path, identified_dicom,
+                                                                     open_study, run_attack):
+    open_study([identified_dicom])
+    run_attack("fgsm")
     folder = tmp_path / "export"
     for export in (lambda: window.export_dicom(str(folder), deidentify=True),
                    lambda: window.export_report(str(folder), formats=("html", "pdf"), deidentify=True)):

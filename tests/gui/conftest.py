@@ -1,9 +1,6 @@
-"""Fixtures for the GUI tests (offscreen Qt, temporary settings, a small classifier, thread checks).
-
-Import the fixtures a test module needs::
-
-    from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: F401
-"""
+"""Fixtures for the tests that open the window (offscreen Qt): temporary settings, a small
+classifier, the shown main window, a BUSI-layout folder, and a check that fails a test leaving a
+job thread running (napari's ``conftest.py`` does the same for its Qt tests)."""
 
 from __future__ import annotations
 
@@ -11,18 +8,16 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+# before any test module of this folder imports Qt
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 CLASSES = ("benign", "malignant", "normal")
 DEMO_CLASSIFIER = "demo-squeezenet1_1"
 TEST_CLASSIFIER = "gui-test-squeezenet"
-
-__all__ = ["classifier_name", "settings", "no_thread_leak", "window", "make_busi_folder", "ultrasound_file",
-           "CLASSES"]
 
 
 def _save_seeded_squeezenet(folder: Path) -> Path:
@@ -79,9 +74,13 @@ def settings(tmp_path):
     return AppSettings.at(tmp_path / "settings.ini")
 
 
-@pytest.fixture
-def no_thread_leak(qtbot):
-    """Fail the test if it leaves a job QThread or a Python thread running."""
+@pytest.fixture(autouse=True)
+def no_thread_leak(request):
+    """Fail a Qt test (one that uses ``qtbot``) if it leaves a job QThread or a Python thread running."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
+    qtbot = request.getfixturevalue("qtbot")  # set up first, so it is torn down after this check
     from p2p_desktop.gui.worker import live_threads
 
     before = set(threading.enumerate())
@@ -117,32 +116,56 @@ def window(qtbot, settings, classifier_name, no_thread_leak):
     assert w.shutdown(30000), "a job did not stop"
 
 
-def ultrasound_file() -> Path:
-    """pydicom's ultrasound test file (US, RGB, 240x320)."""
-    from pydicom.data import get_testdata_file
+@pytest.fixture
+def make_busi_folder():
+    """``make_busi_folder(root, size=48) -> root``: a small BUSI-layout dataset, benign/ and
+    malignant/ PNGs (one with a lesion mask), plus an empty file and a text file renamed .png,
+    which must be listed as unreadable."""
 
-    path = get_testdata_file("examples_rgb_color.dcm", download=False)
-    if not path:
-        pytest.skip("pydicom's examples_rgb_color.dcm is not installed")
-    return Path(path)
+    def make(root: Path, size: int = 48) -> Path:
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[:size, :size]
+        for cls, sign in (("benign", 1), ("malignant", -1)):
+            folder = root / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                disc = (yy - size / 2) ** 2 + (xx - size / 2 - 4 * i) ** 2 < (size / 5) ** 2
+                img = np.clip(0.5 + 0.08 * rng.standard_normal((size, size)) + 0.2 * sign * disc, 0, 1)
+                Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{cls} ({i + 1}).png")
+                if i == 0:
+                    Image.fromarray((disc * 255).astype(np.uint8)).save(folder / f"{cls} ({i + 1})_mask.png")
+        (root / "benign" / "empty.png").write_bytes(b"")
+        (root / "malignant" / "notes.png").write_text("not an image")
+        return root
+
+    return make
 
 
-def make_busi_folder(root: Path, size: int = 48) -> Path:
-    """A small BUSI-layout dataset: benign/ and malignant/ PNGs (one with a lesion mask), plus an
-    empty file and a text file renamed .png, which must be listed as unreadable."""
-    from PIL import Image
+@pytest.fixture
+def run_attack(qtbot, window):
+    """``run_attack(attack="fgsm", timeout=60000, **params) -> HistoryEntry``: run an attack on the
+    window's current study with these parameters, wait for it to finish, return its history entry."""
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    for cls, sign in (("benign", 1), ("malignant", -1)):
-        folder = root / cls
-        folder.mkdir(parents=True)
-        for i in range(2):
-            disc = (yy - size / 2) ** 2 + (xx - size / 2 - 4 * i) ** 2 < (size / 5) ** 2
-            img = np.clip(0.5 + 0.08 * rng.standard_normal((size, size)) + 0.2 * sign * disc, 0, 1)
-            Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{cls} ({i + 1}).png")
-            if i == 0:
-                Image.fromarray((disc * 255).astype(np.uint8)).save(folder / f"{cls} ({i + 1})_mask.png")
-    (root / "benign" / "empty.png").write_bytes(b"")
-    (root / "malignant" / "notes.png").write_text("not an image")
-    return root
+    def run(attack: str = "fgsm", timeout: int = 60000, **params):
+        window.panel.set_attack(attack)
+        window.panel.set_params(**params)
+        with qtbot.waitSignal(window.runner.finished, timeout=timeout):
+            assert window.run_attack()
+        return window.current_entry()
+
+    return run
+
+
+@pytest.fixture
+def open_study(qtbot, window):
+    """``open_study(paths)``: open these files in the window and wait until they are listed and a
+    study is shown."""
+
+    def open_paths(paths, timeout: int = 30000) -> None:
+        with qtbot.waitSignal(window.browser.loading_finished, timeout=timeout):
+            window.open_paths(paths)
+        qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
+
+    return open_paths

@@ -14,29 +14,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.gui_helpers import (  # noqa: E402,F401
-    classifier_name,
-    make_busi_folder,
-    no_thread_leak,
-    settings,
-    ultrasound_file,
-    window,
-)
-
 pytestmark = pytest.mark.gui
 
 
 def _open(qtbot, window, paths):
     with qtbot.waitSignal(window.browser.loading_finished, timeout=30000):
         window.open_paths(paths)
-
-
-def _run(qtbot, window, attack="fgsm", timeout=60000, **params):
-    window.panel.set_attack(attack)
-    window.panel.set_params(**params)
-    with qtbot.waitSignal(window.runner.finished, timeout=timeout):
-        assert window.run_attack()
-    return window.current_entry()
 
 
 def _unreadable_node(window, name):
@@ -53,7 +36,7 @@ def _unreadable_node(window, name):
 
 
 # -- item 3: Run acts on the selection ---------------------------------------------------------------
-def test_run_is_disabled_with_the_reason_when_an_unreadable_file_is_selected(qtbot, window, tmp_path):
+def test_run_is_disabled_with_the_reason_when_an_unreadable_file_is_selected(qtbot, window, tmp_path, ultrasound_file):
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"DICM but not really" * 10)
     _open(qtbot, window, [ultrasound_file(), bad])
@@ -73,7 +56,7 @@ def test_run_is_disabled_with_the_reason_when_an_unreadable_file_is_selected(qtb
     assert not window.panel.run_error.isVisibleTo(window.panel)
 
 
-def test_a_group_row_is_not_a_study_either(qtbot, window):
+def test_a_group_row_is_not_a_study_either(qtbot, window, ultrasound_file):
     _open(qtbot, window, [ultrasound_file()])
     qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
     window.browser.tree.setCurrentItem(window.browser.tree.topLevelItem(0))  # the patient row
@@ -187,7 +170,7 @@ def _audit_records():
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window):
+def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window, ultrasound_file, run_attack):
     from p2p_desktop.audit import default_log_path, verify_log
     from p2p_desktop.export.run_outputs import audit_record, run_summary
     from p2p_desktop.hashing import sha256_file
@@ -195,7 +178,7 @@ def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window
     _open(qtbot, window, [ultrasound_file()])
     qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
     before = len(_audit_records())
-    entry = _run(qtbot, window, "fgsm", eps=0.02)
+    entry = run_attack("fgsm", eps=0.02)
     records = _audit_records()[before:]
     assert [r["event"] for r in records] == ["attack"]
     data = records[0]["data"]
@@ -219,7 +202,7 @@ def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window
     assert verify_log(default_log_path()).ok
 
 
-def test_evaluate_runs_are_audited(tmp_path, classifier_name, monkeypatch):
+def test_evaluate_runs_are_audited(tmp_path, classifier_name, monkeypatch, make_busi_folder):
     from p2p_desktop.audit import default_log_path, verify_log
     from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.hashing import sha256_file
@@ -239,7 +222,7 @@ def test_evaluate_runs_are_audited(tmp_path, classifier_name, monkeypatch):
 
 
 # -- item 12: closing during a run -------------------------------------------------------------------
-def test_closing_during_a_run_closes_at_once_and_cancels_within_one_iteration(qtbot, window):
+def test_closing_during_a_run_closes_at_once_and_cancels_within_one_iteration(qtbot, window, ultrasound_file):
     _open(qtbot, window, [ultrasound_file()])
     window.panel.set_attack("pgd")
     window.panel.set_params(steps=10000, alpha=0.001, eps=0.05)
@@ -270,14 +253,14 @@ def _fit_1280(window):
     window._default_dock_sizes()
 
 
-def test_heatmap_scale_fits_states_units_and_matches_the_overlay(qtbot, window):
+def test_heatmap_scale_fits_states_units_and_matches_the_overlay(qtbot, window, ultrasound_file, run_attack):
     from PySide6.QtCore import QRectF
 
     from p2p_desktop.export.report import DELTA_UNITS
 
     _fit_1280(window)
     _open(qtbot, window, [ultrasound_file()])
-    entry = _run(qtbot, window, "fgsm", eps=0.03)
+    entry = run_attack("fgsm", eps=0.03)
     assert entry is not None
     view = window.results
     qtbot.wait(200)
@@ -314,11 +297,11 @@ def test_heatmap_scale_fits_states_units_and_matches_the_overlay(qtbot, window):
 
 
 # -- item 10 and the verdict colour: the hover readout --------------------------------------------
-def test_hover_readout_starts_fresh_per_run_without_moving_the_layout(qtbot, window):
+def test_hover_readout_starts_fresh_per_run_without_moving_the_layout(qtbot, window, ultrasound_file, run_attack):
     from p2p_desktop.export.report import FAILURE_COLOUR, SUCCESS_COLOUR
 
     _open(qtbot, window, [ultrasound_file()])
-    first = _run(qtbot, window, "fgsm", eps=0.02)
+    first = run_attack("fgsm", eps=0.02)
     view = window.results
     qtbot.wait(100)
     height, top = view.stats_box.height(), view.chart.mapTo(view, view.chart.rect().topLeft()).y()
@@ -329,12 +312,13 @@ def test_hover_readout_starts_fresh_per_run_without_moving_the_layout(qtbot, win
     assert view.chart.mapTo(view, view.chart.rect().topLeft()).y() == top, "the layout moved"
     colour = SUCCESS_COLOUR if first.result.success else FAILURE_COLOUR
     assert colour in view.header.text()
-    _run(qtbot, window, "fgsm", eps=0.04)
+    run_attack("fgsm", eps=0.04)
     assert "x 20, y 10" not in view.readout.text()
 
 
 # -- item 8: opening files -------------------------------------------------------------------------
-def test_opened_files_are_announced_selected_and_only_readable_ones_go_to_recent(qtbot, window, tmp_path):
+def test_opened_files_are_announced_selected_and_only_readable_ones_go_to_recent(qtbot, window, tmp_path,
+                                                                                 ultrasound_file):
     from PIL import Image
 
     bad = tmp_path / "scan_0001.dcm"
@@ -369,11 +353,11 @@ def test_opened_files_are_announced_selected_and_only_readable_ones_go_to_recent
     assert group.text(1) == "1 file"
 
 
-def test_export_folder_dialog_title_and_plot_keys(qtbot, window, monkeypatch):
+def test_export_folder_dialog_title_and_plot_keys(qtbot, window, monkeypatch, ultrasound_file, run_attack):
     from PySide6.QtWidgets import QFileDialog
 
     _open(qtbot, window, [ultrasound_file()])
-    _run(qtbot, window, "fgsm", eps=0.02)
+    run_attack("fgsm", eps=0.02)
     titles = []
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: titles.append(a[1]) or ""))
     assert window.export_png() is False and window.export_dicom(deidentify=False) is False
@@ -386,7 +370,8 @@ def test_export_folder_dialog_title_and_plot_keys(qtbot, window, monkeypatch):
     assert "before" in window.results.chart.plotItem.titleLabel.text
 
 
-def test_a_cancelled_batch_evaluation_is_audited(qtbot, window, tmp_path, classifier_name, monkeypatch):
+def test_a_cancelled_batch_evaluation_is_audited(qtbot, window, tmp_path, classifier_name, monkeypatch,
+                                                 make_busi_folder):
     from PySide6.QtCore import Qt
 
     batch = window.batch
@@ -398,7 +383,8 @@ def test_a_cancelled_batch_evaluation_is_audited(qtbot, window, tmp_path, classi
     batch.out_edit.setText(str(tmp_path / "eval"))
     for lst, wanted in ((batch.attack_list, {"pgd"}), (batch.classifier_list, {classifier_name})):
         for i in range(lst.count()):
-            lst.item(i).setCheckState(Qt.CheckState.Checked if lst.item(i).text() in wanted else Qt.CheckState.Unchecked)
+            state = Qt.CheckState.Checked if lst.item(i).text() in wanted else Qt.CheckState.Unchecked
+            lst.item(i).setCheckState(state)
     before = len(_audit_records())
     batch.runner.progress.connect(lambda _e: batch.runner.cancel())
     with qtbot.waitSignals([batch.runner.cancelled, batch.runner.finished], timeout=120000):

@@ -12,13 +12,6 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.gui_helpers import (  # noqa: F401 - fixtures
-    classifier_name,
-    no_thread_leak,
-    settings,
-    ultrasound_file,
-    window,
-)
 from tests.orthanc import OUR_AET, free_port, orthanc_server, require_orthanc
 
 pytestmark = [pytest.mark.gui, pytest.mark.timeout(180)]
@@ -58,7 +51,7 @@ def test_send_to_pacs_sits_beside_export_dicom(qtbot, window):
     assert window.pacs_action in tools.actions()
 
 
-def test_retrieve_attack_send_back(qtbot, window, orthanc, tmp_path):
+def test_retrieve_attack_send_back(qtbot, window, orthanc, tmp_path, ultrasound_file):
     from p2p_desktop.gui.pacs_dialog import open_pacs_dialog, open_send_dialog
     from p2p_desktop.pacs import parse_address, send
 

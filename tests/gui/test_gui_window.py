@@ -11,15 +11,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.gui_helpers import (  # noqa: E402,F401
-    classifier_name,
-    make_busi_folder,
-    no_thread_leak,
-    settings,
-    ultrasound_file,
-    window,
-)
-
 pytestmark = pytest.mark.gui
 
 
@@ -97,7 +88,7 @@ def test_settings_persist_across_starts(qtbot, settings, classifier_name, no_thr
     assert again.monitor_dock.isHidden() and not again.history_dock.isHidden()
 
 
-def test_dicom_ultrasound_tree_viewer_and_window_level(qtbot, window):
+def test_dicom_ultrasound_tree_viewer_and_window_level(qtbot, window, ultrasound_file):
     path = ultrasound_file()
     _open(qtbot, window, [path])
     nodes = _all_nodes(window.browser.tree)
@@ -128,7 +119,7 @@ def test_dicom_ultrasound_tree_viewer_and_window_level(qtbot, window):
     assert viewer.readout.text() == f"x 20, y 10: {stored}"
 
 
-def test_png_dataset_by_class_with_masks_and_unreadable_files(qtbot, window, tmp_path):
+def test_png_dataset_by_class_with_masks_and_unreadable_files(qtbot, window, tmp_path, make_busi_folder):
     root = make_busi_folder(tmp_path / "busi")
     _open(qtbot, window, [root])
     browser = window.browser
@@ -163,7 +154,7 @@ def test_cine_frames_with_slider(qtbot, window, pydicom_file):
     assert not np.array_equal(first, window.current_study.image)
 
 
-def test_drop_opens_files(qtbot, window):
+def test_drop_opens_files(qtbot, window, ultrasound_file):
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
     from PySide6.QtGui import QDropEvent
 

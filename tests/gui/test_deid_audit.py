@@ -19,7 +19,6 @@ import pytest  # noqa: E402
 
 from p2p_desktop.cli.main import main  # noqa: E402
 from p2p_desktop.hashing import sha256_file  # noqa: E402
-from tests.gui_helpers import classifier_name, no_thread_leak, settings, window  # noqa: E402,F401
 
 IDENTITY = {"PatientName": "ROE^RICHARD", "PatientID": "PID-5550123", "PatientBirthDate": "19580704",
             "AccessionNumber": "ACC-4242-7777", "InstitutionName": "Example County Clinic"}
@@ -35,18 +34,11 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def identified(tmp_path, pydicom_file) -> Path:
+def identified(identified_ultrasound) -> Path:
     """A real ultrasound DICOM (pydicom's) with identifying attributes, named after the patient."""
-    ds = pydicom.dcmread(pydicom_file("examples_rgb_color.dcm"))
-    for key, value in IDENTITY.items():
-        setattr(ds, key, value)
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.44444444444444444444"
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.55555555555555555555"
-    folder = tmp_path / "patients" / "ROE_RICHARD_5550123"
-    folder.mkdir(parents=True)
-    path = folder / "ROE_RICHARD_19580704.dcm"
-    ds.save_as(path)
-    return path
+    return identified_ultrasound({**IDENTITY, "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.44444444444444444444",
+                                  "SOPInstanceUID": "1.2.826.0.1.3680043.8.498.55555555555555555555"},
+                                 "ROE_RICHARD_5550123", "ROE_RICHARD_19580704.dcm")
 
 
 def _lines(log: Path) -> list[str]:
@@ -73,20 +65,8 @@ def _check_identity_free(line: str, src: Path, home: Path) -> dict:
     return data
 
 
-def _tiny_classifier(tmp_path) -> list[str]:
-    import torch
-
-    from p2p_desktop.models.classifier import build_architecture
-
-    torch.manual_seed(0)
-    w = tmp_path / "w.pth"
-    torch.save(build_architecture("squeezenet1_1", 3).state_dict(), w)
-    return ["--classifier", str(w), "--arch", "squeezenet1_1", "--classes", "benign,malignant,normal",
-            "--input-size", "64"]
-
-
-def test_cli_attack_deidentify_audits_without_identity(tmp_path, home, identified, capsys):
-    clf = _tiny_classifier(tmp_path)
+def test_cli_attack_deidentify_audits_without_identity(tmp_path, home, identified, capsys, tiny_classifier_args):
+    clf = tiny_classifier_args
     log = home / "audit.jsonl"
     # identified run first: its record does name the input and its SHA-256 (the contrast)
     assert main(["attack", str(identified), "--attack", "fgsm", *clf, "--out", str(tmp_path / "plain"),
@@ -105,14 +85,11 @@ def test_cli_attack_deidentify_audits_without_identity(tmp_path, home, identifie
 
 
 @pytest.mark.gui
-def test_gui_deidentified_exports_audit_without_identity(qtbot, window, tmp_path, home, identified):
+def test_gui_deidentified_exports_audit_without_identity(qtbot, window, tmp_path, home, identified, open_study,
+                                                         run_attack):
     log = home / "audit.jsonl"
-    with qtbot.waitSignal(window.browser.loading_finished, timeout=30000):
-        window.open_paths([identified])
-    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
-    window.panel.set_attack("fgsm")
-    with qtbot.waitSignal(window.runner.finished, timeout=60000):
-        assert window.run_attack()
+    open_study([identified])
+    run_attack("fgsm")
     for what, export in (("dicom", lambda f: window.export_dicom(f, deidentify=True)),
                          ("report", lambda f: window.export_report(f, formats=("html",), deidentify=True))):
         before = len(_lines(log))
@@ -133,7 +110,8 @@ def test_gui_deidentified_exports_audit_without_identity(qtbot, window, tmp_path
 
 @pytest.mark.gui
 @pytest.mark.timeout(180)
-def test_gui_deidentified_send_to_pacs_audits_without_identity(qtbot, window, tmp_path, home, identified):
+def test_gui_deidentified_send_to_pacs_audits_without_identity(qtbot, window, tmp_path, home, identified, open_study,
+                                                               run_attack):
     """Send to PACS… with De-identify: the instance reaches a real Orthanc de-identified, and
     the pacs-send record (which lists each sent file) names no patient and no source file."""
     from tests.orthanc import OUR_AET, orthanc_server, require_orthanc
@@ -145,12 +123,8 @@ def test_gui_deidentified_send_to_pacs_audits_without_identity(qtbot, window, tm
     log = home / "audit.jsonl"
     with orthanc_server(tmp_path / "orthanc") as orthanc:
         save_settings(PacsSettings(ae_title=OUR_AET, storage_port=orthanc.storage_port))
-        with qtbot.waitSignal(window.browser.loading_finished, timeout=30000):
-            window.open_paths([identified])
-        qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
-        window.panel.set_attack("fgsm")
-        with qtbot.waitSignal(window.runner.finished, timeout=60000):
-            assert window.run_attack()
+        open_study([identified])
+        run_attack("fgsm")
         sender = open_send_dialog(window)
         assert sender.chooser.add_node("orthanc", orthanc.aet, "127.0.0.1", orthanc.dicom_port)
         sender.deidentify_box.setChecked(True)

@@ -14,7 +14,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from p2p_desktop.input_check import WARNING_PREFIX, input_warnings  # noqa: E402
-from tests.gui_helpers import classifier_name, no_thread_leak, settings, ultrasound_file, window  # noqa: E402,F401
 
 DEMO = "demo-squeezenet1_1"
 
@@ -38,7 +37,7 @@ def _phantom_dicom() -> Path:
     return found[0]
 
 
-def test_colour_doppler_frame_is_flagged_for_a_grey_phantom_classifier():
+def test_colour_doppler_frame_is_flagged_for_a_grey_phantom_classifier(ultrasound_file):
     from p2p_desktop.io import load_study
 
     card = _card()
@@ -50,7 +49,7 @@ def test_colour_doppler_frame_is_flagged_for_a_grey_phantom_classifier():
     assert input_warnings(load_study(_phantom_dicom()), card) == []
 
 
-def test_burned_in_text_and_monochrome1_and_cards_that_tell_nothing():
+def test_burned_in_text_and_monochrome1_and_cards_that_tell_nothing(ultrasound_file):
     from p2p_desktop.io import load_study
 
     card = _card()
@@ -65,7 +64,7 @@ def test_burned_in_text_and_monochrome1_and_cards_that_tell_nothing():
     assert input_warnings(load_study(ultrasound_file()), told) == []
 
 
-def test_cli_warns_and_the_report_shows_it(tmp_path, capsys):
+def test_cli_warns_and_the_report_shows_it(tmp_path, capsys, ultrasound_file):
     from p2p_desktop.cli.main import main
 
     _card()
@@ -81,7 +80,7 @@ def test_cli_warns_and_the_report_shows_it(tmp_path, capsys):
 
 
 @pytest.mark.gui
-def test_gui_warns_before_and_after_the_run(qtbot, window):
+def test_gui_warns_before_and_after_the_run(qtbot, window, ultrasound_file):
     _card()
     assert window.panel.set_classifier(DEMO)
     with qtbot.waitSignal(window.browser.loading_finished, timeout=30000):
