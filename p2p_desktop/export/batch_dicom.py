@@ -37,9 +37,9 @@ DICOM_DIR = "dicom"
 
 
 def _safe(name: str) -> str:
-    from p2p_desktop.jobs.evaluate.files import safe_name as _safe_name
+    from p2p_desktop.io.outputs import safe_name
 
-    return _safe_name(name)
+    return safe_name(name)
 
 
 class BatchDicomExport:

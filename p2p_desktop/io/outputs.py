@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Union
@@ -25,7 +26,7 @@ from typing import IO, Any, Callable, Iterable, Union
 from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
-__all__ = ["OutputSet", "check_output_dir", "unique_path", "atomic_write_bytes", "atomic_replace_bytes",
+__all__ = ["OutputSet", "safe_name", "check_output_dir", "unique_path", "atomic_write_bytes", "atomic_replace_bytes",
            "atomic_replace_text", "atomic_replace_json"]
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
@@ -264,3 +265,8 @@ class OutputSet:
                 self.out_dir.rmdir()
             except OSError:
                 pass
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one path component (classifier and attack folders of a batch)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"

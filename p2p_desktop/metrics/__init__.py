@@ -4,7 +4,6 @@
 from p2p_desktop.metrics.similarity import (
     ALEXNET_FILE,
     METRIC_PROTOCOLS,
-    compute_metrics,
     lpips_distance,
     lpips_net,
     lpips_status,
@@ -14,7 +13,7 @@ from p2p_desktop.metrics.similarity import (
     ssim,
     ssim_paper,
 )
-from p2p_desktop.metrics.table import METRICS, Metric, format_value, image_metrics, metric
+from p2p_desktop.metrics.table import METRICS, Metric, compute_metrics, format_value, image_metrics, metric
 
 __all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE", "METRIC_PROTOCOLS",
            "paper_view", "ssim_paper", "paper_metrics", "METRICS", "Metric", "format_value", "image_metrics", "metric"]

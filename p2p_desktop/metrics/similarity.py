@@ -24,7 +24,7 @@ import numpy as np
 
 from p2p_desktop.metrics.arrays import as_hwc
 
-__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE", "METRIC_PROTOCOLS",
+__all__ = ["ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE", "METRIC_PROTOCOLS",
            "paper_view", "ssim_paper", "paper_metrics"]
 
 METRIC_PROTOCOLS = ("paper", "native")
@@ -98,31 +98,6 @@ def lpips_distance(a: np.ndarray, b: np.ndarray) -> float | None:
 
     with torch.no_grad():
         return float(net(prep(a), prep(b)).item())
-
-
-def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict, list[str]]:
-    """Every per-image metric of :data:`~p2p_desktop.metrics.table.METRICS` (SSIM, PSNR (dB), L2, L∞
-    of the perturbation, LPIPS); returns (metrics, notes). A metric whose requirements are missing
-    is ``None`` with a note saying what is missing; an infinite value (PSNR of identical images)
-    is ``None`` with a note."""
-    from p2p_desktop.metrics.table import image_metrics
-
-    o, a = as_hwc(original, np.float64), as_hwc(adversarial, np.float64)
-    notes: list[str] = []
-    m: dict = {}
-    for row in image_metrics():
-        if row.available is not None:
-            ok, note = row.available()
-            if not ok:
-                m[row.key] = None
-                notes.append(note)
-                continue
-        value = row.compute(o, a)
-        if value is not None and math.isinf(value):
-            notes.append(f"{row.label} is infinite (the images are identical); reported as null")
-            value = None
-        m[row.key] = value
-    return m, notes
 
 
 # -- the paper's protocol -------------------------------------------------------------------------

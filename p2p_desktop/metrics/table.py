@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Metric", "METRICS", "image_metrics", "metric", "format_value"]
+__all__ = ["Metric", "METRICS", "image_metrics", "metric", "format_value", "compute_metrics"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,28 @@ def metric(key: str) -> Metric:
         return METRICS[key]
     except KeyError:
         raise KeyError(f"unknown metric {key!r}; known: {', '.join(METRICS)}") from None
+
+
+def compute_metrics(original: np.ndarray, adversarial: np.ndarray) -> tuple[dict, list[str]]:
+    """Every per-image metric of :data:`~p2p_desktop.metrics.table.METRICS` (SSIM, PSNR (dB), L2, L∞
+    of the perturbation, LPIPS); returns (metrics, notes). A metric whose requirements are missing
+    is ``None`` with a note saying what is missing; an infinite value (PSNR of identical images)
+    is ``None`` with a note."""
+    from p2p_desktop.metrics.arrays import as_hwc
+
+    o, a = as_hwc(original, np.float64), as_hwc(adversarial, np.float64)
+    notes: list[str] = []
+    m: dict = {}
+    for row in image_metrics():
+        if row.available is not None:
+            ok, note = row.available()
+            if not ok:
+                m[row.key] = None
+                notes.append(note)
+                continue
+        value = row.compute(o, a)
+        if value is not None and math.isinf(value):
+            notes.append(f"{row.label} is infinite (the images are identical); reported as null")
+            value = None
+        m[row.key] = value
+    return m, notes

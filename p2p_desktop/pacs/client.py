@@ -31,6 +31,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.pacs.errors import PacsError
+from p2p_desktop.pacs.records import UID as _UID
+from p2p_desktop.pacs.records import Instance
+from p2p_desktop.pacs.records import json_value as _json_value
 from p2p_desktop.progress import Progress, ProgressCallback
 from p2p_desktop.pacs.nodes import DEFAULT_AE_TITLE, DEFAULT_STORAGE_PORT, Node, WebNode, check_ae_title
 
@@ -53,7 +56,6 @@ def _reporter(on_progress: ProgressCallback | None) -> Report:
     return report
 LEVELS = ("patient", "study", "series")
 METHODS = ("get", "move")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _DATE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
 
 
@@ -71,16 +73,6 @@ class Timeouts:
         if not seconds > 0:
             raise PacsError(f"timeout must be positive, got {seconds}")
         return cls(seconds, seconds, seconds, seconds)
-
-
-@dataclass
-class Instance:
-    """One transferred instance and how it went (``success``, ``warning`` or ``failed: ...``)."""
-
-    sop_instance_uid: str
-    sop_class_uid: str = ""
-    status: str = "success"
-    path: str | None = None
 
 
 @dataclass
@@ -300,18 +292,6 @@ _KEYS = {
     "series": ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber",
                "SeriesDescription", "NumberOfSeriesRelatedInstances"),
 }
-
-
-def _json_value(value: Any) -> Any:
-    from pydicom.multival import MultiValue
-
-    if value is None or value == "":
-        return None
-    if isinstance(value, MultiValue) or isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, (int, float)):
-        return value
-    return str(value)
 
 
 def find(node: Node | WebNode, *, level: str = "study", patient_id: str | None = None, modality: str | None = None,

@@ -91,7 +91,7 @@ def web_find(node, *, level: str, query, keys: tuple[str, ...], timeouts, cancel
     """QIDO-RS at ``level`` with the C-FIND query's filled keys as filters."""
     from pydicom.dataset import Dataset
 
-    from p2p_desktop.pacs.client import _json_value
+    from p2p_desktop.pacs.records import json_value as _json_value
 
     client = _client(node, timeouts)
     filters = {}
@@ -132,7 +132,8 @@ def web_retrieve(node, study_uid: str, outs, transfer, *, timeouts, report, canc
     ``report(done, total, text)`` after each (see :func:`p2p_desktop.pacs.client._reporter`)."""
     from pydicom import dcmwrite
 
-    from p2p_desktop.pacs.client import _UID, Instance
+    from p2p_desktop.pacs.records import UID as _UID
+    from p2p_desktop.pacs.records import Instance
 
     client = _client(node, timeouts)
     metadata = _call(node, "QIDO-RS", client.search_for_instances, study_instance_uid=study_uid,
@@ -167,7 +168,7 @@ def web_send(node, paths: Iterable, transfer, *, timeouts, report, cancel=None) 
     """STOW-RS each file (one request per file, so progress and cancel work between them)."""
     from pydicom import dcmread
 
-    from p2p_desktop.pacs.client import Instance
+    from p2p_desktop.pacs.records import Instance
 
     client = _client(node, timeouts)
     paths = list(paths)

@@ -4,10 +4,11 @@ and the one way it replaces a file whole (through :func:`p2p_desktop.io.outputs.
 from __future__ import annotations
 
 import os
-import re
+
 from pathlib import Path
 
 from p2p_desktop.errors import OutputError
+from p2p_desktop.io.outputs import safe_name
 
 __all__ = ["PER_IMAGE_FILE", "STATE_FILE", "SUMMARY_FILES", "ADVERSARIAL_DIR", "safe_name", "adversarial_path",
            "replace_file"]
@@ -16,11 +17,6 @@ PER_IMAGE_FILE = "per_image.csv"
 STATE_FILE = "evaluation_state.json"
 SUMMARY_FILES = {"summary-md": "summary.md", "summary-csv": "summary.csv", "summary-json": "summary.json"}
 ADVERSARIAL_DIR = "adversarial"
-
-
-def safe_name(name: str) -> str:
-    """``name`` as one path component (classifier and attack folders)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
 
 def adversarial_path(out_dir: str | Path, classifier: str, attack: str, image: str) -> Path:

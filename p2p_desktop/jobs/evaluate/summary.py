@@ -1,6 +1,6 @@
 """The tables of a batch evaluation: one summary row per classifier × attack, as ``summary.md``,
 ``summary.csv`` and ``summary.json``, plus the validity columns and the transfer matrix
-(:mod:`p2p_desktop.validity`) and the batch report.
+(:mod:`p2p_desktop.jobs.evaluate.validity`) and the batch report.
 
 Metric columns, labels, formats and directions come from the metric table
 (:data:`p2p_desktop.metrics.METRICS`): the paper's metrics (LPIPS, SSIM) and FID first, then the
@@ -18,7 +18,7 @@ from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.jobs.evaluate.log import cell, csv_line
 from p2p_desktop.metrics import METRICS, image_metrics
-from p2p_desktop.validity import VALIDITY_COLUMNS, VALIDITY_HELP
+from p2p_desktop.jobs.evaluate.validity import VALIDITY_COLUMNS, VALIDITY_HELP
 
 __all__ = ["SUMMARY_COLUMNS", "COLUMN_HELP", "PAPER_KEYS", "summarise", "summary_markdown", "summary_csv"]
 
@@ -217,8 +217,8 @@ def summary_csv(summary: Sequence[Mapping[str, Any]]) -> str:
 # -- validity, transfer, the batch report ----------------------------------------------------------------
 def validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_names, cancel: CancelToken,
                           total: int, per_image_path: Path, backbone=None) -> dict[str, Any]:
-    """Valid success (phantom oracle) into ``summary`` and the transfer matrix (:mod:`p2p_desktop.validity`)."""
-    from p2p_desktop import validity
+    """Valid success (phantom oracle) into ``summary`` and the transfer matrix (:mod:`p2p_desktop.jobs.evaluate.validity`)."""
+    from p2p_desktop.jobs.evaluate import validity
     from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
 
     try:
