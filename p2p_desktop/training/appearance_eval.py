@@ -44,7 +44,8 @@ def appearance_conditioning(folder_or_parts, n_images: int = 9, start: int | Non
 
     from p2p_desktop.phantoms import CLASSES, class_prompt, generate_phantom
     from p2p_desktop.training.appearance import appearance_variants
-    from p2p_desktop.training.backbone import EVAL_SEED_START, _tokens, to_grey, to_model_space
+    from p2p_desktop.training.backbone.data import EVAL_SEED_START, to_grey, to_model_space
+    from p2p_desktop.training.backbone.model import _tokens
 
     start = EVAL_SEED_START if start is None else start
     if isinstance(folder_or_parts, dict):
