@@ -877,7 +877,7 @@ def evaluate(
             "attacks": ", ".join(procedures[a]["label"] for a in attack_names), "classifiers": ", ".join(names),
             "backbone": (config["backbone"] or {}).get("name"), "fingerprint": fingerprint},
             extra_tables=[honest["transfer_table"]])
-    from p2p_desktop.export.run_outputs import audit_evaluation  # every run is audited (CLI and GUI)
+    from p2p_desktop.jobs.audit import audit_evaluation  # every run is audited (CLI and GUI)
 
     audit_evaluation(root, out, config, fingerprint, outputs, attacked=attacked, resumed=resumed)
     notify(total, total, "done", 0.0)

@@ -329,7 +329,7 @@ def _audit_cancelled(args: dict, reason: str) -> None:
     """Record a cancelled Batch evaluation in the audit log (a failing append is only logged)."""
     import logging
 
-    from p2p_desktop.export.run_outputs import audit_unfinished_evaluation
+    from p2p_desktop.jobs.audit import audit_unfinished_evaluation
 
     try:
         audit_unfinished_evaluation(args.get("dataset_dir"), args.get("out_dir"), list(args.get("attacks") or ()),
