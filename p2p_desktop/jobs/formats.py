@@ -77,6 +77,12 @@ def _write_dicom(result, study, outs, value, ctx: WriteContext) -> None:
     export_dicom(result, study, outs, deidentify=ctx.deidentify)
 
 
+def _write_tiff(result, study, outs, value, ctx: WriteContext) -> None:
+    from p2p_desktop.export.tiff import write_tiff
+
+    write_tiff(result, study, outs)
+
+
 def _write_reports(result, study, outs, value, ctx: WriteContext) -> None:
     from p2p_desktop.export.report import REPORT_FORMATS, write_reports
 
@@ -105,6 +111,9 @@ FORMATS: dict[str, ExportFormat] = {f.key: f for f in (
                  deidentify_question="De-identify the exported file (DICOM PS3.15 basic profile)?\n\n"
                                      "Ultrasound images often carry burned-in patient text, which de-identification "
                                      "cannot remove from the pixels."),
+    ExportFormat("tiff", "TIFF", ".tif", _write_tiff, cli_flag="--export-tiff",
+                 cli_help="also write the adversarial image as a 16-bit TIFF (grey or RGB)",
+                 action_text="Export TIFF…", icon="SP_FileIcon", action_tip="Save the adversarial image as a 16-bit TIFF"),
     ExportFormat("report", "Report", ".html", _write_reports, asks_deidentify=True, whole_record=True,
                  cli_flag="--report", cli_metavar="FORMATS", parse=_parse_reports,
                  cli_help="audit report formats, comma-separated: html, pdf (e.g. --report html,pdf)",
