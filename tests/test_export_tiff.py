@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 import tifffile  # noqa: E402
 
 from tests.gui_helpers import classifier_name, no_thread_leak, settings, ultrasound_file, window  # noqa: E402,F401
+from tests.test_gui_runs import _open, _run  # noqa: E402
 from tests.test_provenance import cli, model_card  # noqa: E402,F401
 
 
@@ -80,14 +81,9 @@ def test_gui_has_the_action_and_exports_the_tiff(qtbot, window, tmp_path, audit_
     file_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&File")
     assert action in file_menu.actions() and action in window.results.toolbar.actions()
     assert not action.isEnabled()  # no run shown yet
-    with qtbot.waitSignal(window.browser.loading_finished, timeout=20000):
-        window.open_paths([ultrasound_file()])
-    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
-    window.panel.set_attack("fgsm")
-    with qtbot.waitSignal(window.runner.finished, timeout=60000):
-        assert window.run_attack()
+    _open(qtbot, window, [ultrasound_file()])
+    entry = _run(qtbot, window, "fgsm")
     assert action.isEnabled()
-    entry = window.current_entry()
     with qtbot.waitSignal(window.export_runner.finished, timeout=30000):
         assert window.export("tiff", str(tmp_path / "out"))
     assert window.errors == [], window.errors

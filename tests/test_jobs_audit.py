@@ -15,6 +15,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 from tests.gui_helpers import classifier_name, no_thread_leak, settings, ultrasound_file, window  # noqa: E402,F401
+from tests.test_gui_runs import _open, _run  # noqa: E402
 from tests.test_provenance import cli  # noqa: E402
 
 
@@ -41,12 +42,8 @@ def test_cli_run_gui_run_and_gui_export_records_have_the_same_fields(qtbot, wind
     capsys.readouterr()
     cli_rec = _records(audit_log)[-1]
     # the GUI: a run (audited), then a DICOM export of it
-    with qtbot.waitSignal(window.browser.loading_finished, timeout=20000):
-        window.open_paths([source])
-    qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
-    window.panel.set_attack("fgsm")
-    with qtbot.waitSignal(window.runner.finished, timeout=60000):
-        assert window.run_attack()
+    _open(qtbot, window, [source])
+    _run(qtbot, window, "fgsm")
     run_rec = _records(audit_log)[-1]
     with qtbot.waitSignal(window.export_runner.finished, timeout=60000):
         assert window.export_dicom(str(tmp_path / "gui"), deidentify=False)
