@@ -96,7 +96,8 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
 
     ``label`` is the true label the user gave (``--label``), None when the class folder or the
     clean prediction supplied it (``input.true_label_source`` says which; ``input.true_label`` is
-    always the label the run used); ``options`` the export options (``export_dicom``, ``deidentify``, ``report``).
+    always the label the run used); ``options`` the export options (``deidentify`` and one
+    entry per CLI row of the export-format table: ``export_dicom``, ``export_tiff``, ``report``).
     """
     path = Path(study.path)
     created = created or _dt.datetime.now(_dt.timezone.utc).astimezone()

@@ -115,7 +115,8 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
         result, study, out_dir, input_path=input_path, input_sha256=info.get("sha256") or "", audit=audit,
         command="rerun", exports=exports, deidentify=bool(options.get("deidentify")),
         classifier_spec={k: v for k, v in clf_spec.items() if k not in ("weights_sha256", "identity")},
-        backbone_spec={k: v for k, v in bb_spec.items() if k not in ("weights_sha256", "identity")} if bb_spec else None,
+        backbone_spec={k: v for k, v in bb_spec.items() if k not in ("weights_sha256", "identity")}
+        if bb_spec else None,
         label=info.get("true_label"), cancel=cancel, audit_extra=reproduction)
     summary.update(outcome)
     if not outcome["reproduced"]:
