@@ -47,7 +47,7 @@ from p2p_desktop.jsonsafe import finite_json
 
 __all__ = ["GENESIS", "AuditLog", "ChainReport", "default_log_path", "default_key_path", "canonical_json",
            "record_hash", "record_mac", "key_id", "load_key", "append_event", "verify_log", "repair_log",
-           "chain_head", "outputs_summary", "audit_export", "keyed_digest", "source_digest", "VERIFY_PROOF"]
+           "chain_head", "outputs_summary", "keyed_digest", "source_digest", "VERIFY_PROOF"]
 
 GENESIS = "0" * 64
 ENV_VAR = "P2P_DESKTOP_AUDIT_LOG"
@@ -455,42 +455,3 @@ def source_digest(source_sha256: str, key_path: str | os.PathLike | None = None)
 def append_event(event: str, data: dict[str, Any], log: str | os.PathLike | None = None) -> dict[str, Any]:
     """Append one record to ``log`` (default :func:`default_log_path`)."""
     return AuditLog(log).append(event, data)
-
-
-def audit_export(what: str, result: Any, study: Any, outputs: Iterable[dict[str, str]], *,
-                 deidentified: bool = False, log: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Append an ``export`` record for files written from an existing run (the GUI's export
-    actions): what was exported, from which input and run, and every file with its SHA-256.
-    De-identified exports name no input: ``input`` and ``input_sha256`` are null and
-    ``input_keyed_digest`` is :func:`source_digest` of the source's SHA-256.
-
-    Call it inside the ``OutputSet`` block, after the last write, so a failed append rolls
-    the export back::
-
-        with OutputSet(folder, [study.path]) as outs:
-            export_dicom(result, study, outs, deidentify=True)
-            audit_export("dicom", result, study, outs.records, deidentified=True)
-    """
-    from p2p_desktop.hashing import sha256_file
-
-    path = Path(study.path)
-    clf = getattr(result, "classifier", None) or {}
-    digest = sha256_file(path) if path.is_file() else None
-    data = {
-        "what": what,
-        # de-identified: neither the input's path nor its SHA-256 (which would link the pseudonymous
-        # outputs to the source); a keyed digest only a holder of the audit key and the source can match
-        "input": None if deidentified else str(path),
-        "input_sha256": None if deidentified else digest,
-        "frame": int(getattr(study, "frame_index", 0)),
-        "attack": getattr(result, "attack", None),
-        "config": getattr(result, "config", None),
-        "classifier": {"name": clf.get("name"), "sha256": clf.get("sha256")},
-        "seed": getattr(result, "seed", None),
-        "device": getattr(result, "device", None),
-        "deidentified": bool(deidentified),
-        "outputs": outputs_summary(outputs),
-    }
-    if deidentified:
-        data["input_keyed_digest"] = source_digest(digest) if digest else None
-    return AuditLog(log).append("export", data)

@@ -361,7 +361,7 @@ class _CancelAfter:
 
 
 def test_cancel_in_the_middle_of_a_real_runs_outputs_rolls_everything_back(tmp_path, study_dir, unchanged):
-    from p2p_desktop.export.run_outputs import write_run_outputs
+    from p2p_desktop.jobs.attack import write_run_outputs
     from tests.test_export_dicom import attack_result, load
 
     study = load(study_dir / "us.dcm")
@@ -375,7 +375,8 @@ def test_cancel_in_the_middle_of_a_real_runs_outputs_rolls_everything_back(tmp_p
             with OutputSet(out, [study_dir / "us.dcm"], cancel=cancel) as outs:
                 ref.append(outs)
                 try:
-                    write_run_outputs(result, study, outs, input_sha256="x", export_dicom=True, reports=("html",))
+                    write_run_outputs(result, study, outs, input_sha256="x",
+                                      exports={"dicom": True, "report": ("html",)})
                 finally:
                     seen = sorted(p.name for p in out.iterdir())
     assert len(seen) == 3, seen  # the cancel really came while outputs existed

@@ -207,7 +207,7 @@ def test_the_record_file_is_indented_json_ending_in_a_newline(cine_result, tmp_p
 def test_rerun_loads_a_bare_weights_file_with_the_recorded_arch_classes_and_size(tmp_path):
     import torch
 
-    from p2p_desktop.cli.cmd_rerun import _load_classifier
+    from p2p_desktop.jobs.rerun import load_recorded_classifier as _load_classifier
     from p2p_desktop.models.classifier import build_architecture
 
     torch.manual_seed(0)

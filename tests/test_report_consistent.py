@@ -26,7 +26,7 @@ def written(tmp_path_factory, ):
     carry a P2P-style internal candidate and learned-prompt words."""
     from pydicom.data import get_testdata_file
 
-    from p2p_desktop.export.run_outputs import write_run_outputs
+    from p2p_desktop.jobs.attack import write_run_outputs
     from p2p_desktop.hashing import sha256_file
     from p2p_desktop.io.outputs import OutputSet
 
@@ -40,7 +40,8 @@ def written(tmp_path_factory, ):
     result.info.update({"success": not result.success, "predicted": result.classes[-1], "probs": candidate,
                         "nearest_words": P2P_LIKE_WORDS})
     with OutputSet(base / "out", [source]) as outs:
-        summary = write_run_outputs(result, study, outs, input_sha256=sha256_file(source), reports=("html", "pdf"))
+        summary = write_run_outputs(result, study, outs, input_sha256=sha256_file(source),
+                                    exports={"report": ("html", "pdf")})
     files = {r["kind"]: r["path"] for r in outs.records}
     return {"result": result, "summary": summary, "files": files, "candidate": candidate}
 

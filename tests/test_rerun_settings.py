@@ -53,7 +53,7 @@ def test_rerun_uses_the_recorded_seed_frame_settings_label_and_exports(cine, mod
     assert config == first["config"]
     assert (config["seed"], config["eps"], config["steps"], config["alpha"], config["early_stop"],
             config["target"]) == (7, 0.02, 3, 0.004, True, "malignant")
-    assert record["options"] == {"export_dicom": True, "deidentify": False, "report": []}
+    assert record["options"] == {"export_dicom": True, "export_tiff": False, "deidentify": False, "report": []}
 
     assert cli("rerun", _provenance(first), "--out", tmp_path / "b", "--json") == 0
     second = json.loads(capsys.readouterr().out)

@@ -30,6 +30,7 @@ from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEv
 from p2p_desktop.attacks.procedure import describe
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import InputError, ModelError, OutOfMemory
+from p2p_desktop.jsonsafe import jsonable
 from p2p_desktop.io.study import Study
 from p2p_desktop.metrics import compute_metrics
 from p2p_desktop.models.classifier import Classifier, to_numpy, to_tensor
@@ -93,23 +94,12 @@ class AttackResult:
             "timing": {"seconds": round(self.seconds, 4), "iterations": self.iterations},
             "seed": self.seed,
             "device": self.device,
-            "info": _jsonable(self.info),
+            "info": jsonable(self.info),
             "notes": list(self.notes),
             "frame": self.frame,
             "versions": self.versions,
         }
 
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return obj.tolist()
-    return obj
 
 
 def software_versions() -> dict[str, str]:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
 from p2p_desktop.attacks.factory import build_attack, parse_params
-from p2p_desktop.export.run_outputs import audit_record, write_run_outputs
 from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, apply_dtype, emit_json, progress_bar, seed_arg, split_list
 from p2p_desktop.cli.cmd_pacs import add_send_arg, send_outputs
 
@@ -40,15 +39,18 @@ def add_parser(sub) -> None:
 
 
 def add_export_args(p) -> None:
-    """``--export-dicom``, ``--report``, ``--deidentify``, ``--audit-log`` (shared with ``rerun``)."""
-    p.add_argument("--export-dicom", action="store_true",
-                   help="also write the adversarial image as a DICOM derived from the source "
-                        "(Secondary Capture for plain images)")
-    p.add_argument("--report", metavar="FORMATS",
-                   help="audit report formats, comma-separated: html, pdf (e.g. --report html,pdf)")
+    """The export-format table's options (``--export-dicom``, ``--report``, …), then ``--deidentify``,
+    ``--audit-log`` and ``--pseudonym-map`` (shared with ``rerun``)."""
+    from p2p_desktop.jobs.formats import cli_formats, deidentifiable
+
+    for fmt in cli_formats():
+        if fmt.cli_metavar:
+            p.add_argument(fmt.cli_flag, metavar=fmt.cli_metavar, help=fmt.cli_help)
+        else:
+            p.add_argument(fmt.cli_flag, action="store_true", help=fmt.cli_help)
     p.add_argument("--deidentify", action="store_true",
-                   help="de-identify the DICOM export (PS3.15 Annex E basic profile) and leave identifying "
-                        "attributes out of the report")
+                   help=f"de-identify the exports ({_and([f.cli_flag for f in deidentifiable()])}): PS3.15 Annex E "
+                        "basic profile, no identifying attributes, files named by a random pseudonym")
     p.add_argument("--audit-log", metavar="FILE",
                    help="audit log to append to (default: $P2P_DESKTOP_AUDIT_LOG or the user data folder)")
     p.add_argument("--pseudonym-map", metavar="FILE",
@@ -56,21 +58,33 @@ def add_export_args(p) -> None:
                         "local file (JSON lines); without it, nothing links them")
 
 
-def check_export_args(args) -> tuple[str, ...]:
-    """Validate the export options before any work; returns the report formats."""
-    from p2p_desktop.errors import InputError
-    from p2p_desktop.export.report import parse_formats
+def _and(words: list[str]) -> str:
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 2 else words)
 
-    formats = parse_formats(args.report) if args.report is not None else ()
-    if args.deidentify and not (args.export_dicom or formats):
-        raise InputError("--deidentify applies to --export-dicom and --report; give at least one of them")
+
+def check_export_args(args) -> dict:
+    """Validate the export options before any work; returns the chosen formats as
+    ``{key: value}`` (value True, or the parsed value of an option that takes one)."""
+    from p2p_desktop.errors import InputError
+    from p2p_desktop.jobs.formats import cli_formats, deidentifiable
+
+    exports = {}
+    for fmt in cli_formats():
+        given = getattr(args, fmt.option, None)
+        if fmt.cli_metavar and given is not None:
+            exports[fmt.key] = fmt.parse(given) if fmt.parse else given
+        elif given:
+            exports[fmt.key] = True
+    if args.deidentify and not any(exports.get(f.key) for f in deidentifiable()):
+        raise InputError(f"--deidentify applies to {_and([f.cli_flag for f in deidentifiable()])}; "
+                         "give at least one of them")
     if getattr(args, "pseudonym_map", None):
         if not args.deidentify:
             raise InputError("--pseudonym-map needs --deidentify")
-        from p2p_desktop.export.run_outputs import check_pseudonym_map
+        from p2p_desktop.jobs.pseudonyms import check_pseudonym_map
 
         check_pseudonym_map(args.pseudonym_map)
-    return formats
+    return exports
 
 
 def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
@@ -104,20 +118,20 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
 
 def run(args) -> int:
     from p2p_desktop.attacks.registry import spec
-    from p2p_desktop.attacks.runner import run_attack
-    from p2p_desktop.audit import AuditLog, source_digest
+    from p2p_desktop.audit import AuditLog
     from p2p_desktop.cancel import CancelToken
     from p2p_desktop.device import resolve_device
     from p2p_desktop.export.provenance import model_spec
     from p2p_desktop.hashing import sha256_file
     from p2p_desktop.io import load_study
     from p2p_desktop.io.encode import encode_png  # noqa: F401 - keeps the import error early
-    from p2p_desktop.io.outputs import OutputSet, check_output_dir
+    from p2p_desktop.io.outputs import check_output_dir
+    from p2p_desktop.jobs import attack as job
 
     # 1. validate everything before any work
     spec(args.attack)
     check_output_dir(args.out, [args.input])
-    reports = check_export_args(args)
+    exports = check_export_args(args)
     from p2p_desktop.export.batch_dicom import check_send
 
     send_node = check_send(args)  # resolved and C-ECHOed: an unreachable node stops here, nothing written
@@ -139,9 +153,9 @@ def run(args) -> int:
     audit.check()
     if args.deidentify:
         # output names carry neither the source's file name nor anything derived from its bytes
-        from p2p_desktop.export.run_outputs import pseudonym
+        from p2p_desktop.export.deidentify import deidentified_study
 
-        study.output_name = pseudonym()
+        study = deidentified_study(study)
 
     # 2. the attack, with a progress bar on stderr
     cancel = CancelToken()
@@ -152,29 +166,18 @@ def run(args) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{ev.loss:.3f}", refresh=False)
 
-        result = run_attack(study, classifier, attack, backbone=backbone, on_step=on_step, cancel=cancel,
-                            true_label=args.label)
+        result = job.run(study, classifier, attack, backbone=backbone, on_step=on_step, cancel=cancel,
+                         true_label=args.label)
 
     # 3. outputs (all or nothing), then the audit record (a failed append rolls the outputs back)
     notes_before = list(result.notes)
     clf_spec = model_spec(args.classifier, arch=args.arch, classes=split_list(args.classes) or None,
                           input_size=args.input_size)
     bb_spec = model_spec(args.backbone or "demo", config_dir=args.backbone_config) if backbone is not None else None
-    input_sha256 = sha256_file(args.input)
-    # de-identified: the audit record names no input; a keyed digest replaces its SHA-256
-    keyed = {"input_keyed_digest": source_digest(input_sha256)} if args.deidentify else {}
-    with OutputSet(args.out, [args.input], cancel=cancel) as outs:
-        summary = write_run_outputs(result, study, outs, input_sha256=input_sha256,
-                                    export_dicom=args.export_dicom, deidentify=args.deidentify, reports=reports,
-                                    classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label,
-                                    audit_log=audit.path)
-        entry = audit.append("attack", audit_record(summary, "attack", outs.records,
-                                                        deidentified=bool(args.deidentify), **keyed))
-        if args.deidentify and args.pseudonym_map:  # only when asked: the one link to the source
-            from p2p_desktop.export.run_outputs import record_pseudonym
-
-            record_pseudonym(args.pseudonym_map, study.output_name, study, input_sha256)
-    summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
+    summary = job.save_run(result, study, args.out, input_path=args.input, input_sha256=sha256_file(args.input),
+                           audit=audit, command="attack", exports=exports, deidentify=bool(args.deidentify),
+                           classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label, cancel=cancel,
+                           pseudonym_map=args.pseudonym_map if args.deidentify else None)
     from p2p_desktop.input_check import WARNING_PREFIX
 
     if send_node is not None:

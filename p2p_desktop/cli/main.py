@@ -9,8 +9,6 @@ Exit codes: 0 ran, 1 internal error (log file named), 2 bad input (one line), 3 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import re
 import sys
@@ -18,11 +16,15 @@ import traceback
 from pathlib import Path
 
 from p2p_desktop import __version__
+from p2p_desktop.cli import (cmd_attack, cmd_audit, cmd_classify, cmd_evaluate, cmd_models, cmd_pacs, cmd_phantoms,
+                             cmd_plugins, cmd_rerun)
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 # Order = order in --help.
-COMMAND_MODULES = ("classify", "attack", "evaluate", "phantoms", "models", "plugins", "audit", "rerun", "pacs")
+COMMANDS = (cmd_classify, cmd_attack, cmd_evaluate, cmd_phantoms, cmd_models, cmd_plugins, cmd_audit, cmd_rerun,
+            cmd_pacs)
+COMMAND_MODULES = tuple(m.__name__.rsplit(".cmd_", 1)[1] for m in COMMANDS)
 
 # Offline by construction: nothing in this program talks to a model hub.
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("TRANSFORMERS_OFFLINE", "1"),
@@ -49,11 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--screenshot", metavar="FILE", help="with --smoke-test: save a window screenshot")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug output to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        module_name = f"p2p_desktop.cli.cmd_{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        importlib.import_module(module_name).add_parser(sub)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
 
 

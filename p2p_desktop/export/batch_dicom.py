@@ -79,7 +79,7 @@ class BatchDicomExport:
         if target.is_file():
             return  # written before an interruption: complete (linked into place whole), not written twice
         if self.deidentify:
-            from p2p_desktop.export.run_outputs import deidentified_study
+            from p2p_desktop.export.deidentify import deidentified_study
 
             study = deidentified_study(study, target.stem)
         notes_before = len(result.notes)

@@ -39,7 +39,7 @@ from typing import Any
 
 __all__ = ["TABLE", "TABLE_FILE", "SUPPLEMENT", "load_table", "BASIC_PROFILE", "IOD_TYPE2", "DEID_METHOD",
            "UIDMap", "DeidReport", "apply_basic_profile",
-           "burned_in_warning", "action_for"]
+           "burned_in_warning", "action_for", "pseudonym", "deidentified_study"]
 
 DEID_METHOD = "DICOM PS3.15 E.1 Basic Profile (p2p-desktop)"  # LO, at most 64 characters
 
@@ -261,3 +261,19 @@ def burned_in_warning(ds: Any) -> str | None:
     return (f"de-identification: BurnedInAnnotation is {state}; ultrasound images often carry "
             "burned-in patient text and the pixel data was NOT cleaned — inspect the image before "
             "sharing it")
+
+
+# -- names of de-identified outputs ---------------------------------------------------------------
+def pseudonym() -> str:
+    """A fresh random name stem for de-identified outputs (not derived from the source)."""
+    import secrets
+
+    return f"deid-{secrets.token_hex(8)}"
+
+
+def deidentified_study(study, name: str | None = None):
+    """The study with a pseudonymous output name (a new random one unless ``name`` is given):
+    the one way de-identified outputs are named (CLI, GUI, batch DICOMs); the study is not changed."""
+    import dataclasses
+
+    return dataclasses.replace(study, output_name=name or pseudonym())

@@ -24,6 +24,7 @@ from typing import Any
 
 from p2p_desktop.errors import InputError, ModelError
 from p2p_desktop.hashing import sha256_file
+from p2p_desktop.jsonsafe import jsonable
 
 __all__ = ["FORMAT", "VERSION", "model_spec", "provenance_record", "write_provenance", "load_provenance",
            "verify_input", "verify_model_hash", "provenance_name"]
@@ -95,10 +96,9 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
 
     ``label`` is the true label the user gave (``--label``), None when the class folder or the
     clean prediction supplied it (``input.true_label_source`` says which; ``input.true_label`` is
-    always the label the run used); ``options`` the export options (``export_dicom``, ``deidentify``, ``report``).
+    always the label the run used); ``options`` the export options (``deidentify`` and one
+    entry per CLI row of the export-format table: ``export_dicom``, ``export_tiff``, ``report``).
     """
-    from p2p_desktop.attacks.runner import _jsonable
-
     path = Path(study.path)
     created = created or _dt.datetime.now(_dt.timezone.utc).astimezone()
     clf_identity = dict(result.classifier or {})
@@ -121,19 +121,19 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
             "true_label": result.true_label if result.true_label is not None else label,
             "true_label_source": _label_source(result, study, label),
         },
-        "attack": {"name": result.attack, "config": _jsonable(result.config),
-                   "procedure": _jsonable(getattr(result, "procedure", None) or {}),
+        "attack": {"name": result.attack, "config": jsonable(result.config),
+                   "procedure": jsonable(getattr(result, "procedure", None) or {}),
                    **_plugin_identity(result.attack, "attack")},
         "classifier": {
             **(classifier_spec or {"spec": clf_identity.get("name")}),
             "weights_sha256": _weights_sha(clf_identity),
-            "identity": _jsonable(clf_identity),
+            "identity": jsonable(clf_identity),
             **_plugin_identity(clf_identity.get("name"), "classifier"),
         },
         "backbone": None if bb_identity is None and backbone_spec is None else {
             **(backbone_spec or {"spec": (bb_identity or {}).get("path")}),
             "weights_sha256": (bb_identity or {}).get("sha256"),
-            "identity": _jsonable(bb_identity),
+            "identity": jsonable(bb_identity),
         },
         "device": result.device,
         "seed": int(result.seed),

@@ -1,5 +1,7 @@
-"""The main window: study browser, viewer, attack panel, live run monitor, results, history,
-comparison, batch evaluation, exports and the log.
+"""The main window: it assembles the study browser, viewer, attack panel, live run monitor,
+results, history, comparison, batch evaluation and the log. Its menus and tool bars are
+built by :mod:`p2p_desktop.gui.actions`, its exports run through :mod:`p2p_desktop.gui.exports`
+(the export job, one action per row of the export-format table).
 
 Runs go through :class:`~p2p_desktop.gui.worker.JobRunner` with
 :func:`~p2p_desktop.gui.worker.attack_job` — the Run button and ``--smoke-test`` use the same
@@ -13,7 +15,6 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -21,16 +22,17 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
-    QStyle,
     QTabWidget,
     QWidget,
 )
 
 from p2p_desktop.errors import InputError
+from p2p_desktop.gui.actions import build_actions
 from p2p_desktop.gui.attack_panel import AttackPanel
 from p2p_desktop.gui.batch import BatchView
 from p2p_desktop.gui.browser import StudyBrowser
 from p2p_desktop.gui.compare import CompareView
+from p2p_desktop.gui.exports import Exports
 from p2p_desktop.gui.history import HistoryPanel, RunEntry
 from p2p_desktop.gui.monitor import RunMonitor
 from p2p_desktop.gui.results import ResultsView
@@ -38,13 +40,12 @@ from p2p_desktop.gui.settings import AppSettings
 from p2p_desktop.gui.viewer import ViewerPanel
 from p2p_desktop.gui.worker import AttackRequest, JobRunner, ModelCache, attack_job
 
-__all__ = ["MainWindow", "fitted_geometry", "demo_sample_paths", "fallback_sample", "export_function", "LogPanel"]
+__all__ = ["MainWindow", "fitted_geometry", "demo_sample_paths", "fallback_sample", "LogPanel"]
 
 log = logging.getLogger("p2p_desktop.gui")
 
 #: Qt adds the application display name ("P2P Desktop") to the title bar itself.
 TITLE = "Adversarial robustness of breast-ultrasound classifiers"
-_EXPORT_NAMES = {"png": "PNG", "dicom": "DICOM", "report": "Report"}
 
 
 def demo_sample_paths() -> list[Path]:
@@ -72,24 +73,6 @@ def fallback_sample() -> Path | None:
     except Exception:  # noqa: BLE001 - optional convenience only
         return None
     return Path(path) if path else None
-
-
-def export_function(module: str, *names: str):
-    """``p2p_desktop.export.<module>.<name>`` when this build has it, else None."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"p2p_desktop.export.{module}")
-    except ImportError:
-        return None
-    return next((getattr(mod, n) for n in names if callable(getattr(mod, n, None))), None)
-
-
-def _anonymous(study, name: str | None = None):
-    """The study with a random pseudonymous output name (not derived from its file or bytes)."""
-    from p2p_desktop.export.run_outputs import deidentified_study
-
-    return deidentified_study(study, name)
 
 
 #: The first window's size when the screen has room for it.
@@ -175,7 +158,6 @@ class MainWindow(QMainWindow):
         self.ask_before_close = True
         self._close_pending = False
         self._closed = False
-        self._pseudonyms: dict = {}  # run number -> pseudonym of its de-identified exports
         self._opening: list[Path] = []  # paths being opened (Recent gets those that gave a study)
         self.last_open_message = ""
         self.last_open_dialog: QMessageBox | None = None
@@ -224,13 +206,9 @@ class MainWindow(QMainWindow):
         self.runner.failed.connect(self._on_run_failed)
         self.runner.cancelled.connect(self._on_run_cancelled)
         self.runner.finished.connect(self._on_run_finished)
-        self.export_runner = JobRunner(self)
-        self.export_runner.succeeded.connect(self._on_export_done)
-        self.export_runner.failed.connect(
-            lambda msg, details: self.show_error(f"{self._export_label()} export failed", msg, details))
-        self.export_runner.finished.connect(self._on_export_finished)
-        self._export_what = ""
-        self.last_export: list[str] = []
+        self.exports = Exports(self)  # one action per row of the export-format table (gui/exports.py)
+        self.export_runner = self.exports.runner
+        self.export_runner.finished.connect(self._update_actions)
 
         # -- connections
         self.browser.study_selected.connect(self._on_study_selected)
@@ -247,7 +225,7 @@ class MainWindow(QMainWindow):
         self.batch.running_changed.connect(self._on_batch_running)
         self.batch.error.connect(lambda msg, details: self.show_error("Batch evaluation failed", msg, details))
 
-        self._build_actions()
+        build_actions(self)  # menus and tool bars (gui/actions.py)
         from p2p_desktop.gui.pacs_dialog import install_pacs_actions
 
         install_pacs_actions(self)  # "Send to PACS…" beside Export DICOM, Tools > PACS…
@@ -266,71 +244,6 @@ class MainWindow(QMainWindow):
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(area, dock)
         return dock
-
-    def _action(self, text: str, slot, shortcut=None, icon=None, tip: str = "") -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        if icon is not None:
-            action.setIcon(self.style().standardIcon(icon))
-        action.setToolTip(tip or text)
-        action.setStatusTip(tip or text)
-        action.triggered.connect(lambda _checked=False: slot())
-        return action
-
-    def _build_actions(self) -> None:
-        sp = QStyle.StandardPixmap
-        self.open_files_action = self._action("Open files…", self.open_files_dialog, QKeySequence.StandardKey.Open,
-                                              sp.SP_DialogOpenButton, "Open DICOM or image files")
-        self.open_folder_action = self._action("Open folder…", self.open_folder_dialog, "Ctrl+Shift+O",
-                                               sp.SP_DirOpenIcon, "Open a folder or a dataset (one folder per class)")
-        self.demo_action = self._action("Load demo sample", self.load_demo, None, sp.SP_FileDialogStart,
-                                        "Open the bundled demo studies")
-        self.run_action = self._action("Run", self.run_attack, "Ctrl+R", sp.SP_MediaPlay,
-                                       "Run the attack on the selected study")
-        self.cancel_action = self._action("Cancel", self.cancel_run, "Esc", sp.SP_MediaStop,
-                                          "Stop the running job within one iteration")
-        self.export_png_action = self._action("Export PNG…", self.export_png, "Ctrl+E", sp.SP_DialogSaveButton,
-                                              "Save the adversarial image (PNG) and the perturbation (.npy)")
-        self.export_dicom_action = self._action("Export DICOM…", self.export_dicom, None, sp.SP_DriveHDIcon,
-                                                "Save the adversarial image as a derived DICOM")
-        self.export_report_action = self._action("Export report…", self.export_report, None,
-                                                 sp.SP_FileDialogDetailedView, "Save an HTML/PDF report of the run")
-        self.quit_action = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
-
-        file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(self.open_files_action)
-        file_menu.addAction(self.open_folder_action)
-        self.recent_menu = file_menu.addMenu("Open recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        file_menu.addAction(self.demo_action)
-        file_menu.addSeparator()
-        for a in (self.export_png_action, self.export_dicom_action, self.export_report_action):
-            file_menu.addAction(a)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        run_menu = self.menuBar().addMenu("&Run")
-        run_menu.addAction(self.run_action)
-        run_menu.addAction(self.cancel_action)
-        view_menu = self.menuBar().addMenu("&View")
-        for dock in (self.browser_dock, self.attack_dock, self.monitor_dock, self.history_dock, self.log_dock):
-            view_menu.addAction(dock.toggleViewAction())
-        tools_menu = self.menuBar().addMenu("&Tools")
-        tools_menu.addAction(self._action("Plugins…", self.show_plugins, None, None,
-                                          "Plugins (attacks, classifiers): path, SHA-256, enable/disable"))
-        help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction(self._action("Models…", self.show_models, None, None,
-                                         "Registered models and their status"))
-        help_menu.addAction(self._action("About", self.show_about))
-
-        bar = self.addToolBar("Main")
-        bar.setObjectName("toolbar-main")
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for a in (self.open_files_action, self.open_folder_action, None, self.run_action, self.cancel_action, None,
-                  self.export_png_action, self.export_dicom_action, self.export_report_action):
-            bar.addSeparator() if a is None else bar.addAction(a)
-        for a in (self.export_png_action, self.export_dicom_action, self.export_report_action):
-            self.results.toolbar.addAction(a)
 
     def _restore_layout(self) -> None:
         geometry, state = self.settings.window_state()
@@ -600,9 +513,6 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.run_finished.emit()
 
-    def _on_export_finished(self) -> None:
-        self._update_actions()
-
     def _on_batch_running(self, running: bool) -> None:
         self.panel.set_running(running)
         self._update_actions()
@@ -624,155 +534,34 @@ class MainWindow(QMainWindow):
         busy = self.is_busy()
         self.run_action.setEnabled(not busy and self.current_study is not None and self.panel._valid)
         self.cancel_action.setEnabled(busy)
-        can_export = self.results.entry is not None and not self.export_runner.is_running()
-        self.export_png_action.setEnabled(can_export)
-        for action, fn, what in ((self.export_dicom_action, self._dicom_exporter(), "DICOM export"),
-                                 (self.export_report_action, self._report_writer(), "Report export")):
-            if fn is None:
-                action.setEnabled(False)
-                action.setToolTip(f"{what} is not available in this build (its exporter module is missing)")
-            else:
-                action.setEnabled(can_export)
-                action.setToolTip(action.statusTip())
+        self.exports.update_actions(self.export_actions, self.results.entry is not None)
 
-    @staticmethod
-    def _dicom_exporter():
-        return export_function("dicom", "export_dicom")
-
-    @staticmethod
-    def _report_writer():
-        return export_function("report", "write_reports")
-
-    def _export_folder(self, title: str) -> str | None:
-        folder = QFileDialog.getExistingDirectory(self, title, self.settings.export_folder)
-        if folder:
-            self.settings.export_folder = folder
-        return folder or None
+    # -- exports (gui/exports.py: the export job on a worker, one action per export format) ------------------
+    def export(self, key: str, folder: str | None = None, *, value=None, deidentify: bool | None = None) -> bool:
+        """Export the shown run as format ``key`` of the export-format table (see :class:`Exports`)."""
+        return self.exports.export(key, folder, value=value, deidentify=deidentify)
 
     def export_png(self, folder: str | None = None) -> bool:
         """Write the shown run's adversarial PNG and signed perturbation (.npy) to ``folder``."""
-        from p2p_desktop.export.images import write_image_outputs
-
-        return self._start_export("png", folder, lambda result, study, outs: write_image_outputs(result, study, outs))
+        return self.export("png", folder)
 
     def export_dicom(self, folder: str | None = None, deidentify: bool | None = None) -> bool:
         """Write the adversarial image as a derived DICOM (optionally de-identified: PS3.15
         basic profile, and an anonymous file name)."""
-        fn = self._dicom_exporter()
-        if fn is None:
-            return False
-        if deidentify is None:
-            answer = QMessageBox.question(
-                self, "Export DICOM", "De-identify the exported file (DICOM PS3.15 basic profile)?\n\n"
-                "Ultrasound images often carry burned-in patient text, which de-identification "
-                "cannot remove from the pixels.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Yes)
-            if answer == QMessageBox.StandardButton.Cancel:
-                return False
-            deidentify = answer == QMessageBox.StandardButton.Yes
-
-        name = self._pseudonym() if deidentify else None
-
-        def write(result, study, outs):
-            if deidentify:
-                study = _anonymous(study, name)
-            fn(result, study, outs, deidentify=deidentify)
-
-        return self._start_export("dicom", folder, write, deidentified=deidentify)
-
-    def _pseudonym(self) -> str:
-        """The shown run's pseudonym for de-identified exports: random, made once per run, so its
-        de-identified DICOM and report share it (kept in memory only, never written)."""
-        from p2p_desktop.export.run_outputs import pseudonym
-
-        entry = self.current_entry()
-        key = entry.number if entry is not None else None
-        if key not in self._pseudonyms:
-            self._pseudonyms[key] = pseudonym()
-        return self._pseudonyms[key]
+        return self.export("dicom", folder, deidentify=deidentify)
 
     def export_report(self, folder: str | None = None, formats=("html", "pdf"), deidentify: bool | None = None) -> bool:
-        """Write the run's full record, as ``p2p-desktop attack`` does: adversarial PNG,
-        perturbation, provenance, result JSON and the HTML/PDF report. De-identified (asked,
-        like the DICOM export): no patient attributes, input path or hash anywhere, and files
-        named by the run's random pseudonym."""
-        if self._report_writer() is None:
-            return False
-        entry = self.current_entry()
-        if entry is None:
-            return False
-        if deidentify is None and folder is not None:
-            deidentify = False  # called with a folder (scripts, tests): plain unless asked for
-        if deidentify is None:
-            answer = QMessageBox.question(
-                self, "Export report", "De-identify the report?\n\nYes leaves out the patient attributes, the "
-                "input's path and its SHA-256, and names the files by a random pseudonym.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Yes if entry.number in self._pseudonyms else QMessageBox.StandardButton.No)
-            if answer == QMessageBox.StandardButton.Cancel:
-                return False
-            deidentify = answer == QMessageBox.StandardButton.Yes
-        name = self._pseudonym() if deidentify else None
-        from p2p_desktop.export.provenance import model_spec
-        from p2p_desktop.export.run_outputs import write_run_outputs
-        from p2p_desktop.hashing import sha256_file
+        """Write the run's full record, as ``p2p-desktop attack`` does, with the HTML/PDF report."""
+        return self.export("report", folder, value=tuple(formats), deidentify=deidentify)
 
-        clf_spec = model_spec(entry.classifier_spec or None)
-        bb_spec = model_spec(entry.backbone_spec) if entry.result.backbone is not None else None
+    @property
+    def last_export(self) -> list[str]:
+        """The files the last export wrote."""
+        return self.exports.last
 
-        def write(result, study, outs):
-            if deidentify:
-                study = _anonymous(study, name)
-            write_run_outputs(result, study, outs, input_sha256=sha256_file(study.path), reports=tuple(formats),
-                              classifier_spec=clf_spec, backbone_spec=bb_spec, deidentify=bool(deidentify))
-
-        return self._start_export("report", folder, write, deidentified=bool(deidentify))
-
-    def _start_export(self, what: str, folder: str | None, write, deidentified: bool = False) -> bool:
-        """Run ``write(result, study, outs)`` on a worker, then append the audit record; every
-        file or none (OutputSet: a failure or a failed audit append removes what was written)."""
-        entry = self.current_entry()
-        if entry is None or self.export_runner.is_running():
-            return False
-        folder = folder or self._export_folder(f"Export {_EXPORT_NAMES.get(what, what)} to folder")
-        if not folder:
-            return False
-        result, study = entry.result, entry.study
-        notes_before = len(result.notes)
-
-        def job(report, status, cancel):
-            from p2p_desktop.audit import audit_export
-            from p2p_desktop.io.outputs import OutputSet
-
-            status(f"exporting {what} to {folder}…")
-            with OutputSet(folder, [study.path]) as outs:
-                write(result, study, outs)
-                cancel.check()
-                audit_export(what, result, study, outs.records, deidentified=deidentified)
-            return [r["path"] for r in outs.records], list(result.notes[notes_before:])
-
-        self._export_what = what
-        self.export_runner.start(job, title=f"export {what}")
-        self._update_actions()
-        return True
-
-    def _export_label(self) -> str:
-        return _EXPORT_NAMES.get(self._export_what, self._export_what)
-
-    def _on_export_done(self, outcome) -> None:
-        paths, warnings = outcome
-        self.last_export = paths
-        log.info("%s export (recorded in the audit log): %s", self._export_what, ", ".join(paths))
-        for w in warnings:
-            log.warning("%s export: %s", self._export_what, w)
-        folder = str(Path(paths[0]).parent) if paths else ""
-        from p2p_desktop.gui.browser import plural
-
-        self.show_status(f"{self._export_label()} export: {plural(len(paths), 'file')} in {folder}"
-                         + (f" — {warnings[0]}" if warnings else ""))
-        if self.results.entry is not None:
-            self.results.show_entry(self.results.entry)  # exporters may add notes
+    def _pseudonym(self) -> str:
+        """The shown run's pseudonym for de-identified exports (shared by every export of it)."""
+        return self.exports.pseudonym()
 
     # -- messages ------------------------------------------------------------------------------------------
     def show_status(self, text: str) -> None:

@@ -459,7 +459,7 @@ class SendDialog(_JobDialog):
         result, study = entry.result, entry.study
         deidentify = self.deidentify_box.isChecked()
         if deidentify:  # named by the run's pseudonym: the send's audit record names no source file
-            from p2p_desktop.export.run_outputs import deidentified_study
+            from p2p_desktop.export.deidentify import deidentified_study
 
             pseudonym = getattr(self.window_, "_pseudonym", None)
             study = deidentified_study(study, pseudonym() if callable(pseudonym) else None)

@@ -34,7 +34,7 @@ a dependency of this project (nor is the qtpy it needs), and it would not remove
   ``True`` on the PySide6 builds that :mod:`p2p_desktop.gui.refguard` guards against.
 
 :func:`attack_job` is the job the Run button (and ``--smoke-test``) starts: it loads the
-classifier and backbone *in the worker* and calls :func:`~p2p_desktop.attacks.runner.run_attack`.
+classifier and backbone *in the worker* and runs the attack job (:mod:`p2p_desktop.jobs.attack`), audited.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, P2PError
+from p2p_desktop.jobs.audit import GUI_RUN as GUI_COMMAND  # the ``command`` of the window's runs
 from p2p_desktop.progress import ProgressCallback
 
 __all__ = [
@@ -260,25 +261,15 @@ def attack_job(request: AttackRequest, models: ModelCache) -> Job:
     """The job for one attack: load models (here, off the GUI thread), then run the attack."""
 
     def job(report, status, cancel: CancelToken):
-        from p2p_desktop.export.run_outputs import audit_run
+        from p2p_desktop.jobs.attack import audited_run
 
-        try:
-            result = run(report, status, cancel)
-        except Cancelled:
-            _audit_unfinished(request, "cancelled")
-            raise
-        except BaseException as exc:  # noqa: BLE001 - recorded, then reported as before
-            _audit_unfinished(request, "failed", describe_error(exc)[0])
-            raise
-        try:  # the same record as ``p2p-desktop attack`` appends
-            audit_run(result, request.study, GUI_COMMAND)
-        except (P2PError, OSError) as exc:
-            result.notes.append(f"this run could not be recorded in the audit log: {exc}")
-        return result
+        # audited like ``p2p-desktop attack``: finished, cancelled or failed, one record each
+        return audited_run(request.study, request.attack, request.classifier, request.device, GUI_COMMAND,
+                           lambda: run(report, status, cancel), describe=lambda exc: describe_error(exc)[0])
 
     def run(report, status, cancel: CancelToken):
-        from p2p_desktop.attacks.runner import run_attack
         from p2p_desktop.device import resolve_device
+        from p2p_desktop.jobs.attack import run as run_attack
 
         device = resolve_device(request.device)
         status(f"loading classifier {request.classifier} on {device}…")
@@ -296,17 +287,3 @@ def attack_job(request: AttackRequest, models: ModelCache) -> Job:
 
     return job
 
-
-#: The ``command`` of the audit records of runs started from the window.
-GUI_COMMAND = "gui-run"
-
-
-def _audit_unfinished(request: AttackRequest, status: str, reason: str = "") -> None:
-    """Record a cancelled or failed GUI run in the audit log (a failing append is only logged)."""
-    from p2p_desktop.export.run_outputs import audit_unfinished_run
-
-    try:
-        audit_unfinished_run(request.study, request.attack, request.classifier, request.device, GUI_COMMAND,
-                             status, reason=reason)
-    except Exception as exc:  # noqa: BLE001 - never hide the run's own outcome
-        log.warning("the %s run could not be recorded in the audit log: %s", status, exc)

@@ -172,7 +172,7 @@ def _audit_records():
 
 def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window, ultrasound_file, run_attack):
     from p2p_desktop.audit import default_log_path, verify_log
-    from p2p_desktop.export.run_outputs import audit_record, run_summary
+    from p2p_desktop.jobs.audit import run_record
     from p2p_desktop.hashing import sha256_file
 
     _open(qtbot, window, [ultrasound_file()])
@@ -182,8 +182,8 @@ def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window
     records = _audit_records()[before:]
     assert [r["event"] for r in records] == ["attack"]
     data = records[0]["data"]
-    # the same record the CLI appends (audit_record), with the run's real values
-    cli_shape = audit_record(run_summary(entry.result, entry.study, "x"), "attack", [])
+    # the same record the CLI appends (one builder: jobs.audit.run_record), with the run's real values
+    cli_shape = run_record("attack", entry.result, entry.study, [], input_sha256="x")
     assert set(cli_shape) <= set(data)
     assert data["command"] == "gui-run" and data["status"] == "finished"
     assert data["input"] == str(ultrasound_file()) and data["input_sha256"] == sha256_file(ultrasound_file())

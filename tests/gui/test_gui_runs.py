@@ -306,7 +306,6 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path, ultrasound_fil
     import json
 
     from p2p_desktop.audit import default_log_path, verify_log
-    from p2p_desktop.gui.main_window import export_function
 
     source = tmp_path / "study"
     source.mkdir()
@@ -334,24 +333,20 @@ def test_exports_write_all_files_or_none(qtbot, window, tmp_path, ultrasound_fil
         assert window.export_png(str(source / "inside"))
     assert "inside the input study" in window.last_error_dialog.informativeText()
     assert not (source / "inside").exists()
-    if export_function("dicom", "export_dicom") is not None:
-        assert window.export_dicom_action.isEnabled()
-        with qtbot.waitSignal(window.export_runner.finished, timeout=60000):
-            assert window.export_dicom(str(tmp_path / "dcm"), deidentify=True)
-        assert [Path(p).suffix for p in window.last_export] == [".dcm"]
-        assert Path(window.last_export[0]).name.startswith("deid-")  # no identifying file name
-        import pydicom
+    assert window.export_dicom_action.isEnabled()
+    with qtbot.waitSignal(window.export_runner.finished, timeout=60000):
+        assert window.export_dicom(str(tmp_path / "dcm"), deidentify=True)
+    assert [Path(p).suffix for p in window.last_export] == [".dcm"]
+    assert Path(window.last_export[0]).name.startswith("deid-")  # no identifying file name
+    import pydicom
 
-        ds = pydicom.dcmread(window.last_export[0])
-        assert ds.PatientIdentityRemoved == "YES"
-    else:
-        assert not window.export_dicom_action.isEnabled() and "not available" in window.export_dicom_action.toolTip()
-    if export_function("report", "write_reports") is not None:
-        with qtbot.waitSignal(window.export_runner.finished, timeout=120000):
-            assert window.export_report(str(tmp_path / "report"), formats=("html",))
-        assert window.errors[-1][0].startswith("PNG")  # only the refused export failed
-        kinds = {Path(p).name.rsplit("_", 1)[-1] for p in window.last_export}
-        assert {"adv.png", "perturbation.npy", "provenance.json", "result.json", "report.html"} <= kinds
+    ds = pydicom.dcmread(window.last_export[0])
+    assert ds.PatientIdentityRemoved == "YES"
+    with qtbot.waitSignal(window.export_runner.finished, timeout=120000):
+        assert window.export_report(str(tmp_path / "report"), formats=("html",))
+    assert window.errors[-1][0].startswith("PNG")  # only the refused export failed
+    kinds = {Path(p).name.rsplit("_", 1)[-1] for p in window.last_export}
+    assert {"adv.png", "perturbation.npy", "provenance.json", "result.json", "report.html"} <= kinds
 
 
 def test_batch_view_runs_evaluate_and_shows_the_table(qtbot, window, tmp_path, classifier_name, make_busi_folder):
