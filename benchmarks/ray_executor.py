@@ -35,8 +35,8 @@ def main() -> int:
     ap.add_argument("--ray-address")
     args = ap.parse_args()
 
-    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.executors.ray_executor import RayExecutor
+    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.phantoms import write_png_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="raybench-"))

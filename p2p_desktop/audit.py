@@ -38,9 +38,10 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from p2p_desktop.errors import OutputError
 from p2p_desktop.jsonsafe import finite_json
@@ -273,7 +274,7 @@ class AuditLog:
     def head(self) -> dict[str, Any] | None:
         return chain_head(self.path)
 
-    def verify(self, **kwargs) -> "ChainReport":
+    def verify(self, **kwargs) -> ChainReport:
         return verify_log(self.path, **kwargs)
 
 
@@ -443,7 +444,7 @@ def keyed_digest(text: str, *, purpose: str, key_path: str | os.PathLike | None 
     Used where a plain hash would link a de-identified output to its source: only a holder of
     the key (and of the source) can recompute it. The key is created when missing."""
     key = load_key(key_path, create=True)
-    return hmac.new(key, f"p2p-desktop {purpose}\0{text}".encode("utf-8"), hashlib.sha256).hexdigest()
+    return hmac.new(key, f"p2p-desktop {purpose}\0{text}".encode(), hashlib.sha256).hexdigest()
 
 
 def source_digest(source_sha256: str, key_path: str | os.PathLike | None = None) -> str:

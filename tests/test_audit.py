@@ -147,8 +147,8 @@ def test_concurrent_appends_keep_one_chain(tmp_path):
 def test_gui_export_record(tmp_path, pydicom_file):
     from types import SimpleNamespace
 
-    from p2p_desktop.jobs.audit import audit_export
     from p2p_desktop.io.outputs import OutputSet
+    from p2p_desktop.jobs.audit import audit_export
 
     study = SimpleNamespace(path=pydicom_file("examples_rgb_color.dcm"), frame_index=0)
     result = SimpleNamespace(attack="fgsm", config={"eps": 0.03}, classifier={"name": "m", "sha256": "ab"},

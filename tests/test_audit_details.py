@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from p2p_desktop.audit import GENESIS, AuditLog, canonical_json, repair_log, verify_log
-from p2p_desktop.jobs.audit import audit_export
 from p2p_desktop.errors import InputError
+from p2p_desktop.jobs.audit import audit_export
 
 
 @pytest.fixture

@@ -220,8 +220,8 @@ def test_rows_hold_the_values_of_a_direct_run_of_each_job(bench, full_run):
     """Each row's verdict and metrics are those of the job run on its own (same seed and
     settings), and a success's adversarial PNG is that run's written image."""
     from p2p_desktop.attacks.runner import run_attack
-    from p2p_desktop.jobs.evaluate import build_attacks
     from p2p_desktop.io import load_study
+    from p2p_desktop.jobs.evaluate import build_attacks
     from p2p_desktop.models.classifier import load_classifier
 
     attacks = {a.name: a for a in build_attacks(["fgsm", "pgd"], seed=0, params={"pgd.steps": 3})}
@@ -412,8 +412,8 @@ def test_torchvision_inception_weights_are_used_and_noted(tmp_path, monkeypatch)
 
 
 def test_inception_file_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
-    from p2p_desktop.metrics import fid as fidlib
     from p2p_desktop.errors import UnsafeFileError
+    from p2p_desktop.metrics import fid as fidlib
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
@@ -425,8 +425,8 @@ def test_inception_file_that_needs_unpickling_is_refused(tmp_path, monkeypatch):
 
 
 def test_limit_takes_classes_in_turn():
-    from p2p_desktop.jobs.evaluate import select_items
     from p2p_desktop.io import DatasetItem
+    from p2p_desktop.jobs.evaluate import select_items
 
     items = [DatasetItem(Path(f"{c}/{i}.png"), c) for c in CLASSES for i in range(4)]
     picked = select_items(items, 5)

@@ -131,8 +131,8 @@ def _same(a: Path, b: Path) -> None:
 
 
 def test_ray_equals_serial_and_survives_a_killed_worker(cluster, study):
-    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.executors.ray_executor import RayExecutor
+    from p2p_desktop.jobs.evaluate import evaluate
 
     base, serial = study
     ex = RayExecutor(address=cluster["address"], workers=2)

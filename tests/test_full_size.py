@@ -115,15 +115,14 @@ def test_sd21_shaped_folder_loads_and_runs_v_prediction(tmp_path):
     state = json.loads((out / "evaluation_state.json").read_text(encoding="utf-8"))
     assert (state["config"]["backbone"]["resolution"], state["config"]["backbone"]["prediction_type"]) == (
         768, "v_prediction")
-    print(f"\nSD 2.1 shaped, 64 px: " + ", ".join(f"{a} {float(rows[a]['seconds']):.1f} s" for a in rows)
+    print("\nSD 2.1 shaped, 64 px: " + ", ".join(f"{a} {float(rows[a]['seconds']):.1f} s" for a in rows)
           + f"; command {wall:.0f} s")
 
 
 def test_tokenizer_larger_than_the_text_encoder_is_refused_at_load(tmp_path):
     """A tokenizer with more tokens than the encoder's embedding table: one line, exit 2, before any attack."""
-    from tests.tiny_sd import save_tiny_sd
-
     from p2p_desktop.models.tokenizer import build_clip_tokenizer_files
+    from tests.tiny_sd import save_tiny_sd
 
     folder = save_tiny_sd(tmp_path / "sd")
     for f in (folder / "tokenizer").iterdir():  # the same tokenizer as vocab.json/merges.txt, then grown

@@ -171,8 +171,8 @@ def test_evaluate_reports_valid_success_and_transfer_on_phantoms(tmp_path, monke
     # transfer: every (source, target) pair, counted from the written adversarials
     entries = doc["transfer"]["entries"]
     assert {(e["source"], e["target"]) for e in entries} == {(a, b) for a in clfs for b in clfs}
-    from p2p_desktop.jobs.evaluate import adversarial_path
     from p2p_desktop.io import load_study
+    from p2p_desktop.jobs.evaluate import adversarial_path
     from p2p_desktop.models.classifier import load_classifier
 
     loaded = {c: load_classifier(c) for c in clfs}

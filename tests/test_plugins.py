@@ -79,8 +79,8 @@ def test_enabled_attack_plugin_runs_from_cli(tmp_path, capsys):
 @pytest.mark.skipif(not (REPO / "plugins/phantom_cnn/weights.safetensors").exists(),
                     reason="example classifier plugin weights not trained yet")
 def test_enabled_classifier_plugin_classifies_phantoms(tmp_path, capsys):
-    from p2p_desktop.phantoms import generate_phantom
     from p2p_desktop.io.encode import encode_png
+    from p2p_desktop.phantoms import generate_phantom
 
     assert main(["plugins", "enable", "phantom-cnn"]) == 0
     d = tmp_path / "ph"

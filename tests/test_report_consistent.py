@@ -26,9 +26,9 @@ def written(tmp_path_factory, ):
     carry a P2P-style internal candidate and learned-prompt words."""
     from pydicom.data import get_testdata_file
 
-    from p2p_desktop.jobs.attack import write_run_outputs
     from p2p_desktop.hashing import sha256_file
     from p2p_desktop.io.outputs import OutputSet
+    from p2p_desktop.jobs.attack import write_run_outputs
 
     base = tmp_path_factory.mktemp("consistent")
     source = base / "in" / "us.dcm"

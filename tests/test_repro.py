@@ -270,8 +270,8 @@ def test_evaluate_paper_metrics_and_procedure_labels(tmp_path):
 
     from skimage.metrics import structural_similarity
 
-    from p2p_desktop.jobs.evaluate import adversarial_path, evaluate
     from p2p_desktop.io import load_study
+    from p2p_desktop.jobs.evaluate import adversarial_path, evaluate
     from p2p_desktop.metrics import paper_view
 
     data = _phantom_dir(tmp_path)

@@ -60,7 +60,7 @@ class DiffusionAttack(Attack):
 
     requires_backbone = True
 
-    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
+    def run(self, x: torch.Tensor, ctx: AttackContext) -> AttackOutput:
         cfg = self.config
         if ctx.backbone is None:
             raise InputError(f"{self.name} needs a diffusion backbone (--backbone demo or a Stable Diffusion folder)")
@@ -69,11 +69,11 @@ class DiffusionAttack(Attack):
             return self._run(x, ctx, bb)
 
     @abstractmethod
-    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb: "Backbone") -> AttackOutput:
+    def _run(self, x: torch.Tensor, ctx: AttackContext, bb: Backbone) -> AttackOutput:
         """The attack itself, on the prepared backbone ``bb``."""
 
 
-def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, size, size), bilinear with antialiasing when shrinking."""
     import torch.nn.functional as F
 
@@ -83,7 +83,7 @@ def resize(x: "torch.Tensor", size: int) -> "torch.Tensor":
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def resize_to(x: "torch.Tensor", hw: tuple[int, int]) -> "torch.Tensor":
+def resize_to(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, H, W), bilinear with antialiasing when shrinking (differentiable)."""
     import torch.nn.functional as F
 
@@ -94,8 +94,8 @@ def resize_to(x: "torch.Tensor", hw: tuple[int, int]) -> "torch.Tensor":
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def to_source_geometry(adv: "torch.Tensor", x_src: "torch.Tensor", output: str = "residual",
-                       x_small: "torch.Tensor | None" = None) -> "torch.Tensor":
+def to_source_geometry(adv: torch.Tensor, x_src: torch.Tensor, output: str = "residual",
+                       x_small: torch.Tensor | None = None) -> torch.Tensor:
     """An attack output brought to the source's (B, C, H, W) geometry, as the runner writes it
     (differentiable; the one mapping the runner and the attacks' losses share).
 
@@ -120,7 +120,7 @@ def to_source_geometry(adv: "torch.Tensor", x_src: "torch.Tensor", output: str =
     return (x_src + delta).clamp(0, 1)
 
 
-def working_resolution(bb: "Backbone", resolution: int, attack: str) -> int:
+def working_resolution(bb: Backbone, resolution: int, attack: str) -> int:
     """The working side in pixels: ``resolution`` (a multiple of 8 that the VAE and UNet accept) or,
     when 0, the backbone's native size."""
     from p2p_desktop.errors import InputError
@@ -144,7 +144,7 @@ def precision_name(dtype) -> str:
     return next((k for k, v in _PRECISIONS.items() if v == s), s)
 
 
-def backbone_in(bb: "Backbone", dtype: str) -> "Backbone":
+def backbone_in(bb: Backbone, dtype: str) -> Backbone:
     """``bb`` in the precision ``dtype`` ('auto' keeps it): the same folder reloaded from the backbone
     cache (same device), or ``bb`` itself when it already runs in that precision."""
     from p2p_desktop.device import check_dtype
@@ -176,16 +176,16 @@ def backbone_in(bb: "Backbone", dtype: str) -> "Backbone":
 _variants: dict = {}
 
 
-def _force_upcast(bb: "Backbone") -> bool:
+def _force_upcast(bb: Backbone) -> bool:
     return bool(getattr(bb.vae.config, "force_upcast", False))
 
 
-def _vae_dtype(bb: "Backbone"):
+def _vae_dtype(bb: Backbone):
     return next(bb.vae.parameters()).dtype
 
 
 @contextlib.contextmanager
-def low_memory(bb: "Backbone", enabled: bool = True):
+def low_memory(bb: Backbone, enabled: bool = True):
     """Gradient checkpointing of the UNet and the VAE decoder and VAE slicing, where diffusers offers
     them, for the duration of the block (the shared backbone is restored afterwards).
 
@@ -212,17 +212,17 @@ def low_memory(bb: "Backbone", enabled: bool = True):
             bb.vae.disable_slicing()
 
 
-def to_rgb(x: "torch.Tensor") -> "torch.Tensor":
+def to_rgb(x: torch.Tensor) -> torch.Tensor:
     """Grey (B, 1, H, W) -> (B, 3, H, W); RGB unchanged."""
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-def to_channels(x: "torch.Tensor", channels: int) -> "torch.Tensor":
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """RGB -> grey by channel mean when ``channels`` is 1."""
     return x.mean(dim=1, keepdim=True) if channels == 1 and x.shape[1] != 1 else x
 
 
-def autocast(bb: "Backbone"):
+def autocast(bb: Backbone):
     """Mixed precision when the backbone runs in fp16/bf16; a no-op context in fp32."""
     import torch
 
@@ -232,7 +232,7 @@ def autocast(bb: "Backbone"):
     return torch.autocast(device_type=device_type, dtype=bb.dtype)
 
 
-def _vae_context(bb: "Backbone"):
+def _vae_context(bb: Backbone):
     """The VAE runs in its own precision: fp32 when its config asks for ``force_upcast`` in fp16."""
     import torch
 
@@ -241,7 +241,7 @@ def _vae_context(bb: "Backbone"):
     return contextlib.nullcontext()
 
 
-def encode(bb: "Backbone", x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+def encode(bb: Backbone, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images in [0,1] (any channels) -> (mean, std) of the scaled latent posterior."""
     import torch
 
@@ -253,14 +253,14 @@ def encode(bb: "Backbone", x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Te
     return mean, torch.nan_to_num(std)
 
 
-def add_noise(bb: "Backbone", z0: "torch.Tensor", t: "torch.Tensor", noise: "torch.Tensor") -> "torch.Tensor":
+def add_noise(bb: Backbone, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Forward process: z_t = sqrt(ᾱ_t)·z0 + sqrt(1-ᾱ_t)·noise, for a (B,) long tensor ``t``."""
     abar = bb.alphas_cumprod[t].view(-1, 1, 1, 1)
     return abar.sqrt() * z0 + (1 - abar).sqrt() * noise
 
 
-def unet_x0_eps(bb: "Backbone", z_t: "torch.Tensor", t: "torch.Tensor",
-                emb: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+def unet_x0_eps(bb: Backbone, z_t: torch.Tensor, t: torch.Tensor,
+                emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One UNet call -> (one-step estimate ẑ0, predicted noise ε̂), for ε- or v-prediction models."""
     out = bb.unet(z_t.to(bb.dtype), t, encoder_hidden_states=emb.to(bb.dtype), return_dict=False)[0].float()
     abar = bb.alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -270,14 +270,14 @@ def unet_x0_eps(bb: "Backbone", z_t: "torch.Tensor", t: "torch.Tensor",
     return (z_t - s * out) / a, out
 
 
-def decode(bb: "Backbone", z: "torch.Tensor") -> "torch.Tensor":
+def decode(bb: Backbone, z: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> RGB images in [0, 1] (float32)."""
     with _vae_context(bb):
         img = bb.vae.decode((z / bb.scaling_factor + bb.shift_factor).to(_vae_dtype(bb)), return_dict=False)[0]
     return ((img.float() + 1) / 2).clamp(0, 1)
 
 
-def tokenize(bb: "Backbone", text: str) -> "torch.Tensor":
+def tokenize(bb: Backbone, text: str) -> torch.Tensor:
     """A prompt -> (1, L) token ids padded to the tokenizer's maximum length."""
     tok = bb.tokenizer
     ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
@@ -285,7 +285,7 @@ def tokenize(bb: "Backbone", text: str) -> "torch.Tensor":
     return ids.to(bb.device)
 
 
-def text_embeddings(bb: "Backbone", text: str) -> "torch.Tensor":
+def text_embeddings(bb: Backbone, text: str) -> torch.Tensor:
     """A prompt -> (1, L, D) last hidden states of the frozen text encoder."""
     return bb.text_encoder(tokenize(bb, text), return_dict=False)[0]
 
@@ -297,8 +297,8 @@ def ddim_timesteps(t_start: int, steps: int) -> list[int]:
     return [int(round(t_start - i * t_start / steps)) for i in range(steps + 1)]
 
 
-def sdedit_latent(bb: "Backbone", z0: "torch.Tensor", noise: "torch.Tensor", t_start: int, steps: int,
-                  emb: "torch.Tensor") -> "torch.Tensor":
+def sdedit_latent(bb: Backbone, z0: torch.Tensor, noise: torch.Tensor, t_start: int, steps: int,
+                  emb: torch.Tensor) -> torch.Tensor:
     """SDEdit in latent space: noise z0 to ``t_start``, then deterministic DDIM (η=0) through every
     timestep down to t = 0; the clean estimate at t = 0 is the result."""
     import torch
@@ -318,8 +318,8 @@ def sdedit_latent(bb: "Backbone", z0: "torch.Tensor", noise: "torch.Tensor", t_s
     return z
 
 
-def sdedit(bb: "Backbone", x: "torch.Tensor", noise: "torch.Tensor", t_start: int, steps: int,
-           emb: "torch.Tensor") -> "torch.Tensor":
+def sdedit(bb: Backbone, x: torch.Tensor, noise: torch.Tensor, t_start: int, steps: int,
+           emb: torch.Tensor) -> torch.Tensor:
     """Purify images in [0,1]: encode (posterior mean) -> SDEdit -> decode, in the input's channels."""
     z0, _ = encode(bb, x)
     z = sdedit_latent(bb, z0, noise, t_start, steps, emb)

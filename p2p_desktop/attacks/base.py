@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.config import Config, param
@@ -53,7 +54,7 @@ StepCallback = Callable[[StepEvent], None]
 class AttackContext:
     """What an attack needs besides the image: the model, labels, backbone, reporting."""
 
-    classifier: "Classifier"
+    classifier: Classifier
     label: int  # index of the true class
     target: int | None  # index of the target class (targeted mode) or None
     device: str = "cpu"
@@ -95,7 +96,7 @@ class AttackContext:
 class AttackOutput:
     """What ``Attack.run`` returns."""
 
-    adversarial: "torch.Tensor"  # (1, C, h, w) in [0,1]
+    adversarial: torch.Tensor  # (1, C, h, w) in [0,1]
     iterations: int
     info: dict[str, Any] = field(default_factory=dict)  # e.g. nearest words, chosen t
 
@@ -119,7 +120,7 @@ class Attack(ABC):
         self.config = config
 
     @classmethod
-    def from_preset(cls, preset: str | None, **overrides: Any) -> "Attack":
+    def from_preset(cls, preset: str | None, **overrides: Any) -> Attack:
         base: dict[str, Any] = {}
         if preset:
             if preset not in cls.presets:
@@ -129,14 +130,14 @@ class Attack(ABC):
         return cls(cls.Config.from_dict({**base, **overrides}))
 
     @abstractmethod
-    def run(self, x: "torch.Tensor", ctx: AttackContext) -> AttackOutput:
+    def run(self, x: torch.Tensor, ctx: AttackContext) -> AttackOutput:
         """Attack the (1, C, H, W) image ``x`` in [0,1]; report each step with ``ctx.step``."""
 
     def total_steps(self) -> int:
         """How many steps ``run`` will report at most (for progress bars)."""
         return int(getattr(self.config, "steps", 1))
 
-    def cheaper(self) -> "Attack | None":
+    def cheaper(self) -> Attack | None:
         """The same attack at lower memory cost (same method, e.g. fewer timesteps per batch), or
         None. The runner retries once with it after an out-of-memory error."""
         return None

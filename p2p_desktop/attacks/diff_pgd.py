@@ -80,7 +80,7 @@ class DiffPGD(D.DiffusionAttack):
                         "dtype": "fp32"}}
     config: DiffPGDConfig
 
-    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
+    def _run(self, x: torch.Tensor, ctx: AttackContext, bb) -> AttackOutput:
         import torch
         import torch.nn.functional as F
 
@@ -166,7 +166,7 @@ class DiffPGD(D.DiffusionAttack):
         }
         return AttackOutput(adversarial=x_adv.detach().cpu(), iterations=cfg.steps, info=info)
 
-    def cheaper(self) -> "DiffPGD | None":
+    def cheaper(self) -> DiffPGD | None:
         """Gradient checkpointing and VAE slicing (one purification per step already); None when on."""
         if self.config.low_memory:
             return None

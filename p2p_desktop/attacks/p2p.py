@@ -294,7 +294,7 @@ class P2P(D.DiffusionAttack):
     presets = {"paper": PAPER, "fast": FAST}
     config: P2PConfig
 
-    def _run(self, x: "torch.Tensor", ctx: AttackContext, bb) -> AttackOutput:
+    def _run(self, x: torch.Tensor, ctx: AttackContext, bb) -> AttackOutput:
         import torch
         import torch.nn.functional as F
         from torch.profiler import record_function
@@ -451,7 +451,7 @@ class P2P(D.DiffusionAttack):
                              "linf": float(delta.abs().max()), "l2": float(delta.norm())}
         return AttackOutput(adversarial=chosen["image"], iterations=it, info=info)
 
-    def cheaper(self) -> "P2P | None":
+    def cheaper(self) -> P2P | None:
         """One timestep per step, gradient checkpointing and VAE slicing; None when already there."""
         cfg = self.config
         changes: dict[str, Any] = {}

@@ -10,8 +10,9 @@ reported, not fatal.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from p2p_desktop.errors import InputError
 

@@ -30,8 +30,8 @@ from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEv
 from p2p_desktop.attacks.procedure import describe
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import InputError, ModelError, OutOfMemory
-from p2p_desktop.jsonsafe import jsonable
 from p2p_desktop.io.study import Study
+from p2p_desktop.jsonsafe import jsonable
 from p2p_desktop.metrics import compute_metrics
 from p2p_desktop.models.classifier import Classifier, to_numpy, to_tensor
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
 from p2p_desktop.attacks.factory import build_attack, parse_params
-from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, apply_dtype, emit_json, progress_bar, seed_arg, split_list
+from p2p_desktop.cli.cmd_classify import add_classifier_args, classifier_from_args
 from p2p_desktop.cli.cmd_pacs import add_send_arg, send_outputs
+from p2p_desktop.cli.common import (
+    add_device_arg,
+    add_dtype_arg,
+    apply_dtype,
+    emit_json,
+    progress_bar,
+    seed_arg,
+    split_list,
+)
 
 __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_run"]
 
@@ -132,7 +140,7 @@ def run(args) -> int:
     spec(args.attack)
     check_output_dir(args.out, [args.input])
     exports = check_export_args(args)
-    from p2p_desktop.export.batch_dicom import check_send
+    from p2p_desktop.cli.cmd_pacs import check_send
 
     send_node = check_send(args)  # resolved and C-ECHOed: an unreachable node stops here, nothing written
     attack = build_attack(args.attack, preset=args.preset, target=args.target, eps=args.eps,
@@ -143,9 +151,8 @@ def run(args) -> int:
     classifier = classifier_from_args(args, device)
     backbone = None
     if attack.requires_backbone or args.backbone:
-        from p2p_desktop.models.backbone import load_backbone
-
         from p2p_desktop.attacks.procedure import backbone_dtype
+        from p2p_desktop.models.backbone import load_backbone
 
         backbone = load_backbone(args.backbone or "demo", device=device, config_dir=args.backbone_config,
                                  dtype=backbone_dtype([attack]))

@@ -76,8 +76,9 @@ def _add_dicom_args(p) -> None:
 
 def _dicom_export(args):
     """The DICOM export and the --send-dicom node, both checked before any work."""
+    from p2p_desktop.cli.cmd_pacs import check_send
     from p2p_desktop.errors import InputError
-    from p2p_desktop.export.batch_dicom import BatchDicomExport, check_send
+    from p2p_desktop.export.batch_dicom import BatchDicomExport
 
     if args.deidentify and not args.export_dicom:
         raise InputError("--deidentify applies to --export-dicom; add it")
@@ -112,8 +113,8 @@ class _Interrupt:
 
 
 def run(args) -> int:
-    from p2p_desktop.cancel import CancelToken
     from p2p_desktop.attacks.factory import parse_params
+    from p2p_desktop.cancel import CancelToken
     from p2p_desktop.jobs.evaluate import evaluate
 
     token = CancelToken()
@@ -149,7 +150,7 @@ def run(args) -> int:
 
     sent = None
     if send_node is not None:
-        from p2p_desktop.export.batch_dicom import send_exports
+        from p2p_desktop.cli.cmd_pacs import send_exports
 
         sent = send_exports(send_node, result.outputs, args)
     if args.json:

@@ -8,10 +8,11 @@ Sends and retrievals append one record each to the audit log.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from p2p_desktop.cli.common import emit_json, progress_bar
 
-__all__ = ["add_parser", "run", "add_send_arg", "check_send_arg", "send_outputs"]
+__all__ = ["add_parser", "run", "add_send_arg", "check_send_arg", "check_send", "send_outputs", "send_exports"]
 
 
 def _network_args(p, *, audit: bool = False) -> None:
@@ -309,3 +310,29 @@ def send_outputs(node, records, args) -> dict | None:
     if not getattr(args, "json", False):
         print(f"  sent to {node.describe()}: {len(transfer.instances)} instance(s)", file=sys.stderr)
     return _transfer_json(transfer)
+
+
+def check_send(args):
+    """The ``--send-dicom`` node, resolved and C-ECHOed before any work (or None).
+
+    A node that cannot be reached, or refuses our AE title, is one :class:`PacsError` line."""
+    node = check_send_arg(args)
+    if node is None:
+        return None
+    from p2p_desktop.pacs import echo, load_settings
+    from p2p_desktop.pacs.errors import PacsError
+
+    try:
+        echo(node, ae_title=load_settings().ae_title)
+    except PacsError as exc:
+        raise PacsError(f"--send-dicom {args.send_dicom}: {exc}; nothing was run") from None
+    return node
+
+
+def send_exports(node, outputs: Sequence[dict[str, str]], args) -> dict | None:
+    """C-STORE the evaluation's DICOMs to ``node`` (audited by the pacs package); the JSON part."""
+    if node is None:
+        return None
+    if not any(o.get("kind") == "dicom" for o in outputs):
+        return {"node": node.name, "address": node.address, "operation": "send", "instances": []}
+    return send_outputs(node, outputs, args)

@@ -21,9 +21,9 @@ def emit_json(obj: Any) -> None:
 def progress_bar(total: int, desc: str, unit: str = "it"):
     """A tqdm bar on stderr (shows count, rate and ETA); silent when stderr is not a TTY and
     P2P_PROGRESS is unset, so logs stay clean."""
-    from tqdm import tqdm
-
     import os
+
+    from tqdm import tqdm
 
     disable = not (sys.stderr.isatty() or os.environ.get("P2P_PROGRESS"))
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,

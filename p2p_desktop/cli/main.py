@@ -16,8 +16,17 @@ import traceback
 from pathlib import Path
 
 from p2p_desktop import __version__
-from p2p_desktop.cli import (cmd_attack, cmd_audit, cmd_classify, cmd_evaluate, cmd_models, cmd_pacs, cmd_phantoms,
-                             cmd_plugins, cmd_rerun)
+from p2p_desktop.cli import (
+    cmd_attack,
+    cmd_audit,
+    cmd_classify,
+    cmd_evaluate,
+    cmd_models,
+    cmd_pacs,
+    cmd_phantoms,
+    cmd_plugins,
+    cmd_rerun,
+)
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 

@@ -28,8 +28,9 @@ exported instances are C-STOREd at the end through :mod:`p2p_desktop.pacs` (whic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["DICOM_DIR", "BatchDicomExport", "check_send", "send_exports"]
 
@@ -114,34 +115,3 @@ class BatchDicomExport:
                          "that did not export them)")
         notes.extend(n for n in self.notes if n not in notes)
         return records
-
-
-# ----------------------------------------------------------------------------- CLI: --send-dicom
-def check_send(args):
-    """The ``--send-dicom`` node, resolved and C-ECHOed before any work (or None).
-
-    A node that cannot be reached, or refuses our AE title, is one :class:`PacsError` line."""
-    from p2p_desktop.cli.cmd_pacs import check_send_arg
-
-    node = check_send_arg(args)
-    if node is None:
-        return None
-    from p2p_desktop.pacs import echo, load_settings
-    from p2p_desktop.pacs.errors import PacsError
-
-    try:
-        echo(node, ae_title=load_settings().ae_title)
-    except PacsError as exc:
-        raise PacsError(f"--send-dicom {args.send_dicom}: {exc}; nothing was run") from None
-    return node
-
-
-def send_exports(node, outputs: Sequence[dict[str, str]], args) -> dict | None:
-    """C-STORE the evaluation's DICOMs to ``node`` (audited by the pacs package); the JSON part."""
-    if node is None:
-        return None
-    from p2p_desktop.cli.cmd_pacs import send_outputs
-
-    if not any(o.get("kind") == "dicom" for o in outputs):
-        return {"node": node.name, "address": node.address, "operation": "send", "instances": []}
-    return send_outputs(node, outputs, args)

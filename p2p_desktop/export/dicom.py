@@ -254,7 +254,7 @@ def _colour_pixels(adv: np.ndarray, study, notes: list[str]) -> tuple[np.ndarray
 def build_adversarial_dataset(result, study, *, deidentify: bool = False, now: _dt.datetime | None = None):
     """The derived dataset (with file meta) and the warnings it raised: ``(dataset, warnings)``."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     from p2p_desktop import __version__
     from p2p_desktop.export.deidentify import apply_basic_profile

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 import pyqtgraph as pg
+
 from p2p_desktop.export.report import (
     DELTA_UNITS,
     FAILURE_COLOUR,

@@ -44,8 +44,9 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -70,7 +71,7 @@ log = logging.getLogger("p2p_desktop.gui")
 #: ``job(report, status, cancel) -> result``; ``report`` takes :class:`~p2p_desktop.progress.Progress` events.
 Job = Callable[[ProgressCallback, Callable[[str], None], CancelToken], Any]
 
-_threads: "weakref.WeakSet[QThread]" = weakref.WeakSet()
+_threads: weakref.WeakSet[QThread] = weakref.WeakSet()
 
 
 def live_threads() -> list[QThread]:

@@ -20,8 +20,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Union
+from typing import IO, Any, Union
 
 from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
@@ -227,7 +228,7 @@ class OutputSet:
         self._created_dir = False
         self.cancel = cancel  # optional CancelToken: checked before each file is written
 
-    def __enter__(self) -> "OutputSet":
+    def __enter__(self) -> OutputSet:
         if not self.out_dir.exists():
             try:
                 self.out_dir.mkdir(parents=True)

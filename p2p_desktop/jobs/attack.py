@@ -14,7 +14,8 @@ Which outputs can be written, in which order and by which writer is the export-f
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from p2p_desktop.jobs.audit import audit_run, audit_unfinished_run, record, run_record
 from p2p_desktop.jobs.formats import FORMATS, WriteContext, cli_formats

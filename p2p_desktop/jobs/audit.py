@@ -18,9 +18,10 @@ itself is :mod:`p2p_desktop.audit`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any
 
 from p2p_desktop.audit import AuditLog, outputs_summary, source_digest
 

@@ -13,8 +13,9 @@ Writers import their heavy modules when called, so reading the table costs nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["ExportFormat", "WriteContext", "FORMATS", "export_format", "cli_formats", "deidentifiable"]
 

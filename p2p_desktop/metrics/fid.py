@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ TORCHVISION_FILE = "inception_v3_google-0cc3c7bd.pth"
 SMALL_SAMPLE_NOTE = ("FID on few samples is biased upward (the 2048-d covariance is rank-deficient below "
                      "2048 images): compare FIDs only between sets of similar size")
 
-_cache: dict[tuple[str, str], "InceptionFeatures"] = {}
+_cache: dict[tuple[str, str], InceptionFeatures] = {}
 _cache_lock = threading.Lock()
 
 

@@ -94,12 +94,12 @@ class PerturbationMap:
         self.mask = self._check_mask(mask)
 
     @classmethod
-    def from_delta(cls, delta: np.ndarray, mask: np.ndarray | None = None) -> "PerturbationMap":
+    def from_delta(cls, delta: np.ndarray, mask: np.ndarray | None = None) -> PerturbationMap:
         d = as_hwc(delta)
         return cls(np.zeros_like(d), d, mask)
 
     @classmethod
-    def from_result(cls, result, mask: np.ndarray | None = None) -> "PerturbationMap":
+    def from_result(cls, result, mask: np.ndarray | None = None) -> PerturbationMap:
         """From an :class:`~p2p_desktop.attacks.runner.AttackResult` (uses its stored δ)."""
         return cls.from_delta(result.perturbation, mask)
 

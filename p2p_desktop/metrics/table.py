@@ -10,8 +10,8 @@ this table; a new metric is one row here (plus its test).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -83,7 +83,7 @@ class ModelCard:
         return p
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "ModelCard":
+    def from_json(cls, path: str | Path) -> ModelCard:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -96,7 +96,7 @@ class ModelCard:
         return cls.from_dict(data, card_path=str(path))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], card_path: str | None = None) -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any], card_path: str | None = None) -> ModelCard:
         known = {"name", "architecture", "classes", "weights", "input_size", "mean", "std",
                  "in_channels", "sha256", "kind"}
         missing = [k for k in ("architecture", "classes", "weights") if k not in data]

@@ -13,9 +13,10 @@ and never loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from p2p_desktop.errors import ModelError
 from p2p_desktop.hashing import sha256_file

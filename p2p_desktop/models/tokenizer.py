@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 __all__ = ["build_clip_tokenizer_files", "bytes_to_unicode", "DEMO_WORDS"]
 

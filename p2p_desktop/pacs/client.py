@@ -24,18 +24,19 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.pacs.errors import PacsError
+from p2p_desktop.pacs.nodes import DEFAULT_AE_TITLE, DEFAULT_STORAGE_PORT, Node, WebNode, check_ae_title
 from p2p_desktop.pacs.records import UID as _UID
 from p2p_desktop.pacs.records import Instance
 from p2p_desktop.pacs.records import json_value as _json_value
 from p2p_desktop.progress import Progress, ProgressCallback
-from p2p_desktop.pacs.nodes import DEFAULT_AE_TITLE, DEFAULT_STORAGE_PORT, Node, WebNode, check_ae_title
 
 __all__ = ["Timeouts", "Instance", "Transfer", "echo", "find", "retrieve", "send", "LEVELS", "METHODS"]
 
@@ -69,7 +70,7 @@ class Timeouts:
     network: float = 60.0
 
     @classmethod
-    def uniform(cls, seconds: float) -> "Timeouts":
+    def uniform(cls, seconds: float) -> Timeouts:
         if not seconds > 0:
             raise PacsError(f"timeout must be positive, got {seconds}")
         return cls(seconds, seconds, seconds, seconds)
@@ -138,7 +139,7 @@ def _check_reachable(node: Node, timeouts: Timeouts, tls: tuple[ssl.SSLContext, 
     except ssl.SSLError as exc:
         raise PacsError(f"{where}: TLS handshake failed: {getattr(exc, 'reason', None) or exc} "
                         "(check the certificates and that the node's port speaks TLS)") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise PacsError(f"{where}: no answer within {timeouts.connect:g} s "
                         "(host down, firewall or wrong address)") from None
     except OSError as exc:
@@ -303,8 +304,10 @@ def find(node: Node | WebNode, *, level: str = "study", patient_id: str | None =
     series level needs ``study_uid``.
     """
     from pydicom.dataset import Dataset
-    from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelFind,
-                                      StudyRootQueryRetrieveInformationModelFind)
+    from pynetdicom.sop_class import (
+        PatientRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelFind,
+    )
 
     level = (level or "study").lower()
     if level not in LEVELS:
@@ -378,9 +381,9 @@ def _audit_check(log) -> None:
 
 
 def _storage_contexts():
+    from pydicom.uid import AllTransferSyntaxes
     from pynetdicom import AllStoragePresentationContexts, StoragePresentationContexts
     from pynetdicom.presentation import build_context
-    from pydicom.uid import AllTransferSyntaxes
 
     return ([build_context(cx.abstract_syntax, AllTransferSyntaxes) for cx in StoragePresentationContexts],
             [build_context(cx.abstract_syntax, AllTransferSyntaxes) for cx in AllStoragePresentationContexts])
@@ -408,7 +411,7 @@ class _Receiver:
             study = ""
         if study != self.study_uid:
             with self.lock:
-                self.transfer.instances.append(Instance(uid, sop_class, f"failed: not of the requested study"))
+                self.transfer.instances.append(Instance(uid, sop_class, "failed: not of the requested study"))
             return 0xA900  # dataset does not match SOP class / identifier mismatch
         name = f"{uid}.dcm" if _UID.match(uid) and len(uid) <= 64 else f"instance-{len(self.transfer.instances)}.dcm"
         try:
@@ -470,8 +473,10 @@ def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, met
                     storage_port: int, timeouts: Timeouts, report: Report, cancel) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import build_role, evt
-    from pynetdicom.sop_class import (StudyRootQueryRetrieveInformationModelGet,
-                                      StudyRootQueryRetrieveInformationModelMove)
+    from pynetdicom.sop_class import (
+        StudyRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
 
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"

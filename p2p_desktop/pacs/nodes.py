@@ -101,7 +101,7 @@ class Node:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Node":
+    def from_json(cls, data: dict[str, Any]) -> Node:
         if not isinstance(data, dict):
             raise PacsError("a node entry in the PACS settings is not an object")
         tls = data.get("tls") or {}
@@ -157,7 +157,7 @@ class WebNode:
         return {"name": self.name, "url": self.url, "tls": asdict(self.tls)}
 
 
-def node_from_json(data: dict[str, Any]) -> "Node | WebNode":
+def node_from_json(data: dict[str, Any]) -> Node | WebNode:
     if isinstance(data, dict) and "url" in data:
         tls = data.get("tls") or {}
         return WebNode(name=data.get("name", ""), url=data["url"],
@@ -176,12 +176,12 @@ class PacsSettings:
     def node(self, name: str) -> Node | WebNode | None:
         return next((n for n in self.nodes if n.name == name), None)
 
-    def with_node(self, node: Node | WebNode, *, replace_existing: bool = False) -> "PacsSettings":
+    def with_node(self, node: Node | WebNode, *, replace_existing: bool = False) -> PacsSettings:
         if self.node(node.name) is not None and not replace_existing:
             raise PacsError(f"a node named {node.name!r} exists already (remove it first)")
         return replace(self, nodes=tuple(n for n in self.nodes if n.name != node.name) + (node,))
 
-    def without_node(self, name: str) -> "PacsSettings":
+    def without_node(self, name: str) -> PacsSettings:
         if self.node(name) is None:
             raise PacsError(f"no node named {name!r} (see: p2p-desktop pacs nodes list)")
         return replace(self, nodes=tuple(n for n in self.nodes if n.name != name))

@@ -14,7 +14,8 @@ import io
 import logging
 import os
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.pacs.errors import PacsError
@@ -29,8 +30,8 @@ MAX_RESULTS = 5000
 
 
 def _client(node, timeouts):
-    from dicomweb_client.api import DICOMwebClient
     import requests
+    from dicomweb_client.api import DICOMwebClient
 
     session = requests.Session()
     if node.tls.ca:

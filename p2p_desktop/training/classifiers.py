@@ -36,9 +36,10 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,7 @@ class PhantomSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def head(self, n: int) -> "PhantomSet":
+    def head(self, n: int) -> PhantomSet:
         """The first ``n`` phantoms (seeds ``seeds[0] .. seeds[0]+n-1``); the whole set if ``n >= len``."""
         n = min(int(n), len(self))
         if n < 1:

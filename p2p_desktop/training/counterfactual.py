@@ -45,9 +45,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from p2p_desktop.training.backbone import (
     RESOLUTION,

@@ -13,9 +13,10 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from p2p_desktop.io.outputs import atomic_replace_bytes
 from p2p_desktop.training.backbone.card import publish_backbone

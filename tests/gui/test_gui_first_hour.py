@@ -172,8 +172,8 @@ def _audit_records():
 
 def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window, ultrasound_file, run_attack):
     from p2p_desktop.audit import default_log_path, verify_log
-    from p2p_desktop.jobs.audit import run_record
     from p2p_desktop.hashing import sha256_file
+    from p2p_desktop.jobs.audit import run_record
 
     _open(qtbot, window, [ultrasound_file()])
     qtbot.waitUntil(lambda: window.current_study is not None, timeout=5000)
@@ -204,8 +204,8 @@ def test_gui_runs_finished_and_cancelled_are_audited_like_cli_runs(qtbot, window
 
 def test_evaluate_runs_are_audited(tmp_path, classifier_name, monkeypatch, make_busi_folder):
     from p2p_desktop.audit import default_log_path, verify_log
-    from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.hashing import sha256_file
+    from p2p_desktop.jobs.evaluate import evaluate
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     root = make_busi_folder(tmp_path / "busi")

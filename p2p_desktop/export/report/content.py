@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from p2p_desktop.errors import InputError
 from p2p_desktop.export.report.figures import (

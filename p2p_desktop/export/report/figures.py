@@ -6,7 +6,8 @@ pyplot, no display, thread-safe).
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,8 +4,8 @@ Greek letters and arrows print."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from p2p_desktop.export.report.content import (
     FAILURE_COLOUR,

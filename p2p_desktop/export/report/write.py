@@ -3,8 +3,9 @@ rendered first, so a rendering error writes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from p2p_desktop.export.report.content import (
     REPORT_FORMATS,

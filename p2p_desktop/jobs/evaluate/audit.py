@@ -11,8 +11,9 @@ reason a run stopped (an error message may name an image) is withheld.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["record_evaluation"]
 

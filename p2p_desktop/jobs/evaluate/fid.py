@@ -8,8 +8,9 @@ and their originals, and add a note for every value they cannot compute.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.jobs.evaluate.files import ADVERSARIAL_DIR, adversarial_path
@@ -23,8 +24,8 @@ def compute_fid(rows, dataset_root: Path, out_dir: Path, classifiers, attacks, d
     """{(classifier, attack): (FID or None, pairs used)}; notes say why a value is missing."""
     import numpy as np
 
-    from p2p_desktop.metrics import fid as fidlib
     from p2p_desktop.io import load_study
+    from p2p_desktop.metrics import fid as fidlib
 
     result: dict[tuple[str, str], tuple[float | None, int]] = {}
     status = fidlib.fid_status()
@@ -100,8 +101,8 @@ def _fid_per_class(rows, root: Path, out: Path, classifiers, attacks, labels: Ma
     """{(classifier, attack): (mean over classes of FID(all originals of the class, its adversarials), pairs)}."""
     import numpy as np
 
-    from p2p_desktop.metrics import fid as fidlib
     from p2p_desktop.io import load_study
+    from p2p_desktop.metrics import fid as fidlib
 
     status = fidlib.fid_status()
     if not status.available:

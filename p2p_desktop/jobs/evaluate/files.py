@@ -4,7 +4,6 @@ and the one way it replaces a file whole (through :func:`p2p_desktop.io.outputs.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 from p2p_desktop.errors import OutputError

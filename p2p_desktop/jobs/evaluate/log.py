@@ -15,8 +15,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from p2p_desktop.errors import InputError, OutputError
 from p2p_desktop.jobs.evaluate.files import PER_IMAGE_FILE, STATE_FILE, replace_file

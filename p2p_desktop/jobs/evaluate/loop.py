@@ -49,21 +49,34 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, InputError
 from p2p_desktop.jobs.evaluate import fid as fid_glue
 from p2p_desktop.jobs.evaluate.audit import record_evaluation
-from p2p_desktop.jobs.evaluate.files import ADVERSARIAL_DIR, PER_IMAGE_FILE, SUMMARY_FILES, adversarial_path, \
-    replace_file
+from p2p_desktop.jobs.evaluate.files import (
+    ADVERSARIAL_DIR,
+    PER_IMAGE_FILE,
+    SUMMARY_FILES,
+    adversarial_path,
+    replace_file,
+)
 from p2p_desktop.jobs.evaluate.log import RowLog, check_state, read_rows, repair_tail, write_state
 from p2p_desktop.jobs.evaluate.params import Plan, plan
-from p2p_desktop.jobs.evaluate.summary import COLUMN_HELP, label_summary, summarise, summary_csv, \
-    summary_markdown, validity_and_transfer, write_batch_report
+from p2p_desktop.jobs.evaluate.summary import (
+    COLUMN_HELP,
+    label_summary,
+    summarise,
+    summary_csv,
+    summary_markdown,
+    validity_and_transfer,
+    write_batch_report,
+)
 from p2p_desktop.progress import Progress
 
 __all__ = ["EvaluationResult", "ProgressCallback", "evaluate"]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from p2p_desktop.errors import InputError
 from p2p_desktop.jobs.evaluate.log import STATE_FORMAT, fingerprint

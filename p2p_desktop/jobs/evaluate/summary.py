@@ -10,15 +10,16 @@ other per-image metrics (PSNR, L2, L∞) in the table's order.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.jobs.evaluate.log import cell, csv_line
-from p2p_desktop.metrics import METRICS, image_metrics
 from p2p_desktop.jobs.evaluate.validity import VALIDITY_COLUMNS, VALIDITY_HELP
+from p2p_desktop.metrics import METRICS, image_metrics
 
 __all__ = ["SUMMARY_COLUMNS", "COLUMN_HELP", "PAPER_KEYS", "summarise", "summary_markdown", "summary_csv"]
 

@@ -61,8 +61,8 @@ def judge_successes(rows: Sequence[Mapping[str, Any]], dataset_root: Path, out_d
     """{(image, classifier, attack): Verdict} for every successful row (its written adversarial)."""
     import numpy as np
 
-    from p2p_desktop.jobs.evaluate.files import adversarial_path
     from p2p_desktop.io import load_study
+    from p2p_desktop.jobs.evaluate.files import adversarial_path
     from p2p_desktop.phantoms.oracle import NO_RECORD, Verdict, judge, phantom_record
 
     verdicts: dict = {}
@@ -132,8 +132,8 @@ def add_validity(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]
 def transfer_matrix(rows: Sequence[Mapping[str, Any]], classifiers: Sequence, attacks: Sequence[str], out_dir: Path,
                     verdicts: Mapping, check: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """The transfer entries (see the module docstring); ``classifiers`` are loaded classifiers."""
-    from p2p_desktop.jobs.evaluate.files import adversarial_path
     from p2p_desktop.io import load_study
+    from p2p_desktop.jobs.evaluate.files import adversarial_path
 
     correct = {(r["image"], r["classifier"]) for r in rows if r.get("clean_pred") and r["clean_pred"] == r["label"]}
     preds: dict[tuple[str, str, str], dict[str, str]] = {}

@@ -8,8 +8,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from p2p_desktop.io.outputs import atomic_replace_json
 from p2p_desktop.training.backbone.model import RESOLUTION

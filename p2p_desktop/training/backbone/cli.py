@@ -6,8 +6,8 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from p2p_desktop.training.backbone.card import publish_backbone, write_card
 from p2p_desktop.training.backbone.evaluation import evaluate_backbone

@@ -4,9 +4,9 @@ space of the VAE (grey [0, 1] <-> three channels in [-1, 1]); their latents."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def _cached_phantoms(folder: Path, start: int, n: int, paired: bool = False) -> 
                        else load_phantom_data(start, n), PHANTOM_FIELDS, PhantomData)
 
 
-def to_model_space(images) -> "torch.Tensor":  # noqa: F821
+def to_model_space(images) -> torch.Tensor:  # noqa: F821
     """(N, H, W) grey in [0, 1] -> (N, 3, H, W) in [-1, 1], as SD's VAE expects."""
     import torch
 
@@ -97,7 +97,7 @@ def to_model_space(images) -> "torch.Tensor":  # noqa: F821
     return (x * 2 - 1).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
 
-def to_grey(x) -> "torch.Tensor":  # noqa: F821
+def to_grey(x) -> torch.Tensor:  # noqa: F821
     """(N, 3, H, W) in [-1, 1] -> (N, H, W) grey in [0, 1] (channel mean, clamped)."""
     return ((x.mean(1) + 1) / 2).clamp(0, 1)
 

@@ -3,8 +3,9 @@ docstring for the architecture), built fresh and seeded."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["RESOLUTION", "LATENT_SIZE", "VAE_CONFIG", "UNET_CONFIG", "TEXT_ENCODER_CONFIG", "SCHEDULER_CONFIG",
            "build_components", "parameter_counts"]
