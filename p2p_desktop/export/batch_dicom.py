@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DICOM_DIR", "BatchDicomExport", "check_send", "send_exports"]
+__all__ = ["DICOM_DIR", "BatchDicomExport"]
 
 DICOM_DIR = "dicom"
 

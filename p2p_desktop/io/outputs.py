@@ -22,7 +22,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
@@ -32,7 +32,7 @@ __all__ = ["OutputSet", "safe_name", "check_output_dir", "unique_path", "atomic_
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
 #: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
-Content = Union[bytes, Callable[[IO[bytes]], Any]]
+Content = bytes | Callable[[IO[bytes]], Any]
 
 
 def _is_within(child: Path, parent: Path) -> bool:

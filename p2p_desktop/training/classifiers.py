@@ -167,7 +167,7 @@ def phantom_set(start: int, n: int, size: int = INPUT_SIZE, chunk: int = 250,
             images[i + j, 0] = np.asarray(ph.image, dtype=np.float32)
         if cache_file is not None:
             block = images[i:i + len(part)]
-            atomic_replace_bytes(cache_file, lambda fh: np.save(fh, block, allow_pickle=False))
+            atomic_replace_bytes(cache_file, lambda fh, block=block: np.save(fh, block, allow_pickle=False))
     y = torch.tensor([s % 3 for s in seeds], dtype=torch.long)
     return PhantomSet(torch.from_numpy(images), y, (start, start + n - 1))
 
