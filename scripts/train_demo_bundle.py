@@ -5,6 +5,7 @@
 
 1. the demo diffusion backbone (resources/models/demo)            — p2p_desktop.training.backbone,
    then its appearance-only text-conditioning phase                — p2p_desktop.training.appearance
+   and the measure of what its prompt steers (stored in its card)  — p2p_desktop.training.appearance_eval
    (no cross-class targets: the prompt steers how the same finding is imaged; the earlier
    counterfactual phase, p2p_desktop.training.counterfactual, taught class edits and is no
    longer part of the bundle)
@@ -50,7 +51,8 @@ def main() -> int:
         # runs beside the classifiers).
         chain = (f"{shlex.quote(py)} -m p2p_desktop.training.backbone --out {shlex.quote(demo)} "
                  f"--minutes {args.minutes} && {shlex.quote(py)} -m p2p_desktop.training.appearance "
-                 f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.appearance_minutes}")
+                 f"--base {shlex.quote(demo)} --out {shlex.quote(demo)} --minutes {args.appearance_minutes} "
+                 f"&& {shlex.quote(py)} -m p2p_desktop.training.appearance_eval {shlex.quote(demo)} --write-card")
         procs.append(("backbone", subprocess.Popen(["/bin/sh", "-c", chain], cwd=ROOT)))
     if "classifiers" not in skip:
         budget = ["--minutes", str(args.classifier_minutes)] if args.classifier_minutes is not None else []

@@ -69,6 +69,9 @@ def write_card(folder: str | Path, training: dict, quality: dict, architecture: 
                         + (", then fine-tuned on counterfactual triplets (one breast as benign, "
                            "malignant and normal) so the prompt steers the x0 estimate at P2P's "
                            "timesteps" if "counterfactual" in training else "")
+                        + (", then given appearance-only text conditioning (the prompt steers how the "
+                           "same finding is imaged: gain, dynamic range, depth attenuation, speckle; "
+                           "never another class) at P2P's timesteps" if "appearance" in training else "")
                         + "; not a medical model"),
         "resolution": RESOLUTION,
         "format": "diffusers StableDiffusionPipeline",
