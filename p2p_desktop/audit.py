@@ -122,6 +122,7 @@ def load_key(path: str | os.PathLike | None = None, *, create: bool = False) -> 
 
 
 def key_id(key: bytes) -> str:
+    """The identifier of an audit key recorded in the log: the first 16 hex digits of its SHA-256."""
     return hashlib.sha256(key).hexdigest()[:16]
 
 

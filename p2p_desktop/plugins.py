@@ -74,6 +74,7 @@ class PluginInfo:
 
 
 def plugin_dirs() -> list[Path]:
+    """Folders searched for plugins: the built-in one, the user's, then ``$P2P_DESKTOP_PLUGIN_PATH``."""
     dirs = [builtin_plugins_dir(), user_data_dir() / "plugins"]
     extra = os.environ.get("P2P_DESKTOP_PLUGIN_PATH", "")
     dirs += [Path(p) for p in extra.split(os.pathsep) if p]
@@ -274,6 +275,7 @@ def discover() -> list[PluginInfo]:
 
 
 def find(name: str) -> PluginInfo | None:
+    """The discovered plugin called ``name``, or None."""
     return next((p for p in discover() if p.name == name), None)
 
 
@@ -292,6 +294,7 @@ def enable(name: str) -> PluginInfo:
 
 
 def disable(name: str) -> None:
+    """Withdraw the approval of plugin ``name`` (nothing happens if it was not enabled)."""
     with _lock:
         state = _read_state()
         if state.pop(name, None) is not None:

@@ -275,7 +275,8 @@ def test_resume_after_cancel_does_not_redo_finished_jobs(bench, full_run, tmp_pa
     progress = []
     res = _run(bench, out, params={"pgd.steps": 3}, on_progress=progress.append)
     assert res.resumed == k and res.attacked == total - k
-    assert (progress[0].step, progress[0].total) == (k, jobs) and (progress[-1].step, progress[-1].total) == (jobs, jobs)
+    assert ((progress[0].step, progress[0].total) == (k, jobs)
+            and (progress[-1].step, progress[-1].total) == (jobs, jobs))
     assert all(b.step >= a.step for a, b in zip(progress, progress[1:]))  # never goes back
     # the ETA is the pace of this call's jobs only: the resumed ones took no time here
     assert progress[0].eta is None and all(ev.start == k for ev in progress)

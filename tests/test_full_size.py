@@ -43,7 +43,8 @@ def sd15(tmp_path_factory):
 def test_sd15_shaped_folder_is_the_real_layout(sd15):
     index = json.loads((sd15 / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers", "PNDMScheduler"]
-    assert index["safety_checker"][1] == "StableDiffusionSafetyChecker" and index["feature_extractor"][0] == "transformers"
+    assert (index["safety_checker"][1] == "StableDiffusionSafetyChecker"
+            and index["feature_extractor"][0] == "transformers")
     unet = json.loads((sd15 / "unet" / "config.json").read_text())
     assert unet["block_out_channels"] == [320, 640, 1280, 1280] and unet["cross_attention_dim"] == 768
     vae = json.loads((sd15 / "vae" / "config.json").read_text())
@@ -138,8 +139,9 @@ def test_tokenizer_larger_than_the_text_encoder_is_refused_at_load(tmp_path):
 
     write_png_dataset(tmp_path / "data", 1, seed=5000000, size=64)
     image = next((tmp_path / "data").rglob("*_5000000.png"))
-    r = subprocess.run([sys.executable, "-m", "p2p_desktop", "attack", str(image), "--attack", "p2p", "--classifier",
-                        "demo-squeezenet1_1", "--backbone", str(folder), "--out", str(tmp_path / "out"), "--steps", "1"],
+    r = subprocess.run([sys.executable, "-m", "p2p_desktop", "attack", str(image), "--attack", "p2p",
+                        "--classifier", "demo-squeezenet1_1", "--backbone", str(folder),
+                        "--out", str(tmp_path / "out"), "--steps", "1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()

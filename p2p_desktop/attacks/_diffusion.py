@@ -21,9 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from p2p_desktop.models.backbone import Backbone
 
-__all__ = ["DiffusionAttack", "resolution_param", "dtype_param", "low_memory_param", "check_resolution", "resize", "resize_to", "to_source_geometry", "working_resolution", "backbone_in", "low_memory",
-           "precision_name", "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps",
-           "decode", "tokenize", "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
+__all__ = ["DiffusionAttack", "resolution_param", "dtype_param", "low_memory_param", "check_resolution", "resize",
+           "resize_to", "to_source_geometry", "working_resolution", "backbone_in", "low_memory", "precision_name",
+           "to_rgb", "to_channels", "autocast", "encode", "add_noise", "unet_x0_eps", "decode", "tokenize",
+           "text_embeddings", "ddim_timesteps", "sdedit_latent", "sdedit"]
 
 
 # -- what every diffusion attack shares: config fields, their check, and the run wrapper ----------

@@ -7,8 +7,8 @@ w_k = ∇f_k − ∇f_y and f'_k = f_k − f_y; the step is r = (|f'_k̂| + 1e-4
 k̂ = argmin_k |f'_k| / ‖w_k‖₂. The steps add up to r_tot and the image is
 x' = clip(x + (1 + overshoot)·r_tot, 0, 1). It stops at the first iteration whose image, as it
 will be written (source geometry, quantised), is adversarial. Targeted: the only boundary
-considered is the one between the target and the best other class. There is no budget: DeepFool finds a small perturbation, it does
-not enforce one.
+considered is the one between the target and the best other class. There is no budget:
+DeepFool finds a small perturbation, it does not enforce one.
 
 Arguments (``DeepFoolConfig``):
     steps (int): maximum number of iterations. (Default: 50)
@@ -34,6 +34,8 @@ __all__ = ["DeepFool", "DeepFoolConfig"]
 
 @dataclass(frozen=True)
 class DeepFoolConfig(AttackConfig):
+    """Parameters of DeepFool: the iteration cap and the overshoot past the boundary."""
+
     steps: int = param(50, help="Maximum number of DeepFool iterations (it stops once the image is adversarial).",
                        min=1, max=10000)
     overshoot: float = param(0.02, help="How far past the linearised boundary to step: x + (1 + overshoot)·r.",
@@ -41,6 +43,9 @@ class DeepFoolConfig(AttackConfig):
 
 
 class DeepFool(Attack):
+    """DeepFool (Moosavi-Dezfooli et al.): repeated smallest L2 steps across the nearest linearised
+    decision boundary until the image is adversarial; no perturbation budget."""
+
     name = "deepfool"
     Config = DeepFoolConfig
     summary = "DeepFool: smallest L2 steps across the nearest linearised decision boundary (no budget)."

@@ -6,6 +6,7 @@ __all__ = ["build_attack", "parse_params"]
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
+    """``--param KEY=VALUE`` items as a dict (dashes in keys become underscores); InputError if malformed."""
     from p2p_desktop.errors import InputError
 
     out: dict[str, str] = {}

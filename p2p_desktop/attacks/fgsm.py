@@ -18,6 +18,8 @@ __all__ = ["FGSM", "FGSMConfig"]
 
 @dataclass(frozen=True)
 class FGSMConfig(AttackConfig):
+    """Parameters of FGSM: the budget ε and its norm (linf or l2)."""
+
     eps: float = param(0.05, help="Perturbation budget ε in [0,1] pixel units (L∞: per pixel, at most 1; "
                        "L2: Euclidean norm over the whole image).", min=0.0, min_exclusive=True)
     norm: str = param("linf", help="Distance measure of the budget: linf or l2.", choices=NORMS)
@@ -27,6 +29,8 @@ class FGSMConfig(AttackConfig):
 
 
 class FGSM(Attack):
+    """Fast Gradient Sign Method: one step of size ε along the (normalised) loss gradient."""
+
     name = "fgsm"
     Config = FGSMConfig
     summary = "Fast Gradient Sign Method: one gradient step of size ε (L∞ or L2)."

@@ -20,6 +20,8 @@ __all__ = ["PGD", "PGDConfig"]
 
 @dataclass(frozen=True)
 class PGDConfig(AttackConfig):
+    """Parameters of PGD: budget ε, step α, iterations, norm, random start and early stop."""
+
     eps: float = param(0.05, help="Perturbation budget ε in [0,1] pixel units (L∞: per pixel, at most 1; "
                        "L2: Euclidean norm over the whole image).", min=0.0, min_exclusive=True)
     alpha: float = param(0.01, help="Step size α per iteration, same units as ε.", min=0.0,
@@ -36,6 +38,8 @@ class PGDConfig(AttackConfig):
 
 
 class PGD(Attack):
+    """Projected Gradient Descent: iterated gradient steps of size α, projected back into the ε-ball."""
+
     name = "pgd"
     Config = PGDConfig
     summary = "Projected Gradient Descent: iterated, projected steps (L∞ or L2), random start."

@@ -87,5 +87,6 @@ def apply_dtype(attack, dtype: str | None, device: str):
     if "dtype" not in {f.name for f in fields(attack.Config)}:
         if dtype in ("auto", "fp32"):
             return attack
-        raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p); {attack.name} runs in fp32")
+        raise InputError(f"--dtype {dtype} applies to the diffusion attacks (diff-pgd, p2p); "
+                         f"{attack.name} runs in fp32")
     return type(attack)(attack.config.replace(dtype=dtype))

@@ -105,6 +105,7 @@ def available() -> list[AttackSpec]:
 
 
 def spec(name: str) -> AttackSpec:
+    """The registered spec of attack ``name``; InputError if it is unknown or unavailable (and why)."""
     try:
         return _specs[name]
     except KeyError:

@@ -103,6 +103,7 @@ class AttackResult:
 
 
 def software_versions() -> dict[str, str]:
+    """Versions of p2p-desktop, Python and the installed core libraries, as recorded with a run."""
     import importlib.metadata as md
 
     from p2p_desktop import __version__

@@ -22,6 +22,7 @@ __all__ = ["add_parser", "run", "add_export_args", "check_export_args", "print_r
 
 
 def add_parser(sub) -> None:
+    """Register the ``attack`` sub-command and its options."""
     p = sub.add_parser("attack", help="attack one image and write the adversarial outputs")
     p.add_argument("input", metavar="INPUT", help="DICOM or image file")
     p.add_argument("--attack", required=True, help="fgsm, pgd, diff-pgd, p2p (or a plugin's)")
@@ -125,6 +126,7 @@ def print_run(summary: dict, result, args, *, warnings: list[str] = ()) -> None:
 
 
 def run(args) -> int:
+    """Attack one image and write the adversarial outputs (validated first); the exit code."""
     from p2p_desktop.attacks.registry import spec
     from p2p_desktop.audit import AuditLog
     from p2p_desktop.cancel import CancelToken

@@ -19,6 +19,7 @@ _LOG_HELP = "audit log (default: $P2P_DESKTOP_AUDIT_LOG or the user data folder'
 
 
 def add_parser(sub) -> None:
+    """Register the ``audit`` sub-command with its ``verify`` and ``repair`` actions."""
     from p2p_desktop.audit import VERIFY_PROOF
 
     p = sub.add_parser("audit", help="audit log tools (verify the keyed hash chain, repair a torn tail)")
@@ -43,6 +44,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """Verify or repair an audit log; the exit code (2 when verification finds a torn or tampered log)."""
     from p2p_desktop.audit import default_log_path, repair_log, verify_log
     from p2p_desktop.errors import InputError
 

@@ -11,6 +11,7 @@ __all__ = ["add_parser", "run", "add_classifier_args", "classifier_from_args"]
 
 
 def add_classifier_args(p) -> None:
+    """Add the options that choose a classifier (``--classifier`` and, for bare weights, its details)."""
     p.add_argument("--classifier", required=True, metavar="MODEL",
                    help="registered name (e.g. demo-squeezenet1_1), model card .json, or weights file")
     p.add_argument("--arch", help="architecture of a bare weights file (e.g. squeezenet1_1)")
@@ -19,6 +20,7 @@ def add_classifier_args(p) -> None:
 
 
 def classifier_from_args(args, device: str):
+    """Load the classifier that the :func:`add_classifier_args` options name, on ``device``."""
     from p2p_desktop.models.classifier import load_classifier
 
     return load_classifier(args.classifier, arch=args.arch, classes=split_list(args.classes) or None,
@@ -26,6 +28,7 @@ def classifier_from_args(args, device: str):
 
 
 def add_parser(sub) -> None:
+    """Register the ``classify`` sub-command and its options."""
     p = sub.add_parser("classify", help="classify images, DICOM files or folders")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM/PNG/JPEG/BMP/TIFF file or folder")
     add_classifier_args(p)
@@ -56,6 +59,7 @@ def _expand(inputs: list[str]) -> tuple[list[Path], list[dict]]:
 
 
 def run(args) -> int:
+    """Classify the given images, DICOM files and folders and print the predictions; the exit code."""
     from p2p_desktop.device import resolve_device
     from p2p_desktop.errors import InputError
     from p2p_desktop.io import load_study

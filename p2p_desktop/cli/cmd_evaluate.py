@@ -19,6 +19,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    """Register the ``evaluate`` sub-command and its options."""
     p = sub.add_parser("evaluate", help="attack a BUSI-layout dataset with several attacks × classifiers "
                                         "and write paper-style tables (resumable)",
                           epilog="Ctrl-C stops after the current attack step and exits 3; the finished per-image "
@@ -113,6 +114,7 @@ class _Interrupt:
 
 
 def run(args) -> int:
+    """Run (or resume) a dataset evaluation with a progress bar, then send exports if asked; the exit code."""
     from p2p_desktop.attacks.factory import parse_params
     from p2p_desktop.cancel import CancelToken
     from p2p_desktop.jobs.evaluate import evaluate

@@ -20,6 +20,7 @@ __all__ = ["add_parser", "run", "model_rows"]
 
 
 def add_parser(subparsers) -> None:
+    """Register the ``models`` sub-command with its ``list`` and ``verify`` actions."""
     p = subparsers.add_parser(
         "models", help="list registered models or re-hash them against their cards",
         description="Registered models (the embedded demo bundle and plugins) and their integrity.")
@@ -92,6 +93,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args) -> int:
+    """List the registered models, or re-hash them against their cards (exit 2 if any fails); the exit code."""
     from p2p_desktop.errors import ModelError
     from p2p_desktop.paths import models_dir
 

@@ -26,6 +26,7 @@ def _network_args(p, *, audit: bool = False) -> None:
 
 
 def add_parser(sub) -> None:
+    """Register the ``pacs`` sub-command and its actions (nodes, config, echo, find, retrieve, send)."""
     p = sub.add_parser("pacs", help="DICOM nodes: echo, find, retrieve (C-GET/C-MOVE) and send (C-STORE)",
                        description="Query/retrieve studies from a DICOM node and send derived instances. "
                                    "NODE is a configured node name, AET@HOST:PORT, or a DICOMweb URL "
@@ -118,6 +119,7 @@ def _bar(desc: str):
 
 
 def run(args) -> int:
+    """Dispatch a ``pacs`` action with the saved PACS settings; the exit code."""
     from p2p_desktop.errors import InputError
     from p2p_desktop.pacs import load_settings
 
@@ -274,6 +276,7 @@ def _send(args, settings) -> int:
 
 
 def add_send_arg(p) -> None:
+    """Add the ``--send-dicom NODE`` option (C-STORE the exported DICOM to a node)."""
     p.add_argument("--send-dicom", metavar="NODE",
                    help="C-STORE the exported DICOM (needs --export-dicom; de-identified with --deidentify) "
                         "to NODE: a configured node name or AET@HOST:PORT")

@@ -14,6 +14,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    """Register the ``phantoms`` sub-command and its options."""
     p = sub.add_parser("phantoms", help="write synthetic breast-ultrasound phantoms (BUSI layout)",
                        description="Write N synthetic B-mode phantoms (seeds S..S+N-1, classes balanced) "
                                    "with lesion masks and a descriptors manifest.")
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """Write the synthetic phantom dataset with a progress bar and report what was written; the exit code."""
     from p2p_desktop.phantoms.dataset import write_dataset
 
     with progress_bar(max(int(args.n), 0), "phantoms", unit="img") as bar:

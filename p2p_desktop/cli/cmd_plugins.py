@@ -8,6 +8,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    """Register the ``plugins`` sub-command with its ``list``, ``enable`` and ``disable`` actions."""
     p = sub.add_parser("plugins", help="list, enable or disable plugins (attacks, classifiers)")
     ps = p.add_subparsers(dest="plugins_command", metavar="ACTION", required=True)
     lp = ps.add_parser("list", help="every plugin found, with its path, sha256 and status")
@@ -20,6 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """Enable, disable or list plugins; the exit code."""
     from p2p_desktop import plugins
 
     if args.plugins_command == "enable":

@@ -15,6 +15,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub) -> None:
+    """Register the ``rerun`` sub-command and its options."""
     p = sub.add_parser("rerun", help="reproduce a run from its provenance record")
     p.add_argument("provenance", metavar="PROVENANCE.json", help="provenance record written by `attack`")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (outside the input's folder)")
@@ -29,6 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    """Reproduce a run from its provenance record and report how it compares; the exit code."""
     from p2p_desktop.cli.cmd_attack import print_run
     from p2p_desktop.export.provenance import load_provenance
     from p2p_desktop.jobs.rerun import rerun

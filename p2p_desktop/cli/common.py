@@ -31,6 +31,7 @@ def progress_bar(total: int, desc: str, unit: str = "it"):
 
 
 def add_device_arg(p) -> None:
+    """Add the ``--device`` option (auto, cpu, cuda or mps)."""
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="compute device (default: auto = CUDA, then MPS, then CPU)")
 
@@ -49,6 +50,7 @@ def seed_arg(text: str) -> int:
 
 
 def add_dtype_arg(p, default_help: str = "the preset's, else auto") -> None:
+    """Add the ``--dtype`` option: precision of the diffusion backbone (``default_help`` names the default)."""
     p.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"],
                    help="precision of the diffusion backbone for diff-pgd/p2p (auto: fp16 on CUDA, fp32 elsewhere; "
                         f"default: {default_help}); recorded in the provenance")
@@ -62,4 +64,5 @@ def apply_dtype(attack, dtype: str | None, device: str):
 
 
 def split_list(text: str | None) -> list[str]:
+    """The non-empty items of a comma-separated option, stripped (empty for None)."""
     return [t.strip() for t in (text or "").split(",") if t.strip()]

@@ -51,6 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``p2p-desktop`` argument parser with every sub-command registered."""
     parser = _Parser(prog="p2p-desktop", description=(
         "Measure how breast-ultrasound classifiers can be fooled: Prompt2Perturb (P2P), "
         "FGSM, PGD and Diff-PGD. Without a sub-command, opens the desktop app."))
@@ -119,6 +120,7 @@ _QUIET_LOGGERS = ("diffusers", "transformers", "pydicom", "PIL", "torch", "huggi
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: open the desktop app, or run a sub-command; the exit code (3 when cancelled)."""
     from p2p_desktop.errors import Cancelled, P2PError
 
     parser = build_parser()

@@ -170,6 +170,7 @@ def _now_strings(now: _dt.datetime) -> tuple[str, str, str]:
 
 
 def dicom_output_name(study, attack: str) -> str:
+    """File name of the adversarial DICOM exported for ``study`` and ``attack``."""
     from p2p_desktop.export.images import output_stem
 
     return f"{output_stem(study, attack)}_adv.dcm"

@@ -11,6 +11,7 @@ __all__ = ["output_stem", "write_image_outputs"]
 
 
 def output_stem(study: Study, attack: str) -> str:
+    """Stem of the output file names for ``study`` and ``attack`` (with the frame of a multi-frame study)."""
     frame = f"_f{study.frame_index}" if study.n_frames > 1 else ""
     return f"{study.output_name or study.path.stem}{frame}_{attack}"
 

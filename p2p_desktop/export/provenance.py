@@ -83,6 +83,7 @@ def _label_source(result, study, given: str | None) -> str:
 
 
 def provenance_name(study, attack: str) -> str:
+    """File name of the provenance record written for ``study`` and ``attack``."""
     from p2p_desktop.export.images import output_stem
 
     return f"{output_stem(study, attack)}_provenance.json"

@@ -123,6 +123,8 @@ class _QtLogHandler(logging.Handler):
 
 
 class LogPanel(QPlainTextEdit):
+    """Read-only panel that shows the ``p2p_desktop`` log records (INFO and above) as they arrive."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setReadOnly(True)

@@ -165,6 +165,8 @@ class ProbabilityChart(pg.PlotWidget):
 
 
 class MetricsTable(QTableWidget):
+    """Two-column table of metric names and values, each row with its tooltip."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(0, 2, parent)
         self.setHorizontalHeaderLabels(["Metric", "Value"])

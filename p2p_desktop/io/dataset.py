@@ -47,6 +47,8 @@ class SkippedFile:
 
 @dataclass(frozen=True)
 class FolderScan:
+    """The result of scanning a folder: the usable files (with class labels) and the skipped ones."""
+
     root: Path
     entries: tuple[ScanEntry, ...] = ()
     skipped: tuple[SkippedFile, ...] = ()

@@ -26,6 +26,7 @@ def encode_png(image: np.ndarray, bits: int = 8) -> bytes:
 
 
 def encode_npy(array: np.ndarray) -> bytes:
+    """An array as ``.npy`` file bytes (no pickled objects)."""
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
     return buf.getvalue()

@@ -15,5 +15,6 @@ from p2p_desktop.metrics.similarity import (
 )
 from p2p_desktop.metrics.table import METRICS, Metric, compute_metrics, format_value, image_metrics, metric
 
-__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE", "METRIC_PROTOCOLS",
-           "paper_view", "ssim_paper", "paper_metrics", "METRICS", "Metric", "format_value", "image_metrics", "metric"]
+__all__ = ["compute_metrics", "ssim", "psnr", "lpips_status", "lpips_distance", "lpips_net", "ALEXNET_FILE",
+           "METRIC_PROTOCOLS", "paper_view", "ssim_paper", "paper_metrics", "METRICS", "Metric", "format_value",
+           "image_metrics", "metric"]

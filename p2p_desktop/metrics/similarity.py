@@ -36,6 +36,7 @@ _lpips_lock = threading.Lock()
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Structural similarity of two [0,1] images (NaN when smaller than SSIM's 7-pixel window)."""
     from skimage.metrics import structural_similarity
 
     a, b = as_hwc(a, np.float64), as_hwc(b, np.float64)
@@ -47,6 +48,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two [0,1] images, in dB (inf when identical)."""
     mse = float(np.mean((as_hwc(a, np.float64) - as_hwc(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 

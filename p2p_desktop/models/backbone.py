@@ -494,7 +494,8 @@ def _load_single_file(path: Path, config_dir: str | Path | None, device: str, dt
             scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"checkpoint {path.name} could not be loaded with configs from {config_dir}: {first}") from None
+        raise ModelError(f"checkpoint {path.name} could not be loaded with configs from {config_dir}: "
+                         f"{first}") from None
     _check_warnings(path.name, warned)
     backbone = _assemble(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, device, dtype,
                          path.stem, str(path))

@@ -28,6 +28,8 @@ __all__ = ["ModelEntry", "entries", "find", "names", "resolve", "verify_entry", 
 
 @dataclass
 class ModelEntry:
+    """A registered model (classifier or backbone): its name, kind, card and where it comes from."""
+
     name: str
     kind: str  # "classifier" or "backbone"
     path: Path  # the card (or plugin manifest)
@@ -85,15 +87,18 @@ def _bundle_entries() -> list[ModelEntry]:
 
 
 def entries(kind: str | None = None) -> list[ModelEntry]:
+    """Registered models (bundled, then added), optionally only those of ``kind``."""
     items = _bundle_entries() + list(_extra.values())
     return [e for e in items if kind is None or e.kind == kind]
 
 
 def names(kind: str | None = None) -> list[str]:
+    """Names of the registered models, optionally only those of ``kind``."""
     return [e.name for e in entries(kind)]
 
 
 def find(name: str) -> ModelEntry | None:
+    """The registered model called ``name``, or None."""
     for e in entries():
         if e.name == name:
             return e

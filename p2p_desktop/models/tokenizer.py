@@ -18,7 +18,8 @@ __all__ = ["build_clip_tokenizer_files", "bytes_to_unicode", "DEMO_WORDS"]
 
 def bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable-character table of byte-level BPE (GPT-2 / CLIP convention)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+            + list(range(ord("®"), ord("ÿ") + 1)))
     chars = keep[:]
     n = 0
     for b in range(256):

@@ -21,6 +21,6 @@ from p2p_desktop.pacs.nodes import (
                                     settings_path,
 )
 
-__all__ = ["PacsError", "Node", "WebNode", "TLSFiles", "PacsSettings", "Timeouts", "Instance", "Transfer", "echo", "find",
-           "retrieve", "send", "load_settings", "save_settings", "settings_path", "resolve_node", "parse_address",
-           "LEVELS", "METHODS", "DEFAULT_AE_TITLE", "DEFAULT_STORAGE_PORT"]
+__all__ = ["PacsError", "Node", "WebNode", "TLSFiles", "PacsSettings", "Timeouts", "Instance", "Transfer", "echo",
+           "find", "retrieve", "send", "load_settings", "save_settings", "settings_path", "resolve_node",
+           "parse_address", "LEVELS", "METHODS", "DEFAULT_AE_TITLE", "DEFAULT_STORAGE_PORT"]

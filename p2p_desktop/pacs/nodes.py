@@ -22,8 +22,9 @@ from typing import Any
 
 from p2p_desktop.pacs.errors import PacsError
 
-__all__ = ["Node", "WebNode", "node_from_json", "TLSFiles", "PacsSettings", "settings_path", "load_settings", "save_settings",
-           "parse_address", "resolve_node", "check_ae_title", "check_port", "DEFAULT_AE_TITLE", "DEFAULT_STORAGE_PORT"]
+__all__ = ["Node", "WebNode", "node_from_json", "TLSFiles", "PacsSettings", "settings_path", "load_settings",
+           "save_settings", "parse_address", "resolve_node", "check_ae_title", "check_port", "DEFAULT_AE_TITLE",
+           "DEFAULT_STORAGE_PORT"]
 
 DEFAULT_AE_TITLE = "P2P_DESKTOP"
 DEFAULT_STORAGE_PORT = 11113
@@ -40,6 +41,7 @@ def check_ae_title(value: str, what: str = "AE title") -> str:
 
 
 def check_port(value: Any, what: str = "port") -> int:
+    """A valid TCP port number (1-65535) from ``value``; PacsError otherwise."""
     try:
         port = int(value)
     except (TypeError, ValueError):
@@ -158,6 +160,7 @@ class WebNode:
 
 
 def node_from_json(data: dict[str, Any]) -> Node | WebNode:
+    """A configured node from its JSON form: a DICOMweb node when it has a ``url``, else a DIMSE node."""
     if isinstance(data, dict) and "url" in data:
         tls = data.get("tls") or {}
         return WebNode(name=data.get("name", ""), url=data["url"],
@@ -192,6 +195,7 @@ class PacsSettings:
 
 
 def settings_path() -> Path:
+    """Where the PACS settings are saved: ``pacs.json`` in the user data folder."""
     from p2p_desktop.paths import user_data_dir
 
     return user_data_dir() / "pacs.json"

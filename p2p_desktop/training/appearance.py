@@ -266,7 +266,8 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
         unknown = (r >= plan.identity_share + plan.empty_prompt_share) & (
             r < plan.identity_share + plan.empty_prompt_share + plan.unknown_word_share)
         pick = torch.randint(0, len(ids_unknown), (B,), generator=gen)
-        ids = torch.where(empty[:, None], ids_empty.expand(B, -1), torch.where(unknown[:, None], ids_unknown[pick], ids))
+        ids = torch.where(empty[:, None], ids_empty.expand(B, -1),
+                          torch.where(unknown[:, None], ids_unknown[pick], ids))
         target = latents[tgt]
         snr = abar[t] / (1 - abar[t])
         per = snr.clamp(max=plan.snr_gamma) * ((x0_of(zt, t, ids) - target) ** 2).mean((1, 2, 3))
@@ -294,6 +295,7 @@ def finetune_appearance(parts: dict, plan: AppearancePlan, scratch: str | Path) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: appearance fine-tuning of a base demo backbone; the exit code."""
     p = finetune_arguments("appearance", "Appearance-only text conditioning of the demo backbone (CPU).",
                            AppearancePlan, "source seeds")
     args = p.parse_args(argv)

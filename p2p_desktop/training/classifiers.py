@@ -125,6 +125,8 @@ class PhantomSet:
 
 @dataclass
 class TrainResult:
+    """One training run: the best-validation module and how long and how well it trained."""
+
     module: Any
     steps: int
     epochs: float
@@ -402,6 +404,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: train the requested demo classifiers and write their bundles; the exit code."""
     import torch
 
     args = _parse_args(argv)

@@ -202,6 +202,7 @@ def finetune_counterfactual(parts: dict, plan: EditPlan, scratch: str | Path) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: counterfactual fine-tuning of a base demo backbone; the exit code."""
     p = finetune_arguments("counterfactual", "Counterfactual fine-tuning of the demo backbone's text conditioning "
                            "(CPU).", EditPlan, "triplet seeds")
     args = p.parse_args(argv)

@@ -150,6 +150,8 @@ class RunReport:
 
 @dataclass
 class BatchReport:
+    """Everything a batch (evaluation) report shows, independent of the format."""
+
     title: str
     meta: list[tuple[str, str]]
     tables: list[tuple[str, list[str], list[list[str]]]]  # (heading, columns, rows)

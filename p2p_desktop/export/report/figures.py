@@ -28,6 +28,7 @@ def _figure(width: float, height: float):
 
 
 def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (without the Software metadata entry)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()

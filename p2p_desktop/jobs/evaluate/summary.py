@@ -218,7 +218,10 @@ def summary_csv(summary: Sequence[Mapping[str, Any]]) -> str:
 # -- validity, transfer, the batch report ----------------------------------------------------------------
 def validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_names, cancel: CancelToken,
                           total: int, per_image_path: Path, backbone=None) -> dict[str, Any]:
-    """Valid success (phantom oracle) into ``summary`` and the transfer matrix (:mod:`p2p_desktop.jobs.evaluate.validity`)."""
+    """Valid success (phantom oracle) into ``summary`` and the transfer matrix.
+
+    See :mod:`p2p_desktop.jobs.evaluate.validity`.
+    """
     from p2p_desktop.jobs.evaluate import validity
     from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
 

@@ -37,6 +37,7 @@ def _reevaluate(folder: Path, n_images: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: train the demo backbone, or re-measure an existing one; the exit code."""
     p = argparse.ArgumentParser(prog="python -m p2p_desktop.training.backbone",
                                 description="Train the demo diffusion backbone on synthetic phantoms (CPU).")
     p.add_argument("--out", required=True, type=Path, help="the backbone folder to write (e.g. resources/models/demo)")
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     parts, record = train_backbone(plan, scratch)
-    arch = {"parameters": parameter_counts(parts), "vae": VAE_CONFIG | {"scaling_factor": parts["vae"].config.scaling_factor},
+    arch = {"parameters": parameter_counts(parts),
+            "vae": VAE_CONFIG | {"scaling_factor": parts["vae"].config.scaling_factor},
             "unet": UNET_CONFIG, "text_encoder": TEXT_ENCODER_CONFIG | {"vocab_size": len(parts["tokenizer"])},
             "scheduler": SCHEDULER_CONFIG | {"set_alpha_to_one": False}}
     card = publish_backbone(parts, out, record, arch, args.eval_images, before_card=lambda rec: rec.update(

@@ -93,6 +93,7 @@ def build_components(tokenizer_dir: str | Path, seed: int = 0) -> dict:
 
 
 def parameter_counts(components: dict) -> dict[str, int]:
+    """Number of parameters of the VAE, UNet and text encoder."""
     return {name: int(sum(p.numel() for p in components[name].parameters()))
             for name in ("vae", "unet", "text_encoder")}
 
