@@ -2,13 +2,12 @@
 
 Skipped when the bundle (resources/models/demo and demo-squeezenet1_1) is not installed.
 
-Two claims, kept apart. The engine works: every attacked phantom is fooled with SSIM ≥ 0.8.
-And the goal of the demo: each is a *valid* success, fooled with the finding kept (phantom
-label-preservation oracle, p2p_desktop/phantoms/oracle.py). The shipped demo backbone does not
-reach the second: it was fine-tuned on cross-class counterfactual targets, so P2P on it redraws
-the finding as another class (see the xfail's reason); retraining it with appearance-only text
-conditioning (issue 13, item 2) is what makes that test pass, and then ``strict`` makes it fail
-until the xfail is removed.
+Two claims, kept apart. What the demo guarantees: every phantom P2P fools is a *valid* success,
+fooled with the finding kept (phantom label-preservation oracle, p2p_desktop/phantoms/oracle.py)
+— the shipped backbone's prompt steers appearance only (training/appearance.py), so P2P cannot
+redraw the finding. And the goal it does not reach yet: that P2P ``fast`` fools (validly) every
+attacked phantom; on the appearance-only backbone it fools fewer than half (see the xfail's
+reason and the README's demo table), and ``strict`` makes that test fail once it passes.
 """
 
 from __future__ import annotations
@@ -60,18 +59,23 @@ def p2p_runs():
     return runs
 
 
-def test_p2p_fast_fools_demo_squeezenet_on_phantoms(p2p_runs):
-    for seed, _label, _img, res in p2p_runs:
-        assert res.success, (seed, res.summary()["adversarial"], res.info["probs"])
-        assert res.metrics["ssim"] >= 0.8, (seed, res.metrics)
+def test_p2p_fast_on_the_demo_never_redraws_the_finding(p2p_runs):
+    """Every run ends with a judged, written image; every success keeps the label (no semantic change)."""
+    from p2p_desktop.phantoms.oracle import LABEL_KEPT, PhantomRecord, judge
+
+    for seed, label, img, res in p2p_runs:
+        assert res.iterations >= 1 and np.asarray(res.adversarial).shape == img.shape, seed
+        assert 0.0 < res.metrics["ssim"] <= 1.0, (seed, res.metrics)
+        if res.success:
+            v = judge(PhantomRecord(seed, label, img.shape[0]), img[:, :, 0], np.asarray(res.adversarial))
+            assert v.verdict == LABEL_KEPT, (seed, label, v.reason)
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the shipped demo backbone was fine-tuned on cross-class counterfactual targets "
-    "(p2p_desktop/training/counterfactual.py): P2P fast on it redraws the finding as another class; on these "
-    "test phantoms the oracle calls 2 of 3 successes semantic changes (the cyst of benign 3000000 faded away, "
-    "a mass drawn into normal 3000002). Remove this xfail once the demo backbone is retrained with "
-    "appearance-only text conditioning (issue 13, item 2)"))
+    "the goal of issue 13 is not reached: on the appearance-only demo backbone P2P fast fools fewer than half of "
+    "the attacked phantoms (unseen seeds 5,000,100-5,000,108: 2/7 against demo-squeezenet1_1, 4/9 resnet34, 3/7 "
+    "densenet121; README demo table): its steering of gain, contrast and speckle is what these classifiers were "
+    "trained to ignore. Remove this xfail when P2P fast validly fools these three test phantoms"))
 def test_p2p_fast_valid_success_on_demo_squeezenet_phantoms(p2p_runs):
     from p2p_desktop.phantoms.oracle import LABEL_KEPT, PhantomRecord, judge
 
