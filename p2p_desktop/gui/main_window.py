@@ -594,9 +594,10 @@ class MainWindow(QMainWindow):
                           f"<b>P2P Desktop {__version__}</b><br>Measure how breast-ultrasound classifiers can be "
                           "fooled: Prompt2Perturb (P2P), FGSM, PGD and Diff-PGD.<br>Everything runs locally; "
                           "nothing leaves this machine.<br><br>The demo models are trained on synthetic phantoms. "
-                          "The demo diffusion backbone was fine-tuned with cross-class targets, so P2P on it may "
-                          "redraw the lesion as another class: that fools the classifier but is not an adversarial "
-                          "example. On a phantom, the results table's \"Label kept?\" row gives the "
+                          "The demo diffusion backbone's prompt steers only how a finding is imaged (gain, contrast, "
+                          "speckle), never which finding it is, and the demo classifiers were trained to ignore most "
+                          "of that: P2P fools them less often than the pixel attacks do. A success that redraws the "
+                          "lesion as another class is not an adversarial example. On a phantom, the results table's \"Label kept?\" row gives the "
                           "label-preservation oracle's verdict; only a success with the label kept is valid.")
 
     def show_models(self) -> None:
