@@ -597,8 +597,9 @@ class MainWindow(QMainWindow):
                           "The demo diffusion backbone's prompt steers only how a finding is imaged (gain, contrast, "
                           "speckle), never which finding it is, and the demo classifiers were trained to ignore most "
                           "of that: P2P fools them less often than the pixel attacks do. A success that redraws the "
-                          "lesion as another class is not an adversarial example. On a phantom, the results table's \"Label kept?\" row gives the "
-                          "label-preservation oracle's verdict; only a success with the label kept is valid.")
+                          "lesion as another class is not an adversarial example. On a phantom, the results "
+                          "table's \"Label kept?\" row gives the label-preservation oracle's verdict; only a "
+                          "success with the label kept is valid.")
 
     def show_models(self) -> None:
         from p2p_desktop.models import registry
