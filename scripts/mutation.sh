@@ -2,7 +2,8 @@
 # Mutation testing as a measurement (not part of CI): mutate each named module with mutmut 3,
 # run only the tests that cover it, and print "killed K of N" per module and in total.
 #
-#   scripts/mutation.sh [--from DIR] [--tests "TESTS"] [--only GLOBS] [--sample N] [--jobs N] MODULE...
+#   scripts/mutation.sh [--from DIR] [--tests "TESTS"] [--only GLOBS] [--sample N] [--jobs N]
+#                       [--timeout-multiplier X] MODULE...
 #
 # MODULE is a path such as p2p_desktop/io/outputs.py (or p2p_desktop.io.outputs). Several
 # paths joined by "+" are measured together as one module (p2p_desktop/export/provenance.py+
@@ -17,6 +18,9 @@
 # comma-separated globs (e.g. '*x_run_attack__*' for one function); --sample N measures a seeded
 # random sample of N of them (an estimate, said so in the output). Needs the `mutation` extra
 # (pip install -e .[mutation]). Slow on two cores: one module at a time, under `nice -n 10`.
+# A mutant whose tests use more than 2 * X * (their measured time + 1 s) of CPU is stopped and
+# counted as a timeout (killed); mutmut's X is 15, which lets a mutant that loops (a type check
+# removed, so a test runs a real attack on absurd settings) hold a worker for half an hour.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +30,7 @@ jobs="${MUTATION_JOBS:-1}"
 keep="${MUTATION_KEEP:-0}"
 only=""
 sample=0
+timeout_multiplier="${MUTATION_TIMEOUT_MULTIPLIER:-15}"
 modules=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,8 +39,9 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --sample) sample="$2"; shift 2 ;;
+    --timeout-multiplier) timeout_multiplier="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mutation.sh: unknown option $1" >&2; exit 2 ;;
     *) modules+=("$1"); shift ;;
   esac
@@ -94,9 +100,9 @@ for module in "${modules[@]}"; do
   scratch="$(mktemp -d "${TMPDIR:-/tmp}/p2p-mutation.XXXXXX")"
   (cd "$src" && git ls-files -z -co --exclude-standard) | (cd "$src" && tar --null -T - -cf -) | tar -xf - -C "$scratch"
   rm -rf "$scratch/mutants"
-  "$python" - "$scratch/pyproject.toml" "$tests" "${paths[@]}" <<'PY'
+  "$python" - "$scratch/pyproject.toml" "$tests" "$timeout_multiplier" "${paths[@]}" <<'PY'
 import sys
-pyproject, tests, *paths = sys.argv[1:]
+pyproject, tests, multiplier, *paths = sys.argv[1:]
 def toml_list(xs):
     return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 with open(pyproject, "a", encoding="utf-8") as fh:
@@ -107,6 +113,12 @@ with open(pyproject, "a", encoding="utf-8") as fh:
     fh.write('pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "-x"]\n')
     fh.write('also_copy = ["resources", "plugins", "scripts", "benchmarks"]\n')
     fh.write("use_git_change_detection = false\n")
+    fh.write(f"timeout_multiplier = {float(multiplier)}\n")
+    # mutmut forks each mutant's worker; forked straight from a process whose torch has run
+    # OpenMP work, a worker that runs torch again can hang (libgomp is not fork-safe) and be
+    # counted as a timeout (killed) whatever the mutant did. A fork server that has only
+    # imported the tests keeps those verdicts honest.
+    fh.write('process_isolation = "forkserver"\n')
 PY
   echo "== $module: tests $tests(scratch $scratch)"
   start=$(date +%s)

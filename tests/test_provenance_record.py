@@ -232,3 +232,114 @@ def test_rerun_command_line(capsys, monkeypatch):
     assert "compute device (default: the recorded one; byte-identical results need the same)" in text
     assert text.endswith("--json print one JSON object on stdout")
     assert "--out DIR output folder (outside the input's folder)" in text
+
+
+_FULL_SHA = "0123456789abcdef" * 4
+
+
+def _typed() -> dict:
+    """A record with every optional field ``load_provenance`` type-checks present and valid."""
+    return {"format": prov.FORMAT, "version": 1,
+            "input": {"path": "/x.dcm", "sha256": _FULL_SHA, "frame": 0, "true_label": "benign"},
+            "attack": {"name": "fgsm", "config": {"eps": 0.01}},
+            "classifier": {"spec": "demo", "weights_sha256": _FULL_SHA},
+            "backbone": {"spec": "demo-sd", "weights_sha256": _FULL_SHA},
+            "options": {}, "versions": {}, "device": "cpu", "outputs": [], "seed": 0}
+
+
+def _load(tmp_path, rec) -> dict:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(rec))
+    return prov.load_provenance(path)
+
+
+def _set(dotted: str, value):
+    def edit(rec):
+        *parents, key = dotted.split(".")
+        target = rec
+        for p in parents:
+            target = target[p]
+        if value is _DROP:
+            target.pop(key)
+        else:
+            target[key] = value
+    return edit
+
+
+_DROP = object()
+_WHOLE = "a whole number from {} to {}"
+_SHA_WHAT = "a SHA-256 (64 lowercase hex digits)"
+
+
+@pytest.mark.parametrize("field,value", [
+    ("input.frame", 1_000_000), ("input.frame", None), ("input.frame", _DROP), ("input.true_label", None),
+    ("input.sha256", "f" * 64), ("seed", 2**63 - 1), ("seed", 0), ("attack.config", None),
+    ("attack.config", _DROP), ("classifier.weights_sha256", None), ("classifier.weights_sha256", _DROP),
+    ("backbone", None), ("backbone", _DROP), ("backbone.weights_sha256", None), ("options", None),
+    ("versions", None), ("device", None), ("outputs", _DROP), ("version", 0),
+])
+def test_load_provenance_accepts_every_field_at_its_bounds_or_absent(tmp_path, field, value):
+    rec = _typed()
+    _set(field, value)(rec)
+    assert _load(tmp_path, rec) == rec
+
+
+@pytest.mark.parametrize("field,value,what", [
+    ("input.path", 3, "a path"),
+    ("input.sha256", None, _SHA_WHAT),  # the input's hash is required
+    ("input.sha256", _DROP, _SHA_WHAT),
+    ("input.sha256", "F" * 64, _SHA_WHAT),  # upper case is not what sha256_file writes
+    ("input.sha256", "f" * 63, _SHA_WHAT),
+    ("input.sha256", "f" * 65, _SHA_WHAT),
+    ("input.sha256", "g" * 64, _SHA_WHAT),
+    ("input.sha256", 7, _SHA_WHAT),
+    ("input.frame", -1, _WHOLE.format(0, 1_000_000)),
+    ("input.frame", 1_000_001, _WHOLE.format(0, 1_000_000)),
+    ("input.frame", 2.0, _WHOLE.format(0, 1_000_000)),
+    ("input.frame", "3", _WHOLE.format(0, 1_000_000)),
+    ("input.frame", True, _WHOLE.format(0, 1_000_000)),
+    ("input.true_label", 1, "a class name"),
+    ("seed", -1, _WHOLE.format(0, 2**63 - 1)),
+    ("seed", 2**63, _WHOLE.format(0, 2**63 - 1)),
+    ("seed", False, _WHOLE.format(0, 2**63 - 1)),
+    ("seed", None, _WHOLE.format(0, 2**63 - 1)),
+    ("attack.name", ["fgsm"], "a name"),
+    ("attack.config", [1], "an object"),
+    ("classifier", "demo", "an object"),
+    ("classifier.weights_sha256", "ab" * 31, _SHA_WHAT),
+    ("backbone", "demo-sd", "an object with a 'spec'"),
+    ("backbone.spec", 5, "an object with a 'spec'"),
+    ("backbone.spec", _DROP, "an object with a 'spec'"),
+    ("backbone.weights_sha256", "AB" * 32, _SHA_WHAT),
+    ("options", [], "an object"),
+    ("versions", "2.1", "an object"),
+    ("device", 0, "a device name"),
+    ("outputs", {}, "a list"),
+    ("outputs", None, "a list"),
+])
+def test_load_provenance_refuses_a_field_of_the_wrong_type_naming_it(tmp_path, field, value, what):
+    rec = _typed()
+    _set(field, value)(rec)
+    with pytest.raises(InputError) as exc:
+        _load(tmp_path, rec)
+    name = field if field not in ("backbone.spec",) else "backbone"
+    got = {"input.sha256": rec["input"].get("sha256"), "backbone.spec": rec["backbone"]}.get(field, value)
+    assert str(exc.value) == f"p.json: provenance field {name!r} must be {what}, got {got!r}"
+
+
+def test_a_refusal_quotes_at_most_300_characters_of_the_bad_value(tmp_path):
+    rec = _typed()
+    rec["device"] = ["x" * 1000]
+    with pytest.raises(InputError) as exc:
+        _load(tmp_path, rec)
+    assert len(str(exc.value)) == 300
+    assert str(exc.value).startswith("p.json: provenance field 'device' must be a device name, got ['xxx")
+
+
+def test_load_provenance_refuses_a_version_that_is_no_whole_number(tmp_path):
+    for version in (True, "1", 1.0):
+        rec = _typed()
+        rec["version"] = version
+        with pytest.raises(InputError) as exc:
+            _load(tmp_path, rec)
+        assert str(exc.value) == f"p.json: provenance field 'version' must be a whole number, got {version!r}"
