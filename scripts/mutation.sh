@@ -18,9 +18,9 @@
 # comma-separated globs (e.g. '*x_run_attack__*' for one function); --sample N measures a seeded
 # random sample of N of them (an estimate, said so in the output). Needs the `mutation` extra
 # (pip install -e .[mutation]). Slow on two cores: one module at a time, under `nice -n 10`.
-# A mutant whose tests use more than 2 * X * (their measured time + 1 s) of CPU is stopped and
-# counted as a timeout (killed); mutmut's X is 15, which lets a mutant that loops (a type check
-# removed, so a test runs a real attack on absurd settings) hold a worker for half an hour.
+# --timeout-multiplier X (mutmut's, default 15): a mutant's tests may use 2 * X * (their measured
+# time + 1 s) CPU seconds, and half that in wall time, before the mutant counts as a timeout
+# (killed). Keep the default: a low X counts a worker's slow start-up as a kill.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,7 +65,7 @@ default_tests() {
     p2p_desktop/attacks/runner.py) echo "tests/test_runner_judgement.py tests/test_hardening_oom.py" ;;
     p2p_desktop/metrics/similarity.py) echo "tests/test_metrics_reference.py" ;;
     p2p_desktop/export/provenance.py|p2p_desktop/jobs/rerun.py)
-      echo "tests/test_provenance_record.py tests/test_provenance.py tests/test_rerun_settings.py" ;;
+      echo "tests/test_provenance_record.py tests/test_provenance.py tests/test_rerun_settings.py tests/test_plugin_integrity.py" ;;
     p2p_desktop/export/deidentify.py) echo "tests/test_deidentify_table.py tests/test_deidentify_details.py" ;;
     p2p_desktop/audit.py) echo "tests/test_audit.py tests/test_audit_integrity.py tests/test_audit_details.py" ;;
     p2p_desktop/plugins.py) echo "tests/test_plugins.py tests/test_plugin_integrity.py tests/test_plugin_details.py" ;;

@@ -126,6 +126,9 @@ def _good() -> dict:
     (lambda r: r.update(input="x.dcm"), "provenance record lacks the input path"),
     (lambda r: r.update(attack={"config": {}}), "provenance record lacks the attack name"),
     (lambda r: r.update(attack="fgsm"), "provenance record lacks the attack name"),
+    (lambda r: r.update(input={"path": None, "sha256": None, "deidentified": True, "pseudonym": "deid-x"}),
+     "records a de-identified run: it names no input, so it cannot be re-run (find the source through the "
+     "pseudonym map, if one was kept, and run `attack` again)"),
 ])
 def test_load_provenance_refuses_with_one_clear_line(tmp_path, edit, message):
     rec = _good()
@@ -135,6 +138,7 @@ def test_load_provenance_refuses_with_one_clear_line(tmp_path, edit, message):
     with pytest.raises(InputError) as exc:
         prov.load_provenance(path)
     assert str(exc.value).startswith("p.json") and message in str(exc.value)
+    assert len(str(exc.value)) <= len("p.json: ") + len(message) + 60  # one line, the message and little else
 
 
 def test_load_provenance_refuses_unreadable_files(tmp_path):
@@ -162,8 +166,10 @@ def test_verify_input_checks_presence_and_hash(tmp_path):
     f.write_bytes(b"dicom")
     digest = hashlib.sha256(b"dicom").hexdigest()
     assert prov.verify_input({"input": {"path": str(f), "sha256": digest}}) == f
-    with pytest.raises(InputError, match="has no SHA-256 of its input"):  # nothing recorded: refused
+    with pytest.raises(InputError) as exc:  # nothing recorded: refused
         prov.verify_input({"input": {"path": str(f)}})
+    assert str(exc.value) == (f"the provenance record has no SHA-256 of its input {f}, so it cannot be verified "
+                              "that this is the recorded file; refused")
     with pytest.raises(InputError, match=r"has changed since the recorded run: SHA-256 [0-9a-f]{16}… but the "
                                          r"record says 0000000000000000…"):
         prov.verify_input({"input": {"path": str(f), "sha256": "0" * 64}})
@@ -202,6 +208,10 @@ def test_the_record_file_is_indented_json_ending_in_a_newline(cine_result, tmp_p
         path = prov.write_provenance(result, study, outs)
     text = path.read_text(encoding="utf-8")
     assert text == json.dumps(json.loads(text), indent=2) + "\n"
+    # in the record's own order (what a reader sees first: the format, then the input), not sorted
+    assert list(json.loads(text)) == ["format", "version", "created", "input", "attack", "classifier", "backbone",
+                                      "device", "seed", "versions", "options", "result", "outputs"]
+    assert list(json.loads(text)["input"])[:2] == ["path", "sha256"]
 
 
 def test_rerun_loads_a_bare_weights_file_with_the_recorded_arch_classes_and_size(tmp_path):
@@ -343,3 +353,91 @@ def test_load_provenance_refuses_a_version_that_is_no_whole_number(tmp_path):
         with pytest.raises(InputError) as exc:
             _load(tmp_path, rec)
         assert str(exc.value) == f"p.json: provenance field 'version' must be a whole number, got {version!r}"
+
+
+def test_the_record_says_where_the_true_label_came_from(cine_result):
+    import dataclasses
+
+    study, result = cine_result
+    assert result.true_label is not None and getattr(study, "label", None) is None
+    source = prov.provenance_record(result, study)["input"]["true_label_source"]
+    assert source == "clean prediction"  # neither given nor a class folder
+    foldered = dataclasses.replace(study, label=result.true_label)
+    assert prov.provenance_record(result, foldered)["input"]["true_label_source"] == "class folder"
+    assert prov.provenance_record(result, foldered, label="normal")["input"]["true_label_source"] == "given"
+    other = dataclasses.replace(study, label="not-" + result.true_label)  # a folder the run did not use
+    assert prov.provenance_record(result, other)["input"]["true_label_source"] == "clean prediction"
+
+
+def test_a_de_identified_record_names_no_input(cine_result):
+    study, result = cine_result
+    rec = prov.provenance_record(result, study, input_sha256="ab" * 32, deidentified=True)
+    assert rec["input"] == {"path": None, "sha256": None, "deidentified": True, "pseudonym": study.output_name,
+                            "frame": 3, "n_frames": 30, "kind": "dicom", "true_label": result.true_label,
+                            "true_label_source": "clean prediction"}
+
+
+def test_an_existing_input_is_recorded_by_its_absolute_path(cine_result, monkeypatch):
+    import dataclasses
+
+    study, result = cine_result
+    monkeypatch.chdir(Path(study.path).parent)
+    relative = dataclasses.replace(study, path=Path(Path(study.path).name))
+    assert prov.provenance_record(result, relative)["input"]["path"] == str(Path(study.path).resolve())
+
+
+def test_the_given_label_is_recorded_when_the_run_had_none(cine_result):
+    import dataclasses
+
+    study, result = cine_result
+    unlabelled = dataclasses.replace(result, true_label=None)
+    rec = prov.provenance_record(unlabelled, study, label="malignant")
+    assert rec["input"]["true_label"] == "malignant" and rec["input"]["true_label_source"] == "given"
+
+
+@pytest.mark.usefixtures("plugin_sandbox")
+def test_a_plugin_attack_or_classifier_is_recorded_with_its_approved_hash(cine_result, tmp_path):
+    import dataclasses
+
+    from p2p_desktop import plugins
+
+    root = tmp_path / "plugins"
+    for folder, manifest, code in (
+            ("atk", {"name": "p-atk", "kind": "attack", "entry": "impl:A"},
+             "from p2p_desktop.attacks.fgsm import FGSM\n\nclass A(FGSM):\n    name = 'p-atk'\n"),
+            ("clf", {"name": "p-clf", "kind": "classifier", "entry": "clf:load"},
+             "def load(device='cpu'):\n    return device\n"),
+            ("none", {"name": "None", "kind": "classifier", "entry": "clf:load"},  # a name like str(None)
+             "def load(device='cpu'):\n    return device\n")):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "plugin.json").write_text(json.dumps(manifest))
+        (root / folder / (manifest["entry"].split(":")[0] + ".py")).write_text(code)
+        plugins.enable(manifest["name"])
+    plugins.load_plugins()
+    assert plugins.loaded("p-atk") is None  # registered, not yet imported: nothing ran, nothing to record
+    for name in ("p-atk", "p-clf", "None"):  # imported (after its hash check) when first used
+        plugins.load_plugin_object(plugins.find(name))
+    study, result = cine_result
+    both = dataclasses.replace(result, attack="p-atk", classifier={**result.classifier, "name": "p-clf"})
+    rec = prov.provenance_record(both, study)
+    assert rec["attack"]["plugin"] == plugins.loaded("p-atk")
+    assert rec["attack"]["plugin"]["sha256"] == plugins.find("p-atk").sha256
+    assert rec["classifier"]["plugin"] == plugins.loaded("p-clf")
+    assert rec["classifier"]["plugin"]["sha256"] == plugins.find("p-clf").sha256
+    # a plugin is recorded only where it served as that kind, and a built-in has none
+    crossed = dataclasses.replace(result, attack="p-clf", classifier={**result.classifier, "name": "p-atk"})
+    rec = prov.provenance_record(crossed, study)
+    assert "plugin" not in rec["attack"] and "plugin" not in rec["classifier"]
+    assert "plugin" not in prov.provenance_record(result, study)["attack"]
+    nameless = dataclasses.replace(result, classifier={k: v for k, v in result.classifier.items() if k != "name"})
+    assert "plugin" not in prov.provenance_record(nameless, study)["classifier"]
+
+
+def test_the_verdict_and_time_are_recorded_as_the_run_ended(cine_result):
+    import dataclasses
+
+    study, result = cine_result
+    for success in (True, False):
+        ended = dataclasses.replace(result, success=success, seconds=1.234567, iterations=3)
+        rec = prov.provenance_record(ended, study)["result"]
+        assert rec["success"] is success and rec["seconds"] == 1.2346 and rec["iterations"] == 3

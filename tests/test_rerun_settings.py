@@ -198,3 +198,16 @@ def test_rerun_refuses_a_record_without_a_classifier_and_an_output_folder_in_the
     err = capsys.readouterr().err
     assert err.strip() == "p2p-desktop: error: the provenance record does not say which classifier was used"
     assert not (tmp_path / "b").exists()
+
+
+def test_rerun_applies_the_precision_asked_for_and_refuses_one_the_attack_cannot_run(cine, model_card, tmp_path,
+                                                                                      capsys):
+    first = _attack(capsys, "attack", cine, "--attack", "fgsm", "--classifier", model_card, "--out", tmp_path / "a",
+                    "--eps", "0.01")
+    for dtype, message in (("bf16", "--dtype bf16 applies to the diffusion attacks (diff-pgd, p2p); fgsm runs in fp32"),
+                           ("fp16", "fp16")):
+        assert cli("rerun", _provenance(first), "--out", tmp_path / dtype, "--dtype", dtype) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and not (tmp_path / dtype).exists()
+    assert cli("rerun", _provenance(first), "--out", tmp_path / "fp32", "--dtype", "fp32", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["reproduced"] is True

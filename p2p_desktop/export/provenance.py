@@ -123,7 +123,7 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
             "true_label_source": _label_source(result, study, label),
         },
         "attack": {"name": result.attack, "config": jsonable(result.config),
-                   "procedure": jsonable(getattr(result, "procedure", None) or {}),
+                   "procedure": jsonable(result.procedure or {}),
                    **_plugin_identity(result.attack, "attack")},
         "classifier": {
             **(classifier_spec or {"spec": clf_identity.get("name")}),
