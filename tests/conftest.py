@@ -11,6 +11,23 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_as_from_a_terminal():
+    """Ctrl-C reaches the tests' processes as it does a terminal's.
+
+    A shell without job control starts a background job (``cmd &``, ``nohup``) with SIGINT
+    ignored, and a child inherits that: the Ctrl-C tests would then send signals nobody hears.
+    A Python handler in this process is reset to the default in every child it starts."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture
 def pydicom_file():
     """``pydicom_file(name) -> Path`` of a test file shipped inside pydicom (skip if absent)."""
