@@ -64,8 +64,9 @@ default_tests() {
     p2p_desktop/io/outputs.py) echo "tests/test_outputs_promises.py" ;;
     p2p_desktop/attacks/runner.py) echo "tests/test_runner_judgement.py tests/test_hardening_oom.py" ;;
     p2p_desktop/metrics/similarity.py) echo "tests/test_metrics_reference.py" ;;
-    p2p_desktop/export/provenance.py|p2p_desktop/jobs/rerun.py)
-      echo "tests/test_provenance_record.py tests/test_provenance.py tests/test_rerun_settings.py tests/test_plugin_integrity.py" ;;
+    p2p_desktop/export/provenance.py) echo "tests/test_provenance_record.py tests/test_plugin_integrity.py" ;;
+    p2p_desktop/jobs/rerun.py)
+      echo "tests/test_rerun_job.py tests/test_rerun_settings.py tests/test_provenance.py tests/test_provenance_record.py tests/test_plugin_integrity.py" ;;
     p2p_desktop/export/deidentify.py) echo "tests/test_deidentify_table.py tests/test_deidentify_details.py" ;;
     p2p_desktop/audit.py) echo "tests/test_audit.py tests/test_audit_integrity.py tests/test_audit_details.py" ;;
     p2p_desktop/plugins.py) echo "tests/test_plugins.py tests/test_plugin_integrity.py tests/test_plugin_details.py" ;;

@@ -207,7 +207,11 @@ def test_provenance_records_the_plugin_and_its_hash(tmp_path, capsys):
     prov = json.loads(next((tmp_path / "o").glob("*_provenance.json")).read_text())
     assert prov["attack"]["name"] == "prov-fgsm"
     assert prov["attack"]["plugin"]["sha256"] == approved and prov["attack"]["plugin"]["entry"] == "impl:A"
-    # re-running it with other (even re-approved) plugin code is refused
+    # re-running it with the same plugin code reproduces it; with other (even re-approved) code is refused
+    prov_file = next((tmp_path / "o").glob("*_provenance.json"))
+    capsys.readouterr()
+    assert main(["rerun", str(prov_file), "--out", str(tmp_path / "same"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reproduced"] is True
     impl = tmp_path / "plugins" / "prov" / "impl.py"
     impl.write_text(impl.read_text() + "\n# changed\n")
     plugins.enable("prov-fgsm")

@@ -135,6 +135,17 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
     assert second["config"] == record["attack"]["config"] and second["config"]["variant"] == "full"
     assert second["frame"] == 5 and second["seed"] == 3 and second["backbone"]["sha256"]
     assert second["reproduced"] is True and _png(second) == _png(first)
+    # the backbone's weights are checked like the classifier's: other weights are refused before any
+    # work, and a record without their hash reruns with a warning
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({**record, "backbone": {**record["backbone"], "weights_sha256": "0" * 64}}))
+    assert cli("rerun", edited, "--out", tmp_path / "c") == 2
+    assert "p2p-desktop: error: backbone weights differ from the recorded run" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    edited.write_text(json.dumps({**record, "backbone": {**record["backbone"], "weights_sha256": None}}))
+    assert cli("rerun", edited, "--out", tmp_path / "d") == 0
+    assert ("p2p-desktop: warning: backbone: no weight hash was recorded, so the weights could not be verified"
+            in capsys.readouterr().err.splitlines())
 
 
 def test_rerun_prints_its_verdict_audits_it_and_warns_on_stderr(cine, model_card, tmp_path, capsys, audit_log):

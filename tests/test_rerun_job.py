@@ -1,0 +1,94 @@
+"""The rerun job in-process (:func:`p2p_desktop.jobs.rerun.rerun`): its progress, cancellation
+and audit log arguments, the recorded device, and the backbone's weight check.
+
+``test_rerun_settings.py`` pins what a rerun repeats (seed, frame, settings, label, exports)
+through the CLI; this file pins what the job does with what its caller gives it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_provenance import cli
+
+pytestmark = pytest.mark.usefixtures("audit_log")
+
+
+@pytest.fixture
+def recorded(pydicom_copy, model_card, tmp_path, capsys) -> dict:
+    """A PGD run (3 steps, seed 5, frame 1) of pydicom's cine, written with its provenance."""
+    cine = pydicom_copy("examples_ybr_color.dcm", "cine.dcm")
+    assert cli("attack", cine, "--attack", "pgd", "--steps", "3", "--seed", "5", "--frame", "1", "--eps", "0.02",
+               "--classifier", model_card, "--out", tmp_path / "a", "--device", "cpu", "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    path = next(Path(o["path"]) for o in summary["outputs"] if o["kind"] == "provenance")
+    return json.loads(path.read_text())
+
+
+def test_the_job_reports_each_step_to_its_caller(recorded, tmp_path):
+    from p2p_desktop.jobs.rerun import rerun
+
+    events = []
+    summary, result = rerun(recorded, tmp_path / "b", on_step=events.append)
+    assert summary["reproduced"] is True and result.seed == 5
+    assert [e.step for e in events] == [1, 2, 3] and {e.total for e in events} == {3}
+
+
+def test_a_cancelled_rerun_raises_and_writes_nothing(recorded, tmp_path, audit_log):
+    from p2p_desktop.cancel import CancelToken
+    from p2p_desktop.errors import Cancelled
+    from p2p_desktop.jobs.rerun import rerun
+
+    token = CancelToken()
+    steps = []
+
+    def cancel_after_first(event):
+        steps.append(event.step)
+        token.cancel()
+
+    before = audit_log.read_bytes()
+    with pytest.raises(Cancelled):
+        rerun(recorded, tmp_path / "b", on_step=cancel_after_first, cancel=token)
+    assert steps == [1] and not (tmp_path / "b").exists()
+    assert audit_log.read_bytes() == before  # no rerun record for a run that wrote nothing
+
+
+def test_the_audit_record_goes_to_the_log_named_and_a_torn_log_is_refused_first(recorded, tmp_path, audit_log):
+    from p2p_desktop.errors import OutputError
+    from p2p_desktop.jobs.rerun import rerun
+
+    own = tmp_path / "own.jsonl"
+    before = audit_log.read_bytes()
+    summary, _ = rerun(recorded, tmp_path / "b", audit_log=str(own))
+    records = [json.loads(line) for line in own.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["rerun"] and summary["audit"]["log"] == str(own)
+    assert audit_log.read_bytes() == before  # the default log is untouched
+
+    torn = tmp_path / "torn.jsonl"
+    torn.write_bytes(own.read_bytes() + b'{"seq": 2, "half a rec')
+    steps = []
+    with pytest.raises(OutputError, match="ends with a torn record"):
+        rerun(recorded, tmp_path / "c", audit_log=str(torn), on_step=steps.append)
+    assert steps == [] and not (tmp_path / "c").exists()  # refused before any work
+
+
+def test_a_record_made_on_a_gpu_reruns_on_the_gpu_unless_told_otherwise(recorded, tmp_path, capsys):
+    edited = tmp_path / "gpu.json"
+    edited.write_text(json.dumps({**recorded, "device": "cuda:1"}))
+    assert cli("rerun", edited, "--out", tmp_path / "b") == 2  # no GPU here: one line, nothing written
+    assert capsys.readouterr().err.strip() == ("p2p-desktop: error: device 'cuda' requested but no CUDA GPU is "
+                                               "available (use --device cpu)")
+    assert not (tmp_path / "b").exists()
+
+    # --device cpu runs it, and a PNG that differs is put down to the device
+    other_png = [dict(o, sha256="0" * 64) if o["kind"] == "png" else o for o in recorded["outputs"]]
+    edited.write_text(json.dumps({**recorded, "device": "cuda:1", "outputs": other_png}))
+    assert cli("rerun", edited, "--out", tmp_path / "c", "--device", "cpu", "--json") == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out)
+    assert summary["device"] == "cpu" and summary["reproduced"] is False
+    assert "the adversarial PNG differs from the recorded one (device cpu vs recorded cuda:1)" in summary["notes"]
+
