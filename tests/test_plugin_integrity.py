@@ -218,7 +218,9 @@ def test_provenance_records_the_plugin_and_its_hash(tmp_path, capsys):
     prov_file = next((tmp_path / "o").glob("*_provenance.json"))
     capsys.readouterr()
     assert main(["rerun", str(prov_file), "--out", str(tmp_path / "again")]) == 2
-    assert "differs from the recorded run" in capsys.readouterr().err
+    now = plugins.find("prov-fgsm").sha256
+    assert now != approved and (f"attack plugin 'prov-fgsm' differs from the recorded run: SHA-256 {now[:16]}… "
+                                f"but the record says {approved[:16]}…") in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
 
 

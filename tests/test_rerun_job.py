@@ -92,3 +92,45 @@ def test_a_record_made_on_a_gpu_reruns_on_the_gpu_unless_told_otherwise(recorded
     assert summary["device"] == "cpu" and summary["reproduced"] is False
     assert "the adversarial PNG differs from the recorded one (device cpu vs recorded cuda:1)" in summary["notes"]
 
+
+
+def test_an_output_folder_in_the_study_is_refused_before_any_work(recorded, tmp_path):
+    from p2p_desktop.errors import P2PError
+    from p2p_desktop.jobs.rerun import rerun
+
+    inside = Path(recorded["input"]["path"]).parent / "adv"
+    steps = []
+    with pytest.raises(P2PError, match="inside the input study's folder"):
+        rerun(recorded, inside, on_step=steps.append)
+    assert steps == [] and not inside.exists()
+
+
+def test_a_single_file_backbone_is_loaded_with_its_recorded_config_folder(recorded, tmp_path):
+    from p2p_desktop.errors import ModelError
+    from p2p_desktop.jobs.rerun import rerun
+
+    ckpt = tmp_path / "sd.safetensors"
+    ckpt.write_bytes(b"\0" * 16)
+    configs = tmp_path / "sd-configs"
+    configs.mkdir()
+    record = {**recorded, "backbone": {"spec": str(ckpt), "config_dir": str(configs), "weights_sha256": None}}
+    with pytest.raises(ModelError) as exc:  # the config folder named in the record is the one looked in
+        rerun(record, tmp_path / "b")
+    assert str(exc.value) == f"config folder {configs}: model_index.json is missing"
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_rerun_records_the_same_models_and_follows_an_edited_deidentify_option(recorded, tmp_path):
+    from p2p_desktop.jobs.rerun import rerun
+
+    summary, _ = rerun(recorded, tmp_path / "b")
+    again = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
+    assert again["classifier"] == recorded["classifier"] and again["backbone"] == recorded["backbone"] is None
+
+    # a hand-edited record asking for de-identified outputs gets them (and a record naming no input)
+    edited = {**recorded, "options": {**recorded["options"], "deidentify": True}}
+    summary, _ = rerun(edited, tmp_path / "c")
+    names = [Path(o["path"]).name for o in summary["outputs"]]
+    assert names and all(n.startswith("deid-") for n in names), names
+    prov = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
+    assert prov["input"]["path"] is None and prov["input"]["deidentified"] is True

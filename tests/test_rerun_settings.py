@@ -146,6 +146,11 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
     assert cli("rerun", edited, "--out", tmp_path / "d") == 0
     assert ("p2p-desktop: warning: backbone: no weight hash was recorded, so the weights could not be verified"
             in capsys.readouterr().err.splitlines())
+    # a record that lost its backbone: one line, before any work
+    edited.write_text(json.dumps({**record, "backbone": None}))
+    assert cli("rerun", edited, "--out", tmp_path / "e") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a diffusion backbone" in err[0] and not (tmp_path / "e").exists()
 
 
 def test_rerun_prints_its_verdict_audits_it_and_warns_on_stderr(cine, model_card, tmp_path, capsys, audit_log):

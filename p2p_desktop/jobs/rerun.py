@@ -72,6 +72,10 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
     dev = resolve_device(device or ("cuda" if recorded_device.startswith("cuda") else recorded_device))
     attack = apply_dtype(attack, dtype, dev)
     study = load_study(input_path, frame=info.get("frame"))
+    if options.get("deidentify"):  # outputs named by a new random pseudonym, as `attack --deidentify` names them
+        from p2p_desktop.jobs.pseudonyms import deidentified_study
+
+        study = deidentified_study(study)
 
     # 2. the same models, checked against the recorded weight hashes
     notes = []
