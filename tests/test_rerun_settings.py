@@ -135,6 +135,7 @@ def test_rerun_uses_the_recorded_preset_with_its_backbone(cine, tmp_path, capsys
     assert second["config"] == record["attack"]["config"] and second["config"]["variant"] == "full"
     assert second["frame"] == 5 and second["seed"] == 3 and second["backbone"]["sha256"]
     assert second["reproduced"] is True and _png(second) == _png(first)
+    assert json.loads(_provenance(second).read_text())["backbone"] == record["backbone"]  # recorded the same way
     # the backbone's weights are checked like the classifier's: other weights are refused before any
     # work, and a record without their hash reruns with a warning
     edited = tmp_path / "edited.json"
