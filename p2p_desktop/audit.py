@@ -155,9 +155,6 @@ def _exclusive(path: Path):
     return FileLock(f"{path}.lock")
 
 
-_BLANK = b" \t\r\n"
-
-
 def _tail(fh) -> tuple[bytes, int, bool]:
     """``(last non-blank line, offset just after its newline, terminated)`` of an open binary file.
 
@@ -173,14 +170,15 @@ def _tail(fh) -> tuple[bytes, int, bool]:
         pos -= step
         fh.seek(pos)
         data = fh.read(step) + data
-        stripped = data.rstrip(_BLANK)
+        stripped = data.rstrip()
         if b"\n" in stripped or pos == 0:
             break
     if not data.strip():
         return b"", 0, True
-    # blank lines are whitespace-only lines (as verify reads them): the last record ends at the
-    # first newline after its last non-blank byte, and the next record goes just after it
-    stripped = data.rstrip(_BLANK)
+    # blank lines are whitespace-only lines (bytes.strip()'s whitespace, as verify reads them): the
+    # last record ends at the first newline after its last non-blank byte; the next record goes
+    # just after it
+    stripped = data.rstrip()
     newline = data.find(b"\n", len(stripped))
     terminated = newline >= 0
     last = stripped.rsplit(b"\n", 1)[-1]
@@ -230,18 +228,15 @@ class AuditLog:
                     record["hash"] = record_hash(record)
                     record["mac"] = record_mac(record, key)
                     line = canonical_json(record) + b"\n"
-                    fh.seek(0, os.SEEK_END)
-                    size = fh.tell()
                     try:
-                        if offset != size:  # drop trailing blank lines (they hold nothing)
-                            fh.truncate(offset)
+                        fh.truncate(offset)  # drops trailing blank lines (they hold nothing)
                         fh.seek(offset)
                         fh.write(line)
                         fh.flush()
                         os.fsync(fh.fileno())
                     except BaseException:
                         try:  # all or nothing: no half record stays behind
-                            fh.truncate(size if offset == size else offset)
+                            fh.truncate(offset)
                             fh.flush()
                             os.fsync(fh.fileno())
                         except OSError:

@@ -47,7 +47,6 @@ __all__ = ["PluginInfo", "ENTRY_POINT_GROUP", "KINDS", "plugin_dirs", "discover"
 ENTRY_POINT_GROUP = "p2p_desktop.plugins"
 KINDS = ("attack", "classifier")
 _lock = threading.Lock()
-_registered: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,9 @@ def _read_state() -> dict[str, dict[str, str]]:
 
 
 def _write_state(state: dict[str, dict[str, str]]) -> None:
-    from p2p_desktop.io.outputs import atomic_write_bytes
+    from p2p_desktop.io.outputs import atomic_replace_json
 
-    path = _state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_write_bytes(path.with_name(path.name + ".new"), json.dumps(state, indent=2).encode())
-    os.replace(tmp, path)
+    atomic_replace_json(_state_path(), state)
 
 
 class PluginIntegrityError(Exception):
@@ -299,7 +295,6 @@ def disable(name: str) -> None:
         state = _read_state()
         if state.pop(name, None) is not None:
             _write_state(state)
-        _registered.discard(name)
 
 
 def _module_file(files: dict[str, bytes | str], module: str) -> tuple[str, bool] | None:
@@ -489,7 +484,6 @@ def load_plugins() -> list[PluginInfo]:
     infos = discover()
     attacks.clear_plugins()
     models.clear_plugins()
-    _registered.clear()
     for info in infos:
         if info.status != "enabled":
             if info.kind == "attack":
@@ -504,5 +498,4 @@ def load_plugins() -> list[PluginInfo]:
                 name=info.name, kind="classifier", path=Path(info.path), card={"plugin": info.to_dict()},
                 loader=lambda device="cpu", info=info: load_plugin_object(_current(info))(device=device),
                 source="plugin"))
-        _registered.add(info.name)
     return infos

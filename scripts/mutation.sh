@@ -61,15 +61,15 @@ equivalents="$src/scripts/mutation-equivalent.txt"
 # The narrowest tests that exercise each module's promises.
 default_tests() {
   case "$1" in
-    p2p_desktop/io/outputs.py) echo "tests/test_outputs_promises.py" ;;
+    p2p_desktop/io/outputs.py) echo "tests/test_outputs_promises.py tests/test_outputs_details.py" ;;
     p2p_desktop/attacks/runner.py) echo "tests/test_runner_judgement.py tests/test_hardening_oom.py" ;;
-    p2p_desktop/metrics/similarity.py) echo "tests/test_metrics_reference.py" ;;
+    p2p_desktop/metrics/similarity.py) echo "tests/test_metrics_reference.py tests/test_metrics_paper.py" ;;
     p2p_desktop/export/provenance.py) echo "tests/test_provenance_record.py tests/test_plugin_integrity.py" ;;
     p2p_desktop/jobs/rerun.py)
       echo "tests/test_rerun_job.py tests/test_rerun_settings.py tests/test_provenance.py tests/test_provenance_record.py tests/test_plugin_integrity.py" ;;
     p2p_desktop/export/deidentify.py) echo "tests/test_deidentify_table.py tests/test_deidentify_details.py" ;;
-    p2p_desktop/audit.py) echo "tests/test_audit.py tests/test_audit_integrity.py tests/test_audit_details.py" ;;
-    p2p_desktop/plugins.py) echo "tests/test_plugins.py tests/test_plugin_integrity.py tests/test_plugin_details.py" ;;
+    p2p_desktop/audit.py) echo "tests/test_audit.py tests/test_audit_integrity.py tests/test_audit_details.py tests/test_audit_edges.py" ;;
+    p2p_desktop/plugins.py) echo "tests/test_plugins.py tests/test_plugin_integrity.py tests/test_plugin_details.py tests/test_plugin_edges.py" ;;
     *) # fall back to the test files that name the module
       grep -lw "$(basename "$1" .py)" "$src"/tests/test_*.py 2>/dev/null | sed "s|^$src/||" | tr '\n' ' ' ;;
   esac
@@ -179,7 +179,7 @@ if Path(equivalents).is_file():
         if raw and not raw.startswith("#"):
             excluded.add(raw.split()[0])
 killed_states = {1, 3, 36, -24, 24, 152, 255, -11, -9, 37}
-k = n = eq = 0
+k = n = eq = timeouts = 0
 survivors = []
 for p in paths:
     meta = Path(scratch) / "mutants" / (p + ".meta")
@@ -193,11 +193,12 @@ for p in paths:
         n += 1
         if code in killed_states:
             k += 1
+            timeouts += code in (-24, 24, -9, 152)
         else:
             why = {0: "survived", 33: "no tests", 5: "no tests", None: "not checked"}.get(code, f"exit {code}")
             survivors.append(f"{name}: {why}")
 Path(scratch, "survivors.txt").write_text("".join(s + "\n" for s in survivors))
-print(k, n, f"({eq} equivalent excluded, {len(survivors)} not killed)")
+print(k, n, f"({timeouts} of the kills by timeout, {eq} equivalent excluded, {len(survivors)} not killed)")
 PY
 )
   pct=$(awk -v k="$k" -v n="$n" 'BEGIN { printf "%.1f", n ? 100 * k / n : 0 }')

@@ -143,7 +143,6 @@ def plugin_sandbox(tmp_path, monkeypatch):
     attacks_before, models_before = dict(registry._specs), dict(mreg._extra)
     modules_before = set(sys.modules)
     yield tmp_path / "plugins"
-    plugins._registered.clear()
     plugins._loaded.clear()
     registry._specs.clear()
     registry._specs.update(attacks_before)
@@ -283,3 +282,25 @@ def _private_user_folders(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def seeded_alexnet_hub(tmp_path, monkeypatch):
+    """A torch hub folder holding a seeded AlexNet under the ImageNet file name (small on disk:
+    each weight tensor is a strided view of a short random vector)."""
+    import torch
+    from torchvision.models import alexnet
+
+    from p2p_desktop.metrics import similarity
+
+    torch.manual_seed(0)
+    state = {}
+    for key, t in alexnet().state_dict().items():
+        row = torch.randn(t.shape[-1]) * 0.1
+        state[key] = row.as_strided(t.shape, [0] * (t.dim() - 1) + [1])
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    torch.save(state, hub / "checkpoints" / similarity.ALEXNET_FILE)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.setattr(similarity, "_lpips_nets", {})  # the cache is restored after the test
+    return hub

@@ -74,7 +74,6 @@ def plugin_attack(tmp_path, monkeypatch):
         return name
 
     yield make
-    plugins._registered.clear()
     from p2p_desktop.attacks import registry
 
     for n in [s.name for s in registry._specs.values() if s.source == "plugin"]:

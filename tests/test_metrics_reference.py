@@ -159,26 +159,6 @@ def test_lpips_is_null_with_a_note_when_alexnet_is_missing(tmp_path, monkeypatch
     assert metrics.lpips_distance(a, b) is None
 
 
-@pytest.fixture
-def seeded_alexnet_hub(tmp_path, monkeypatch):
-    """A torch hub folder holding a seeded AlexNet under the ImageNet file name (small on disk:
-    each weight tensor is a strided view of a short random vector)."""
-    import torch
-    from torchvision.models import alexnet
-
-    torch.manual_seed(0)
-    state = {}
-    for key, t in alexnet().state_dict().items():
-        row = torch.randn(t.shape[-1]) * 0.1
-        state[key] = row.as_strided(t.shape, [0] * (t.dim() - 1) + [1])
-    hub = tmp_path / "hub"
-    (hub / "checkpoints").mkdir(parents=True)
-    torch.save(state, hub / "checkpoints" / metrics.ALEXNET_FILE)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr(metrics, "_lpips_nets", {})  # the cache is restored after the test
-    return hub
-
-
 def test_lpips_is_computed_on_minus_one_to_one_inputs_when_weights_are_present(seeded_alexnet_hub, capsys):
     import lpips
     import torch
@@ -219,3 +199,20 @@ def test_metric_table_drives_compute_metrics_and_formatting():
     assert METRICS["fid"].compute is None and METRICS["fid"].average == "per-class mean"
     with pytest.raises(KeyError, match="unknown metric 'nope'"):
         metric("nope")
+
+
+def test_ssim_and_psnr_are_computed_in_double_precision():
+    """Both images are taken as float64: rounding either to float32 would move the figures."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 40))
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
+    exact = structural_similarity(a, b, data_range=1.0)
+    rounded = structural_similarity(a, b.astype(np.float32).astype(np.float64), data_range=1.0)
+    assert abs(exact - rounded) > 1e-11  # float32 rounding is visible at this tolerance
+    assert ssim(a, b) == pytest.approx(exact, rel=0, abs=1e-12)
+    assert ssim(b, a) == pytest.approx(structural_similarity(b, a, data_range=1.0), rel=0, abs=1e-12)
+    flat = np.full((8, 8), 0.1)  # 0.1 is not a float32 number
+    assert psnr(flat, flat + 1e-6) == pytest.approx(120.0, abs=1e-6)
+    assert psnr(flat + 1e-6, flat) == pytest.approx(120.0, abs=1e-6)

@@ -26,7 +26,6 @@ def user_home(tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_DESKTOP_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("P2P_DESKTOP_PLUGIN_PATH", raising=False)
     yield
-    plugins._registered.clear()
     from p2p_desktop.attacks import registry
 
     for name in [s.name for s in registry._specs.values() if s.source == "plugin"]:

@@ -16,11 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 def plugin_home(tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_DESKTOP_HOME", str(tmp_path / "home"))
     yield
-    from p2p_desktop import plugins
     from p2p_desktop.attacks import registry
     from p2p_desktop.models import registry as mreg
 
-    plugins._registered.clear()
     for name in [s.name for s in registry._specs.values() if s.source == "plugin"]:
         registry._specs.pop(name)
     for name in [e.name for e in mreg._extra.values() if e.source == "plugin"]:
