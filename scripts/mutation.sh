@@ -12,7 +12,9 @@
 # the tree is changed. The tests run are those listed below for the module (or --tests).
 #
 # Counting: killed = killed + timeout + crashed; N = all mutants minus the equivalent ones
-# listed in scripts/mutation-equivalent.txt (one "MUTANT_NAME  reason" a line). Survivors and
+# listed in scripts/mutation-equivalent.txt (one "MUTANT_NAME  fp:FINGERPRINT  reason" a line; an
+# entry whose mutation changed since it was listed is stale and counted, see mutation_count.py;
+# `python scripts/mutation_count.py show SCRATCH NAME` prints a mutant's fingerprint). Survivors and
 # mutants no selected test reaches are listed in the scratch folder's survivors.txt; see one
 # with `cd SCRATCH && mutmut show NAME`. --only keeps the mutants whose names match one of the
 # comma-separated globs (e.g. '*x_run_attack__*' for one function); --sample N measures a seeded
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
     --sample) sample="$2"; shift 2 ;;
     --timeout-multiplier) timeout_multiplier="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mutation.sh: unknown option $1" >&2; exit 2 ;;
     *) modules+=("$1"); shift ;;
   esac
@@ -51,6 +53,9 @@ if [ ${#modules[@]} -eq 0 ]; then
   exit 2
 fi
 python="${PYTHON:-python}"
+# One torch/OpenMP thread per worker: --jobs workers share the cores, and OpenMP threads that spin
+# while waiting for a core add CPU time, which mutmut's CPU limit counts as a timeout (a kill).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 if ! "$python" -c "import mutmut" 2>/dev/null; then
   echo "mutation.sh: mutmut is not installed (pip install -e '.[mutation]')" >&2
   exit 2
@@ -167,40 +172,7 @@ PY
     tail -20 "$log" >&2
     exit 1
   fi
-  read -r k n line < <("$python" - "$scratch" "$equivalents" "$selected" "${paths[@]}" <<'PY'
-import json, sys
-from pathlib import Path
-scratch, equivalents, selected, *paths = sys.argv[1:]
-chosen = set(Path(selected).read_text().split()) if Path(selected).is_file() else None
-excluded = set()
-if Path(equivalents).is_file():
-    for raw in Path(equivalents).read_text(encoding="utf-8").splitlines():
-        raw = raw.strip()
-        if raw and not raw.startswith("#"):
-            excluded.add(raw.split()[0])
-killed_states = {1, 3, 36, -24, 24, 152, 255, -11, -9, 37}
-k = n = eq = timeouts = 0
-survivors = []
-for p in paths:
-    meta = Path(scratch) / "mutants" / (p + ".meta")
-    codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
-    for name, code in sorted(codes.items()):
-        if chosen is not None and name not in chosen:
-            continue
-        if name in excluded:
-            eq += 1
-            continue
-        n += 1
-        if code in killed_states:
-            k += 1
-            timeouts += code in (-24, 24, -9, 152)
-        else:
-            why = {0: "survived", 33: "no tests", 5: "no tests", None: "not checked"}.get(code, f"exit {code}")
-            survivors.append(f"{name}: {why}")
-Path(scratch, "survivors.txt").write_text("".join(s + "\n" for s in survivors))
-print(k, n, f"({timeouts} of the kills by timeout, {eq} equivalent excluded, {len(survivors)} not killed)")
-PY
-)
+  read -r k n line < <("$python" "$here/mutation_count.py" count "$scratch" "$equivalents" "$selected" "${paths[@]}")
   pct=$(awk -v k="$k" -v n="$n" 'BEGIN { printf "%.1f", n ? 100 * k / n : 0 }')
   echo "$module: killed $k of $n ($pct %) $line in ${seconds}s"
   if [ "$k" -lt "$n" ]; then

@@ -202,3 +202,18 @@ def test_the_burned_in_warning_text():
     assert deidentify.burned_in_warning(ds) == (
         "de-identification: BurnedInAnnotation is YES; ultrasound images often carry burned-in patient "
         "text and the pixel data was NOT cleaned — inspect the image before sharing it")
+
+
+def test_a_deidentified_study_gets_a_fresh_random_pseudonym_or_the_one_given(ultrasound_file):
+    import re
+
+    from p2p_desktop.io import load_study
+
+    study = load_study(ultrasound_file())
+    first, second = deidentify.deidentified_study(study), deidentify.deidentified_study(study)
+    for s in (first, second):
+        assert re.fullmatch(r"deid-[0-9a-f]{16}", s.output_name), s.output_name
+        assert s.path == study.path and s.image is study.image  # the study itself is not changed
+    assert first.output_name != second.output_name
+    assert deidentify.deidentified_study(study, "deid-0123456789abcdef").output_name == "deid-0123456789abcdef"
+    assert study.output_name != first.output_name

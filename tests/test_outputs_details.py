@@ -81,6 +81,19 @@ def test_the_umask_is_read_without_being_changed(umask, monkeypatch):
     assert outputs._umask() == 0o027
 
 
+def test_without_proc_the_umask_is_read_and_put_back(umask, monkeypatch):
+    """Where /proc/self/status cannot be read (other systems), the umask is set and restored."""
+    umask(0o027)
+
+    def no_proc(*args, **kwargs):
+        raise OSError(2, "No such file or directory")
+
+    monkeypatch.setattr(outputs, "open", no_proc, raising=False)
+    assert outputs._umask() == 0o027
+    monkeypatch.undo()
+    assert outputs._umask() == 0o027  # put back
+
+
 # -- content written by a function -------------------------------------------------------------
 def test_a_writer_function_gets_the_open_file(tmp_path):
     path = atomic_write_bytes(tmp_path / "w.bin", lambda fh: fh.write(b"streamed"))

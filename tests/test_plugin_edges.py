@@ -241,3 +241,108 @@ def test_a_symlink_that_dangles_after_approval_is_refused_in_one_line(tmp_path):
     with pytest.raises(InputError) as exc:
         plugins.load_plugin_object(info)
     assert str(exc.value) == "plugin 'e-link' refused: symlink data.bin dangles or loops"
+
+
+# -- discovery --------------------------------------------------------------------------------------
+def test_the_plugin_path_lists_several_folders(tmp_path, monkeypatch):
+    import os
+
+    a, b = tmp_path / "one", tmp_path / "two words"
+    monkeypatch.setenv("P2P_DESKTOP_PLUGIN_PATH", f"{a}{os.pathsep}{os.pathsep}{b}")
+    assert plugins.plugin_dirs()[-2:] == [a, b]
+
+
+def test_the_approval_hash_is_pinned_by_an_independent_recomputation(tmp_path):
+    """Approvals are stored by this hash: any change to its definition would silently revoke
+    every user's approvals, so it is recomputed here from its definition."""
+    import hashlib
+
+    d = _attack(tmp_path, "e-hash")
+    (d / "sub").mkdir()
+    (d / "sub" / "data.bin").write_bytes(b"\x00\x01" * 1000)
+    (d / "sub" / "helper.py").write_text("X = 1\n")
+    h = hashlib.sha256()
+    for rel in sorted(["impl.py", "plugin.json", "sub/data.bin", "sub/helper.py"]):
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256((d / rel).read_bytes()).digest())
+    assert plugins.find("e-hash").sha256 == h.hexdigest()
+
+
+def test_stray_bytecode_files_are_not_part_of_the_approval(tmp_path):
+    d = _attack(tmp_path, "e-pyc")
+    before = plugins.find("e-pyc").sha256
+    (d / "impl.pyc").write_bytes(b"planted")
+    (d / "impl.pyo").write_bytes(b"planted")
+    assert plugins.find("e-pyc").sha256 == before
+
+
+def test_a_refused_plugin_has_no_hash_and_says_why(tmp_path, monkeypatch):
+    import errno
+
+    from p2p_desktop import hashing
+
+    d = _attack(tmp_path, "e-eio")
+    (d / "weights.bin").write_bytes(b"w")
+    real = hashing.sha256_file
+
+    def unreadable(path, *args, **kwargs):
+        if path.name == "weights.bin":
+            raise OSError(errno.EIO, "Input/output error")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(hashing, "sha256_file", unreadable)
+    info = plugins.find("e-eio")
+    assert (info.status, info.sha256) == ("broken", "")
+    assert info.error == "refused: cannot read weights.bin: Input/output error"
+
+
+def test_an_approval_file_that_is_not_an_object_approves_nothing(tmp_path):
+    _attack(tmp_path, "e-list")
+    state = plugins._state_path()
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text('[["e-list"]]')
+    assert plugins.find("e-list").status == "disabled"
+    plugins.enable("e-list")
+    assert plugins.find("e-list").status == "enabled"
+
+
+def test_a_manifest_entry_module_that_is_missing_is_named(tmp_path):
+    _plugin(tmp_path, "e-miss", {"name": "e-miss", "kind": "attack", "entry": "nowhere:A"}, {"impl.py": ""})
+    _plugin(tmp_path, "e-noentry", {"name": "e-noentry", "kind": "attack"}, {"impl.py": ""})
+    info = plugins.find("e-miss")
+    assert (info.status, info.error) == ("broken", "entry module 'nowhere' is not a .py file inside the plugin folder")
+    info = plugins.find("e-noentry")
+    assert (info.status, info.entry, info.error) == ("broken", "", "'entry' must be 'module:attr'")
+
+
+def test_a_broken_entry_point_still_names_its_module_file(tmp_path, monkeypatch):
+    site = _entry_point_package(tmp_path, monkeypatch, "attack.e-colons = edgepkg.mod:A:B", {
+        "edgepkg/__init__.py": "", "edgepkg/mod.py": ATTACK_SRC.format(name="e-colons", mark="v1")})
+    info = plugins.find("e-colons")
+    assert info.status == "broken" and info.error == (
+        "'entry' 'edgepkg.mod:A:B' must be 'module:attr' with a module inside the plugin's folder (dotted names "
+        "only, no leading dot)")
+    assert info.path == str(site / "edgepkg" / "mod.py")
+
+
+@pytest.mark.parametrize("name, owner", [("fgsm", "attack"), ("demo-densenet121", "classifier model"),
+                                         ("demo", "backbone model")])
+def test_names_of_built_in_attacks_and_bundle_models_are_refused_by_name(tmp_path, name, owner):
+    _plugin(tmp_path, "e-taken", {"name": name, "kind": "attack", "entry": "impl:A"}, {"impl.py": ""})
+    info = next(p for p in plugins.discover() if p.path.startswith(str(tmp_path)))
+    assert (info.status, info.error) == ("broken", f"name {name!r} is taken by the built-in {owner}; rename the plugin")
+
+
+def test_a_second_plugin_of_one_name_names_the_first_and_a_broken_one_keeps_its_reason(tmp_path):
+    first = _attack(tmp_path, "a-dup")
+    (tmp_path / "plugins" / "b-dup").mkdir()
+    (tmp_path / "plugins" / "b-dup" / "plugin.json").write_text(json.dumps(
+        {"name": "a-dup", "kind": "attack", "entry": "impl:A"}))
+    (tmp_path / "plugins" / "b-dup" / "impl.py").write_text("")
+    (tmp_path / "plugins" / "c-dup").mkdir()
+    (tmp_path / "plugins" / "c-dup" / "plugin.json").write_text(json.dumps(
+        {"name": "a-dup", "kind": "sorcery", "entry": "impl:A"}))
+    found = [p for p in plugins.discover() if p.name == "a-dup"]
+    assert [p.status for p in found] == ["disabled", "broken", "broken"]
+    assert found[1].error == f"name 'a-dup' is already used by the plugin at {first / 'plugin.json'}"
+    assert found[2].error == f"kind 'sorcery' is not one of {', '.join(plugins.KINDS)}"
