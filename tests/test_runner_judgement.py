@@ -469,3 +469,72 @@ def test_a_colour_output_one_pixel_high_on_a_grey_source_is_made_grey(png_study)
     clf = _classifier("internal-only")
     r = run_attack(png_study, clf, _WorksAtOtherGeometry(size=1, channels=3, shift=0.0))
     assert r.adversarial.shape == png_study.image.shape
+
+
+# -- details: the attack's output mode, the input warnings, non-finite verdicts ---------------------
+class _Decoded(_WorksAtOtherGeometry):
+    """As _WorksAtOtherGeometry, but says its output is the decoded image itself."""
+
+    name = "decoded-output"
+
+    def run(self, x, ctx):
+        out = super().run(x, ctx)
+        return AttackOutput(adversarial=out.adversarial, iterations=1, info={"output": "decoded"})
+
+
+def test_an_output_the_attack_calls_decoded_is_resized_whole_not_added_as_a_residual(png_study):
+    import torch
+    import torch.nn.functional as F
+
+    from p2p_desktop.attacks._diffusion import to_source_geometry
+    from p2p_desktop.models.classifier import to_numpy, to_tensor
+
+    clf = _classifier("internal-only")
+    decoded = run_attack(png_study, clf, _Decoded(size=16, shift=10.5 / 255))
+    residual = run_attack(png_study, clf, _WorksAtOtherGeometry(size=16, shift=10.5 / 255))
+    x = to_tensor(png_study.image)
+    small = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+    adv = (small + 10.5 / 255).clamp(0, 1)
+    with torch.no_grad():
+        whole = png_study.quantise(to_numpy(to_source_geometry(adv, x, "decoded")))
+    np.testing.assert_allclose(decoded.adversarial, whole, atol=1e-6)
+    np.testing.assert_allclose(residual.adversarial, png_study.image + 10 / 255, atol=1e-6)
+    assert np.abs(decoded.adversarial - residual.adversarial).max() > 5 / 255  # the detail is lost when decoded
+
+
+def test_the_classifiers_training_input_warnings_reach_the_result(png_study):
+    from p2p_desktop.input_check import WARNING_PREFIX
+
+    clf = _classifier("internal-only")
+    clf.card.extra["training_input"] = {"size": [128, 128]}
+    r = run_attack(png_study, clf, FGSM(eps=EPS))
+    assert r.notes[0] == (WARNING_PREFIX + "the image is 32×32, under half the 128×128 of rounding-internal-only's "
+                          "training images")
+    plain = run_attack(png_study, _classifier("internal-only"), FGSM(eps=EPS))
+    assert not any(n.startswith(WARNING_PREFIX) for n in plain.notes)
+
+
+def test_non_finite_probabilities_for_the_attacked_image_are_one_line(png_study):
+    import torch
+
+    from p2p_desktop.errors import ModelError
+    from p2p_desktop.models.classifier import Classifier, ModelCard, to_tensor
+
+    clean = to_tensor(png_study.image).mean(dim=1, keepdim=True)
+
+    class NaNOnceMoved(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = _RoundingSensitive.build("internal-only")
+
+        def forward(self, x):
+            moved = (x.mean(dim=1, keepdim=True) - clean).abs().amax(dim=(1, 2, 3))
+            return self.base(x) + torch.where(moved > 0, torch.full_like(moved, float("nan")),
+                                              torch.zeros_like(moved))[:, None]
+
+    card = ModelCard(name="nan-once-moved", architecture="toy-cnn", classes=CLASSES, weights="none",
+                     input_size=32, mean=(0.0,), std=(1.0,))
+    with pytest.raises(ModelError) as exc:
+        run_attack(png_study, Classifier(NaNOnceMoved(), card), _WorksAtOtherGeometry(size=32, shift=10 / 255))
+    assert str(exc.value) == ("the classifier returned non-finite probabilities (NaN or Inf) for the attacked image; "
+                              "nothing was written")
