@@ -181,7 +181,7 @@ PY
   summary+=("$module: killed $k of $n ($pct %)")
   total_k=$((total_k + k))
   total_n=$((total_n + n))
-  if [ "$keep" = "1" ] || [ "$k" -lt "$n" ]; then
+  if [ "$keep" = "1" ] || [ "$k" -lt "$n" ] || [ -n "$only" ]; then  # an --only run is kept for `merge`
     echo "  (kept $scratch for \`mutmut show\`; remove it when done)"
   else
     rm -rf "$scratch"

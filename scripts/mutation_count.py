@@ -12,7 +12,13 @@ An entry whose fingerprint no longer matches the mutant of that name is stale: i
 excluded, and it is reported so that it can be checked again.
 
     python scripts/mutation_count.py count SCRATCH EQUIVALENTS [SELECTED] PATH...
+    python scripts/mutation_count.py merge SCRATCH EARLIER_SCRATCH EQUIVALENTS PATH...
     python scripts/mutation_count.py show SCRATCH NAME...   # the diff and fingerprint of mutants
+
+``merge`` counts a run made with --only (SCRATCH, the current code) together with an earlier
+whole-module run (EARLIER_SCRATCH): a mutant not run again keeps its earlier verdict, which is
+sound only when the tests were added to since and the mutant's function did not change (re-run
+every mutant of a changed function).
 """
 
 from __future__ import annotations
@@ -86,7 +92,8 @@ def read_equivalents(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def count(scratch: Path, equivalents: Path, selected: Path | None, paths: list[str]) -> None:
+def count(scratch: Path, equivalents: Path, selected: Path | None, paths: list[str],
+          earlier: Path | None = None) -> None:
     chosen = set(selected.read_text().split()) if selected and selected.is_file() else None
     listed = read_equivalents(equivalents)
     mutants = Mutants(scratch)
@@ -95,6 +102,9 @@ def count(scratch: Path, equivalents: Path, selected: Path | None, paths: list[s
     for p in paths:
         meta = scratch / "mutants" / (p + ".meta")
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+        if earlier is not None:
+            old = json.loads((earlier / "mutants" / (p + ".meta")).read_text())["exit_code_by_key"]
+            codes = {name: old.get(name) if code is None else code for name, code in codes.items()}
         for name, code in sorted(codes.items()):
             if chosen is not None and name not in chosen:
                 continue
@@ -133,6 +143,10 @@ def main(argv: list[str]) -> int:
         selected = Path(rest[0]) if rest and not rest[0].endswith(".py") else None
         paths = rest[1:] if selected is not None else rest
         count(Path(scratch), Path(equivalents), selected, paths)
+        return 0
+    if len(argv) >= 5 and argv[0] == "merge":
+        scratch, earlier, equivalents, *paths = argv[1:]
+        count(Path(scratch), Path(equivalents), None, paths, earlier=Path(earlier))
         return 0
     if len(argv) >= 3 and argv[0] == "show":
         show(Path(argv[1]), argv[2:])

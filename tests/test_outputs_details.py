@@ -61,6 +61,7 @@ def test_outputs_follow_the_umask_and_private_ones_are_0600(tmp_path, umask, mas
     assert _mode(atomic_replace_bytes(tmp_path / "r.json", b"r")) == expected
     assert _mode(atomic_replace_bytes(tmp_path / "rp.json", b"r", private=True)) == 0o600
     assert _mode(atomic_replace_text(tmp_path / "t.txt", "t", private=True)) == 0o600
+    assert _mode(atomic_replace_text(tmp_path / "u.txt", "u")) == expected
     assert _mode(atomic_replace_json(tmp_path / "j.json", {}, private=True)) == 0o600
     assert _mode(atomic_replace_json(tmp_path / "k.json", {})) == expected
     with OutputSet(tmp_path / "set") as outs:
@@ -205,6 +206,8 @@ def test_a_worker_threads_signal_mask_is_left_alone(tmp_path):
 # -- batch folder names ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name, expected", [
     ("demo-densenet121", "demo-densenet121"),
+    ("DenseNet-121_v2.0", "DenseNet-121_v2.0"),
+    ("Xray.", "Xray"),
     ("my model/v2 (final)", "my_model_v2_final"),
     ("../../etc", "etc"),
     ("..hidden.", "hidden"),

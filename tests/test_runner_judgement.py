@@ -538,3 +538,160 @@ def test_non_finite_probabilities_for_the_attacked_image_are_one_line(png_study)
         run_attack(png_study, Classifier(NaNOnceMoved(), card), _WorksAtOtherGeometry(size=32, shift=10 / 255))
     assert str(exc.value) == ("the classifier returned non-finite probabilities (NaN or Inf) for the attacked image; "
                               "nothing was written")
+
+
+class _Half(_WorksAtOtherGeometry):
+    """Works at 16 px and hands back a bfloat16 image (as reduced-precision attacks do); judges
+    its own output through ``ctx.written`` as the written image, in both output modes."""
+
+    name = "half-precision"
+
+    def run(self, x, ctx):
+        import torch
+
+        out = super().run(x, ctx)
+        adv = out.adversarial.to(torch.bfloat16)
+        judged = {mode: ctx.written(adv, output=mode) for mode in ("residual", "decoded")}
+        return AttackOutput(adversarial=adv, iterations=1, info={"judged": judged, "output": "decoded"})
+
+
+def test_reduced_precision_outputs_are_mapped_back_in_float32(png_study):
+    import torch
+
+    from p2p_desktop.attacks._diffusion import to_source_geometry
+    from p2p_desktop.models.classifier import to_numpy, to_tensor
+
+    clf = _classifier("internal-only")
+    r = run_attack(png_study, clf, _Half(size=16, shift=10.5 / 255))
+    x = to_tensor(png_study.image)
+    small = _WorksAtOtherGeometry(size=16, shift=10.5 / 255)
+    adv32 = small.run(x, dataclasses.replace(_ctx(clf), on_step=None)).adversarial.to(torch.bfloat16).float()
+    with torch.no_grad():
+        for mode in ("residual", "decoded"):
+            expected = png_study.quantise(to_numpy(to_source_geometry(adv32, x, mode)))
+            np.testing.assert_array_equal(to_numpy(r.info["judged"][mode]), expected)
+        decoded = png_study.quantise(to_numpy(to_source_geometry(adv32, x, "decoded")))
+        np.testing.assert_array_equal(r.adversarial, decoded)
+        # resampled in bfloat16 instead, the decoded image would be off by a level somewhere
+        off = png_study.quantise(to_numpy(to_source_geometry(adv32.to(torch.bfloat16), x, "decoded").float()))
+        assert np.abs(off - decoded).max() > 0
+
+
+def _ctx(clf):
+    from p2p_desktop.attacks.base import AttackContext
+
+    return AttackContext(classifier=clf, label=0, target=None, device="cpu")
+
+
+class _Broken(_WorksAtOtherGeometry):
+    name = "nan-pixels"
+
+    def run(self, x, ctx):
+        return AttackOutput(adversarial=x * float("nan"), iterations=1)
+
+
+def test_non_finite_pixels_are_one_line_naming_the_attack(png_study):
+    from p2p_desktop.errors import ModelError
+
+    with pytest.raises(ModelError) as exc:
+        run_attack(png_study, _classifier("internal-only"), _Broken())
+    assert str(exc.value) == ("nan-pixels produced non-finite pixel values (NaN or Inf): the classifier or backbone "
+                              "is broken or incomplete; nothing was written")
+
+
+def test_non_finite_probabilities_for_the_written_image_alone_are_refused(png_study):
+    """The internal image (between 8-bit levels) gets finite probabilities, the written one NaN."""
+    import torch
+
+    from p2p_desktop.errors import ModelError
+    from p2p_desktop.models.classifier import Classifier, ModelCard, to_tensor
+
+    clean = to_tensor(png_study.image).mean(dim=1, keepdim=True)
+
+    class NaNOnLevels(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = _RoundingSensitive.build("internal-only")
+
+        def forward(self, x):
+            grey = x.mean(dim=1, keepdim=True)
+            moved = (grey - clean).abs().amax(dim=(1, 2, 3)) > 0.5 / 255
+            levels = grey * 255
+            on_grid = (levels - torch.round(levels)).abs().amax(dim=(1, 2, 3)) < 1e-3
+            nan = torch.where(moved & on_grid, torch.full_like(levels[:, 0, 0, 0], float("nan")), 0.0)
+            return self.base(x) + nan[:, None]
+
+    card = ModelCard(name="nan-on-levels", architecture="toy-cnn", classes=CLASSES, weights="none",
+                     input_size=32, mean=(0.0,), std=(1.0,))
+    with pytest.raises(ModelError, match="non-finite probabilities"):
+        run_attack(png_study, Classifier(NaNOnLevels(), card), FGSM(eps=EPS))
+
+
+def test_a_phantom_gets_the_label_oracles_verdict_on_the_written_image(tmp_path):
+    from p2p_desktop.io import load_study
+    from p2p_desktop.phantoms import write_png_dataset
+    from p2p_desktop.phantoms.oracle import study_verdict
+
+    path = write_png_dataset(tmp_path / "data", 1, 7_600_000, size=32)[0]
+    study = load_study(path)
+    r = run_attack(study, _classifier("written-only", None), _WorksAtOtherGeometry(size=32, shift=3 / 255))
+    assert r.info["label_oracle"] == study_verdict(study, r.adversarial, r.success)
+    assert r.info["label_oracle"]["verdict"] is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class _ResolutionConfig(_ShiftConfig):
+    resolution: int = 0
+    dtype: str = "auto"
+
+
+class _Reports(_WorksAtOtherGeometry):
+    name = "reports"
+    Config = _ResolutionConfig
+
+    def run(self, x, ctx):
+        out = super().run(x, ctx)
+        info = {"resolution": 16, "precision": "bf16"} if self.config.size == 16 else {}
+        return AttackOutput(adversarial=out.adversarial, iterations=1, info=info)
+
+
+class _Backbone:
+    resolution = 48
+
+    @property
+    def dtype(self):
+        import torch
+
+        return torch.float32
+
+    def identity(self):
+        return {"name": "stub"}
+
+
+def test_the_procedure_follows_the_attacks_info_then_the_backbone(png_study):
+    from p2p_desktop.attacks.procedure import describe
+
+    clf = _classifier("internal-only")
+    told = run_attack(png_study, clf, _Reports(size=16), backbone=_Backbone())
+    info = {"resolution": 16, "precision": "bf16"}
+    assert told.procedure == describe(_Reports(size=16), None, _Backbone(), info=info)
+    assert "16 px" in told.procedure["label"] and "bf16" in told.procedure["label"]
+    silent = run_attack(png_study, clf, _Reports(size=32), backbone=_Backbone())
+    assert "48 px" in silent.procedure["label"] and "fp32" in silent.procedure["label"]
+
+
+class _NoCard:
+    """A classifier object without a model card (as a plugin may hand back)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name == "card":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_classifier_without_a_card_gets_no_input_warnings(png_study):
+    r = run_attack(png_study, _NoCard(_classifier("internal-only")), FGSM(eps=EPS))
+    assert r.attack == "fgsm" and not any("training data" in n for n in r.notes)
