@@ -307,3 +307,12 @@ def test_disk_full_after_trailing_blank_lines_leaves_the_records_and_no_half_rec
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert log.path.read_bytes() == whole  # the blank lines held nothing; no byte of the new record stays
     assert verify_log(log.path).ok
+
+
+def test_repair_counts_from_the_start_of_the_file_whatever_the_first_byte(log):
+    """JSON allows leading whitespace: a first record written after a carriage return is still
+    a valid record, and repair must cut exactly the torn tail, not a byte before it."""
+    whole = b"\r" + log.path.read_bytes()
+    log.path.write_bytes(whole + b'{"seq": 3, "t')
+    assert verify_log(log.path, use_key=False).torn
+    assert repair_log(log.path) == len(b'{"seq": 3, "t') and log.path.read_bytes() == whole
