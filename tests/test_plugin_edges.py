@@ -346,3 +346,20 @@ def test_a_second_plugin_of_one_name_names_the_first_and_a_broken_one_keeps_its_
     assert [p.status for p in found] == ["disabled", "broken", "broken"]
     assert found[1].error == f"name 'a-dup' is already used by the plugin at {first / 'plugin.json'}"
     assert found[2].error == f"kind 'sorcery' is not one of {', '.join(plugins.KINDS)}"
+
+
+def test_a_sub_import_missing_from_the_snapshot_is_never_found_elsewhere(tmp_path, monkeypatch):
+    """A plugin's relative import of a module it does not ship must fail, even when a module of
+    that name lies on sys.path: only the verified snapshot is served."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "e_stray.py").write_text("PLANTED = True\n")
+    monkeypatch.syspath_prepend(str(outside))
+    _plugin(tmp_path, "e-stray", {"name": "e-stray", "kind": "attack", "entry": "impl:A"},
+            {"impl.py": "from . import e_stray\n" + ATTACK_SRC.format(name="e-stray", mark="v1")})
+    plugins.enable("e-stray")
+    with pytest.raises(InputError) as exc:
+        plugins.load_plugin_object(plugins.find("e-stray"))
+    assert str(exc.value).startswith("plugin 'e-stray' failed to load (impl:A): ImportError: cannot import name "
+                                      "'e_stray' from 'p2p_desktop_plugin_")
+    assert not any(m.endswith(".e_stray") for m in sys.modules)
