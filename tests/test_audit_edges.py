@@ -16,6 +16,7 @@ import pytest
 from p2p_desktop import audit
 from p2p_desktop.audit import GENESIS, AuditLog, ChainReport, append_event, chain_head, load_key, repair_log, verify_log
 from p2p_desktop.errors import InputError, OutputError
+from tests.test_audit_integrity import _FILL
 
 
 @pytest.fixture
@@ -282,22 +283,6 @@ def test_chain_head_of_the_default_log(log, monkeypatch):
 
 
 # -- a failed append after trailing blank lines ------------------------------------------------------
-_FILL = r"""
-import resource, signal, sys
-from p2p_desktop.audit import AuditLog
-from p2p_desktop.errors import OutputError
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-log = AuditLog(sys.argv[1])
-size = log.path.stat().st_size
-resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, resource.RLIM_INFINITY))
-try:
-    log.append("attack", {"big": "x" * 5000})
-except OutputError as exc:
-    print("refused:", exc)
-    sys.exit(3)
-"""
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
 def test_disk_full_after_trailing_blank_lines_leaves_the_records_and_no_half_record(log):
     whole = log.path.read_bytes()

@@ -11,52 +11,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
 from p2p_desktop import plugins
 from p2p_desktop.errors import InputError
-
-ATTACK_SRC = '''
-from p2p_desktop.attacks.fgsm import FGSM
-
-class A(FGSM):
-    name = "{name}"
-    MARK = "{mark}"
-'''
-
+from tests.plugin_kit import ATTACK_SRC
+from tests.plugin_kit import make_attack as _attack
+from tests.plugin_kit import make_entry_point_package as _entry_point_package
+from tests.plugin_kit import make_plugin as _plugin
 
 # a private user folder and plugin folder; the registries and sys.modules restored after each test
 pytestmark = pytest.mark.usefixtures("plugin_sandbox")
-
-
-def _plugin(tmp_path: Path, folder: str, manifest: dict, files: dict[str, str]) -> Path:
-    d = tmp_path / "plugins" / folder
-    d.mkdir(parents=True)
-    (d / "plugin.json").write_text(json.dumps(manifest))
-    for rel, text in files.items():
-        (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        (d / rel).write_text(text)
-    return d
-
-
-def _attack(tmp_path, name, mark="v1", extra=""):
-    return _plugin(tmp_path, name, {"name": name, "kind": "attack", "entry": "impl:A"},
-                   {"impl.py": ATTACK_SRC.format(name=name, mark=mark) + extra})
-
-
-def _entry_point_package(tmp_path, monkeypatch, entry: str, files: dict[str, str]) -> Path:
-    site = tmp_path / "site"
-    for rel, text in files.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    info = site / "detailpkg-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: detailpkg\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[p2p_desktop.plugins]\n{entry}\n")
-    monkeypatch.syspath_prepend(str(site))
-    return site
 
 
 def test_entry_field_messages():

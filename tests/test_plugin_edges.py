@@ -13,44 +13,18 @@ import pytest
 
 from p2p_desktop import plugins
 from p2p_desktop.errors import InputError
-
-ATTACK_SRC = '''
-from p2p_desktop.attacks.fgsm import FGSM
-
-class A(FGSM):
-    name = "{name}"
-    MARK = "{mark}"
-'''
+from tests.plugin_kit import ATTACK_SRC, make_attack, make_entry_point_package
+from tests.plugin_kit import make_plugin as _plugin
 
 pytestmark = pytest.mark.usefixtures("plugin_sandbox")
 
 
-def _plugin(tmp_path: Path, folder: str, manifest: dict, files: dict[str, str]) -> Path:
-    d = tmp_path / "plugins" / folder
-    d.mkdir(parents=True)
-    (d / "plugin.json").write_text(json.dumps(manifest))
-    for rel, text in files.items():
-        (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        (d / rel).write_text(text)
-    return d
-
-
 def _attack(tmp_path, name, mark="v1"):
-    return _plugin(tmp_path, name, {"name": name, "kind": "attack", "entry": "impl:A"},
-                   {"impl.py": ATTACK_SRC.format(name=name, mark=mark)})
+    return make_attack(tmp_path, name, mark)
 
 
 def _entry_point_package(tmp_path, monkeypatch, entry: str, files: dict[str, str], dist: str = "edgepkg") -> Path:
-    site = tmp_path / "site"
-    for rel, text in files.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    info = site / f"{dist}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[p2p_desktop.plugins]\n{entry}\n")
-    monkeypatch.syspath_prepend(str(site))
-    return site
+    return make_entry_point_package(tmp_path, monkeypatch, entry, files, dist=dist)
 
 
 def _changed_line(name: str) -> str:
