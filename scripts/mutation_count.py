@@ -12,7 +12,7 @@ An entry whose fingerprint no longer matches the mutant of that name is stale: i
 excluded, and it is reported so that it can be checked again.
 
     python scripts/mutation_count.py count SCRATCH EQUIVALENTS [SELECTED] PATH...
-    python scripts/mutation_count.py merge SCRATCH EARLIER_SCRATCH EQUIVALENTS PATH...
+    python scripts/mutation_count.py merge SCRATCH EARLIER_SCRATCH[,EARLIER...] EQUIVALENTS PATH...
     python scripts/mutation_count.py show SCRATCH NAME...   # the diff and fingerprint of mutants
 
 ``merge`` counts a run made with --only (SCRATCH, the current code) together with an earlier
@@ -93,7 +93,7 @@ def read_equivalents(path: Path) -> dict[str, tuple[str, str]]:
 
 
 def count(scratch: Path, equivalents: Path, selected: Path | None, paths: list[str],
-          earlier: Path | None = None) -> None:
+          earlier: list[Path] | None = None) -> None:
     chosen = set(selected.read_text().split()) if selected and selected.is_file() else None
     listed = read_equivalents(equivalents)
     mutants = Mutants(scratch)
@@ -102,8 +102,8 @@ def count(scratch: Path, equivalents: Path, selected: Path | None, paths: list[s
     for p in paths:
         meta = scratch / "mutants" / (p + ".meta")
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
-        if earlier is not None:
-            old = json.loads((earlier / "mutants" / (p + ".meta")).read_text())["exit_code_by_key"]
+        for before in earlier or []:  # newest first: a verdict not given again is taken from the next run back
+            old = json.loads((before / "mutants" / (p + ".meta")).read_text())["exit_code_by_key"]
             codes = {name: old.get(name) if code is None else code for name, code in codes.items()}
         for name, code in sorted(codes.items()):
             if chosen is not None and name not in chosen:
@@ -146,7 +146,7 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) >= 5 and argv[0] == "merge":
         scratch, earlier, equivalents, *paths = argv[1:]
-        count(Path(scratch), Path(equivalents), None, paths, earlier=Path(earlier))
+        count(Path(scratch), Path(equivalents), None, paths, earlier=[Path(e) for e in earlier.split(",")])
         return 0
     if len(argv) >= 3 and argv[0] == "show":
         show(Path(argv[1]), argv[2:])
