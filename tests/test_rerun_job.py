@@ -134,3 +134,12 @@ def test_the_rerun_records_the_same_models_and_follows_an_edited_deidentify_opti
     assert names and all(n.startswith("deid-") for n in names), names
     prov = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
     assert prov["input"]["path"] is None and prov["input"]["deidentified"] is True
+
+
+def test_a_record_without_its_outputs_list_reruns_and_says_it_cannot_compare(recorded, tmp_path):
+    from p2p_desktop.jobs.rerun import rerun
+
+    bare = {k: v for k, v in recorded.items() if k != "outputs"}
+    summary, _ = rerun(bare, tmp_path / "b")
+    assert summary["reproduced"] is False and summary["recorded_png_sha256"] is None
+    assert any("the record has no PNG hash" in n for n in summary["notes"])
