@@ -1,5 +1,5 @@
 """The rerun job in-process (:func:`p2p_desktop.jobs.rerun.rerun`): its progress, cancellation
-and audit log arguments, the recorded device, and the backbone's weight check.
+and audit log arguments, the recorded device and precision, and the backbone's weight check and name.
 
 ``test_rerun_settings.py`` pins what a rerun repeats (seed, frame, settings, label, exports)
 through the CLI; this file pins what the job does with what its caller gives it.
@@ -143,3 +143,54 @@ def test_a_record_without_its_outputs_list_reruns_and_says_it_cannot_compare(rec
     summary, _ = rerun(bare, tmp_path / "b")
     assert summary["reproduced"] is False and summary["recorded_png_sha256"] is None
     assert any("the record has no PNG hash" in n for n in summary["notes"])
+
+
+def test_a_precision_the_device_cannot_run_is_refused_for_that_device_before_any_work(recorded, tmp_path):
+    from p2p_desktop.errors import InputError
+    from p2p_desktop.jobs.rerun import rerun
+
+    steps = []
+    with pytest.raises(InputError) as exc:  # the device's refusal, not the attack's "runs in fp32"
+        rerun(recorded, tmp_path / "b", dtype="fp16", on_step=steps.append)
+    assert str(exc.value) == ("dtype fp16 cannot run on the CPU (no half-precision kernels); use bf16 or fp32 on "
+                              "CPU, or --device cuda")
+    assert steps == [] and not (tmp_path / "b").exists()
+
+
+def test_a_png_that_differs_on_the_same_device_is_put_down_to_library_versions(recorded, tmp_path):
+    from p2p_desktop.jobs.rerun import rerun
+
+    other_png = [dict(o, sha256="0" * 64) if o["kind"] == "png" else o for o in recorded["outputs"]]
+    summary, _ = rerun({**recorded, "outputs": other_png}, tmp_path / "b")
+    assert summary["reproduced"] is False and summary["recorded_png_sha256"] == "0" * 64
+    assert summary["notes"][-1] == ("the adversarial PNG differs from the recorded one (same device; library "
+                                    "versions may differ: compare `versions` in the record)")
+
+
+def test_a_diffusion_record_reruns_its_backbone_in_the_recorded_precision_and_names_it_as_recorded(
+        pydicom_copy, model_card, tmp_path, capsys, monkeypatch):
+    """Diff-PGD in bf16 on the demo backbone, named ``demo`` as a user names it."""
+    import p2p_desktop.models.backbone as backbone_module
+    from p2p_desktop.jobs.rerun import rerun
+
+    cine = pydicom_copy("examples_ybr_color.dcm", "cine.dcm")
+    assert cli("attack", cine, "--attack", "diff-pgd", "--backbone", "demo", "--dtype", "bf16", "--steps", "2",
+               "--seed", "4", "--frame", "2", "--param", "resolution=64", "--classifier", model_card,
+               "--out", tmp_path / "a", "--device", "cpu", "--json") == 0
+    first = json.loads(capsys.readouterr().out)
+    record = json.loads(next(Path(o["path"]) for o in first["outputs"] if o["kind"] == "provenance").read_text())
+    assert record["backbone"]["spec"] == "demo" and record["attack"]["config"]["dtype"] == "bf16"
+
+    loads = []
+    real_load = backbone_module.load_backbone
+
+    def load_backbone(spec, **kwargs):  # the real loader, watched
+        loads.append((spec, kwargs.get("dtype")))
+        return real_load(spec, **kwargs)
+
+    monkeypatch.setattr(backbone_module, "load_backbone", load_backbone)
+    summary, result = rerun(record, tmp_path / "b")
+    assert loads == [("demo", "bf16")]  # loaded once, in the recorded precision (no fp32 copy beside it)
+    assert result.procedure["precision"] == "bf16" and summary["reproduced"] is True
+    again = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
+    assert again["backbone"] == record["backbone"]  # still named "demo", not by the folder it was found in
