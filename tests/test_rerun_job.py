@@ -56,6 +56,28 @@ def test_a_cancelled_rerun_raises_and_writes_nothing(recorded, tmp_path, audit_l
     assert audit_log.read_bytes() == before  # no rerun record for a run that wrote nothing
 
 
+def test_a_rerun_cancelled_while_its_outputs_are_written_rolls_them_back(recorded, tmp_path, audit_log):
+    from p2p_desktop.cancel import CancelToken
+    from p2p_desktop.errors import Cancelled
+    from p2p_desktop.jobs.rerun import rerun
+
+    out = tmp_path / "b"
+    seen = []
+
+    class PressedOnceWriting(CancelToken):  # the user cancels once the first output file is on disk
+        def check(self) -> None:
+            if not self.cancelled and out.is_dir() and any(out.iterdir()):
+                seen.extend(p.name for p in out.iterdir())
+                self.cancel()
+            super().check()
+
+    before = audit_log.read_bytes()
+    with pytest.raises(Cancelled):
+        rerun(recorded, out, cancel=PressedOnceWriting())
+    assert seen and not out.exists()  # the cancel came while outputs existed, and took them all back
+    assert audit_log.read_bytes() == before
+
+
 def test_the_audit_record_goes_to_the_log_named_and_a_torn_log_is_refused_first(recorded, tmp_path, audit_log):
     from p2p_desktop.errors import OutputError
     from p2p_desktop.jobs.rerun import rerun
@@ -161,16 +183,22 @@ def test_a_png_that_differs_on_the_same_device_is_put_down_to_library_versions(r
     from p2p_desktop.jobs.rerun import rerun
 
     other_png = [dict(o, sha256="0" * 64) if o["kind"] == "png" else o for o in recorded["outputs"]]
+    same_device = ("the adversarial PNG differs from the recorded one (same device; library versions may differ: "
+                   "compare `versions` in the record)")
     summary, _ = rerun({**recorded, "outputs": other_png}, tmp_path / "b")
     assert summary["reproduced"] is False and summary["recorded_png_sha256"] == "0" * 64
-    assert summary["notes"][-1] == ("the adversarial PNG differs from the recorded one (same device; library "
-                                    "versions may differ: compare `versions` in the record)")
+    assert summary["notes"][-1] == same_device
+    # a record that does not say its device was made on the CPU, as this rerun was
+    undated = {k: v for k, v in recorded.items() if k != "device"}
+    summary, _ = rerun({**undated, "outputs": other_png}, tmp_path / "c")
+    assert summary["device"] == "cpu" and summary["notes"][-1] == same_device
 
 
 def test_a_diffusion_record_reruns_its_backbone_in_the_recorded_precision_and_names_it_as_recorded(
         pydicom_copy, model_card, tmp_path, capsys, monkeypatch):
     """Diff-PGD in bf16 on the demo backbone, named ``demo`` as a user names it."""
     import p2p_desktop.models.backbone as backbone_module
+    import p2p_desktop.models.classifier as classifier_module
     from p2p_desktop.jobs.rerun import rerun
 
     cine = pydicom_copy("examples_ybr_color.dcm", "cine.dcm")
@@ -182,15 +210,21 @@ def test_a_diffusion_record_reruns_its_backbone_in_the_recorded_precision_and_na
     assert record["backbone"]["spec"] == "demo" and record["attack"]["config"]["dtype"] == "bf16"
 
     loads = []
-    real_load = backbone_module.load_backbone
+    real_backbone, real_classifier = backbone_module.load_backbone, classifier_module.load_classifier
 
-    def load_backbone(spec, **kwargs):  # the real loader, watched
-        loads.append((spec, kwargs.get("dtype")))
-        return real_load(spec, **kwargs)
+    def load_backbone(spec, **kwargs):  # the real loaders, watched
+        loads.append(("backbone", spec, kwargs.get("device"), kwargs.get("dtype")))
+        return real_backbone(spec, **kwargs)
+
+    def load_classifier(spec, **kwargs):
+        loads.append(("classifier", spec, kwargs.get("device")))
+        return real_classifier(spec, **kwargs)
 
     monkeypatch.setattr(backbone_module, "load_backbone", load_backbone)
+    monkeypatch.setattr(classifier_module, "load_classifier", load_classifier)
     summary, result = rerun(record, tmp_path / "b")
-    assert loads == [("demo", "bf16")]  # loaded once, in the recorded precision (no fp32 copy beside it)
+    # each model loaded once, on the rerun's device; the backbone in the recorded precision (no fp32 copy beside it)
+    assert loads == [("classifier", record["classifier"]["spec"], "cpu"), ("backbone", "demo", "cpu", "bf16")]
     assert result.procedure["precision"] == "bf16" and summary["reproduced"] is True
     again = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
     assert again["backbone"] == record["backbone"]  # still named "demo", not by the folder it was found in
