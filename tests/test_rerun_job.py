@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_provenance import cli
+from tests.test_rerun_settings import _provenance
 
 pytestmark = pytest.mark.usefixtures("audit_log")
 
@@ -24,8 +25,7 @@ def recorded(pydicom_copy, model_card, tmp_path, capsys) -> dict:
     assert cli("attack", cine, "--attack", "pgd", "--steps", "3", "--seed", "5", "--frame", "1", "--eps", "0.02",
                "--classifier", model_card, "--out", tmp_path / "a", "--device", "cpu", "--json") == 0
     summary = json.loads(capsys.readouterr().out)
-    path = next(Path(o["path"]) for o in summary["outputs"] if o["kind"] == "provenance")
-    return json.loads(path.read_text())
+    return json.loads(_provenance(summary).read_text())
 
 
 def test_the_job_reports_each_step_to_its_caller(recorded, tmp_path):
@@ -146,7 +146,7 @@ def test_the_rerun_records_the_same_models_and_follows_an_edited_deidentify_opti
     from p2p_desktop.jobs.rerun import rerun
 
     summary, _ = rerun(recorded, tmp_path / "b")
-    again = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
+    again = json.loads(_provenance(summary).read_text())
     assert again["classifier"] == recorded["classifier"] and again["backbone"] == recorded["backbone"] is None
 
     # a hand-edited record asking for de-identified outputs gets them (and a record naming no input)
@@ -154,7 +154,7 @@ def test_the_rerun_records_the_same_models_and_follows_an_edited_deidentify_opti
     summary, _ = rerun(edited, tmp_path / "c")
     names = [Path(o["path"]).name for o in summary["outputs"]]
     assert names and all(n.startswith("deid-") for n in names), names
-    prov = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
+    prov = json.loads(_provenance(summary).read_text())
     assert prov["input"]["path"] is None and prov["input"]["deidentified"] is True
 
 
@@ -206,7 +206,7 @@ def test_a_diffusion_record_reruns_its_backbone_in_the_recorded_precision_and_na
                "--seed", "4", "--frame", "2", "--param", "resolution=64", "--classifier", model_card,
                "--out", tmp_path / "a", "--device", "cpu", "--json") == 0
     first = json.loads(capsys.readouterr().out)
-    record = json.loads(next(Path(o["path"]) for o in first["outputs"] if o["kind"] == "provenance").read_text())
+    record = json.loads(_provenance(first).read_text())
     assert record["backbone"]["spec"] == "demo" and record["attack"]["config"]["dtype"] == "bf16"
 
     loads = []
@@ -226,5 +226,5 @@ def test_a_diffusion_record_reruns_its_backbone_in_the_recorded_precision_and_na
     # each model loaded once, on the rerun's device; the backbone in the recorded precision (no fp32 copy beside it)
     assert loads == [("classifier", record["classifier"]["spec"], "cpu"), ("backbone", "demo", "cpu", "bf16")]
     assert result.procedure["precision"] == "bf16" and summary["reproduced"] is True
-    again = json.loads(Path(next(o["path"] for o in summary["outputs"] if o["kind"] == "provenance")).read_text())
+    again = json.loads(_provenance(summary).read_text())
     assert again["backbone"] == record["backbone"]  # still named "demo", not by the folder it was found in
