@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the one-folder p2p-desktop bundle with PyInstaller: packaging/dist/p2p-desktop/
 #
-#   bash packaging/build.sh [--variant cpu|cuda] [--venv DIR] [--clean] [--no-check]
+#   bash packaging/build.sh [--variant cpu|cuda] [--venv DIR] [--clean] [--no-trace] [--no-check]
 #
 #   --variant  cpu (default): CUDA libraries that torch merely links against are kept, the
 #              on-demand ones (cuDNN engines, cuSOLVER, ...) dropped, GPUs hidden at run time.
@@ -9,10 +9,13 @@
 #   --venv     build environment (default: $P2P_BUILD_VENV, else ./.venv, else a new one in
 #              packaging/build/venv with the project and its `package` extra installed)
 #   --clean    drop PyInstaller's cache and the previous bundle first
-#   --no-check skip the frozen `--version` / `models verify` check after the build
+#   --no-trace reuse packaging/build/traced_data.json instead of tracing the jobs again
+#   --no-check skip the frozen end-to-end check (packaging/check_bundle.sh) after the build
 #
-# Prints the build time and the bundle size. Build output stays in packaging/build and
-# packaging/dist (git-ignored).
+# Steps: (1) run every job of packaging/frozen_jobs.py from source under an audit hook and list
+# the data files they open (the spec collects them); (2) PyInstaller; (3) the frozen end-to-end
+# check. Prints the time of each step and the bundle's size with what dominates it. Build
+# output stays in packaging/build and packaging/dist (git-ignored).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +24,7 @@ VARIANT="${P2P_BUILD_VARIANT:-cpu}"
 VENV="${P2P_BUILD_VENV:-}"
 CLEAN=0
 CHECK=1
+TRACE=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --variant) VARIANT="$2"; shift 2 ;;
@@ -29,7 +33,8 @@ while [ $# -gt 0 ]; do
         --venv=*) VENV="${1#*=}"; shift ;;
         --clean) CLEAN=1; shift ;;
         --no-check) CHECK=0; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --no-trace) TRACE=0; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -64,6 +69,15 @@ if ! ls "$ROOT"/resources/models/*/card.json >/dev/null 2>&1; then
     echo "build.sh: WARNING: no resources/models/*/card.json: the bundle will have no demo models" >&2
 fi
 
+# --- trace: the data files the jobs open, from source ---------------------------------------------
+TRACED="$BUILD/traced_data.json"
+if [ "$TRACE" = 1 ] || [ ! -f "$TRACED" ]; then
+    T0=$(date +%s)
+    "$PY" "$HERE/frozen_jobs.py" trace --out "$TRACED"
+    echo "build.sh: trace time $(( $(date +%s) - T0 ))s"
+fi
+export P2P_TRACED_DATA="$TRACED"
+
 # --- build --------------------------------------------------------------------------------------
 ARGS=(--noconfirm --distpath "$DIST" --workpath "$BUILD/pyinstaller")
 if [ "$CLEAN" = 1 ]; then ARGS+=(--clean); rm -rf "$DIST/p2p-desktop"; fi
@@ -81,12 +95,10 @@ if [ -d "$APP/_internal/nvidia" ]; then
     echo "build.sh:   of which CUDA (nvidia/*): $(du -sh "$APP/_internal/nvidia" | cut -f1)"
 fi
 
-# --- quick check of the frozen program ----------------------------------------------------------
+echo "build.sh: largest parts of _internal:"
+du -sh "$APP"/_internal/* 2>/dev/null | sort -rh | head -6 | sed 's/^/build.sh:   /'
+
+# --- the frozen end-to-end check ------------------------------------------------------------------
 if [ "$CHECK" = 1 ]; then
-    CHECK_HOME="$(mktemp -d)"
-    P2P_DESKTOP_HOME="$CHECK_HOME" "$EXE" --version
-    if ls "$APP"/_internal/resources/models/*/card.json >/dev/null 2>&1; then
-        P2P_DESKTOP_HOME="$CHECK_HOME" OMP_NUM_THREADS=1 "$EXE" models verify
-    fi
-    rm -rf "$CHECK_HOME"
+    bash "$HERE/check_bundle.sh" "$APP"
 fi

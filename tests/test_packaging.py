@@ -252,3 +252,75 @@ def test_model_pack_install_refuses_to_overwrite_without_force(model_folder, tmp
         mp.install_pack(z, models)
     assert mp.install_pack(z, models, force=True) == models / "pack-squeezenet"
     assert sorted(p.name for p in models.iterdir()) == ["pack-squeezenet"]
+
+
+# --- the frozen end-to-end check and the trace (packaging/frozen_jobs.py) ---------------------------
+
+def _load_frozen_jobs():
+    import sys
+
+    if "frozen_jobs" in sys.modules:
+        return sys.modules["frozen_jobs"]
+    spec = importlib.util.spec_from_file_location("frozen_jobs", PACKAGING / "frozen_jobs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["frozen_jobs"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_scripts_are_valid_bash_and_build_runs_trace_and_check():
+    for name in ("check_bundle.sh", "check_bundle_detects.sh"):
+        subprocess.run(["bash", "-n", str(PACKAGING / name)], check=True)
+    build = (PACKAGING / "build.sh").read_text(encoding="utf-8")
+    assert "frozen_jobs.py\" trace" in build and "check_bundle.sh\" \"$APP\"" in build
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make bundle" in ci
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "check_bundle_detects.sh" in make
+
+
+def test_frozen_jobs_cover_every_job_the_issue_names():
+    jobs = _load_frozen_jobs().JOBS
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names))
+    argvs = [" ".join(j.argv) for j in jobs]
+    for needed in ("models verify", "classify ", "--attack fgsm", "--attack pgd", "rerun ", "--attack p2p",
+                   "--preset fast", "--attack diff-pgd", "phantoms ", "evaluate ", "pacs echo", "--send-dicom",
+                   "--smoke-test", "--executor ray"):
+        assert any(needed in a for a in argvs), needed
+    exports = [j for j in jobs if "--export-dicom" in j.argv and "--deidentify" in j.argv and "html,pdf" in j.argv]
+    assert {j.argv[3] for j in exports} == {"fgsm", "pgd"} and all(j.dicom_valid for j in exports)
+    assert any(j.same_bytes for j in jobs if j.argv[0] == "rerun")
+    assert [j.needs for j in jobs if "--smoke-test" in j.argv] == ["xvfb"]
+
+
+def test_trace_keeps_data_files_at_their_package_path_and_drops_code(tmp_path):
+    fj = _load_frozen_jobs()
+    site = tmp_path / "site-packages"
+    (site / "kernels" / "_internals").mkdir(parents=True)
+    data = site / "kernels" / "_internals" / "python_depends.json"
+    data.write_text("{}")
+    code = site / "kernels" / "_internals" / "load.py"
+    code.write_text("")
+    lib = site / "kernels" / "_rust.cpython-311-x86_64-linux-gnu.so"
+    lib.write_bytes(b"")
+    (site / "x-1.0.dist-info").mkdir()
+    meta = site / "x-1.0.dist-info" / "METADATA"
+    meta.write_text("")
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("{}")
+    opened = {str(p) for p in (data, code, lib, meta, outside, tmp_path / "gone.json")}
+    assert fj.collected_pairs(opened, [str(site)]) == [(str(data), "kernels/_internals")]
+
+
+def test_ray_is_refused_in_one_line_when_frozen(monkeypatch):
+    import sys
+
+    from p2p_desktop.errors import InputError
+    from p2p_desktop.executors import make_executor
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    with pytest.raises(InputError, match="not available in the offline bundle") as info:
+        make_executor("ray")
+    assert "\n" not in str(info.value)
+    assert make_executor("serial") is None  # serial still works frozen

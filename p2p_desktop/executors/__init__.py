@@ -10,6 +10,7 @@ actors that load the backbone and classifiers once.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -82,6 +83,9 @@ def make_executor(name: str | None, *, address: str | None = None, workers: int 
         if extra:
             raise InputError(f"{', '.join(extra)} only apply to --executor ray")
         return None
+    if getattr(sys, "frozen", False):
+        raise InputError("--executor ray is not available in the offline bundle (Ray is not part of it); "
+                         "use --executor serial, or run evaluate from a source install with the 'cluster' extra")
     from p2p_desktop.executors.ray_executor import RayExecutor
 
     return RayExecutor(address=address, workers=workers, gpus_per_worker=float(gpus_per_worker or 0.0))
