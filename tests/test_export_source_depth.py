@@ -52,6 +52,82 @@ def _dcmtk_rgb(path: Path, png: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB")).astype(np.int64)
 
 
+def _ultrasound_like(rows: int = 96, cols: int = 128) -> np.ndarray:
+    """A smooth speckled [0, 1] field: a bright band and a dark lesion over noise."""
+    rng = np.random.RandomState(0)
+    y, x = np.mgrid[0:rows, 0:cols]
+    field = 0.25 + 0.45 * np.exp(-((y - rows * 0.4) / (rows * 0.15)) ** 2)
+    field -= 0.2 * (((y - rows * 0.6) ** 2 + (x - cols * 0.5) ** 2) < (rows * 0.12) ** 2)
+    return np.clip(field * rng.gamma(4.0, 0.25, size=field.shape), 0.0, 1.0)
+
+
+# -- item 9: 16-bit and float plain images ----------------------------------------------------
+def _write_16bit(path: Path, values: np.ndarray) -> None:
+    if path.suffix == ".png":
+        from PIL import Image
+
+        Image.fromarray(values).save(path)
+    else:
+        import tifffile
+
+        tifffile.imwrite(path, values)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_image_exports_as_16_bit_dicom_within_eps_of_the_source(suffix, tmp_path):
+    from pydicom import dcmread
+
+    src = tmp_path / "in" / f"us16{suffix}"
+    src.parent.mkdir()
+    values = np.round(1000 + _ultrasound_like() * 40000).astype(np.uint16)  # a 16-bit range, not 0..255
+    _write_16bit(src, values)
+    dcm = _attack(src, tmp_path / "out")
+
+    ds = dcmread(dcm)
+    assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (16, 16, 15, 0)
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and "RescaleSlope" not in ds
+    written = ds.pixel_array.astype(np.int64)
+    assert written.shape == values.shape
+    # the source's units: the change is within ε of the source's 16-bit range, and there is one
+    diff = np.abs(written - values.astype(np.int64))
+    assert diff.max() <= math.ceil(EPS * 65535), diff.max()
+    assert np.count_nonzero(diff) > values.size // 2
+    assert written.max() > 255 and np.count_nonzero(written == 255) < values.size // 100  # not squeezed to 8 bits
+    # the adversarial PNG written beside it holds the same values
+    from PIL import Image
+
+    (png,) = (tmp_path / "out").glob("*_adv.png")
+    with Image.open(png) as im:
+        assert np.array_equal(np.asarray(im).astype(np.int64), written)
+    assert not _dciodvfy_errors(dcm)
+
+
+def test_float_tiff_exports_with_a_rescale_that_reproduces_the_source_range(tmp_path):
+    import tifffile
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut
+
+    src = tmp_path / "in" / "envelope.tif"
+    src.parent.mkdir()
+    values = (-12.5 + _ultrasound_like() * 80.0).astype(np.float32)  # e.g. log-compressed dB, negative too
+    tifffile.imwrite(src, values)
+    lo, hi = float(values.min()), float(values.max())
+    dcm = _attack(src, tmp_path / "out")
+
+    ds = dcmread(dcm)
+    assert (ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation) == (16, 16, 0)
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    assert math.isclose(intercept, lo, rel_tol=0, abs_tol=1e-6 * (hi - lo))
+    assert math.isclose(intercept + 65535 * slope, hi, rel_tol=0, abs_tol=1e-6 * (hi - lo))
+    modality = np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float64)
+    # within ε of the source range, plus half a 16-bit step for the source's own quantisation
+    diff = np.abs(modality - values.astype(np.float64))
+    assert diff.max() <= EPS * (hi - lo) + 0.5 * slope + 1e-6 * (hi - lo), (diff.max(), EPS * (hi - lo))
+    assert diff.max() > 0.5 * EPS * (hi - lo)  # the attack did change it
+    assert lo - 1e-6 <= modality.min() and modality.max() <= hi + 1e-6
+    assert not _dciodvfy_errors(dcm)
+
+
 # -- item 10: palette colour with 16-bit LUT entries --------------------------------------------
 def test_palette_is_decoded_as_dcmtk_renders_it(pydicom_file, tmp_path):
     """A 16-bit LUT entry is scaled by the LUT's bit depth (>> 8): 0xFF00 is 255, not 254."""

@@ -22,7 +22,11 @@
   is inverted back so it stays MONOCHROME1 with the source's windows; a linear modality LUT
   (rescale slope/intercept) is inverted back.
 
-A plain image source (PNG/JPEG...) gets a fresh Secondary Capture with empty patient data.
+A plain image source (PNG/JPEG...) gets a fresh Secondary Capture with empty patient data, in
+its own depth: 8-bit grey or RGB stays 8-bit; 16-bit grey PNG/TIFF is written with BitsAllocated
+and BitsStored 16, the values as read; a float (or 32-bit integer) TIFF, read as its own range
+lo..hi mapped onto 16 bits, is written as those 16-bit values with RescaleIntercept lo and
+RescaleSlope (hi - lo) / 65535, so the modality values reproduce the source's range.
 """
 
 from __future__ import annotations
@@ -217,9 +221,20 @@ def _grey_pixels(adv: np.ndarray, study, src, notes: list[str]) -> tuple[np.ndar
         if slope != 1.0 or intercept != 0.0:
             raw = (values - intercept) / slope
     raw = np.round(raw)
-    bits_alloc = int(getattr(src, "BitsAllocated", 8) or 8) if src is not None else 8
-    bits_stored = int(getattr(src, "BitsStored", bits_alloc) or bits_alloc) if src is not None else 8
-    signed = int(getattr(src, "PixelRepresentation", 0) or 0) == 1 if src is not None else False
+    rescale: dict[str, Any] = {}
+    if src is not None:
+        bits_alloc = int(getattr(src, "BitsAllocated", 8) or 8)
+        bits_stored = int(getattr(src, "BitsStored", bits_alloc) or bits_alloc)
+        signed = int(getattr(src, "PixelRepresentation", 0) or 0) == 1
+    else:  # a plain image: its own depth (8 or 16 bits), its values as they were read
+        bits_stored = 16 if study.bits_stored > 8 else 8
+        bits_alloc, signed = bits_stored, False
+        if study.rescale is not None:  # float / 32-bit TIFF: the rescale gives back its range
+            from pydicom.valuerep import format_number_as_ds
+
+            slope, intercept = study.rescale
+            rescale = {"RescaleIntercept": format_number_as_ds(float(intercept)),
+                       "RescaleSlope": format_number_as_ds(float(slope)), "RescaleType": "US"}
     if bits_alloc == 1:
         bits_alloc = 8
     if bits_alloc not in (8, 16, 32):
@@ -234,7 +249,7 @@ def _grey_pixels(adv: np.ndarray, study, src, notes: list[str]) -> tuple[np.ndar
              32: np.int32 if signed else np.uint32}[bits_alloc]
     attrs = {"SamplesPerPixel": 1, "PhotometricInterpretation": photometric, "BitsAllocated": bits_alloc,
              "BitsStored": bits_stored, "HighBit": bits_stored - 1, "PixelRepresentation": int(signed),
-             "_drop": modality_drop}
+             "_drop": modality_drop} | rescale
     return raw.astype(dtype), attrs
 
 
