@@ -153,3 +153,38 @@ def test_palette_export_stays_within_eps_of_the_source_as_dcmtk_renders_it(eps, 
     assert all(int(d) <= math.ceil(eps * 255) for d in per_channel)
     assert per_channel.max() > 0
     assert not (_dciodvfy_errors(dcm) - _dciodvfy_errors(source))
+
+
+# -- a Modality LUT Sequence whose output needs more bits than the source stores ----------------
+def test_modality_lut_values_are_written_at_a_depth_that_holds_them(pydicom_file, tmp_path, capsys):
+    """The export writes modality values (the LUT becomes identity): 8 stored bits mapped by a
+    16-bit LUT to 0..51000 were all clipped to 255 with a warning; they need 16 bits."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    arr = np.round(ds.pixel_array.astype(np.float64) / ds.pixel_array.max() * 255).astype("<u2")
+    ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = arr.tobytes(), 8, 7, 0
+    lut = Dataset()
+    lut.LUTDescriptor, lut.ModalityLUTType = [256, 0, 16], "US"
+    lut.LUTData = (np.arange(256, dtype="<u2") * 200).tobytes()
+    lut["LUTData"].VR = "OW"
+    ds.ModalityLUTSequence = [lut]
+    for kw in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if kw in ds:
+            delattr(ds, kw)
+    src = tmp_path / "in" / "mr_lut.dcm"
+    src.parent.mkdir()
+    ds.save_as(src)
+    modality = np.asarray(apply_modality_lut(pydicom.dcmread(src).pixel_array, ds)).astype(np.int64)
+
+    dcm = _attack(src, tmp_path / "out")
+    assert "clipped" not in capsys.readouterr().err
+    out = pydicom.dcmread(dcm)
+    assert "ModalityLUTSequence" not in out and (out.BitsAllocated, out.BitsStored, out.HighBit) == (16, 16, 15)
+    written = out.pixel_array.astype(np.int64)
+    span = int(modality.max() - modality.min())
+    diff = np.abs(written - modality)
+    assert diff.max() <= math.ceil(EPS * span) and np.count_nonzero(diff) > 0
+    assert not (_dciodvfy_errors(dcm) - _dciodvfy_errors(src))
