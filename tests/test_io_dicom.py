@@ -25,13 +25,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _reference(path: Path, frame: int = 0) -> np.ndarray:
-    """pydicom's own decoded frame (YBR -> RGB by pydicom, palette applied), in [0, 1]."""
+    """pydicom's own decoded frame (YBR -> RGB by pydicom, palette applied), in [0, 1]; palette
+    entries scaled by the LUT's bit depth as viewers do (16-bit: >> 8)."""
     ds = dcmread(path)
     arr = ds.pixel_array
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         arr = arr[frame]
     if ds.PhotometricInterpretation == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
+        arr = (arr >> (int(ds.RedPaletteColorLookupTableDescriptor[2]) - 8)).astype(np.uint8)
     return arr.astype(np.float64) / np.iinfo(arr.dtype).max
 
 
@@ -107,10 +109,11 @@ def test_ultrasound_files_load_as_pydicom_decodes_them(pydicom_file, name, shape
         np.testing.assert_allclose(study.quantise(study.image), study.image, atol=1e-6)
 
 
-def test_palette_keeps_16_bit_lut_depth(pydicom_file):
+def test_palette_16_bit_lut_is_scaled_by_its_depth(pydicom_file):
+    """A 16-bit LUT entry is shown by viewers as its high byte (0xFF00 -> 255, not 254)."""
     study = load_study(pydicom_file("examples_palette.dcm"))
-    assert study.bits_stored == 16 and study.value_range == (0.0, 65535.0)
-    assert study.stored.dtype == np.uint16
+    assert study.bits_stored == 8 and study.value_range == (0.0, 255.0)
+    assert study.stored.dtype == np.uint8 and int(study.stored.max()) == 0xFF00 >> 8
 
 
 def test_ultrasound_calibration_gives_pixel_spacing_in_mm(pydicom_file):

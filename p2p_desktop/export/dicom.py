@@ -22,7 +22,11 @@
   is inverted back so it stays MONOCHROME1 with the source's windows; a linear modality LUT
   (rescale slope/intercept) is inverted back.
 
-A plain image source (PNG/JPEG...) gets a fresh Secondary Capture with empty patient data.
+A plain image source (PNG/JPEG...) gets a fresh Secondary Capture with empty patient data, in
+its own depth: 8-bit grey or RGB stays 8-bit; 16-bit grey PNG/TIFF is written with BitsAllocated
+and BitsStored 16, the values as read; a float (or 32-bit integer) TIFF, read as its own range
+lo..hi mapped onto 16 bits, is written as those 16-bit values with RescaleIntercept lo and
+RescaleSlope (hi - lo) / 65535, so the modality values reproduce the source's range.
 """
 
 from __future__ import annotations
@@ -217,25 +221,48 @@ def _grey_pixels(adv: np.ndarray, study, src, notes: list[str]) -> tuple[np.ndar
         if slope != 1.0 or intercept != 0.0:
             raw = (values - intercept) / slope
     raw = np.round(raw)
-    bits_alloc = int(getattr(src, "BitsAllocated", 8) or 8) if src is not None else 8
-    bits_stored = int(getattr(src, "BitsStored", bits_alloc) or bits_alloc) if src is not None else 8
-    signed = int(getattr(src, "PixelRepresentation", 0) or 0) == 1 if src is not None else False
+    rescale: dict[str, Any] = {}
+    if src is not None:
+        bits_alloc = int(getattr(src, "BitsAllocated", 8) or 8)
+        bits_stored = int(getattr(src, "BitsStored", bits_alloc) or bits_alloc)
+        signed = int(getattr(src, "PixelRepresentation", 0) or 0) == 1
+    else:  # a plain image: its own depth (8 or 16 bits), its values as they were read
+        bits_stored = 16 if study.bits_stored > 8 else 8
+        bits_alloc, signed = bits_stored, False
+        if study.rescale is not None:  # float / 32-bit TIFF: the rescale gives back its range
+            from pydicom.valuerep import format_number_as_ds
+
+            slope, intercept = study.rescale
+            rescale = {"RescaleIntercept": format_number_as_ds(float(intercept)),
+                       "RescaleSlope": format_number_as_ds(float(slope)), "RescaleType": "US"}
     if bits_alloc == 1:
         bits_alloc = 8
     if bits_alloc not in (8, 16, 32):
         bits_alloc = 16
-    bits_stored = min(bits_stored, bits_alloc)
-    vmin, vmax = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2 ** bits_stored - 1)
-    clipped = int(np.count_nonzero((raw < vmin) | (raw > vmax)))
-    if clipped:
-        notes.append(f"DICOM export: {clipped} pixel value(s) clipped to the {bits_stored}-bit range")
-    raw = np.clip(raw, vmin, vmax)
+    bits_stored = max(1, min(bits_stored, bits_alloc))
+    if raw.size and not _fits(float(raw.min()), float(raw.max()), bits_stored, signed):
+        # modality values (a Modality LUT Sequence written as identity) beyond the stored bits:
+        # the smallest depth that holds them, never a clip
+        lo_v, hi_v = float(raw.min()), float(raw.max())
+        signed = signed or lo_v < 0
+        depth = next((b for b in range(bits_stored, max(16, bits_alloc) + 1) if _fits(lo_v, hi_v, b, signed)), None)
+        if depth is None:
+            raise InputError(f"{study.path.name}: the adversarial values {lo_v:g}..{hi_v:g} do not fit "
+                             f"{max(16, bits_alloc)}-bit DICOM pixels; no DICOM written")
+        notes.append(f"DICOM export: written with {depth} stored bits (the source's {bits_stored} cannot "
+                     f"hold the values {lo_v:g}..{hi_v:g})")
+        bits_stored, bits_alloc = depth, max(bits_alloc, 8 if depth <= 8 else 16 if depth <= 16 else 32)
     dtype = {8: np.int8 if signed else np.uint8, 16: np.int16 if signed else np.uint16,
              32: np.int32 if signed else np.uint32}[bits_alloc]
     attrs = {"SamplesPerPixel": 1, "PhotometricInterpretation": photometric, "BitsAllocated": bits_alloc,
              "BitsStored": bits_stored, "HighBit": bits_stored - 1, "PixelRepresentation": int(signed),
-             "_drop": modality_drop}
+             "_drop": modality_drop} | rescale
     return raw.astype(dtype), attrs
+
+
+def _fits(lo: float, hi: float, bits: int, signed: bool) -> bool:
+    vmin, vmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    return vmin <= lo and hi <= vmax
 
 
 def _colour_pixels(adv: np.ndarray, study, notes: list[str]) -> tuple[np.ndarray, dict[str, Any]]:

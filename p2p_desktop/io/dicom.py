@@ -7,7 +7,8 @@ Reading order, so a bad file is refused quickly and without large allocations:
    (Rows × Columns × Frames × Samples × bytes) under the caps, the frame index in range;
 3. the whole file; native pixel data length checked against the geometry, a compressed
    frame's own size (JPEG SOF, J2K SIZ) checked against the header; one frame decoded;
-4. palette -> RGB, YBR -> RGB (pydicom), modality LUT, MONOCHROME1 inverted, scaled to [0, 1].
+4. palette -> 8-bit RGB (16-bit LUT entries >> 8, as viewers show them), YBR -> RGB (pydicom),
+   modality LUT, MONOCHROME1 inverted, scaled to [0, 1].
 
 Every failure is an :class:`~p2p_desktop.errors.InputError` with one line naming the file.
 """
@@ -480,8 +481,8 @@ def _colour(arr: np.ndarray, ds: Any, geo: DicomGeometry, photometric_out: str):
     if geo.photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        arr = np.asarray(apply_color_lut(arr, ds))
-        bits = 8 if arr.dtype.itemsize == 1 else 16
+        arr = _palette_to_8_bits(np.asarray(apply_color_lut(arr, ds)), ds)
+        bits = 8
     elif photometric_out.upper().startswith("YBR"):
         from pydicom.pixels import convert_color_space
 
@@ -499,6 +500,21 @@ def _colour(arr: np.ndarray, ds: Any, geo: DicomGeometry, photometric_out: str):
     work = np.float32 if stored.dtype.itemsize <= 2 else np.float64  # exact for 16-bit ints
     image = ((stored.astype(work) - work(lo)) / work(hi - lo)).astype(np.float32)
     return image, stored, bits, (lo, hi)
+
+
+def _palette_to_8_bits(rgb: np.ndarray, ds: Any) -> np.ndarray:
+    """Palette RGB as a DICOM viewer shows it: each entry scaled by its LUT's bit depth (the
+    descriptor's third value), i.e. a 16-bit entry shifted right by 8 (0xFF00 -> 255, as DCMTK
+    renders it), not divided by 65535 (0xFF00 -> 254)."""
+    if rgb.dtype.itemsize == 1:
+        return rgb.astype(np.uint8, copy=False)
+    try:
+        lut_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    except Exception:
+        lut_bits = 16
+    if lut_bits not in (8, 16):
+        lut_bits = 16
+    return (rgb.astype(np.uint16) >> (lut_bits - 8)).astype(np.uint8)
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:

@@ -118,32 +118,39 @@ def probe_image(path: str | os.PathLike) -> ImageProbe:
         im.close()
 
 
-def _pixels(im) -> tuple[np.ndarray, int, str]:
-    """(stored array, bits, photometric) for any Pillow mode; alpha dropped."""
+def _pixels(im) -> tuple[np.ndarray, int, str, tuple[float, float] | None]:
+    """(stored array, bits, photometric, rescale) for any Pillow mode; alpha dropped.
+
+    Float and 32-bit integer grey (beyond 0..65535) is mapped linearly from its own range
+    lo..hi onto 0..65535; ``rescale`` = (slope, intercept) takes a stored value back to the
+    source's units (None for every other mode: the stored values are the source's)."""
     mode = im.mode
     if mode in ("L", "1", "LA", "La"):
-        return np.asarray(im.convert("L") if mode != "L" else im, dtype=np.uint8), 8, "MONOCHROME2"
+        return np.asarray(im.convert("L") if mode != "L" else im, dtype=np.uint8), 8, "MONOCHROME2", None
     if mode.startswith("I;16"):
-        return np.asarray(im).astype(np.uint16), 16, "MONOCHROME2"
+        return np.asarray(im).astype(np.uint16), 16, "MONOCHROME2", None
     if mode in ("I", "F"):
         arr = np.asarray(im)
         if mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
-            return arr.astype(np.uint16), 16, "MONOCHROME2"
+            return arr.astype(np.uint16), 16, "MONOCHROME2", None
         arr = arr.astype(np.float64)
         if not np.all(np.isfinite(arr)):
             raise ValueError("non-finite pixel values")
         lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-        return np.round(scaled * 65535).astype(np.uint16), 16, "MONOCHROME2"
+        span = hi - lo if hi > lo else 1.0
+        scaled = np.round((arr - lo) / span * 65535).astype(np.uint16)
+        return scaled, 16, "MONOCHROME2", (span / 65535, lo)
     rgb = im if mode == "RGB" else im.convert("RGB")
-    return np.asarray(rgb, dtype=np.uint8), 8, "RGB"
+    return np.asarray(rgb, dtype=np.uint8), 8, "RGB", None
 
 
 def load_image(path: str | os.PathLike, frame: int | None = None) -> Study:
     """Load one image (frame 0 unless given; TIFF pages are frames) as a :class:`Study`.
 
     Grey images give (H, W, 1), colour (H, W, 3) with alpha dropped; palette images become
-    RGB; 16-bit grey keeps ``bits_stored=16``. No mask is attached here (see ``load_study``).
+    RGB; 16-bit grey keeps ``bits_stored=16``; float (and 32-bit integer) grey is mapped from its
+    own range onto 16 bits, with ``Study.rescale`` taking it back to the source's units. No mask is
+    attached here (see ``load_study``).
     """
     path = Path(path)
     im = _open(path)
@@ -161,7 +168,7 @@ def load_image(path: str | os.PathLike, frame: int | None = None) -> Study:
                 im.seek(index)
                 _check_size(path, im)
             im.load()
-            stored, bits, photometric = _pixels(im)
+            stored, bits, photometric, rescale = _pixels(im)
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -181,7 +188,7 @@ def load_image(path: str | os.PathLike, frame: int | None = None) -> Study:
         image = image[..., None]
     return Study(path=path, image=image, kind="image", bits_stored=bits,
                  photometric=photometric, frame_index=index, n_frames=n,
-                 value_range=(0.0, hi), stored=stored)
+                 value_range=(0.0, hi), stored=stored, rescale=rescale)
 
 
 # --- masks -----------------------------------------------------------------------------
@@ -229,7 +236,7 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im.load()
-            stored, _bits, _ph = _pixels(im)
+            stored, _bits, _ph, _rescale = _pixels(im)
     except InputError:
         raise
     except _PASS_THROUGH:

@@ -65,6 +65,10 @@ class Study:
     value_range: tuple[float, float] = (0.0, 255.0)  # stored value mapped to 0 and 1
     output_name: str | None = None  # stem for output files (an anonymous one when de-identifying)
     stored: np.ndarray | None = None  # see the class docstring; None when not kept
+    #: (slope, intercept) of a plain image whose values are not 8/16-bit integers (float or
+    #: 32-bit TIFF): its range lo..hi was mapped linearly onto the 16-bit ``stored`` values, and
+    #: source value = stored × slope + intercept (a DICOM export writes it as its rescale).
+    rescale: tuple[float, float] | None = None
 
     @property
     def height(self) -> int:
