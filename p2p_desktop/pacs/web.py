@@ -48,9 +48,12 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def _show_origin(origin: tuple[str, str, int | None]) -> str:
+    """``scheme://host:port`` on one printable line (a hostile Location may hold control characters)."""
+    from p2p_desktop.io.files import one_line
+
     scheme, host, port = origin
     host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    return one_line(f"{scheme}://{host}" + (f":{port}" if port is not None else ""), 200)
 
 
 @functools.cache
