@@ -15,8 +15,10 @@ A manifest (``plugin.json``)::
 ``classifier`` (``attr`` is a callable ``load(device="cpu") -> Classifier``).
 
 Plugins are code: one is imported only once the user has enabled it, which records its path
-and SHA-256; if its files change, it is disabled again until re-approved. A broken plugin is
-listed with its error and never stops the program.
+and SHA-256; if its files change, it is disabled again until re-approved. A folder plugin's files
+are those of its folder; an entry-point plugin's are every file its distribution's ``RECORD``
+lists (one missing, or a module in its package folders that the RECORD does not list, makes it
+broken). A broken plugin is listed with its error and never stops the program.
 
 :func:`load_plugins` discovers them and registers the enabled ones in the (passive) attack and
 model registries: once at start-up, and again only when the user enables or disables one.
@@ -99,7 +101,8 @@ def _write_state(state: dict[str, dict[str, str]]) -> None:
 
 
 class PluginIntegrityError(Exception):
-    """A plugin folder that cannot be hashed safely (a symlink leaving it, an unreadable file)."""
+    """Plugin files that cannot be verified safely (a symlink leaving the folder, an unreadable file, a
+    distribution file missing or not in its RECORD)."""
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | str]:
@@ -222,6 +225,72 @@ def _folder_plugins() -> list[PluginInfo]:
     return out
 
 
+def _dist_name(dist) -> str:
+    try:
+        return str(dist.metadata["Name"] or "?")
+    except Exception:  # noqa: BLE001 - broken metadata
+        return "?"
+
+
+def _dist_snapshot(dist) -> tuple[dict[str, bytes | str], Path]:
+    """Every file an installed distribution's ``RECORD`` lists (its ``__pycache__`` left out:
+    never imported), read once like a folder plugin's (:func:`_snapshot`), keyed by its RECORD
+    path; and the folder those paths are relative to.
+
+    Refused: a distribution without a RECORD, a listed file that is missing, and an importable
+    file (``.py``, bytecode, extension module) inside one of its package folders that the RECORD
+    does not list, so nothing can be added to or dropped from what the user approved unseen.
+    """
+    import posixpath
+
+    from p2p_desktop.hashing import sha256_file
+
+    name = _dist_name(dist)
+    try:
+        listed_paths = dist.files
+    except Exception as exc:  # noqa: BLE001 - an unreadable RECORD
+        raise PluginIntegrityError(f"cannot read the RECORD of {name}: {exc}") from None
+    if listed_paths is None:
+        raise PluginIntegrityError(f"the distribution {name} lists no files (no RECORD); reinstall it with pip")
+    base = Path(os.path.abspath(str(dist.locate_file(""))))
+    files: dict[str, bytes | str] = {}
+    listed: set[Path] = set()
+    for entry in listed_paths:
+        rel = posixpath.normpath(str(entry).replace(os.sep, "/"))
+        if "__pycache__" in rel.split("/"):
+            continue
+        target = Path(os.path.abspath(str(dist.locate_file(entry))))
+        listed.add(target)
+        if not target.is_file():
+            what = "missing" if not os.path.lexists(target) else "not a file"
+            raise PluginIntegrityError(f"{rel} is listed in the RECORD of {name} but {what}")
+        try:
+            files[rel] = target.read_bytes() if rel.endswith(".py") else sha256_file(target)
+        except OSError as exc:
+            raise PluginIntegrityError(f"cannot read {target}: {exc.strerror or exc}") from None
+    importable = tuple(importlib.machinery.all_suffixes())
+    packages = {t.parent for t in listed if t.name == "__init__.py" and t.parent != base}
+    for folder in sorted(packages):
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for extra in sorted(names):
+                path = Path(root) / extra
+                if extra.endswith(importable) and path not in listed:
+                    shown = os.path.relpath(path, base).replace(os.sep, "/")
+                    raise PluginIntegrityError(f"{shown} is in the distribution's folder but not in its RECORD")
+    return files, base
+
+
+def _entry_module(dist, module: str) -> tuple[str, Path] | None:
+    """``(relative path, file)`` of an entry point's module inside its distribution's folder, or None."""
+    rel = module.replace(".", "/")
+    for cand in (f"{rel}.py", f"{rel}/__init__.py"):
+        f = Path(os.path.abspath(str(dist.locate_file(cand))))
+        if f.is_file():
+            return cand, f
+    return None
+
+
 def _entry_point_plugins() -> list[PluginInfo]:
     out: list[PluginInfo] = []
     try:
@@ -234,17 +303,23 @@ def _entry_point_plugins() -> list[PluginInfo]:
         module = ep.value.partition(":")[0]
         path, digest = "", ""
         dist = getattr(ep, "dist", None)
-        if dist is not None:
-            rel = module.replace(".", "/")
-            for cand in (f"{rel}.py", f"{rel}/__init__.py"):
-                f = Path(str(dist.locate_file(cand)))
-                if f.is_file():
-                    path, digest = str(f), hashlib.sha256(f.read_bytes()).hexdigest()
-                    break
+        found = _entry_module(dist, module) if dist is not None else None
+        if found is not None:
+            rel, path = found[0], str(found[1])
+        if found is not None and not error:
+            try:
+                files, _base = _dist_snapshot(dist)
+                if rel not in files:
+                    raise PluginIntegrityError(f"the entry module {rel} is not a file the RECORD of "
+                                               f"{_dist_name(dist)} lists (an editable install?): "
+                                               "its code cannot be verified")
+                digest = _hash_snapshot(files)
+            except (OSError, PluginIntegrityError) as exc:
+                error = f"refused: {exc}"
         if not path and not error:
             error = f"module {module!r} of entry point {ep.name!r} not found"
         out.append(PluginInfo(name=name or ep.name, kind=kind, entry=ep.value, source="entry-point", path=path,
-                              sha256=digest, summary=f"entry point of {dist.metadata['Name'] if dist else '?'}",
+                              sha256=digest, summary=f"entry point of {_dist_name(dist) if dist else '?'}",
                               status="broken" if error else "disabled", error=error))
     return out
 
@@ -403,19 +478,74 @@ def _import_folder_plugin(info: PluginInfo, module_name: str, approved: str):
         raise
 
 
+class _DistFinder(importlib.abc.MetaPathFinder):
+    """Serves the Python modules of one verified distribution snapshot under their own names
+    (its top-level packages and modules), so the package around an entry module, and whatever
+    the plugin imports from its distribution later, is also what was hashed and approved."""
+
+    def __init__(self, tops: frozenset[str], base: Path, files: dict[str, bytes | str], sha256: str) -> None:
+        self.tops, self.base, self.files, self.sha256 = tops, base, files, sha256
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] not in self.tops:
+            return None
+        found = _module_file(self.files, fullname)
+        if found is None or not isinstance(self.files[found[0]], bytes):
+            return None  # e.g. an extension module: found on disk (its hash was checked)
+        rel, is_pkg = found
+        origin = str(self.base / rel)
+        spec = importlib.machinery.ModuleSpec(fullname, _SourceLoader(self.files[rel], origin), origin=origin,
+                                              is_package=is_pkg)
+        if is_pkg:
+            spec.submodule_search_locations = [str(Path(origin).parent)]
+        spec.has_location = True
+        return spec
+
+
+_dist_finders: dict[str, _DistFinder] = {}
+
+
+def _entry_point_dist(info: PluginInfo):
+    """The installed distribution whose entry point ``info`` is (at the same module file), or None."""
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        if ep.value != info.entry or ep.name.partition(".")[2] != info.name or dist is None:
+            continue
+        rel = info.entry.partition(":")[0].replace(".", "/")
+        if info.path in (os.path.abspath(str(dist.locate_file(c))) for c in (f"{rel}.py", f"{rel}/__init__.py")):
+            return dist
+    return None
+
+
 def _import_entry_point_plugin(info: PluginInfo, module_name: str, approved: str):
     module = sys.modules.get(module_name)
     if module is not None and getattr(module, "__p2p_plugin_sha256__", None) == approved:
         return module
-    try:
-        source = Path(info.path).read_bytes()
-    except OSError as exc:
-        raise ImportError(f"cannot read {info.path}: {exc.strerror or exc}") from None
-    if hashlib.sha256(source).hexdigest() != approved:
+    dist = _entry_point_dist(info)
+    if dist is None:
+        raise ImportError(f"cannot read {info.path}: no installed distribution declares this entry point now")
+    files, base = _dist_snapshot(dist)  # read once: what is hashed is what is executed
+    if _hash_snapshot(files) != approved:
         raise _changed(info)
+    rel = _module_file(files, module_name)
+    if rel is None or str(base / rel[0]) != info.path:
+        raise ImportError(f"module {module_name!r} is not a file the distribution's RECORD lists")
+    tops = frozenset(r.split("/")[0].removesuffix(".py") for r in files
+                     if r.endswith(".py") and not r.startswith("..") and ".dist-info/" not in r
+                     and ".data/" not in r)
+    with _lock:
+        finder = _dist_finders.get(module_name.partition(".")[0])
+        if finder is None or finder.sha256 != approved or finder.base != base or finder not in sys.meta_path:
+            for old in {id(f): f for t in tops if (f := _dist_finders.get(t)) is not None}.values():
+                if old in sys.meta_path:
+                    sys.meta_path.remove(old)
+            finder = _DistFinder(tops, base, files, approved)
+            sys.meta_path.insert(0, finder)
+            _dist_finders.update(dict.fromkeys(tops, finder))
     if module_name.rpartition(".")[0]:
-        importlib.import_module(module_name.rpartition(".")[0])  # the installed parent package
-    is_pkg = Path(info.path).name == "__init__.py"
+        importlib.import_module(module_name.rpartition(".")[0])  # the parent package, as approved
+    source = files[rel[0]]
+    is_pkg = rel[1]
     spec = importlib.machinery.ModuleSpec(module_name, _SourceLoader(source, info.path), origin=info.path,
                                           is_package=is_pkg)
     if is_pkg:

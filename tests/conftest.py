@@ -144,6 +144,10 @@ def plugin_sandbox(tmp_path, monkeypatch):
     modules_before = set(sys.modules)
     yield tmp_path / "plugins"
     plugins._loaded.clear()
+    for finder in set(plugins._dist_finders.values()):
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+    plugins._dist_finders.clear()
     registry._specs.clear()
     registry._specs.update(attacks_before)
     mreg._extra.clear()

@@ -197,3 +197,100 @@ def test_ctrl_c_exits_3_keeps_rows_and_resumes_serially(cluster, study, tmp_path
     r = _cli(args, cluster["env"])  # the same study resumed by the serial executor
     assert r.returncode == 0, r.stderr
     _same(base / "serial", out)
+
+
+# -- a local instance (no --ray-address): loopback only, token readable by its owner only ------------
+LOCAL_DRIVER = """
+import json, os, sys
+from p2p_desktop.executors.ray_executor import RayExecutor
+ex = RayExecutor(workers=1)
+ex.connect()
+print(json.dumps({"ready": os.getpid()}), flush=True)
+sys.stdin.readline()
+ex.shutdown()
+"""
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "*":  # every interface
+        return False
+    ip = ipaddress.ip_address(host.partition("%")[0])
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ip.is_loopback
+
+
+def _listening(pids: set[int]) -> list[tuple[str, str]]:
+    """(local address, process name) of every TCP socket listening in one of ``pids`` (``ss -ltnp``)."""
+    import re
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True, timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
+        if any(int(pid) in pids for _name, pid in users):
+            found.append((line.split()[3], users[0][0]))
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_a_local_instance_listens_on_loopback_only_and_keeps_its_token_private(tmp_path):
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is needed to see which addresses Ray listens on")
+    home = tmp_path / "home"
+    home.mkdir()
+    raytmp = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # Ray's socket paths must stay short
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"HOME": str(home), "RAY_TMPDIR": str(raytmp), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])})
+    old_umask = os.umask(0o022)  # what a user's shell usually has: new files readable by all
+    try:
+        driver = subprocess.Popen([sys.executable, "-c", LOCAL_DRIVER], env=env, start_new_session=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.umask(old_umask)
+    try:
+        line = driver.stdout.readline()
+        assert '"ready"' in line, driver.stderr.read() if driver.poll() is not None else line
+        listeners = _listening(set(_session_pids(driver.pid)))
+        names = {name for _addr, name in listeners}
+        assert {"gcs_server", "raylet"} <= names, listeners
+        assert [(a, n) for a, n in listeners if not _is_loopback(a)] == [], listeners
+        token = home / ".ray" / "auth_token"
+        assert token.is_file() and token.stat().st_mode & 0o777 == 0o600, oct(token.stat().st_mode)
+        assert (home / ".ray").stat().st_mode & 0o077 == 0
+        driver.stdin.write("\n")
+        driver.stdin.flush()
+        assert driver.wait(timeout=120) == 0, driver.stderr.read()
+    finally:
+        for pid in _session_pids(driver.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(timeout=30)
+        shutil.rmtree(raytmp, ignore_errors=True)
+
+
+def test_an_existing_token_is_narrowed_and_a_token_of_the_users_choice_left_alone(tmp_path, monkeypatch):
+    from p2p_desktop.executors.ray_executor import _private_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(k, raising=False)
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("abc")
+    token.chmod(0o644)
+    assert _private_token() == token
+    assert (token.read_text(), token.stat().st_mode & 0o777) == ("abc", 0o600)
+    token.chmod(0o644)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))  # the user's own token file: not ours to change
+    assert _private_token() is None and token.stat().st_mode & 0o777 == 0o644
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert _private_token() is None and token.stat().st_mode & 0o777 == 0o644

@@ -17,6 +17,7 @@ import pytest
 
 from p2p_desktop import plugins
 from p2p_desktop.errors import InputError
+from tests.plugin_kit import write_record
 
 ATTACK_SRC = '''
 from p2p_desktop.attacks.fgsm import FGSM
@@ -248,6 +249,8 @@ def test_entry_point_plugin_runs_the_approved_source_only(tmp_path, monkeypatch)
     info_dir.mkdir()
     (info_dir / "METADATA").write_text("Metadata-Version: 2.1\nName: epplug\nVersion: 1.0\n")
     (info_dir / "entry_points.txt").write_text("[p2p_desktop.plugins]\nattack.ep-attack = epplug.mod:A\n")
+    (info_dir / "top_level.txt").write_text("epplug\n")
+    write_record(site, info_dir)
     monkeypatch.syspath_prepend(str(site))
     info = plugins.find("ep-attack")
     assert info is not None and info.source == "entry-point" and info.status == "disabled"

@@ -2,6 +2,10 @@
 
 * Without ``--ray-address`` a local Ray instance is started for the command and shut down after
   it; with one, the driver joins that cluster (``ray start --head`` …) and leaves it running.
+* A local instance listens on 127.0.0.1 only (GCS, raylet, workers, agents; no dashboard), and
+  its authentication token (``~/.ray/auth_token``, unless ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``
+  names the user's own) is created readable by its owner only (0600): whoever can reach the
+  cluster's ports with its token runs code on it.
 * Each worker is an actor that loads the classifiers and the backbone once, checks the SHA-256
   of every model file against the driver's, and keeps them for all its jobs.
 * Inputs travel as bytes with their SHA-256 (checked by the worker before decoding).
@@ -61,6 +65,88 @@ def _reachable(address: str, timeout: float = 3.0) -> None:
     except OSError as exc:
         raise InputError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
                          "`ray start --head` or check the address") from None
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def _default_token_path() -> Path:
+    """Where Ray keeps the token of a local instance when no ``RAY_AUTH_TOKEN(_PATH)`` is set
+    (``ray._private.authentication.authentication_token_setup._get_default_token_path``)."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def _private_token() -> Path | None:
+    """Make the default token file owner-only before Ray would write it world-readable: a new
+    one is created 0600 (in a 0700 ``~/.ray`` when that folder is new), an existing one of ours
+    is narrowed to 0600. None when Ray uses no default token file (authentication disabled, or
+    the token given by ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``)."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_MODE", "token").strip().lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    path = _default_token_path()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            _narrow(path)
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))  # as ray's generate_new_authentication_token
+    except OSError as exc:
+        raise InputError(f"cannot keep the Ray token {path} private: {exc.strerror or exc}") from None
+    return path
+
+
+def _narrow(path: Path) -> None:
+    """chmod 0600 a regular file of ours that others may read (a link or another user's file is left)."""
+    st = os.lstat(path)
+    import stat
+
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def _init_local(ray, num_cpus: int) -> None:
+    """``ray.init`` of a new local instance bound to 127.0.0.1.
+
+    Ray binds its servers to loopback only when the node's address is exactly 127.0.0.1, but on
+    Linux ``ray.init`` turns a loopback ``_node_ip_address`` into the machine's reachable address
+    (``services.get_node_ip_address``) unless clusters are off (``ENABLE_RAY_CLUSTER``, the
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` switch): both are turned off while the instance starts,
+    and an instance that still came up on another address is shut down and refused."""
+    from ray._private import ray_constants
+
+    token = _private_token()
+    saved_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    saved_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # the instance's own processes
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, logging_level=logging.ERROR,
+                 log_to_driver=False, _node_ip_address=LOOPBACK)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = saved_env
+    try:
+        if token is not None and token.exists():
+            _narrow(token)  # in case Ray wrote it after all
+        address = ray.util.get_node_ip_address()
+    except BaseException:
+        ray.shutdown()
+        raise
+    if address != LOOPBACK:
+        ray.shutdown()
+        raise P2PError(f"the local Ray instance came up on {address}, not on {LOOPBACK}; it was shut down "
+                       "(start one bound to loopback with `ray start --head --node-ip-address 127.0.0.1` "
+                       "and pass --ray-address)")
 
 
 class _Worker:
@@ -147,9 +233,7 @@ class RayExecutor:
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise InputError(f"cannot join the Ray cluster at {self.address}: {first}") from None
         else:
-            n = self.workers or max(1, (os.cpu_count() or 1))
-            ray.init(num_cpus=n, num_gpus=None, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False)
+            _init_local(ray, self.workers or max(1, (os.cpu_count() or 1)))
             self.started_local = True
         resources = ray.cluster_resources()
         if self.gpus_per_worker > 0 and float(resources.get("GPU", 0)) < self.gpus_per_worker:

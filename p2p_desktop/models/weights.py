@@ -1,4 +1,5 @@
-"""Safe loading of weight files: safetensors, or torch.load(weights_only=True). Never pickle."""
+"""Safe loading of weight files: safetensors, or ``torch.load(weights_only=True)`` (PyTorch's
+restricted unpickler: tensors and plain containers only). Never plain pickle."""
 
 from __future__ import annotations
 

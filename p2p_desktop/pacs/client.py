@@ -554,12 +554,35 @@ def _finish_failed(transfer: Transfer, status: str, log) -> None:
 # ----------------------------------------------------------------------------- send
 
 
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` is not a regular file that can be read (what it is instead), or None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a broken symbolic link" if os.path.islink(path) else "no such file"
+    except NotADirectoryError:
+        return "no such file (a part of the path is not a folder)"
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), None)
+    return f"is {kind}, not a file" if kind else "is not a regular file"
+
+
 def _read_header(path: Path):
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
-    if not path.is_file():
-        raise PacsError(f"file not found: {path}")
+    what = _not_a_file(path)
+    if what:
+        raise PacsError(f"cannot send {path}: {what}")
     try:
         ds = dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:

@@ -6,10 +6,15 @@ and cancel between instances, one audit record per send or retrieval.
 A retrieval writes each instance as WADO-RS delivered it (its stored transfer syntax, asked
 for with ``application/dicom; transfer-syntax=*``), re-encoded by pydicom: the datasets and
 pixel data are equal to the node's, the bytes of the file need not be.
+
+A redirect is followed only within the node's own origin (scheme, host and port): a node that
+redirects a request elsewhere gets one :class:`PacsError` line, and the other address receives
+nothing (no query, and no STOW-RS body re-posted by a 307).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -29,11 +34,62 @@ logging.getLogger("dicomweb_client").addHandler(logging.NullHandler())
 MAX_RESULTS = 5000
 
 
-def _client(node, timeouts):
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the port made explicit; port None when it is not a number."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _show_origin(origin: tuple[str, str, int | None]) -> str:
+    """``scheme://host:port`` on one printable line (a hostile Location may hold control characters)."""
+    from p2p_desktop.io.files import one_line
+
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return one_line(f"{scheme}://{host}" + (f":{port}" if port is not None else ""), 200)
+
+
+@functools.cache
+def _session_types():
+    """(the session class that refuses cross-origin redirects, the error it raises); made on
+    first use so that importing this module does not import requests."""
     import requests
+
+    class CrossOriginRedirect(requests.exceptions.RequestException):
+        def __init__(self, target: str, code: int) -> None:
+            super().__init__(f"redirected (HTTP {code}) to {target}")
+            self.target, self.code = target, code
+
+    class SameOriginSession(requests.Session):
+        origin: tuple[str, str, int | None] | None = None
+
+        def get_redirect_target(self, resp):
+            from urllib.parse import urljoin
+
+            target = super().get_redirect_target(resp)
+            if target:
+                there = _origin(urljoin(resp.url, target))
+                if there != self.origin or there[2] is None:
+                    resp.close()
+                    raise CrossOriginRedirect(_show_origin(there), resp.status_code)
+            return target
+
+    return SameOriginSession, CrossOriginRedirect
+
+
+def _client(node, timeouts):
     from dicomweb_client.api import DICOMwebClient
 
-    session = requests.Session()
+    session_type, _ = _session_types()
+    session = session_type()
+    session.origin = _origin(node.url)
     if node.tls.ca:
         session.verify = os.path.expanduser(node.tls.ca)
     if node.tls.cert:
@@ -50,6 +106,9 @@ def _error(node, exc: BaseException, what: str) -> PacsError:
     import requests
 
     where = node.describe()
+    if isinstance(exc, _session_types()[1]):
+        return PacsError(f"{where}: the node redirected the {what} request (HTTP {exc.code}) to {exc.target}, "
+                         f"another address than {_show_origin(_origin(node.url))}; not followed")
     if isinstance(exc, requests.exceptions.SSLError):
         return PacsError(f"{where}: TLS failed during {what}: {exc.__context__ or exc}".splitlines()[0])
     if isinstance(exc, requests.exceptions.ConnectTimeout):
