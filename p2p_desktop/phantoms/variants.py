@@ -44,7 +44,7 @@ import numpy as np
 from p2p_desktop.errors import InputError
 
 __all__ = ["Variant", "KINDS", "TRUTH", "NOISE_EPS", "descriptor_swaps", "make_variants", "parse_kinds",
-           "class_swap_descriptors"]
+           "class_swap_descriptors", "variant_names"]
 
 KINDS = ("acquisition", "descriptor", "class", "noise")
 TRUTH = {"acquisition": "kept", "noise": "kept", "descriptor": "semantic", "class": "semantic"}
@@ -130,6 +130,32 @@ def _smooth_field(rng: np.random.Generator, shape, sigma_px: float) -> np.ndarra
 
     f = gaussian_filter(rng.standard_normal(shape), sigma_px, mode="wrap")
     return f / max(float(np.abs(f).max()), 1e-12)
+
+
+def variant_names(seed: int, label: str, kinds: Iterable[str]) -> list[str]:
+    """The names :func:`make_variants` gives (without rendering anything)."""
+    from p2p_desktop.phantoms import CLASSES
+
+    kinds = tuple(kinds)
+    if not kinds:
+        return []
+    others = [c for c in CLASSES if c != label]
+    names = []
+    if "acquisition" in kinds:
+        names += [f"acquisition-{k}" for k in (1, 2, 3)]
+    if "noise" in kinds:
+        for eps in NOISE_EPS:
+            names += [f"noise-{how}-{eps:.4f}" for how in ("random-sign", "smooth-2mm", *(f"sign-toward-{c}"
+                                                                                          for c in others))]
+    if "descriptor" in kinds and label != "normal":
+        from p2p_desktop.phantoms import anatomy
+
+        lesion = anatomy.sample_lesion(np.random.default_rng([seed, 2, CLASSES.index(label)]), label)
+        names += list(dict.fromkeys(f"descriptor-{d}" for d, _ in descriptor_swaps(label, lesion)))
+    if "class" in kinds:
+        for c in others:
+            names += [f"class-{c}"] + ([f"class-{c}-redrawn"] if c != "normal" else [])
+    return names
 
 
 def make_variants(seed: int, label: str, size: int = 128, kinds: Iterable[str] = KINDS,
