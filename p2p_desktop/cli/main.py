@@ -22,6 +22,7 @@ from p2p_desktop.cli import (
     cmd_classify,
     cmd_evaluate,
     cmd_models,
+    cmd_oracle,
     cmd_pacs,
     cmd_phantoms,
     cmd_plugins,
@@ -31,8 +32,8 @@ from p2p_desktop.cli import (
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 # Order = order in --help.
-COMMANDS = (cmd_classify, cmd_attack, cmd_evaluate, cmd_phantoms, cmd_models, cmd_plugins, cmd_audit, cmd_rerun,
-            cmd_pacs)
+COMMANDS = (cmd_classify, cmd_attack, cmd_evaluate, cmd_phantoms, cmd_oracle, cmd_models, cmd_plugins, cmd_audit,
+            cmd_rerun, cmd_pacs)
 COMMAND_MODULES = tuple(m.__name__.rsplit(".cmd_", 1)[1] for m in COMMANDS)
 
 # Offline by construction: nothing in this program talks to a model hub.

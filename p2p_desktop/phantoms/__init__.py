@@ -87,7 +87,8 @@ def _round(obj):
 
 def generate_phantom(seed: int, label: str | None = None, size: int = 128,
                      shared_site: bool = False, site: tuple[float, float] | None = None,
-                     appearance: dict | None = None) -> Phantom:
+                     appearance: dict | None = None, descriptors: dict | None = None,
+                     edit_seed: int = 0) -> Phantom:
     """Simulate one ``size``×``size`` breast B-mode phantom.
 
     ``label`` None takes ``CLASSES[seed % 3]`` (balanced thirds over consecutive seeds).
@@ -106,6 +107,12 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
     The label, the mass's shape and site, and the mask stay those of ``(seed, label)``; the
     appearance-only text conditioning of a demo backbone trains on such pairs
     (:mod:`p2p_desktop.training.appearance`).
+    ``descriptors`` = ``{descriptor: value}`` redraws the mass with those BI-RADS descriptors set
+    (``margin``, ``shape``, ``orientation``, ``echo_pattern``, ``posterior``, ``calcifications``,
+    ``halo``; values in :data:`~p2p_desktop.phantoms.anatomy.DESCRIPTOR_VALUES`), everything else
+    about the breast and the mass kept; the features a new value needs (spicules, posterior
+    strength ...) are drawn from ``edit_seed``. The label stays ``label``: the oracle renders
+    such descriptor counterfactuals, and validation sets use them as descriptor swaps.
     """
     from p2p_desktop.phantoms import anatomy, simulate
 
@@ -139,6 +146,13 @@ def generate_phantom(seed: int, label: str | None = None, size: int = 128,
         descriptors = anatomy.tissue_descriptors(tissue)
     else:
         lesion = anatomy.sample_lesion(rng_lesion, label)
+        if descriptors:
+            rng_edit = np.random.default_rng([seed, 7, CLASSES.index(label), _check_seed(edit_seed)])
+            for name, value in descriptors.items():
+                try:
+                    lesion = anatomy.set_descriptor(lesion, name, value, rng_edit)
+                except ValueError as exc:
+                    raise InputError(str(exc)) from None
         lesion["posterior_db"] *= posterior_scale
         lesion["edge_mm"] *= edge_scale
         if site is not None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Grid", "TissueMaps", "sample_tissue", "build_tissue", "sample_lesion", "add_lesion",
-           "tissue_descriptors", "lesion_descriptors"]
+           "tissue_descriptors", "lesion_descriptors", "DESCRIPTOR_VALUES", "set_descriptor"]
 
 # Attenuation, dB/cm/MHz (soft-tissue literature values, rounded).
 ALPHA_FAT = 0.55
@@ -517,6 +517,91 @@ def sample_lesion(rng: np.random.Generator, label: str) -> dict:
                         for _ in range(int(rng.integers(3, 10)))] if calcs else [])
     p["nodule"] = ([_u(rng, 0, 2 * math.pi), _u(rng, 0.25, 0.45)] if kind == "complex cyst" else [])
     p["heterogeneity"] = 0.9 if echo_pattern == "heterogeneous" else 0.2
+    return p
+
+
+# --------------------------------------------------------------------------- descriptor edits
+
+# The values each diagnostic descriptor can take in the generator (BI-RADS words, as drawn above).
+DESCRIPTOR_VALUES = {
+    "margin": ("circumscribed", "indistinct", "angular", "microlobulated", "spiculated"),
+    "shape": ("oval", "round", "irregular"),
+    "orientation": ("parallel", "not parallel"),
+    "echo_pattern": ("anechoic", "hypoechoic", "isoechoic", "heterogeneous", "complex cystic and solid"),
+    "posterior": ("posterior enhancement", "posterior shadowing", "combined pattern", "no posterior features"),
+    "calcifications": (True, False),
+    "halo": (True, False),
+}
+
+
+def set_descriptor(p: dict, descriptor: str, value, rng: np.random.Generator) -> dict:
+    """The mass ``p`` (from :func:`sample_lesion`) with one BI-RADS descriptor set to ``value``,
+    everything else about it kept (size, site, tilt, interior texture draws); the features the new
+    value needs (spicules, outline harmonics, posterior strength, calcification spots ...) are drawn
+    from ``rng`` over the same ranges :func:`sample_lesion` uses."""
+    if descriptor not in DESCRIPTOR_VALUES:
+        raise ValueError(f"unknown mass descriptor {descriptor!r}; expected one of {', '.join(DESCRIPTOR_VALUES)}")
+    if value not in DESCRIPTOR_VALUES[descriptor]:
+        raise ValueError(f"unknown {descriptor} {value!r}; expected one of {DESCRIPTOR_VALUES[descriptor]}")
+    p = {k: (list(v) if isinstance(v, list) else v) for k, v in p.items()}
+    if descriptor == "margin":
+        p["margins"] = [value]
+        p["polygon"] = ([[_u(rng, 0, 2 * math.pi), _u(rng, 0.7, 1.2)] for _ in range(int(rng.integers(5, 9)))]
+                        if value == "angular" else [])
+        p["lobules"] = ([int(rng.integers(9, 16)), _u(rng, 0.05, 0.1), _u(rng, 0, 2 * math.pi)]
+                        if value == "microlobulated" else [])
+        p["spicules"] = ([[_u(rng, 0, 2 * math.pi), _u(rng, 2.5, 7.0), _u(rng, 1.0, 2.2)]
+                          for _ in range(int(rng.integers(6, 14)))] if value == "spiculated" else [])
+        p["edge_mm"] = 0.9 if value == "indistinct" else 0.12
+        p["edge_shadow_db"] = _u(rng, 4.0, 10.0) if value == "circumscribed" else 0.0
+        if value == "circumscribed" and p["kind"] == "carcinoma":
+            p["wall_amp"] = _u(rng, 0.0, 0.8)
+    elif descriptor == "shape":
+        area = p["width_mm"] * p["height_mm"]
+        ratio = p["width_mm"] / p["height_mm"]
+        if value == "round":
+            ratio = _u(rng, 0.92, 1.08)
+        elif p["shape"] == "round":  # round -> oval or irregular: elongate along its orientation
+            ratio = _u(rng, 1.3, 2.3) if p["orientation"] == "parallel" else 1.0 / _u(rng, 1.15, 1.9)
+        p["height_mm"] = min(math.sqrt(area / ratio), 18.0)
+        p["width_mm"] = p["height_mm"] * ratio
+        p["orientation"] = "parallel" if ratio >= 1.0 else "not parallel"
+        p["harmonics"] = ([[k, _u(rng, 0.08, 0.2) / k ** 0.5, _u(rng, 0, 2 * math.pi)] for k in range(2, 6)]
+                          if value == "irregular" else
+                          [[k, _u(rng, 0.0, 0.03), _u(rng, 0, 2 * math.pi)] for k in range(2, 5)])
+        p["shape"] = value
+    elif descriptor == "orientation":
+        if value != p["orientation"]:
+            ratio = p["width_mm"] / p["height_mm"]
+            if abs(math.log(ratio)) < math.log(1.15):  # too round to have an orientation: elongate it
+                ratio = _u(rng, 1.15, 1.9) if value == "parallel" else 1.0 / _u(rng, 1.15, 1.9)
+                if p["shape"] == "round":
+                    p["shape"] = "oval"
+            else:
+                ratio = 1.0 / ratio
+            area = p["width_mm"] * p["height_mm"]
+            p["height_mm"] = min(math.sqrt(area / ratio), 18.0)
+            p["width_mm"] = p["height_mm"] * ratio
+            p["tilt_deg"] = _u(rng, -12, 12) if value == "parallel" else _u(rng, -22, 22)
+        p["orientation"] = value
+    elif descriptor == "echo_pattern":
+        p["echo_pattern"] = value
+        p["echo_rel_fat"] = {"anechoic": _u(rng, 0.02, 0.08), "hypoechoic": _u(rng, 0.2, 0.6),
+                             "isoechoic": _u(rng, 0.85, 1.25), "heterogeneous": _u(rng, 0.2, 0.7),
+                             "complex cystic and solid": _u(rng, 0.4, 0.8)}[value]
+        p["heterogeneity"] = 0.9 if value == "heterogeneous" else 0.2
+        p["nodule"] = ([_u(rng, 0, 2 * math.pi), _u(rng, 0.25, 0.45)]
+                       if value == "complex cystic and solid" and p["kind"] != "carcinoma" else [])
+    elif descriptor == "posterior":
+        p["posterior"] = value
+        p["posterior_db"] = (_u(rng, 10.0, 24.0) if "shadow" in value or "combined" in value
+                             else _u(rng, 5.0, 12.0) if "enhancement" in value else 0.0)
+    elif descriptor == "calcifications":
+        p["calcifications"] = bool(value)
+        p["calc_spots"] = ([[_u(rng, -0.6, 0.6), _u(rng, -0.6, 0.6), _u(rng, 0.5, 1.4)]
+                            for _ in range(int(rng.integers(3, 10)))] if value else [])
+    elif descriptor == "halo":
+        p["halo"] = bool(value)
     return p
 
 

@@ -78,16 +78,24 @@ def _check_args(n, seed, size, fmt) -> None:
 
 
 def write_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256, fmt: str = "png", *,
-                  progress: Callable[[int, int], None] | None = None, cancel=None) -> DatasetResult:
+                  progress: Callable[[int, int], None] | None = None, cancel=None,
+                  variants: tuple[str, ...] | str = ()) -> DatasetResult:
     """Write ``n`` phantoms (seeds ``seed .. seed+n-1``) in BUSI layout under ``out_dir``.
 
     ``fmt`` is "png" or "dcm". ``progress(done, total)`` is called after each phantom;
     ``cancel`` (a :class:`~p2p_desktop.cancel.CancelToken`) is checked before each file.
+    ``variants`` (kinds of :mod:`p2p_desktop.phantoms.variants`: acquisition, descriptor, class,
+    noise) also writes each labelled variant of each phantom beside it, ``X__VARIANT.png`` with
+    the sidecar ``X__VARIANT.json`` = ``{"source": "X.png", "kind", "truth", ...}``: a validation
+    set for the label-preservation oracle (not a dataset to evaluate classifiers on).
     """
     from p2p_desktop.io.outputs import OutputSet
     from p2p_desktop.phantoms import CLASSES, generate_phantom
 
     _check_args(n, seed, size, fmt)
+    from p2p_desktop.phantoms.variants import parse_kinds, variant_names
+
+    kinds = parse_kinds(variants) if variants else ()
     n, seed, size = int(n), int(seed), int(size)
     seeds = range(seed, seed + n)
     labels = [CLASSES[s % 3] for s in seeds]
@@ -99,6 +107,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256, fmt: 
     for s, lab in zip(seeds, labels):
         name = phantom_name(s, lab)
         targets += [out / lab / f"{name}.{fmt}", out / lab / f"{name}_mask.png"]
+        for v in variant_names(s, lab, kinds):
+            targets += [out / lab / f"{name}__{v}.png", out / lab / f"{name}__{v}.json"]
     taken = [t for t in targets if t.exists() or t.is_symlink()]
     if taken:
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
@@ -127,6 +137,8 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256, fmt: 
                 rows.append({"image": str(img.relative_to(outs.out_dir)), "mask": str(msk.relative_to(outs.out_dir)),
                              "label": lab, "seed": s, "size": size, "descriptors": list(ph.descriptors),
                              "prompt": ph.prompt, "params": ph.params})
+                if kinds:
+                    rows[-1]["variants"] = _write_variants(outs, s, lab, size, name, img.name, kinds)
                 if progress is not None:
                     progress(i + 1, n)
             counts = Counter(labels)
@@ -151,6 +163,21 @@ def write_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256, fmt: 
                 pass
         raise
     return result
+
+
+def _write_variants(outs, seed: int, label: str, size: int, name: str, source: str, kinds) -> list[dict]:
+    """Each variant of one phantom as ``name__VARIANT.png`` + its sidecar JSON; their manifest rows."""
+    from p2p_desktop.phantoms.variants import make_variants
+
+    rows = []
+    for v in make_variants(seed, label, size, kinds):
+        png = outs.write_bytes(f"{label}/{name}__{v.name}.png", _png_bytes(_grey8(v.image)), kind="variant")
+        side = {"source": source, "kind": v.kind, "truth": v.truth, "variant": v.name,
+                "phantom": {"seed": seed, "label": label, "size": size}, "detail": v.detail}
+        outs.write_bytes(f"{label}/{name}__{v.name}.json", (json.dumps(side, indent=1) + "\n").encode("utf-8"),
+                         kind="variant-sidecar")
+        rows.append({"image": str(png.relative_to(outs.out_dir)), "kind": v.kind, "truth": v.truth})
+    return rows
 
 
 def write_png_dataset(out_dir: str | Path, n: int, seed: int, size: int = 256) -> list[Path]:

@@ -37,12 +37,34 @@ source, ``a`` the adversarial image, ``r_c`` the rendering of class ``c``,
    generator happens to draw (a mass reshaped into a different-looking mass of the other
    class, a mass drawn elsewhere in a normal breast), which criterion 1 alone cannot see.
 
-Verdict: ``"label kept"`` when both hold, ``"semantic change"`` otherwise (with the reason).
+**Oracle v2** (issue 25) adds, fixed on development seeds 6,000,000.. and then validated once on
+labelled variants of seeds 7,000,000.. (``benchmarks/oracle_confusion.py``, table in the README):
+
+* **Descriptor counterfactuals.** Margin, shape, orientation, echo pattern, posterior features,
+  calcifications and echogenic halo decide the diagnosis, so besides the class renderings the
+  oracle renders the source's mass with each descriptor set to each value of the other class
+  (:func:`render_descriptor_counterfactuals`); criterion 1 runs over all of them.
+* **Contrast floor.** A counterfactual fainter than ``CONTRAST_FLOOR`` (0.12 RMS grey over the
+  region where it differs) counts as that faint in criteria 1 and 2: a change bounded by L∞
+  0.05 (the gradient attacks' budget) shifts a local mean by at most 0.05, under half the floor,
+  so a faint finding cannot turn a bounded pixel change into a semantic change.
+* **Rewrite above the image's median**: criterion 2 counts the largest mass-sized change *above
+  the median* mass-sized change of the image (an acquisition change moves every region alike).
+* **3. Local edit.** The change at the resolution-cell scale (RMS of ``a - x`` in a Gaussian
+  window of ``EDIT_SCALE_MM`` = 0.3 mm) peaks above ``EDIT_FLOOR`` (0.06, beyond any L∞ 0.05
+  change) *and* above ``EDIT_RATIO`` (10) times its median over the image: the finding was
+  redrawn while the rest of the breast was left as it was. This is what catches most descriptor
+  swaps (a new margin, calcifications, a halo), which the 1 mm smoothing of criteria 1-2 blurs.
+  It is conservative: any localised edit beyond the bounded budget is flagged, even one a
+  radiologist would call the same finding; and a descriptor change made together with a global
+  appearance change is left to criteria 1-2.
+
+Verdict: ``"label kept"`` when all hold, ``"semantic change"`` otherwise (with the reasons).
 The thresholds are the midpoints of the two hypotheses (unchanged vs. became the other
-rendering; unchanged vs. rewritten by the finding's full contrast); they are not fitted to
-any attack. Also reported, not used in the verdict: RMS distances of ``S(a)`` to each
-rendering inside the region where the renderings differ, and the share of the change energy
-``|a - x|²`` inside the lesion mask next to the mask's share of the image.
+rendering; unchanged vs. rewritten by the finding's full contrast) and the bounds above; they
+are not fitted to any attack. Also reported, not used in the verdict: RMS distances of ``S(a)``
+to each class rendering inside the region where the renderings differ, and the share of the
+change energy ``|a - x|²`` inside the lesion mask next to the mask's share of the image.
 
 No generator record (not a phantom, or a phantom image that no longer matches what its record
 renders, e.g. edited or resized), and the oracle returns ``verdict=None`` with the reason.
@@ -69,8 +91,9 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PhantomRecord", "Verdict", "LABEL_KEPT", "SEMANTIC_CHANGE", "SMOOTH_MM", "phantom_record",
-           "render_counterfactuals", "judge", "judge_file", "NO_RECORD", "study_verdict",
-           "cross_class_backbone", "CROSS_CLASS_NOTE"]
+           "render_counterfactuals", "render_descriptor_counterfactuals", "judge", "judge_file", "NO_RECORD",
+           "study_verdict", "cross_class_backbone", "CROSS_CLASS_NOTE", "CONTRAST_FLOOR", "EDIT_FLOOR",
+           "ORACLE_VERSION"]
 
 CROSS_CLASS_NOTE = ("this diffusion backbone was fine-tuned with cross-class targets (another class's prompt -> the "
                     "same breast drawn as that class), so P2P or Diff-PGD on it may redraw the lesion as another "
@@ -82,6 +105,11 @@ SEMANTIC_CHANGE = "semantic change"
 SMOOTH_MM = 1.0          # speckle scale: structure below it is appearance
 PROGRESS_LIMIT = 0.5     # criterion 1: the midpoint between the source and another class's rendering
 REWRITE_LIMIT = 0.5      # criterion 2: half the finding's contrast over a mass-sized region
+CONTRAST_FLOOR = 0.12    # a counterfactual fainter than this (RMS grey) counts as this faint: 0.05 > half of it
+EDIT_SCALE_MM = 0.3      # criterion 3: the resolution cell (axial PSF ~0.2 mm, lateral ~0.45 mm)
+EDIT_FLOOR = 0.06        # criterion 3: above the largest L-inf budget of the gradient attacks (0.05) + 8 bits
+EDIT_RATIO = 10.0        # criterion 3: x the median local change; acquisition changes stay under ~6x
+ORACLE_VERSION = 2
 NO_RECORD = "not a phantom with a generator record (no manifest entry or phantom DICOM header)"
 _QUANT_TOL = 1.0 / 255.0 + 1e-4  # an 8-bit file of a rendering differs from it by at most half a level
 
@@ -180,7 +208,7 @@ def phantom_record(path: str | Path) -> PhantomRecord | None:
 
 
 # -- rendering --------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def render_counterfactuals(record: PhantomRecord) -> dict:
     """{class: Phantom}: the source as recorded and the same breast drawn as each other class,
     masses at the source's site (for a normal source, at the seed's shared site)."""
@@ -192,6 +220,22 @@ def render_counterfactuals(record: PhantomRecord) -> dict:
         if c != record.label:
             out[c] = generate_phantom(record.seed, c, record.size, site=None if c == "normal" else site)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def render_descriptor_counterfactuals(record: PhantomRecord) -> dict:
+    """{"descriptor=value": Phantom}: the source's mass with one BI-RADS descriptor set to each
+    value of the other class it does not have (:func:`~p2p_desktop.phantoms.variants.descriptor_swaps`):
+    margin, shape, orientation, echo pattern, posterior features, calcifications, echogenic halo.
+    Empty for a normal source (its counterfactuals are the masses of :func:`render_counterfactuals`)."""
+    from p2p_desktop.phantoms import generate_phantom
+    from p2p_desktop.phantoms.variants import descriptor_swaps
+
+    if record.label == "normal":
+        return {}
+    own = render_counterfactuals(record)[record.label]
+    return {f"{name}={value}": generate_phantom(record.seed, record.label, record.size, descriptors={name: value})
+            for name, value in descriptor_swaps(record.label, own.params.get("lesion"))}
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -206,6 +250,12 @@ def _grey(img: np.ndarray) -> np.ndarray:
 
 
 # -- the decision -----------------------------------------------------------------------------------
+def _local_rms(d: np.ndarray, sigma: float, mode: str = "constant") -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return np.sqrt(np.maximum(gaussian_filter(d * d, sigma, mode=mode), 0.0))
+
+
 def judge(record: PhantomRecord, source: np.ndarray, adversarial: np.ndarray) -> Verdict:
     """The oracle's verdict for ``adversarial`` made from the phantom ``source`` (grey [0, 1]
     arrays at the phantom's size; see the module docstring for the rule)."""
@@ -228,7 +278,9 @@ def judge(record: PhantomRecord, source: np.ndarray, adversarial: np.ndarray) ->
     smooth = lambda img: gaussian_filter(img, sigma, mode="nearest")  # noqa: E731
     sx, sa = smooth(x), smooth(a)
     others = [c for c in renders if c != record.label]
-    figures: dict[str, Any] = {"record": asdict(record), "smooth_sigma_px": round(sigma, 3)}
+    described = render_descriptor_counterfactuals(record)
+    figures: dict[str, Any] = {"record": asdict(record), "smooth_sigma_px": round(sigma, 3),
+                               "oracle_version": ORACLE_VERSION}
 
     # the finding: its mask(s) and its contrast against the same breast without it
     vs = {c: smooth(renders[c].image.astype(np.float64)) - sx for c in others}
@@ -248,44 +300,72 @@ def judge(record: PhantomRecord, source: np.ndarray, adversarial: np.ndarray) ->
     detrend = lambda d: d - gaussian_filter(d, 2.0 * r_eq, mode="nearest")  # noqa: E731
     delta = detrend(sa - sx)
 
-    # criterion 1: progress toward each other class's rendering
-    progress, dist = {}, {}
+    # criterion 1: progress toward each other class's rendering and each descriptor rendering;
+    # a rendering fainter than the floor counts as if it differed by the floor
+    vs.update({k: smooth(ph.image.astype(np.float64)) - sx for k, ph in described.items()})
+    progress, effective, cf_contrast, dist = {}, {}, {}, {}
     diff_region = np.zeros_like(x, dtype=bool)
-    for c in others:
-        diff_region |= np.abs(vs[c]) > 0.02
-        v = detrend(vs[c])
-        progress[c] = float(np.sum(delta * v) / max(float(np.sum(v * v)), 1e-12))
+    for k, v_raw in vs.items():
+        region = np.abs(v_raw) > 0.01
+        if k in others:
+            diff_region |= np.abs(v_raw) > 0.02
+        v = detrend(v_raw)
+        vv = float(np.sum(v * v))
+        c_k = math.sqrt(vv / max(int(region.sum()), 1))
+        progress[k] = float(np.sum(delta * v) / max(vv, 1e-12))
+        cf_contrast[k] = c_k
+        effective[k] = progress[k] * min(1.0, c_k / CONTRAST_FLOOR)
     if not diff_region.any():
         diff_region[:] = True
     rms = lambda d: float(np.sqrt(np.mean(d[diff_region] ** 2)))  # noqa: E731
     dist["own"] = rms(sa - sx)
     for c in others:
         dist[c] = rms(sa - sx - vs[c])
-    figures["progress"] = {c: round(v, 4) for c, v in progress.items()}
+    figures["progress"] = {c: round(progress[c], 4) for c in others}
+    figures["progress_descriptors"] = {k: round(progress[k], 4) for k in described}
+    figures["counterfactual_contrast"] = {k: round(v, 4) for k, v in cf_contrast.items()}
+    figures["effective_progress"] = {k: round(v, 4) for k, v in effective.items()}
     figures["distance_in_region"] = {c: round(v, 4) for c, v in dist.items()}
     figures["region_share"] = round(float(diff_region.mean()), 4)
 
-    # criterion 2: the largest mass-sized rewrite against the finding's contrast
+    # criterion 2: the largest mass-sized rewrite against the finding's contrast (at least the floor)
+    # above the image's median mass-sized change (an acquisition change moves every region alike)
     local = np.sqrt(gaussian_filter(delta ** 2, max(r_eq / 2.0, 1.0), mode="constant"))
-    rewrite = float(local.max()) / contrast if contrast > 0 else float("inf")
+    rewrite = (float(local.max()) - float(np.median(local))) / max(contrast, CONTRAST_FLOOR)
     figures["finding_contrast"] = round(contrast, 4)
-    figures["rewrite"] = round(rewrite, 4) if math.isfinite(rewrite) else None
+    figures["rewrite"] = round(rewrite, 4)
+    figures["rewrite_peak"] = round(float(local.max()), 4)
+
+    # criterion 3: a local edit: the change at the resolution-cell scale somewhere exceeds what a
+    # bounded pixel change can make and stands out of the change across the image
+    edit_map = _local_rms(a - x, EDIT_SCALE_MM / px_mm)
+    peak, level = float(edit_map.max()), float(np.median(edit_map))
+    edit_ratio = peak / max(level, 1.0 / 255.0)
+    figures["local_edit"] = {"peak": round(peak, 4), "median": round(level, 4), "ratio": round(edit_ratio, 2)}
+
     raw = (a - x) ** 2
     total = float(raw.sum())
     figures["mask_energy_share"] = round(float(raw[mask_for_share].sum()) / total, 4) if total > 0 else 0.0
     figures["mask_area_share"] = round(float(mask_for_share.mean()), 4)
 
-    reasons = [f"nearer to the {c} rendering of this breast than to its source (progress {progress[c]:.2f} > "
-               f"{PROGRESS_LIMIT})" for c in others if progress[c] > PROGRESS_LIMIT]
-    if not math.isfinite(rewrite) or rewrite >= REWRITE_LIMIT:
+    reasons = [f"nearer to the {_name(k)} rendering of this breast than to its source (progress "
+               f"{effective[k]:.2f} > {PROGRESS_LIMIT})" for k in vs if effective[k] > PROGRESS_LIMIT]
+    if rewrite >= REWRITE_LIMIT:
         reasons.append(f"a mass-sized region changed by {rewrite:.2f} of the finding's contrast "
                        f"(limit {REWRITE_LIMIT})")
+    if peak > EDIT_FLOOR and edit_ratio > EDIT_RATIO:
+        reasons.append(f"a local edit: a {EDIT_SCALE_MM:g} mm region changed by {peak:.3f} RMS, "
+                       f"{edit_ratio:.1f}x the image's median change (limits {EDIT_FLOOR}, {EDIT_RATIO:g}x)")
     if reasons:
         return Verdict(SEMANTIC_CHANGE, "; ".join(reasons), figures)
-    best = max(progress, key=progress.get)
+    best = max(effective, key=effective.get)
     return Verdict(LABEL_KEPT, f"nearest to its own {record.label} rendering (largest progress "
-                               f"{progress[best]:.2f} toward {best}); rewrite {rewrite:.2f} of the finding's "
-                               "contrast", figures)
+                               f"{effective[best]:.2f} toward {_name(best)}); rewrite {rewrite:.2f} of the "
+                               f"finding's contrast; local edit {peak:.3f} ({edit_ratio:.1f}x the median)", figures)
+
+
+def _name(key: str) -> str:
+    return key.replace("=", " ") if "=" in key else key
 
 
 def judge_file(source_path: str | Path, source: np.ndarray, adversarial: np.ndarray) -> Verdict:
