@@ -76,17 +76,16 @@ class Exports(QObject):
         entry = window.current_entry()
         if entry is None or self.runner.is_running():
             return False
-        if not fmt.asks_deidentify:
-            deidentify = False
-        elif deidentify is None and folder is not None:
-            deidentify = False
-        elif deidentify is None:
-            deidentify = self._ask_deidentify(fmt, entry)
-            if deidentify is None:
+        if folder is None:  # asked first, and checked before any other question
+            folder = self._folder(fmt.label, entry.study)
+            if not folder:
                 return False
-        folder = folder or self._folder(f"Export {fmt.label} to folder")
-        if not folder:
-            return False
+            if deidentify is None and fmt.asks_deidentify:
+                deidentify = self._ask_deidentify(fmt, entry)
+                if deidentify is None:
+                    return False
+        if not fmt.asks_deidentify or deidentify is None:
+            deidentify = False  # a folder given by the caller (scripts, tests): plain unless asked
         from p2p_desktop.export.provenance import model_spec
         from p2p_desktop.jobs.export import export
 
@@ -108,12 +107,25 @@ class Exports(QObject):
         window._update_actions()
         return True
 
-    def _folder(self, title: str) -> str | None:
+    def _folder(self, label: str, study) -> str | None:
+        """The folder picker, opened where this study's exports are allowed (the last export
+        folder, else the documents folder or home); a folder the export would refuse (inside the
+        input's folder) is refused here at once, with the reason. None when cancelled or refused."""
+        from p2p_desktop.errors import OutputError
+        from p2p_desktop.io.outputs import check_output_dir, export_start_folder
+
         settings = self.window.settings
-        folder = QFileDialog.getExistingDirectory(self.window, title, settings.export_folder)
-        if folder:
-            settings.export_folder = folder
-        return folder or None
+        start = export_start_folder(settings.export_folder, [study.path])
+        folder = QFileDialog.getExistingDirectory(self.window, f"Export {label} to folder", str(start))
+        if not folder:
+            return None
+        try:
+            check_output_dir(folder, [study.path])
+        except OutputError as exc:
+            self.window.show_error(f"{label} export failed", str(exc))
+            return None
+        settings.export_folder = folder
+        return folder
 
     def _on_done(self, outcome) -> None:
         from p2p_desktop.gui.browser import plural
