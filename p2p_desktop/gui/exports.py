@@ -23,6 +23,30 @@ __all__ = ["Exports"]
 log = logging.getLogger("p2p_desktop.gui")
 
 
+class _WithholdPseudonyms(logging.Filter):
+    """Withholds the pseudonyms of de-identified exports from every record of the GUI's logger
+    (``logs/gui.log`` and the Log panel): the log also names the studies that were run, so a
+    pseudonym there would link it to its source. A backstop for messages that quote an output's
+    path (an export's failure); the exports' own records name neither."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pseudonyms: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pseudonyms:
+            text = record.getMessage()
+            if any(p in text for p in self.pseudonyms):
+                for p in self.pseudonyms:
+                    text = text.replace(p, "deid-(withheld)")
+                record.msg, record.args = text, None
+        return True
+
+
+_withheld = _WithholdPseudonyms()
+log.addFilter(_withheld)
+
+
 class Exports(QObject):
     """Exports of the run shown in the results view (``window.current_entry()``)."""
 
@@ -34,6 +58,7 @@ class Exports(QObject):
         self.runner.failed.connect(
             lambda msg, details: window.show_error(f"{self.label()} export failed", msg, details))
         self.what = ""  # the key of the running (or last) export
+        self.deidentified = False  # whether it is de-identified
         self.last: list[str] = []  # the files the last export wrote
         self._pseudonyms: dict = {}  # run number -> pseudonym of its de-identified exports
 
@@ -54,6 +79,7 @@ class Exports(QObject):
         key = entry.number if entry is not None else None
         if key not in self._pseudonyms:
             self._pseudonyms[key] = pseudonym()
+            _withheld.pseudonyms.add(self._pseudonyms[key])
         return self._pseudonyms[key]
 
     def _ask_deidentify(self, fmt, entry) -> bool | None:
@@ -102,7 +128,7 @@ class Exports(QObject):
                              classifier_spec=clf_spec, backbone_spec=bb_spec, cancel=cancel)
             return [r["path"] for r in records], list(result.notes[notes_before:])
 
-        self.what = key
+        self.what, self.deidentified = key, bool(deidentify)
         self.runner.start(job, title=f"export {key}")
         window._update_actions()
         return True
@@ -132,7 +158,10 @@ class Exports(QObject):
 
         paths, warnings = outcome
         self.last = paths
-        log.info("%s export (recorded in the audit log): %s", self.what, ", ".join(paths))
+        if self.deidentified:  # no file name: the log names the study the run was on
+            log.info("de-identified %s export: %s (names in the audit log)", self.what, plural(len(paths), "file"))
+        else:
+            log.info("%s export (recorded in the audit log): %s", self.what, ", ".join(paths))
         for w in warnings:
             log.warning("%s export: %s", self.what, w)
         folder = str(Path(paths[0]).parent) if paths else ""

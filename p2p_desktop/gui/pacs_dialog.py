@@ -487,7 +487,11 @@ class SendDialog(_JobDialog):
         self.progress.setValue(1)
         uids = ", ".join(i.sop_instance_uid for i in transfer.instances)
         self._set_status(f"stored on {transfer.node.describe()}: {uids}")
-        log.info("PACS: sent %s to %s (recorded in the audit log)", uids, transfer.node.describe())
+        if self.deidentify_box.isChecked():  # its new UIDs would link the instance to the run's study in the log
+            log.info("PACS: sent %d de-identified instance(s) to %s (recorded in the audit log)",
+                     len(transfer.instances), transfer.node.describe())
+        else:
+            log.info("PACS: sent %s to %s (recorded in the audit log)", uids, transfer.node.describe())
         self.sent.emit(transfer)
 
 
