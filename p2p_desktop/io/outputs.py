@@ -28,8 +28,7 @@ from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
 __all__ = ["OutputSet", "safe_name", "check_output_dir", "export_start_folder", "unique_path", "atomic_write_bytes",
-           "atomic_replace_bytes",
-           "atomic_replace_text", "atomic_replace_json"]
+           "atomic_replace_bytes", "atomic_replace_text", "atomic_replace_json"]
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
 #: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
