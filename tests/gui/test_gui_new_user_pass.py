@@ -286,6 +286,11 @@ def test_wheel_leaves_unfocused_editors_alone_and_a_change_makes_the_preset_cust
     panel.preset_combo.setCurrentIndex(panel.preset_combo.findText("(defaults)"))
     assert spin.value() == steps and panel.preset_combo.currentText() == "(defaults)"
     assert panel.preset_combo.findText("(custom)") < 0
+    # a focused spin box still takes the wheel
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus, timeout=2000)
+    _wheel(spin, 1)
+    assert spin.value() == steps + 1 and panel.preset_combo.currentText() == "(custom)"
 
     # an attack with presets: a preset, then an edit -> "(custom)", and the config records "custom"
     assert panel.set_attack("p2p")
