@@ -279,6 +279,10 @@ def test_wheel_leaves_unfocused_editors_alone_and_a_change_makes_the_preset_cust
             assert state == (editor.value() if isinstance(editor, QAbstractSpinBox) else editor.currentIndex()), \
                 editor.toolTip()
     assert panel.attack_name() == "pgd"
+    for batch_spin in (window.batch.limit_spin, window.batch.seed_spin):  # the Batch tab's settings too
+        value = batch_spin.value()
+        _wheel(batch_spin)
+        assert batch_spin.value() == value and batch_spin.focusPolicy() == Qt.FocusPolicy.StrongFocus
 
     # a changed parameter: the preset says so, and choosing "(defaults)" again restores them
     spin.setValue(steps - 4)
