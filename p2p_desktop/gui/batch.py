@@ -138,6 +138,7 @@ class BatchView(QWidget):
         self.table_combo.currentIndexChanged.connect(self._show_table)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table
         self.table.setAlternatingRowColors(True)
         self.table.setSortingEnabled(True)
 

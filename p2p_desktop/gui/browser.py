@@ -184,6 +184,7 @@ class StudyBrowser(QWidget):
         self.attributes.verticalHeader().setVisible(False)
         self.attributes.horizontalHeader().setStretchLastSection(True)
         self.attributes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.attributes.setTabKeyNavigation(False)  # Tab leaves the table
         self.attributes.setAlternatingRowColors(True)
         self.attributes.setWordWrap(True)
 

@@ -174,6 +174,7 @@ class MetricsTable(QTableWidget):
         self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setTabKeyNavigation(False)  # Tab moves on to the next control (arrows move between cells)
         self.setAlternatingRowColors(True)
         self.verticalHeader().setDefaultSectionSize(20)
 
