@@ -495,7 +495,7 @@ class MainWindow(QMainWindow):
         self.history.add(entry, select=False)
         self.show_entry(entry)
         self.history.select(entry.number)
-        verdict = "success" if result.success else "no success"
+        verdict = result.outcome
         self.monitor.finish(f"{entry.title}: {verdict}")
         log.info("run #%d finished: %s, %s → %s, SSIM %s, %.2f s", entry.number, verdict, result.original_label,
                  result.adversarial_label, result.metrics.get("ssim"), result.seconds)

@@ -344,3 +344,30 @@ def test_about_box_lists_the_registry_and_says_what_leaves_the_machine(qtbot, wi
         assert spec.name in text, spec.name
     assert "DeepFool" in text or "deepfool" in text
     assert "DICOM node" in text and "audit" in text
+
+
+# -- item 11: one wording for a run's outcome; a cancelled run records its classifier's hash ---------------
+def test_one_outcome_wording_and_cancelled_runs_record_the_classifier_hash(qtbot, window, ultrasound_file,
+                                                                          open_study, run_attack):
+    open_study([ultrasound_file()])
+    entry = run_attack("fgsm", eps=1e-4)  # below half a grey level: the written image is the original
+    r = entry.result
+    assert not r.success and r.adversarial_label == r.original_label
+    outcome = r.outcome
+    assert outcome == "no success: class unchanged"
+    history_text = window.history.list.item(0).text()
+    shown = {"progress": window.monitor.title.text(), "results": window.results.header.text(),
+             "history": history_text, "status bar": window.status_label.text()}
+    for where, text in shown.items():
+        assert outcome in text, (where, text)
+        assert "FAILED" not in text and "no change of class" not in text, (where, text)
+
+    before = len(_audit_records())
+    window.panel.set_attack("pgd")
+    window.panel.set_params(steps=10000, alpha=0.001, eps=0.05)
+    window.runner.progress.connect(lambda _e: window.cancel_run())
+    with qtbot.waitSignals([window.runner.cancelled, window.runner.finished], timeout=60000):
+        assert window.run_attack()
+    (record,) = _audit_records()[before:]
+    assert record["data"]["status"] == "cancelled"
+    assert record["data"]["classifier"]["sha256"] == r.classifier["sha256"] is not None
