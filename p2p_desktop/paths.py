@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["resources_dir", "models_dir", "samples_dir", "user_data_dir", "builtin_plugins_dir"]
+__all__ = ["resources_dir", "models_dir", "samples_dir", "user_data_dir", "builtin_plugins_dir", "documents_dir"]
 
 
 def resources_dir() -> Path:
@@ -39,6 +39,18 @@ def user_data_dir() -> Path:
 
     # %LOCALAPPDATA%\p2p-desktop, ~/Library/Application Support/p2p-desktop, $XDG_DATA_HOME/p2p-desktop
     return Path(_platform_data_dir("p2p-desktop", appauthor=False, roaming=False))
+
+
+def documents_dir() -> Path:
+    """The user's documents folder (``~/Documents``, or the XDG/OS equivalent) when it exists,
+    else the home folder: where an export's folder picker opens first."""
+    try:
+        from platformdirs import user_documents_dir
+
+        docs = Path(user_documents_dir())
+    except Exception:  # noqa: BLE001 - only a starting point for a dialog
+        docs = Path.home() / "Documents"
+    return docs if docs.is_dir() else Path.home()
 
 
 def builtin_plugins_dir() -> Path:

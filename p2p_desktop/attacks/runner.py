@@ -76,6 +76,16 @@ class AttackResult:
     def target(self) -> str | None:
         return self.config.get("target")
 
+    @property
+    def outcome(self) -> str:
+        """The run's outcome in words, the one wording every view of the window uses:
+        ``success``, ``no success: class unchanged`` or ``no success: not the target class``."""
+        if self.success:
+            return "success"
+        if self.adversarial_label == self.original_label:
+            return "no success: class unchanged"
+        return "no success: not the target class" if self.target else "no success"
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready description without the image arrays (per the CLI ``attack`` contract)."""
         return {

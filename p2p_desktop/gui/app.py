@@ -117,7 +117,7 @@ def run_smoke_test(window, screenshot: str | None = None, timeout_s: float = SMO
             return False, f"could not save the screenshot to {path}"
     r = entry.result
     return True, (f"{r.attack} on {entry.study.name} with {entry.classifier_name}: "
-                  f"{r.original_label} -> {r.adversarial_label} ({'success' if r.success else 'no success'}), "
+                  f"{r.original_label} -> {r.adversarial_label} ({r.outcome}), "
                   f"SSIM {r.metrics.get('ssim', float('nan')):.3f}, {r.seconds:.2f} s")
 
 

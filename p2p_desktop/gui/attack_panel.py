@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from p2p_desktop.config import Config
 from p2p_desktop.errors import InputError
-from p2p_desktop.gui.forms import ConfigForm
+from p2p_desktop.gui.forms import ConfigForm, wheel_needs_focus
 
 __all__ = ["AttackPanel", "DEFAULT_CLASSIFIER", "DEFAULT_BACKBONE", "classifier_classes", "classifier_card"]
 
@@ -39,6 +39,9 @@ DEFAULT_BACKBONE = "demo"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMMON_FIELDS = ("seed", "target")
 PRESET_FIELD = "preset"
+#: The Preset item shown while the parameters differ from the chosen preset (or the defaults).
+CUSTOM = "(custom)"
+_CUSTOM_DATA = "\0custom"
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,10 @@ class AttackPanel(QWidget):
         self.run_button.clicked.connect(self.run_requested)
         self.cancel_button.clicked.connect(self.cancel_requested)
 
+        wheel_needs_focus(self.attack_combo, self.preset_combo, self.classifier_combo, self.backbone_combo,
+                          self.device_combo, self.target_combo, self.seed_spin)
+        self._base_preset: str | None = None  # the preset whose values the form was last given
+
         self._restoring = True  # no settings are written while the saved choices are restored
         if settings is not None:
             self.set_device(settings.device)
@@ -305,7 +312,9 @@ class AttackPanel(QWidget):
         return self.target_combo.currentData()
 
     def preset(self) -> str | None:
-        return self.preset_combo.currentData()
+        """The preset chosen last (None: the defaults), also while "(custom)" shows that the
+        parameters have been changed since."""
+        return self._base_preset
 
     def set_attack(self, name: str) -> bool:
         index = self.attack_combo.findData(name)
@@ -340,6 +349,7 @@ class AttackPanel(QWidget):
 
         name = self.attack_name()
         self.attack_cls, self._attack_error = None, ""
+        self._base_preset = None
         self.preset_combo.blockSignals(True)
         self.preset_combo.clear()
         self.preset_combo.addItem("(defaults)", None)
@@ -367,9 +377,9 @@ class AttackPanel(QWidget):
         self._on_changed()
 
     def _on_preset_changed(self, *_args) -> None:
-        if self.attack_cls is None:
+        if self.attack_cls is None or self.preset_combo.currentData() == _CUSTOM_DATA:
             return
-        preset = self.preset()
+        preset = self._base_preset = self.preset_combo.currentData()
         values = {n: r.spec.default for n, r in self.form.rows.items()}
         if preset:
             values.update({k: v for k, v in self.attack_cls.presets[preset].items() if k in self.form.rows})
@@ -406,6 +416,7 @@ class AttackPanel(QWidget):
             self.settings.device = self.device()
             if self.backbone_spec():
                 self.settings.backbone = self.backbone_spec()
+        self._show_preset()
         self.validate()
         self.changed.emit()
 
@@ -455,18 +466,49 @@ class AttackPanel(QWidget):
     def _preset_label(self, common: dict) -> str:
         """What the config's ``preset`` field records: the chosen preset while the form holds
         its values, else ``custom``."""
-        cls = self.attack_cls
-        field = cls.Config.__dataclass_fields__[PRESET_FIELD]
+        field = self.attack_cls.Config.__dataclass_fields__[PRESET_FIELD]
         chosen = self.preset() or field.default
+        return chosen if self._holds_preset(common) else "custom"
+
+    def _holds_preset(self, common: dict | None = None) -> bool:
+        """Whether the parameters are still those of the chosen preset (or of the defaults):
+        the config they build equals the preset's, seed and target aside (they have their own
+        fields)."""
+        cls = self.attack_cls
+        fields = cls.Config.__dataclass_fields__
+        common = {"seed": self.seed_spin.value(), "target": self.target()} if common is None else common
+        common = {k: v for k, v in common.items() if k != PRESET_FIELD}
+        chosen = self.preset() or (fields[PRESET_FIELD].default if PRESET_FIELD in fields else None)
         try:
             base = cls.from_preset(chosen if chosen in (cls.presets or {}) else None).config.to_dict()
-            values = {**base, **{k: v for k, v in common.items() if k != PRESET_FIELD}, **self.form.values()}
-            values[PRESET_FIELD] = chosen
-            same = cls.Config.from_dict(values).to_dict() == {**base, **{k: values[k] for k in common
-                                                                          if k != PRESET_FIELD}}
+            values = {**base, **common, **self.form.values()}
+            if PRESET_FIELD in fields:
+                values[PRESET_FIELD] = chosen
+            return cls.Config.from_dict(values).to_dict() == {**base, **common}
         except (InputError, ValueError, TypeError):
-            same = False
-        return chosen if same else "custom"
+            return False
+
+    def _show_preset(self) -> None:
+        """Preset shows "(custom)" once a parameter differs from the chosen preset (or the
+        defaults), and the preset again when its values are back."""
+        if self.attack_cls is None:
+            return
+        combo = self.preset_combo
+        custom = combo.findData(_CUSTOM_DATA)
+        combo.blockSignals(True)
+        if self._holds_preset():
+            if custom >= 0:
+                combo.removeItem(custom)
+            combo.setCurrentIndex(max(combo.findData(self._base_preset), 0))
+        else:
+            if custom < 0:
+                combo.addItem(CUSTOM, _CUSTOM_DATA)
+                combo.setItemData(combo.count() - 1, "The parameters differ from the chosen preset; choose a "
+                                  "preset to load its values again", Qt.ItemDataRole.ToolTipRole)
+                custom = combo.count() - 1
+            combo.setCurrentIndex(custom)
+        combo.blockSignals(False)
+        combo.setEnabled(not self._running and combo.count() > 1)
 
     def build_attack(self):
         """The attack instance for a run (raises InputError with the message shown beside the field)."""

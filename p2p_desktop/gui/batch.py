@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from p2p_desktop.errors import InputError
+from p2p_desktop.gui.forms import wheel_needs_focus
 from p2p_desktop.gui.worker import JobRunner
 
 __all__ = ["BatchView", "evaluate_function", "result_rows"]
@@ -92,6 +93,7 @@ class BatchView(QWidget):
         self.limit_spin.setToolTip("Images per class to attack (all: every image)")
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2_147_483_647)
+        wheel_needs_focus(self.limit_spin, self.seed_spin)
 
         def row(edit, button):
             box = QHBoxLayout()
@@ -136,6 +138,7 @@ class BatchView(QWidget):
         self.table_combo.currentIndexChanged.connect(self._show_table)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table
         self.table.setAlternatingRowColors(True)
         self.table.setSortingEnabled(True)
 

@@ -7,6 +7,7 @@ large dataset never freezes the window; an unreadable file is listed, never fata
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,12 +30,31 @@ from PySide6.QtWidgets import (
 from p2p_desktop.gui.imageview import array_to_pixmap, thumbnail_array
 from p2p_desktop.gui.worker import JobRunner
 
-__all__ = ["BrowserItem", "Unreadable", "StudyBrowser", "load_job", "plural"]
+__all__ = ["BrowserItem", "Unreadable", "StudyBrowser", "load_job", "plural", "distinct_names"]
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``1 file``, ``2 files`` (``many`` for irregular plurals)."""
     return f"{n} {word if n == 1 else (many or word + 's')}"
+
+def distinct_names(paths) -> dict[Path, str]:
+    """Row names that tell same-named files apart: a file whose name is unique among ``paths``
+    keeps it (``a.dcm``); same-named ones get as many parent folders as it takes
+    (``jane/phi.dcm``, ``copy/phi.dcm``)."""
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        groups.setdefault(Path(p).name, []).append(Path(p))
+    names: dict[Path, str] = {}
+    for name, group in groups.items():
+        depth, deepest = 1, max(len(p.parts) for p in group)
+        while True:
+            labels = {p: os.sep.join(p.parts[-depth:]) if depth > 1 else name for p in group}
+            if len(set(labels.values())) == len(group) or depth >= deepest:
+                break
+            depth += 1
+        names.update(labels)
+    return names
+
 
 ROLE = Qt.ItemDataRole.UserRole
 UNREADABLE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -143,6 +163,8 @@ class StudyBrowser(QWidget):
         self._pending: list[Path] = []
         self._nodes: dict[tuple, QTreeWidgetItem] = {}
         self._item_nodes: dict[Path, QTreeWidgetItem] = {}
+        self._leaf_prefix: dict[Path, str] = {}  # "#3 " before a DICOM instance's file name
+        self._study_patients: dict[str, dict[tuple, QTreeWidgetItem]] = {}  # study UID -> patient -> study node
         self._select_first = False
         self._batch_items: list[BrowserItem] = []
         self._batch_unreadable: list[Unreadable] = []
@@ -162,6 +184,7 @@ class StudyBrowser(QWidget):
         self.attributes.verticalHeader().setVisible(False)
         self.attributes.horizontalHeader().setStretchLastSection(True)
         self.attributes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.attributes.setTabKeyNavigation(False)  # Tab leaves the table
         self.attributes.setAlternatingRowColors(True)
         self.attributes.setWordWrap(True)
 
@@ -265,10 +288,18 @@ class StudyBrowser(QWidget):
             leaf.setIcon(0, QIcon(array_to_pixmap(item.thumbnail)))
         leaf.setToolTip(0, str(item.path))
         self._item_nodes[key] = leaf
+        self._name_rows(key.name)
         self._update_summary()
         if self._select_first:  # show the first study at once, not after the whole folder
             self._select_first = False
             self._select_node(leaf)
+
+    def _name_rows(self, name: str) -> None:
+        """(Re)name the rows of the files called ``name``: same-named files from different
+        folders show as many parent folders as tell them apart (the full path is the tooltip)."""
+        keys = [k for k in self._item_nodes if k.name == name]
+        for key, label in distinct_names(keys).items():
+            self._item_nodes[key].setText(0, self._leaf_prefix.get(key, "") + label)
 
     def _select_node(self, node: QTreeWidgetItem) -> None:
         self.tree.setCurrentItem(node)
@@ -278,22 +309,44 @@ class StudyBrowser(QWidget):
         md = item.metadata
         patient = md.patient_name or "(no name)"
         pid = f" ({md.patient_id})" if md.patient_id else ""
-        p_node = self._node(("patient", md.patient_name, md.patient_id), None, f"Patient {patient}{pid}",
+        patient_key = ("patient", md.patient_name, md.patient_id)
+        p_node = self._node(patient_key, None, f"Patient {patient}{pid}",
                             "DICOM", tooltip=f"Patient name: {patient}\nPatient ID: {md.patient_id}")
+        # studies and series are keyed under their patient: files that share a Study Instance UID
+        # but name different patients are never filed under one of them (the conflict is shown)
         date = _format_date(md.study_date)
         s_text = " · ".join(t for t in (date, md.study_description) if t) or "Study"
-        s_node = self._node(("study", md.study_uid or str(item.path)), p_node, s_text, "",
+        study_key = (*patient_key, md.study_uid or str(item.path))
+        s_node = self._node(("study", *study_key), p_node, s_text, "",
                             tooltip=f"Study Instance UID: {md.study_uid}")
+        if md.study_uid:
+            self._mark_shared_study(md.study_uid, patient_key, s_node)
         series_bits = [f"Series {md.series_number}" if md.series_number else "Series",
                        md.modality, md.series_description]
-        r_node = self._node(("series", md.series_uid or str(item.path)), s_node,
+        r_node = self._node(("series", *study_key, md.series_uid or str(item.path)), s_node,
                             " · ".join(b for b in series_bits if b), md.manufacturer,
                             tooltip=f"Series Instance UID: {md.series_uid}")
         inst = f"#{md.instance_number} " if md.instance_number else ""
         frames = f"{item.n_frames} frames · " if item.n_frames > 1 else ""
+        self._leaf_prefix[item.path.resolve()] = inst
         leaf = QTreeWidgetItem([f"{inst}{item.path.name}", f"{frames}{item.size[0]}×{item.size[1]}"])
         r_node.addChild(leaf)
         return leaf
+
+    def _mark_shared_study(self, uid: str, patient_key: tuple, node: QTreeWidgetItem) -> None:
+        """Flag the studies whose Study Instance UID other patients' files carry too."""
+        studies = self._study_patients.setdefault(uid, {})
+        studies[patient_key] = node
+        if len(studies) < 2:
+            return
+        for key, study_node in studies.items():
+            others = "; ".join(f"{p[1] or '(no name)'} ({p[2] or 'no ID'})" for p in studies if p != key)
+            tip = (f"Study Instance UID: {uid}\n⚠ Files of another patient carry the same Study Instance UID "
+                   f"({others}): check which patient this study belongs to.")
+            study_node.setToolTip(0, tip)
+            study_node.setToolTip(1, tip)
+            study_node.setText(1, "⚠ UID shared")
+            study_node.setForeground(1, QBrush(QColor("#b3261e")))
 
     def _add_image(self, item: BrowserItem) -> QTreeWidgetItem:
         if item.root is not None:

@@ -23,6 +23,30 @@ __all__ = ["Exports"]
 log = logging.getLogger("p2p_desktop.gui")
 
 
+class _WithholdPseudonyms(logging.Filter):
+    """Withholds the pseudonyms of de-identified exports from every record of the GUI's logger
+    (``logs/gui.log`` and the Log panel): the log also names the studies that were run, so a
+    pseudonym there would link it to its source. A backstop for messages that quote an output's
+    path (an export's failure); the exports' own records name neither."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pseudonyms: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pseudonyms:
+            text = record.getMessage()
+            if any(p in text for p in self.pseudonyms):
+                for p in self.pseudonyms:
+                    text = text.replace(p, "deid-(withheld)")
+                record.msg, record.args = text, None
+        return True
+
+
+_withheld = _WithholdPseudonyms()
+log.addFilter(_withheld)
+
+
 class Exports(QObject):
     """Exports of the run shown in the results view (``window.current_entry()``)."""
 
@@ -34,6 +58,7 @@ class Exports(QObject):
         self.runner.failed.connect(
             lambda msg, details: window.show_error(f"{self.label()} export failed", msg, details))
         self.what = ""  # the key of the running (or last) export
+        self.deidentified = False  # whether it is de-identified
         self.last: list[str] = []  # the files the last export wrote
         self._pseudonyms: dict = {}  # run number -> pseudonym of its de-identified exports
 
@@ -54,6 +79,7 @@ class Exports(QObject):
         key = entry.number if entry is not None else None
         if key not in self._pseudonyms:
             self._pseudonyms[key] = pseudonym()
+            _withheld.pseudonyms.add(self._pseudonyms[key])
         return self._pseudonyms[key]
 
     def _ask_deidentify(self, fmt, entry) -> bool | None:
@@ -76,17 +102,16 @@ class Exports(QObject):
         entry = window.current_entry()
         if entry is None or self.runner.is_running():
             return False
-        if not fmt.asks_deidentify:
-            deidentify = False
-        elif deidentify is None and folder is not None:
-            deidentify = False
-        elif deidentify is None:
-            deidentify = self._ask_deidentify(fmt, entry)
-            if deidentify is None:
+        if folder is None:  # asked first, and checked before any other question
+            folder = self._folder(fmt.label, entry.study)
+            if not folder:
                 return False
-        folder = folder or self._folder(f"Export {fmt.label} to folder")
-        if not folder:
-            return False
+            if deidentify is None and fmt.asks_deidentify:
+                deidentify = self._ask_deidentify(fmt, entry)
+                if deidentify is None:
+                    return False
+        if not fmt.asks_deidentify or deidentify is None:
+            deidentify = False  # a folder given by the caller (scripts, tests): plain unless asked
         from p2p_desktop.export.provenance import model_spec
         from p2p_desktop.jobs.export import export
 
@@ -103,24 +128,40 @@ class Exports(QObject):
                              classifier_spec=clf_spec, backbone_spec=bb_spec, cancel=cancel)
             return [r["path"] for r in records], list(result.notes[notes_before:])
 
-        self.what = key
+        self.what, self.deidentified = key, bool(deidentify)
         self.runner.start(job, title=f"export {key}")
         window._update_actions()
         return True
 
-    def _folder(self, title: str) -> str | None:
+    def _folder(self, label: str, study) -> str | None:
+        """The folder picker, opened where this study's exports are allowed (the last export
+        folder, else the documents folder or home); a folder the export would refuse (inside the
+        input's folder) is refused here at once, with the reason. None when cancelled or refused."""
+        from p2p_desktop.errors import OutputError
+        from p2p_desktop.io.outputs import check_output_dir, export_start_folder
+
         settings = self.window.settings
-        folder = QFileDialog.getExistingDirectory(self.window, title, settings.export_folder)
-        if folder:
-            settings.export_folder = folder
-        return folder or None
+        start = export_start_folder(settings.export_folder, [study.path])
+        folder = QFileDialog.getExistingDirectory(self.window, f"Export {label} to folder", str(start))
+        if not folder:
+            return None
+        try:
+            check_output_dir(folder, [study.path])
+        except OutputError as exc:
+            self.window.show_error(f"{label} export failed", str(exc))
+            return None
+        settings.export_folder = folder
+        return folder
 
     def _on_done(self, outcome) -> None:
         from p2p_desktop.gui.browser import plural
 
         paths, warnings = outcome
         self.last = paths
-        log.info("%s export (recorded in the audit log): %s", self.what, ", ".join(paths))
+        if self.deidentified:  # no file name: the log names the study the run was on
+            log.info("de-identified %s export: %s (names in the audit log)", self.what, plural(len(paths), "file"))
+        else:
+            log.info("%s export (recorded in the audit log): %s", self.what, ", ".join(paths))
         for w in warnings:
             log.warning("%s export: %s", self.what, w)
         folder = str(Path(paths[0]).parent) if paths else ""

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -26,7 +27,7 @@ from PySide6.QtWidgets import (
 from p2p_desktop.config import FieldSpec, field_specs
 from p2p_desktop.errors import InputError
 
-__all__ = ["ConfigForm", "error_field"]
+__all__ = ["ConfigForm", "error_field", "wheel_needs_focus"]
 
 INT_LIMIT = 2_000_000_000
 
@@ -38,6 +39,27 @@ def error_field(message: str, names) -> str | None:
         return None
     name = head.strip().rsplit(".", 1)[-1]
     return name if name in names else None
+
+
+class _WheelNeedsFocus(QObject):
+    """Passes a wheel event over an unfocused editor on to its parent (the panel scrolls) instead
+    of letting it change the value under the pointer."""
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.Type.Wheel and not obj.hasFocus():
+            event.ignore()  # not accepted: Qt offers it to the parent, the scroll area
+            return True
+        return False
+
+
+def wheel_needs_focus(*widgets) -> None:
+    """Spin boxes and combo boxes take the mouse wheel only once focused (click or Tab), so
+    scrolling a panel over them never changes a value (their focus policy is StrongFocus)."""
+    for w in widgets:
+        if isinstance(w, (QAbstractSpinBox, QComboBox)) and w.property("wheelNeedsFocus") is not True:
+            w.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            w.installEventFilter(_WheelNeedsFocus(w))
+            w.setProperty("wheelNeedsFocus", True)
 
 
 def _format(value: Any) -> str:
@@ -54,6 +76,7 @@ class _Row:
     def __init__(self, spec: FieldSpec) -> None:
         self.spec = spec
         self.editor = self._make_editor(spec)
+        wheel_needs_focus(self.editor)
         tip = spec.help or spec.label
         bounds = []
         if spec.min is not None:

@@ -46,9 +46,7 @@ class RunEntry:
     @property
     def verdict(self) -> str:
         r = self.result
-        mark = "success" if r.success else "no change of class" if r.adversarial_label == r.original_label \
-            else "not the target"
-        return f"{r.original_label} → {r.adversarial_label} ({mark})"
+        return f"{r.original_label} → {r.adversarial_label} ({r.outcome})"
 
     def describe(self) -> str:
         r = self.result

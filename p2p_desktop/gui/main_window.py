@@ -495,7 +495,7 @@ class MainWindow(QMainWindow):
         self.history.add(entry, select=False)
         self.show_entry(entry)
         self.history.select(entry.number)
-        verdict = "success" if result.success else "no success"
+        verdict = result.outcome
         self.monitor.finish(f"{entry.title}: {verdict}")
         log.info("run #%d finished: %s, %s → %s, SSIM %s, %.2f s", entry.number, verdict, result.original_label,
                  result.adversarial_label, result.metrics.get("ssim"), result.seconds)
@@ -588,12 +588,21 @@ class MainWindow(QMainWindow):
         return box
 
     def show_about(self) -> None:
-        from p2p_desktop import __version__
+        import html
 
+        from p2p_desktop import __version__
+        from p2p_desktop.attacks.registry import available
+
+        attacks = ", ".join(f"{s.name} ({s.summary.split(':')[0].strip()})" if s.source == "builtin" and s.summary
+                            else f"{s.name} ({'plugin' if s.source != 'builtin' else 'built in'})"
+                            for s in available())
         QMessageBox.about(self, "About P2P Desktop",
                           f"<b>P2P Desktop {__version__}</b><br>Measure how breast-ultrasound classifiers can be "
-                          "fooled: Prompt2Perturb (P2P), FGSM, PGD and Diff-PGD.<br>Everything runs locally; "
-                          "nothing leaves this machine.<br><br>The demo models are trained on synthetic phantoms. "
+                          f"fooled. Attacks: {html.escape(attacks)}.<br>Models, attacks and results stay on this "
+                          "machine (it works offline); the only thing that leaves it is what you exchange with a "
+                          "DICOM node you configured yourself: Send to PACS… (or <tt>--send-dicom</tt>) sends the "
+                          "derived DICOM, Tools ▸ PACS… queries and retrieves, and sends and retrievals are "
+                          "recorded in the audit log.<br><br>The demo models are trained on synthetic phantoms. "
                           "The demo diffusion backbone's prompt steers only how a finding is imaged (gain, contrast, "
                           "speckle), never which finding it is, and the demo classifiers were trained to ignore most "
                           "of that: P2P fools them less often than the pixel attacks do. A success that redraws the "

@@ -273,6 +273,7 @@ class PacsDialog(_JobDialog):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(lambda: self._set_busy(self.runner.is_running()))
         self.table.doubleClicked.connect(lambda _index: self.retrieve_selected())
@@ -487,7 +488,11 @@ class SendDialog(_JobDialog):
         self.progress.setValue(1)
         uids = ", ".join(i.sop_instance_uid for i in transfer.instances)
         self._set_status(f"stored on {transfer.node.describe()}: {uids}")
-        log.info("PACS: sent %s to %s (recorded in the audit log)", uids, transfer.node.describe())
+        if self.deidentify_box.isChecked():  # its new UIDs would link the instance to the run's study in the log
+            log.info("PACS: sent %d de-identified instance(s) to %s (recorded in the audit log)",
+                     len(transfer.instances), transfer.node.describe())
+        else:
+            log.info("PACS: sent %s to %s (recorded in the audit log)", uids, transfer.node.describe())
         self.sent.emit(transfer)
 
 

@@ -56,6 +56,7 @@ class PluginsDialog(QDialog):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table
         self.table.horizontalHeader().setStretchLastSection(True)
         self.enable_button = QPushButton("Enable…")
         self.disable_button = QPushButton("Disable")

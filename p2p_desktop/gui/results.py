@@ -174,6 +174,7 @@ class MetricsTable(QTableWidget):
         self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setTabKeyNavigation(False)  # Tab moves on to the next control (arrows move between cells)
         self.setAlternatingRowColors(True)
         self.verticalHeader().setDefaultSectionSize(20)
 
@@ -365,7 +366,7 @@ class ResultsView(QWidget):
         mask = study.mask if study.mask is not None and study.mask.shape == r.original.shape[:2] else None
         self.perturbation = PerturbationMap(r.original, r.adversarial, mask)
         colour = SUCCESS_COLOUR if r.success else FAILURE_COLOUR  # as in the report
-        verdict = "SUCCESS" if r.success else "FAILED"
+        verdict = r.outcome
         self.header.setText(
             f"<b>{html.escape(entry.title)}</b> &nbsp; <span style='color:{colour}'><b>{verdict}</b></span>"
             f" &nbsp; {html.escape(r.original_label)} → {html.escape(r.adversarial_label)}")

@@ -27,8 +27,8 @@ from typing import IO, Any
 from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
-__all__ = ["OutputSet", "safe_name", "check_output_dir", "unique_path", "atomic_write_bytes", "atomic_replace_bytes",
-           "atomic_replace_text", "atomic_replace_json"]
+__all__ = ["OutputSet", "safe_name", "check_output_dir", "export_start_folder", "unique_path", "atomic_write_bytes",
+           "atomic_replace_bytes", "atomic_replace_text", "atomic_replace_json"]
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
 #: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
@@ -62,6 +62,23 @@ def check_output_dir(out_dir: str | Path, inputs: Iterable[str | Path] = ()) -> 
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} exists and is not a folder")
     return out
+
+
+def export_start_folder(last: str | os.PathLike | None, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Where an export's folder picker opens: the first existing folder that
+    :func:`check_output_dir` accepts for ``inputs`` among the last export folder, the user's
+    documents folder and home (the documents folder when none is allowed)."""
+    from p2p_desktop.paths import documents_dir
+
+    docs = documents_dir()
+    for candidate in ([Path(last)] if last else []) + [docs, Path.home()]:
+        try:
+            if candidate.is_dir():
+                check_output_dir(candidate, inputs)
+                return candidate
+        except (OutputError, OSError):
+            continue
+    return docs
 
 
 def _taken(path: Path) -> bool:

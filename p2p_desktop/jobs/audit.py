@@ -89,9 +89,13 @@ def audit_run(result, study, command: str, outputs=(), *, log: LogPath | AuditLo
 def audit_unfinished_run(study, attack, classifier: str, device: str, command: str, status: str, *,
                          reason: str = "", log: LogPath | AuditLog = None) -> dict[str, Any]:
     """Append the ``attack`` record of a run that produced nothing (``status``: cancelled or
-    failed): what was attempted on which input, the fields of :func:`run_record` where known."""
+    failed): what was attempted on which input, the fields of :func:`run_record` where known
+    (the classifier's hash read from its card or weights, as a finished run records it)."""
+    from p2p_desktop.models.classifier import classifier_sha256
+
     cfg = attack.config.to_dict()
-    attempt = SimpleNamespace(attack=attack.name, config=cfg, classifier={"name": classifier, "sha256": None},
+    attempt = SimpleNamespace(attack=attack.name, config=cfg,
+                              classifier={"name": classifier, "sha256": classifier_sha256(classifier)},
                               backbone=None, device=device, seed=cfg.get("seed"), success=None)
     extra = {"reason": reason} if reason else {}
     return record("attack", run_record(command, attempt, study, [], input_sha256=_sha256(study.path),

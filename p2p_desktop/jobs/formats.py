@@ -98,11 +98,18 @@ def _parse_reports(text: str) -> tuple[str, ...]:
     return parse_formats(text)
 
 
+#: The de-identify question of the formats that hold pixels only (no header to clean).
+_PLAIN_DEID = ("Yes names the {what} by the run's random pseudonym, not after the source, and their audit "
+               "record leaves out the input's path and SHA-256. Burned-in text in the pixels is not removed.")
+
+
 # -- the table (order = order of writing, of the CLI options and of the GUI actions) ----------------------
 FORMATS: dict[str, ExportFormat] = {f.key: f for f in (
-    ExportFormat("png", "PNG", ".png", _write_images,
+    ExportFormat("png", "PNG", ".png", _write_images, asks_deidentify=True,
                  action_text="Export PNG…", shortcut="Ctrl+E", icon="SP_DialogSaveButton",
-                 action_tip="Save the adversarial image (PNG) and the perturbation (.npy)"),
+                 action_tip="Save the adversarial image (PNG) and the perturbation (.npy)",
+                 deidentify_question="De-identify the exported files?\n\n" + _PLAIN_DEID.format(what="PNG and .npy"),
+                 deidentify_default=False),
     ExportFormat("dicom", "DICOM", ".dcm", _write_dicom, asks_deidentify=True,
                  cli_flag="--export-dicom",
                  cli_help="also write the adversarial image as a DICOM derived from the source "
@@ -115,7 +122,9 @@ FORMATS: dict[str, ExportFormat] = {f.key: f for f in (
     ExportFormat("tiff", "TIFF", ".tif", _write_tiff, cli_flag="--export-tiff",
                  cli_help="also write the adversarial image as a 16-bit TIFF (grey or RGB)",
                  action_text="Export TIFF…", icon="SP_FileIcon",
-                 action_tip="Save the adversarial image as a 16-bit TIFF"),
+                 action_tip="Save the adversarial image as a 16-bit TIFF", asks_deidentify=True,
+                 deidentify_question="De-identify the exported file?\n\n" + _PLAIN_DEID.format(what="TIFF"),
+                 deidentify_default=False),
     ExportFormat("report", "Report", ".html", _write_reports, asks_deidentify=True, whole_record=True,
                  cli_flag="--report", cli_metavar="FORMATS", parse=_parse_reports,
                  cli_help="audit report formats, comma-separated: html, pdf (e.g. --report html,pdf)",

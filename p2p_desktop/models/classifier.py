@@ -28,6 +28,7 @@ __all__ = [
     "Classifier",
     "build_architecture",
     "load_classifier",
+    "classifier_sha256",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -350,6 +351,29 @@ def load_classifier(
     if verify_hash and not card.sha256:
         card = ModelCard(**{**asdict(card), "sha256": sha256_file(weights)})
     return classifier_from_state_dict(card, load_state_dict(weights), device=device)
+
+
+def classifier_sha256(spec: str | Path) -> str | None:
+    """The weights' SHA-256 a run of classifier ``spec`` records (as :meth:`Classifier.identity`
+    gives it once loaded), without loading the model: for the audit record of a run cancelled or
+    failed before its result. The registered entry's or model card's hash, else the weights
+    file's; None when ``spec`` names nothing readable (or a plugin that loads itself)."""
+    from p2p_desktop.models.weights import WEIGHT_SUFFIXES
+
+    path = Path(str(spec))
+    try:
+        card_file = path if path.suffix.lower() == ".json" else path / "card.json" if path.is_dir() else None
+        if card_file is not None:
+            card = ModelCard.from_json(card_file)
+            return card.sha256 or (sha256_file(card.weights_path) if card.weights_path.is_file() else None)
+        if path.suffix.lower() in WEIGHT_SUFFIXES + (".ckpt", ".bin"):
+            return sha256_file(path) if path.is_file() else None
+        from p2p_desktop.models.registry import find
+
+        entry = find(str(spec))
+        return entry.card.get("sha256") if entry is not None and isinstance(entry.card, dict) else None
+    except (InputError, ModelError, OSError, ValueError, TypeError):
+        return None
 
 
 def classifier_from_state_dict(card: ModelCard, state: dict, device: str = "cpu") -> Classifier:
