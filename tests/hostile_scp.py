@@ -1,13 +1,14 @@
 """A hostile DICOM node for the tests: a real pynetdicom C-GET SCP on loopback that serves one
 study of one very large instance (issue 28 item 3: a PACS node can exhaust our memory).
 
-    python -m tests.hostile_scp PORT_FILE SIZE_BYTES FOLDER
+    python -m tests.hostile_scp PORT_FILE SIZE_BYTES FOLDER [MOVE_PORT]
 
 writes a one-instance study of about ``SIZE_BYTES`` (8-bit frames of 1024 x 1024, PixelData
 written sparse, so making it costs no time), listens on 127.0.0.1 (port written to
-``PORT_FILE`` once it is listening, with the study and instance UIDs) and serves C-GET until
-killed. The instance is sent from its file in chunks (pynetdicom's
-``STORE_SEND_CHUNKED_DATASET``), so the node itself stays small whatever the size.
+``PORT_FILE`` once it is listening, with the study and instance UIDs) and serves C-GET (and
+C-MOVE to whichever AE title asks, at 127.0.0.1:``MOVE_PORT``) until killed. The instance is
+sent from its file in chunks (pynetdicom's ``STORE_SEND_CHUNKED_DATASET``), so the node itself
+stays small whatever the size.
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ def make_instance(folder: Path, size: int) -> tuple[Path, str, str]:
     return path, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
 
 
-def serve(port_file: Path, size: int, folder: Path) -> None:
-    """Serve C-GET of the one study until killed."""
+def serve(port_file: Path, size: int, folder: Path, move_port: int = 0) -> None:
+    """Serve C-GET and C-MOVE of the one study until killed."""
     import logging
 
     from pydicom import dcmread
     from pynetdicom import AE, StoragePresentationContexts, _config, evt
     from pynetdicom import association as _association
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+    from pynetdicom.sop_class import (
+        StudyRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     path, study_uid, sop_uid = make_instance(folder, size)
@@ -75,12 +79,22 @@ def serve(port_file: Path, size: int, folder: Path) -> None:
         ds._hostile_path = path
         yield 0xFF00, ds
 
+    def on_move(event):
+        yield "127.0.0.1", move_port
+        yield 1
+        ds = header.copy()
+        ds._hostile_path = path
+        yield 0xFF00, ds
+
     ae = AE(ae_title=AE_TITLE)
     ae.maximum_pdu_size = 0  # as large as the requestor takes
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.add_requested_context(header.file_meta.MediaStorageSOPClassUID, header.file_meta.TransferSyntaxUID)
     for cx in StoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax, scp_role=True, scu_role=True)
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_GET, on_get)])
+    handlers = [(evt.EVT_C_GET, on_get), (evt.EVT_C_MOVE, on_move)]
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
     port_file.write_text(json.dumps({"port": server.server_address[1], "study": study_uid, "sop": sop_uid,
                                      "size": path.stat().st_size, "ae_title": AE_TITLE}))
     import threading
@@ -89,4 +103,4 @@ def serve(port_file: Path, size: int, folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
+    serve(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 0)

@@ -35,12 +35,14 @@ _CLI = (
 
 
 @contextmanager
-def hostile_node(folder: Path, size: int):
-    """The hostile SCP serving one instance of about ``size`` bytes; yields its port-file info."""
+def hostile_node(folder: Path, size: int, move_port: int = 0):
+    """The hostile SCP serving one instance of about ``size`` bytes (C-MOVE to ``move_port``);
+    yields its port-file info."""
     folder.mkdir(parents=True, exist_ok=True)
     port_file = folder / "port.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.hostile_scp", str(port_file), str(size), str(folder)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.hostile_scp", str(port_file), str(size), str(folder),
+                             str(move_port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -55,15 +57,17 @@ def hostile_node(folder: Path, size: int):
         proc.wait()
 
 
-def _retrieve(tmp_path: Path, node: dict, wrap=lambda argv: argv, env_extra: dict | None = None):
+def _retrieve(tmp_path: Path, node: dict, wrap=lambda argv: argv, env_extra: dict | None = None,
+              method: str = "get", storage_port: int = 0):
     spool = tmp_path / "tmpdir"  # pynetdicom's temporary files would land here
     spool.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "P2P_DESKTOP_MEMORY_BUDGET"}
     env.update({"P2P_DESKTOP_HOME": str(tmp_path / "home"), "P2P_DESKTOP_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
                 "TMPDIR": str(spool), "PYTHONPATH": str(REPO), **(env_extra or {})})
     argv = [sys.executable, "-c", _CLI, "pacs", "retrieve", f"{node['ae_title']}@127.0.0.1:{node['port']}",
-            "--study", node["study"], "--out", str(tmp_path / "study"), "--method", "get",
+            "--study", node["study"], "--out", str(tmp_path / "study"), "--method", method,
             "--ae-title", "P2PTEST", "--timeout", "60"]
+    argv += ["--storage-port", str(storage_port)] if storage_port else []
     proc = subprocess.run(wrap(argv), capture_output=True, text=True, env=env, timeout=240)
     peak = int(proc.stdout.split("PEAK_KB")[1].split()[0]) * 1024 if "PEAK_KB" in proc.stdout else None
     return proc, peak
@@ -114,3 +118,14 @@ def test_budget_from_the_environment_refuses_without_root(tmp_path):
         proc, peak = _retrieve(tmp_path, node, env_extra={"P2P_DESKTOP_MEMORY_BUDGET": "32M"})
     _assert_refused(tmp_path, proc, node)
     assert "32 MiB" in proc.stderr
+
+
+def test_c_move_instance_over_the_budget_is_refused(tmp_path):
+    """The same over C-MOVE: the node connects to our storage SCP and sends the instance there."""
+    from tests.orthanc import free_port
+
+    port = free_port()
+    with hostile_node(tmp_path / "node", 64 * MB, move_port=port) as node:
+        proc, _peak = _retrieve(tmp_path, node, env_extra={"P2P_DESKTOP_MEMORY_BUDGET": "32M"}, method="move",
+                                storage_port=port)
+    _assert_refused(tmp_path, proc, node)
