@@ -115,9 +115,12 @@ def test_large_instance_within_the_budget_is_streamed_to_disk(tmp_path):
 def test_budget_from_the_environment_refuses_without_root(tmp_path):
     """$P2P_DESKTOP_MEMORY_BUDGET (no cgroup needed): a 64 MB instance against a 32 MB budget."""
     with hostile_node(tmp_path / "node", 64 * MB) as node:
+        start = time.monotonic()
         proc, peak = _retrieve(tmp_path, node, env_extra={"P2P_DESKTOP_MEMORY_BUDGET": "32M"})
+        elapsed = time.monotonic() - start
     _assert_refused(tmp_path, proc, node)
     assert "32 MiB" in proc.stderr
+    assert elapsed < 40, f"{elapsed:.0f} s: it waited for the 60 s DIMSE timeout instead of stopping at once"
 
 
 def test_c_move_instance_over_the_budget_is_refused(tmp_path):
@@ -126,6 +129,9 @@ def test_c_move_instance_over_the_budget_is_refused(tmp_path):
 
     port = free_port()
     with hostile_node(tmp_path / "node", 64 * MB, move_port=port) as node:
+        start = time.monotonic()
         proc, _peak = _retrieve(tmp_path, node, env_extra={"P2P_DESKTOP_MEMORY_BUDGET": "32M"}, method="move",
                                 storage_port=port)
+        elapsed = time.monotonic() - start
     _assert_refused(tmp_path, proc, node)
+    assert elapsed < 40, f"{elapsed:.0f} s: it waited for the 60 s DIMSE timeout instead of stopping at once"

@@ -466,14 +466,15 @@ class _Receiver:
         if self.limit is not None and self.received > self.limit:
             first = self.error is None
             self._refuse(f"an instance (over {_size(self.limit)} received so far)")
-            if first:
-                # the requesting thread waits for the C-GET's next message: end the wait now, as
-                # pynetdicom does when the peer aborts (a hostile node need not close its end)
+            if not first:
+                return
+            if event.assoc.is_requestor:
+                # C-GET: the requesting thread waits for the next message, with the reactor paused;
+                # end the wait as pynetdicom does for a lost connection: that thread then aborts
+                # (a hostile node need not stop sending nor close its end)
                 event.assoc.dimse.msg_queue.put((None, None))
-                try:
-                    event.assoc.abort(block=False)
-                except Exception as exc:  # noqa: BLE001 - the requesting thread aborts it then
-                    logging.getLogger("p2p_desktop").debug("abort from the receiving thread: %s", exc)
+            else:
+                event.assoc.abort(block=False)  # C-MOVE: our storage SCP's association
 
     def __call__(self, event) -> int:
         self.received = 0  # the next instance starts from nothing
