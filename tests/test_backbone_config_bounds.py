@@ -68,6 +68,29 @@ def test_size_beyond_its_bound_is_refused_naming_file_key_value_and_bound(demo_c
     assert rel in msg and key in msg and bound in msg and "before building" in msg and "\n" not in msg, msg
 
 
+@pytest.mark.parametrize("rel,changes", [
+    # each value within its bound, together 172 billion parameters (687 GB in fp32)
+    ("text_encoder/config.json", {"hidden_size": 8192, "intermediate_size": 65536, "num_hidden_layers": 128}),
+    ("unet/config.json", {"block_out_channels": [8192, 8192, 8192], "layers_per_block": 16}),
+    ("vae/config.json", {"block_out_channels": [4096, 8192], "layers_per_block": 16}),
+])
+def test_sizes_that_multiply_beyond_the_weights_are_refused_before_building(demo_copy, rel, changes):
+    import resource
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401 - imported before measuring
+    from transformers import CLIPTextModel  # noqa: F401
+
+    for key, value in changes.items():
+        _edit(demo_copy, rel, key, value)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelError) as err:
+        load_backbone(demo_copy, device="cpu")
+    msg = str(err.value)
+    assert rel in msg and "describes" in msg and "weights hold" in msg and "memory is available" in msg, msg
+    assert "before building" in msg and "\n" not in msg
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500 * 1024  # KB: nothing was built
+
+
 @pytest.mark.parametrize("rel,key,length", [
     ("unet/config.json", "block_out_channels", 10_000),
     ("vae/config.json", "down_block_types", 10_000),

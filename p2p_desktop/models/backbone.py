@@ -326,6 +326,7 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
                 **({"variant": variant} if variant else {})}
 
     check_configs(folder)
+    check_parameter_counts(folder, found, getattr(dtype, "itemsize", 4))
     loaded = tuple(p.relative_to(folder).as_posix() for p in _loaded_files(folder))
     digest = _weights_digest(folder, loaded)  # hashed before loading: what is recorded is what is read
     diffusers_kw = {"torch_dtype": dtype, **_low_mem_kw()}
@@ -413,6 +414,61 @@ def _read_config(folder: Path, rel: str) -> dict | None:
     if not isinstance(data, dict):
         raise ModelError(f"{rel} of backbone {folder} is not a JSON object")
     return data
+
+
+def _held_parameters(folder: Path, files: list[str]) -> int:
+    """Elements in the tensors of these safetensors files, from their headers (nothing is loaded)."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for rel in files:
+        with safe_open(str(folder / rel), framework="pt") as fh:
+            total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+    return total
+
+
+def check_parameter_counts(folder: Path, found: dict[str, tuple[str | None, bool]], itemsize: int = 4) -> None:
+    """A component whose config describes a larger model than its weights hold, and one larger
+    than the memory available, is refused before it is built: sizes within their bounds one by
+    one can still multiply to hundreds of GB (a text encoder of 128 layers of width 8,192).
+    Counted on the meta device (nothing allocated) against the safetensors headers; a smaller
+    mismatch is left to the weights check after loading (which names the missing keys). Pickle
+    weights are not counted."""
+    import json
+    import warnings
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    builders = {
+        "vae": lambda path: AutoencoderKL.from_config(json.loads(path.read_text(encoding="utf-8"))),
+        "unet": lambda path: UNet2DConditionModel.from_config(json.loads(path.read_text(encoding="utf-8"))),
+        "text_encoder": lambda path: CLIPTextModel(CLIPTextConfig.from_json_file(str(path))),
+    }
+    for comp, build in builders.items():
+        variant, safe = found.get(comp, (None, False))
+        files = _component_files(folder, comp, variant, safe) if safe else []
+        if not files:
+            continue
+        try:
+            held = _held_parameters(folder, files)
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")
+                described = sum(p.numel() for p in build(folder / comp / "config.json").parameters())
+        except Exception:  # noqa: BLE001 - a config that cannot be built: the real load says why
+            continue
+        if described <= held:
+            continue
+        from p2p_desktop.io.memory import memory_budget
+
+        need, budget = described * itemsize, memory_budget()
+        if budget is not None and need > budget:
+            raise ModelError(f"{comp}/config.json of backbone {folder} describes {described:,} parameters "
+                             f"({need / 2**30:.1f} GiB) but {comp}/ weights hold {held:,} (the bound) and "
+                             f"{budget / 2**30:.1f} GiB of memory is available; refused before building the model")
 
 
 def check_configs(folder: Path) -> None:
