@@ -1,5 +1,6 @@
 """Decode budgets (issue 15 item 7): small files that decode to gigabytes are refused with one line,
-before decoding, by the memory the whole pipeline needs (about 150 bytes per pixel)."""
+before decoding, by the memory the whole pipeline needs (measured: about 200 bytes per pixel, budgeted 250,
+plus what the models take); issue 28 item 1: the limit is the process's own cgroup's, or an ancestor's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from p2p_desktop.io import load_study
-from p2p_desktop.io.memory import BYTES_PER_PIXEL, check_decode_budget, memory_budget
+from p2p_desktop.io.memory import BYTES_PER_PIXEL, FIXED_BYTES, check_decode_budget, memory_budget
 
 
 def _png_bomb(path: Path, side: int = 5000) -> Path:
@@ -48,12 +49,12 @@ def _rle_bomb(path: Path, side: int = 8192) -> Path:
 
 
 def test_budget_arithmetic(monkeypatch):
-    monkeypatch.setenv("P2P_DESKTOP_MEMORY_BUDGET", "1G")
-    assert memory_budget() == 2**30
-    assert check_decode_budget(2000, 2000) is None  # 4 MP * 150 B = 0.56 GiB
-    reason = check_decode_budget(5000, 5000)
-    assert "5000x5000" in reason and "3.5 GiB" in reason and "1.0 GiB" in reason
-    assert BYTES_PER_PIXEL == 150
+    monkeypatch.setenv("P2P_DESKTOP_MEMORY_BUDGET", "2G")
+    assert memory_budget() == 2 * 2**30
+    assert check_decode_budget(2000, 2000) is None  # 4 MP * 250 B + 600 MiB = 1.5 GiB
+    reason = check_decode_budget(5000, 5000)  # 25 MP * 250 B + 600 MiB = 6.4 GiB
+    assert "5000x5000" in reason and "6.4 GiB" in reason and "2.0 GiB" in reason
+    assert BYTES_PER_PIXEL == 250 and FIXED_BYTES == 600 * 2**20
     monkeypatch.delenv("P2P_DESKTOP_MEMORY_BUDGET")
     assert memory_budget() and memory_budget() > 0  # the system's own figure
 
@@ -114,3 +115,128 @@ def test_address_space_limit_is_part_of_the_budget(tmp_path):
 def test_ordinary_images_still_load(pydicom_file):
     study = load_study(pydicom_file("examples_rgb_color.dcm"))
     assert study.width == 320
+
+
+# ----------------------------------------------------------------- the process's own cgroup (issue 28 item 1)
+
+G = 2**30
+_V1_MOUNTINFO = "35 25 0:30 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory\n"
+_V2_MOUNTINFO = "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+def _tree(tmp_path, cgroup_lines: str, mountinfo: str, files: dict[str, str]):
+    """A fake /proc/self (cgroup, mountinfo) and /sys/fs/cgroup tree; returns (proc, sys) roots."""
+    proc, sys_root = tmp_path / "proc", tmp_path / "sys"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text(cgroup_lines)
+    (proc / "self" / "mountinfo").write_text(mountinfo)
+    sys_root.mkdir()
+    for rel, text in files.items():
+        (sys_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (sys_root / rel).write_text(text)
+    return proc, sys_root
+
+
+def _v1(group: str, limit: int, usage: int, inactive: int = 0, hier: int = 9223372036854771712) -> dict[str, str]:
+    base = f"memory/{group}/".replace("//", "/")
+    return {base + "memory.limit_in_bytes": f"{limit}\n", base + "memory.usage_in_bytes": f"{usage}\n",
+            base + "memory.stat": f"cache 0\nhierarchical_memory_limit {hier}\ntotal_inactive_file {inactive}\n"}
+
+
+def test_v1_limit_of_an_ancestor_group_is_found(tmp_path):
+    # a Slurm step inside a job limited to 3 GB; the top level has no limit (what was read before)
+    from p2p_desktop.io.memory import cgroup_available
+
+    no = 9223372036854771712
+    proc, sys_root = _tree(tmp_path, "12:pids:/slurm\n4:memory:/slurm/uid_0/job_7/step_0\n1:cpu:/\n",
+                           _V1_MOUNTINFO, {**_v1("", no, 20 * G), **_v1("slurm", no, 5 * G),
+                                           **_v1("slurm/uid_0", no, 2 * G), **_v1("slurm/uid_0/job_7", 3 * G, G),
+                                           **_v1("slurm/uid_0/job_7/step_0", no, G // 2)})
+    assert cgroup_available(proc, sys_root) == 2 * G
+
+
+def test_v1_smallest_headroom_wins_and_page_cache_is_not_used(tmp_path):
+    from p2p_desktop.io.memory import cgroup_available
+
+    proc, sys_root = _tree(tmp_path, "4:memory:/a/b\n", _V1_MOUNTINFO,
+                           {**_v1("a", 8 * G, 6 * G, inactive=G), **_v1("a/b", 4 * G, 3 * G)})
+    assert cgroup_available(proc, sys_root) == G  # b: 4 - 3 = 1 GiB; a: 8 - (6 - 1) = 3 GiB
+
+
+def test_v1_hierarchical_limit_covers_ancestors_outside_the_mount(tmp_path):
+    # a container without its own cgroup namespace: /sys/fs/cgroup/memory *is* /docker/abc
+    from p2p_desktop.io.memory import cgroup_available
+
+    mountinfo = "35 25 0:30 /docker/abc /sys/fs/cgroup/memory ro,relatime - cgroup cgroup rw,memory\n"
+    no = 9223372036854771712
+    proc, sys_root = _tree(tmp_path, "4:memory:/docker/abc\n", mountinfo, _v1("", no, G, hier=3 * G))
+    assert cgroup_available(proc, sys_root) == 2 * G
+
+
+def test_v1_path_under_the_mount_root_is_translated(tmp_path):
+    from p2p_desktop.io.memory import cgroup_available
+
+    mountinfo = "35 25 0:30 /docker/abc /sys/fs/cgroup/memory ro,relatime - cgroup cgroup rw,memory\n"
+    proc, sys_root = _tree(tmp_path, "4:memory:/docker/abc/job\n", mountinfo, _v1("job", 2 * G, G // 2))
+    assert cgroup_available(proc, sys_root) == G + G // 2
+
+
+def test_v2_walks_up_to_the_nearest_limit(tmp_path):
+    from p2p_desktop.io.memory import cgroup_available
+
+    proc, sys_root = _tree(tmp_path, "0::/system.slice/run-u7.service\n", _V2_MOUNTINFO, {
+        "cgroup.controllers": "cpu memory pids\n",
+        "memory.current": f"{10 * G}\n",  # the root has no memory.max
+        "system.slice/memory.max": "max\n", "system.slice/memory.current": f"{4 * G}\n",
+        "system.slice/run-u7.service/memory.max": f"{3 * G}\n",
+        "system.slice/run-u7.service/memory.current": f"{G}\n",
+        "system.slice/run-u7.service/memory.stat": f"anon {G // 2}\ninactive_file {G // 2}\n"})
+    assert cgroup_available(proc, sys_root) == 2 * G + G // 2
+
+
+def test_v2_parent_limit_is_smaller_than_the_child_headroom(tmp_path):
+    from p2p_desktop.io.memory import cgroup_available
+
+    proc, sys_root = _tree(tmp_path, "0::/user.slice/job\n", _V2_MOUNTINFO, {
+        "cgroup.controllers": "memory\n",
+        "user.slice/memory.max": f"{2 * G}\n", "user.slice/memory.current": f"{int(1.5 * G)}\n",
+        "user.slice/job/memory.max": "max\n", "user.slice/job/memory.current": f"{G}\n"})
+    assert cgroup_available(proc, sys_root) == G // 2
+
+
+def test_hybrid_v2_unified_mount_and_no_limits_anywhere(tmp_path):
+    from p2p_desktop.io.memory import cgroup_available
+
+    no = 9223372036854771712
+    proc, sys_root = _tree(tmp_path, "4:memory:/x\n0::/x\n", _V1_MOUNTINFO, {
+        **_v1("x", no, G), "unified/x/cgroup.procs": "1\n"})
+    assert cgroup_available(proc, sys_root) is None
+    (sys_root / "unified/x/memory.max").write_text(f"{G}\n")
+    (sys_root / "unified/x/memory.current").write_text(f"{G // 4}\n")
+    assert cgroup_available(proc, sys_root) == 3 * G // 4
+
+
+def test_no_proc_files_means_no_cgroup_figure(tmp_path):
+    from p2p_desktop.io.memory import cgroup_available
+
+    assert cgroup_available(tmp_path / "none", tmp_path / "none") is None
+
+
+def test_rle_frame_in_a_3gb_cgroup_is_refused_not_killed(tmp_path):
+    """A 264 KB RLE DICOM of 4096² inside a 3 GB cgroup (a Slurm job, ``systemd-run -p MemoryMax``):
+    one line and exit 2 from its header, not the out-of-memory killer (137)."""
+    from tests.cgroup import memory_limited
+
+    (tmp_path / "in").mkdir()
+    src = _rle_bomb(tmp_path / "in" / "big.dcm", side=4096)
+    assert src.stat().st_size < 300_000
+    env = {k: v for k, v in os.environ.items() if k != "P2P_DESKTOP_MEMORY_BUDGET"}
+    env["P2P_DESKTOP_HOME"] = str(tmp_path / "home")
+    argv = [sys.executable, "-m", "p2p_desktop", "attack", str(src), "--attack", "fgsm", "--classifier",
+            "demo-squeezenet1_1", "--out", str(tmp_path / "out"), "--export-dicom"]
+    with memory_limited(3 * 10**9) as wrap:
+        proc = subprocess.run(wrap(argv), capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "4096x4096" in lines[0] and "working memory" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()

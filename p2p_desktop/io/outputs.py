@@ -185,6 +185,12 @@ def atomic_write_bytes(path: str | Path, data: Content, *, private: bool = False
     """
     path = Path(path)
     tmp = _write_temp(path, data, private=private)
+    return _link_into_place(tmp, path, on_created)
+
+
+def _link_into_place(tmp: str, path: Path, on_created=None) -> Path:
+    """Link the finished temporary file ``tmp`` (in ``path``'s folder) to ``path`` or a fresh
+    name beside it, never overwriting; ``tmp`` is removed either way."""
     try:
         while True:
             target = unique_path(path)
@@ -270,6 +276,32 @@ class OutputSet:
             self.records.append({"kind": kind, "path": str(path), "sha256": digest})
 
         return atomic_write_bytes(self.out_dir / name, data, private=private, on_created=created)
+
+    def adopt_file(self, name: str, src: str | Path, kind: str, *, private: bool = False) -> Path:
+        """Move the finished file ``src`` (on :attr:`out_dir`'s file system, e.g. a received
+        instance spooled in a folder inside it) into place as ``name``, as :meth:`write_bytes`
+        would write it, without holding its bytes in memory: hashed in chunks, fsynced, given the
+        umask's mode, then linked; ``src`` is gone afterwards."""
+        if self.cancel is not None:
+            self.cancel.check()
+        import hashlib
+
+        src = str(src)
+        digest = hashlib.sha256()
+        try:
+            with open(src, "rb+") as fh:
+                for chunk in iter(lambda: fh.read(2**20), b""):
+                    digest.update(chunk)
+                os.fsync(fh.fileno())
+            os.chmod(src, 0o600 if private else 0o666 & ~_umask())
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.out_dir / name}: {exc.strerror or exc}") from None
+        sha = digest.hexdigest()
+
+        def created(path: Path) -> None:
+            self.records.append({"kind": kind, "path": str(path), "sha256": sha})
+
+        return _link_into_place(src, self.out_dir / name, created)
 
     def rollback(self) -> None:
         for rec in self.records:

@@ -326,6 +326,7 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
                 **({"variant": variant} if variant else {})}
 
     check_configs(folder)
+    check_parameter_counts(folder, found, getattr(dtype, "itemsize", 4))
     loaded = tuple(p.relative_to(folder).as_posix() for p in _loaded_files(folder))
     digest = _weights_digest(folder, loaded)  # hashed before loading: what is recorded is what is read
     diffusers_kw = {"torch_dtype": dtype, **_low_mem_kw()}
@@ -352,42 +353,163 @@ def _load_folder(folder: Path, name: str, device: str, dtype, allow_pickle: bool
     return backbone
 
 
-# Sizes far beyond any Stable Diffusion 1.x/2.x configuration: refused before anything is built.
+# Sizes far beyond any Stable Diffusion 1.x/2.x/XL configuration: refused before anything is built.
+# Every size-like value (a number of tokens, positions, channels, heads, layers, groups, classes,
+# timesteps, a kernel side) has a bound; a list (per block) is checked value by value, nested
+# lists too. SD 1.5 / 2.1 / XL use: model_max_length 77, max_position_embeddings 77, hidden_size
+# 768-1280, unet block_out_channels up to 1280, attention_head_dim up to 20 (64 per head),
+# transformer_layers_per_block up to 10, sample_size 64-128, num_train_timesteps 1000.
 _CONFIG_LIMITS = {
     "scheduler/scheduler_config.json": {"num_train_timesteps": 100_000},
     "unet/config.json": {"sample_size": 1024, "in_channels": 64, "out_channels": 64, "cross_attention_dim": 8192,
-                         "block_out_channels": 8192, "layers_per_block": 16},
+                         "block_out_channels": 8192, "layers_per_block": 16, "attention_head_dim": 1024,
+                         "num_attention_heads": 256, "transformer_layers_per_block": 64,
+                         "reverse_transformer_layers_per_block": 64, "norm_num_groups": 1024,
+                         "num_class_embeds": 100_000, "projection_class_embeddings_input_dim": 65536,
+                         "addition_time_embed_dim": 8192, "addition_embed_type_num_heads": 256,
+                         "time_embedding_dim": 65536, "time_cond_proj_dim": 8192, "encoder_hid_dim": 8192,
+                         "conv_in_kernel": 15, "conv_out_kernel": 15},
     "vae/config.json": {"sample_size": 8192, "latent_channels": 64, "block_out_channels": 8192,
-                        "layers_per_block": 16, "in_channels": 16, "out_channels": 16},
+                        "layers_per_block": 16, "in_channels": 16, "out_channels": 16, "norm_num_groups": 1024},
     "text_encoder/config.json": {"vocab_size": 1_000_000, "hidden_size": 8192, "intermediate_size": 65536,
-                                 "num_hidden_layers": 128, "max_position_embeddings": 8192,
-                                 "num_attention_heads": 256},
+                                 "num_hidden_layers": 128, "max_position_embeddings": 4096,
+                                 "num_attention_heads": 256, "projection_dim": 8192},
+    # the tokenizer pads every prompt to model_max_length tokens
+    "tokenizer/tokenizer_config.json": {"model_max_length": 4096},
 }
+# Lists with one entry per block (or per timestep): their length is a size too.
+_LIST_LIMITS = {"block_out_channels": 16, "down_block_types": 16, "up_block_types": 16, "layers_per_block": 16,
+                "attention_head_dim": 16, "num_attention_heads": 16, "transformer_layers_per_block": 16,
+                "reverse_transformer_layers_per_block": 16, "cross_attention_dim": 16, "sample_size": 3,
+                "only_cross_attention": 16, "trained_betas": 100_000}
+# Files read whole while the backbone is built: a config is a few KB, SD's vocab.json 1.6 MB.
+_CONFIG_FILE_LIMIT = 4 * 2**20
+_TOKENIZER_FILE_LIMIT = 64 * 2**20
+_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "added_tokens.json", "special_tokens_map.json")
+
+
+def _bounded_values(value, depth: int = 0):
+    """The numbers in a config value: the value itself, or those of a (nested) list."""
+    if isinstance(value, list) and depth < 3:
+        for v in value:
+            yield from _bounded_values(v, depth + 1)
+    else:
+        yield value
+
+
+def _read_config(folder: Path, rel: str) -> dict | None:
+    path = folder / rel
+    if not path.is_file():
+        return None
+    import json
+
+    size = path.stat().st_size
+    if size > _CONFIG_FILE_LIMIT:
+        raise ModelError(f"{rel} of backbone {folder} is {size / 2**20:.1f} MiB (limit "
+                         f"{_CONFIG_FILE_LIMIT // 2**20} MiB for a config); refused before reading it")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelError(f"{rel} of backbone {folder} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{rel} of backbone {folder} is not a JSON object")
+    return data
+
+
+def _held_parameters(folder: Path, files: list[str]) -> int:
+    """Elements in the tensors of these safetensors files, from their headers (nothing is loaded)."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for rel in files:
+        with safe_open(str(folder / rel), framework="pt") as fh:
+            total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+    return total
+
+
+def check_parameter_counts(folder: Path, found: dict[str, tuple[str | None, bool]], itemsize: int = 4) -> None:
+    """A component whose config describes a larger model than its weights hold, and one larger
+    than the memory available, is refused before it is built: sizes within their bounds one by
+    one can still multiply to hundreds of GB (a text encoder of 128 layers of width 8,192).
+    Counted on the meta device (nothing allocated) against the safetensors headers; a smaller
+    mismatch is left to the weights check after loading (which names the missing keys). Pickle
+    weights are not counted."""
+    import json
+    import warnings
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    builders = {
+        "vae": lambda path: AutoencoderKL.from_config(json.loads(path.read_text(encoding="utf-8"))),
+        "unet": lambda path: UNet2DConditionModel.from_config(json.loads(path.read_text(encoding="utf-8"))),
+        "text_encoder": lambda path: CLIPTextModel(CLIPTextConfig.from_json_file(str(path))),
+    }
+    for comp, build in builders.items():
+        variant, safe = found.get(comp, (None, False))
+        files = _component_files(folder, comp, variant, safe) if safe else []
+        if not files:
+            continue
+        try:
+            held = _held_parameters(folder, files)
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")
+                described = sum(p.numel() for p in build(folder / comp / "config.json").parameters())
+        except Exception:  # noqa: BLE001 - a config that cannot be built: the real load says why
+            continue
+        if described <= held:
+            continue
+        from p2p_desktop.io.memory import memory_budget
+
+        need, budget = described * itemsize, memory_budget()
+        if budget is not None and need > budget:
+            raise ModelError(f"{comp}/config.json of backbone {folder} describes {described:,} parameters "
+                             f"({need / 2**30:.1f} GiB) but {comp}/ weights hold {held:,} (the bound) and "
+                             f"{budget / 2**30:.1f} GiB of memory is available; refused before building the model")
 
 
 def check_configs(folder: Path) -> None:
-    """Refuse configs whose sizes would exhaust memory while the model is built (one clear line)."""
-    import json
-
+    """Refuse configs whose sizes would exhaust memory while the model is built or run (one clear
+    line naming the file, the key, the value and the bound), before anything is built."""
+    configs: dict[str, dict] = {}
     for rel, limits in _CONFIG_LIMITS.items():
-        path = folder / rel
-        if not path.is_file():
+        data = _read_config(folder, rel)
+        if data is None:
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError) as exc:
-            raise ModelError(f"{rel} of backbone {folder} is not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ModelError(f"{rel} of backbone {folder} is not a JSON object")
+        configs[rel] = data
+        for key, value in data.items():
+            if isinstance(value, list) and key in _LIST_LIMITS and len(value) > _LIST_LIMITS[key]:
+                raise ModelError(f"{rel} of backbone {folder}: {key} has {len(value):,} entries (limit "
+                                 f"{_LIST_LIMITS[key]:,}); refused before building the model")
         for key, limit in limits.items():
-            value = data.get(key)
-            values = value if isinstance(value, list) else [value]
-            for v in values:
+            for v in _bounded_values(data.get(key)):
                 if v is None:
                     continue
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= limit:
-                    raise ModelError(f"{rel} of backbone {folder}: {key} = {v!r} is outside 1..{limit:,}; refused "
-                                     "before building the model")
+                if (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= limit
+                        or v != int(v)):
+                    raise ModelError(f"{rel} of backbone {folder}: {key} = {v!r} is outside 1..{limit:,} "
+                                     "(a whole number); refused before building the model")
+    tok = configs.get("tokenizer/tokenizer_config.json")
+    if tok is not None:
+        length = tok.get("model_max_length")
+        if length is None:
+            raise ModelError(f"tokenizer/tokenizer_config.json of backbone {folder}: model_max_length is missing "
+                             "(the tokenizer would pad every prompt to 10^30 tokens); refused before building "
+                             "the model")
+        te = configs.get("text_encoder/config.json")
+        positions = (te or {}).get("max_position_embeddings", 77)
+        if te is not None and length > positions:
+            raise ModelError(f"tokenizer/tokenizer_config.json of backbone {folder}: model_max_length = {length!r} "
+                             f"is larger than text_encoder/config.json's max_position_embeddings = {positions!r} "
+                             "(the bound); refused before building the model")
+    for name in _TOKENIZER_FILES:
+        path = folder / "tokenizer" / name
+        if path.is_file() and path.stat().st_size > _TOKENIZER_FILE_LIMIT:
+            raise ModelError(f"tokenizer/{name} of backbone {folder} is {path.stat().st_size / 2**20:.0f} MiB "
+                             f"(limit {_TOKENIZER_FILE_LIMIT // 2**20} MiB); refused before reading it")
 
 
 def _check_loading_info(folder: Path, comp: str, info: dict) -> None:
@@ -535,6 +657,12 @@ def _check_vocabulary(name, tokenizer, text_encoder) -> None:
     if size != table:
         raise ModelError(f"backbone {name}: tokenizer/ has {size:,} tokens but text_encoder/ has {table:,} "
                          "embeddings; they must come from the same checkpoint; refused")
+    length = getattr(tokenizer, "model_max_length", None)
+    positions = int(getattr(text_encoder.config, "max_position_embeddings", 0) or 0)
+    if not isinstance(length, int) or not 0 < length <= positions:
+        # e.g. a tokenizer config without model_max_length: transformers then pads prompts to 10^30 tokens
+        raise ModelError(f"backbone {name}: the tokenizer's model_max_length {length!r} is outside 1.."
+                         f"{positions:,} (the text encoder's max_position_embeddings); refused")
 
 
 def load_backbone(spec: str | Path, device: str = "auto", config_dir: str | Path | None = None,

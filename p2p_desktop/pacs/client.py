@@ -389,8 +389,46 @@ def _storage_contexts():
             [build_context(cx.abstract_syntax, AllTransferSyntaxes) for cx in AllStoragePresentationContexts])
 
 
+#: Received instances are spooled here (a hidden folder inside the output folder) while a
+#: DIMSE retrieval runs: pynetdicom's STORE_RECV_CHUNKED_DATASET and its temporary files are
+#: process-wide, so retrievals take turns.
+_SPOOL_LOCK = threading.Lock()
+_DISK_MARGIN = 64 * 2**20
+
+
+@contextmanager
+def _spooled(out_dir: Path) -> Iterator[Path]:
+    """pynetdicom writes each received C-STORE dataset straight to a file in a fresh spool folder
+    inside ``out_dir`` (not into memory: a 512 MB instance took about 4x its size), which is
+    removed on the way out with whatever is left in it (a refused or aborted instance)."""
+    import functools
+    import shutil
+    import tempfile
+
+    from pynetdicom import _config, dimse_messages
+
+    with _SPOOL_LOCK:
+        spool = Path(tempfile.mkdtemp(prefix=".p2p-spool-", dir=out_dir))
+        saved = (_config.STORE_RECV_CHUNKED_DATASET, dimse_messages.NamedTemporaryFile)
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=str(spool))
+        try:
+            yield spool
+        finally:
+            _config.STORE_RECV_CHUNKED_DATASET, dimse_messages.NamedTemporaryFile = saved
+            shutil.rmtree(spool, ignore_errors=True)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 class _Receiver:
-    """C-STORE handler: writes each received instance, unchanged, through an OutputSet."""
+    """C-STORE handler: moves each received instance, unchanged, from the spool into an OutputSet.
+
+    Each instance is checked against a budget while it arrives (``on_data``, per PDU): the memory
+    available (it has to fit in memory to be opened later) and the free space of the output
+    folder. One over it aborts the association and the retrieval fails with that reason."""
 
     def __init__(self, outs, study_uid: str, cancel, report: Report, transfer: Transfer) -> None:
         self.outs, self.study_uid, self.cancel = outs, study_uid, cancel
@@ -398,15 +436,68 @@ class _Receiver:
         self.total = 0
         self.error: BaseException | None = None
         self.lock = threading.Lock()
+        self.received = 0  # bytes of the instance now arriving
+        self.limit, self.why = self._budget()
+
+    def _budget(self) -> tuple[int | None, str]:
+        import shutil
+
+        from p2p_desktop.io.memory import memory_budget
+
+        bounds = []
+        memory = memory_budget()
+        if memory is not None:
+            bounds.append((memory, f"the {_size(memory)} of memory available"))
+        try:
+            disk = shutil.disk_usage(self.outs.out_dir).free - _DISK_MARGIN
+            bounds.append((max(disk, 0), f"the {_size(max(disk, 0))} free in {self.outs.out_dir}"))
+        except OSError:
+            pass
+        return min(bounds) if bounds else (None, "")
+
+    def _refuse(self, what: str) -> None:
+        if self.error is None:
+            self.error = PacsError(f"{self.transfer.node.describe()}: {what} of study {self.study_uid} exceeds the "
+                                   f"budget of {self.why}; retrieval refused, nothing kept")
+
+    def on_data(self, event) -> None:
+        """EVT_DATA_RECV: count the bytes of the instance arriving; abort once over the budget."""
+        self.received += len(event.data)
+        if self.limit is not None and self.received > self.limit:
+            first = self.error is None
+            self._refuse(f"an instance (over {_size(self.limit)} received so far)")
+            if not first:
+                return
+            if event.assoc.is_requestor:
+                # C-GET: the requesting thread waits for the next message, with the reactor paused;
+                # end the wait as pynetdicom does for a lost connection: that thread then aborts
+                # (a hostile node need not stop sending nor close its end)
+                event.assoc.dimse.msg_queue.put((None, None))
+            else:
+                event.assoc.abort(block=False)  # C-MOVE: our storage SCP's association
 
     def __call__(self, event) -> int:
+        self.received = 0  # the next instance starts from nothing
         req = event.request
         uid = str(req.AffectedSOPInstanceUID or "")
         sop_class = str(req.AffectedSOPClassUID or "")
         if self.cancel is not None and self.cancel.cancelled:
             return 0xFE00
+        if self.error is not None:
+            return 0xA700
+        spooled = Path(event.dataset_path)
+        size = spooled.stat().st_size
+        if self.limit is not None and size > self.limit:
+            self._refuse(f"instance {uid} ({_size(size)})")
+            with self.lock:
+                self.transfer.instances.append(Instance(uid, sop_class, "failed: over the budget"))
+            return 0xA700
         try:
-            study = str(event.dataset.get("StudyInstanceUID", ""))
+            from pydicom import dcmread
+
+            header = dcmread(spooled, stop_before_pixels=True, defer_size=2**16,
+                             specific_tags=["StudyInstanceUID"])
+            study = str(header.get("StudyInstanceUID", ""))
         except Exception:  # noqa: BLE001 - a dataset pydicom cannot parse
             study = ""
         if study != self.study_uid:
@@ -416,9 +507,11 @@ class _Receiver:
         name = f"{uid}.dcm" if _UID.match(uid) and len(uid) <= 64 else f"instance-{len(self.transfer.instances)}.dcm"
         try:
             with self.lock:
-                path = self.outs.write_bytes(name, event.encoded_dataset(include_meta=True), kind="dicom")
+                path = self.outs.adopt_file(name, spooled, kind="dicom")
                 self.transfer.instances.append(Instance(uid, sop_class, "success", str(path)))
                 done = len(self.transfer.paths)
+                if self.limit is not None:  # the disk has less room now
+                    self.limit, self.why = self._budget()
         except BaseException as exc:  # noqa: BLE001 - reported by the requesting thread
             self.error = exc
             return 0xA700
@@ -471,6 +564,13 @@ def retrieve(node: Node | WebNode, study_uid: str, out_dir: str | os.PathLike, *
 
 def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, method: str, ae_title: str,
                     storage_port: int, timeouts: Timeouts, report: Report, cancel) -> None:
+    with _spooled(outs.out_dir):
+        _retrieve_spooled(node, study_uid, outs, transfer, method=method, ae_title=ae_title,
+                          storage_port=storage_port, timeouts=timeouts, report=report, cancel=cancel)
+
+
+def _retrieve_spooled(node: Node, study_uid: str, outs, transfer: Transfer, *, method: str, ae_title: str,
+                      storage_port: int, timeouts: Timeouts, report: Report, cancel) -> None:
     from pydicom.dataset import Dataset
     from pynetdicom import build_role, evt
     from pynetdicom.sop_class import (
@@ -483,7 +583,7 @@ def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, met
     query.StudyInstanceUID = study_uid
     requested, supported = _storage_contexts()
     receiver = _Receiver(outs, study_uid, cancel, report, transfer)
-    handlers = [(evt.EVT_C_STORE, receiver)]
+    handlers = [(evt.EVT_C_STORE, receiver), (evt.EVT_DATA_RECV, receiver.on_data)]
     ae = _new_ae(ae_title, timeouts)
     if method == "get":
         model = StudyRootQueryRetrieveInformationModelGet
@@ -511,6 +611,8 @@ def _retrieve_dimse(node: Node, study_uid: str, outs, transfer: Transfer, *, met
         for status, _identifier in responses:
             code, text = _status_text(status)
             if code is None:
+                if receiver.error is not None:  # we aborted it: an instance over the budget
+                    raise receiver.error
                 raise _lost(node, assoc, timeouts, f"C-{method.upper()}", last)
             last = time.monotonic()
             remaining = int(getattr(status, "NumberOfRemainingSuboperations", 0) or 0)
