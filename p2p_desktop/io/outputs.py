@@ -28,7 +28,7 @@ from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
 __all__ = ["OutputSet", "safe_name", "check_output_dir", "unique_path", "atomic_write_bytes", "atomic_replace_bytes",
-           "atomic_replace_text", "atomic_replace_json"]
+           "atomic_replace_text", "atomic_replace_json", "FolderLock", "LOCK_FILE"]
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
 #: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
@@ -266,6 +266,85 @@ class OutputSet:
                 self.out_dir.rmdir()
             except OSError:
                 pass
+
+
+LOCK_FILE = ".p2p-desktop.lock"
+
+
+class FolderLock:
+    """One job at a time in an output folder (``evaluate --out``): an exclusive ``flock`` on
+    ``LOCK_FILE`` inside it, held for the job's life. The kernel drops the lock when the holder
+    dies however it dies, so a killed run's folder is free at once (and resumes); a finishing
+    run removes the file. A second run is refused with one line (:class:`OutputError`).
+    Creates the folder (and its parents) when missing. Without ``fcntl`` (Windows) no lock."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder {self.folder}: {exc.strerror or exc}") from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write in {self.folder}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_pid(fd)
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(f"{self.folder} is in use by another run{holder}; wait for it to finish, "
+                                      "or choose another output folder") from None
+                raise OutputError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            try:  # the file locked is still the one at the path (a finishing run removes it)
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid is only for the refusal's message
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                os.unlink(self.path)  # while still locked: a waiting run then locks a fresh file
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (process {text})" if text.isdigit() else ""
 
 
 def safe_name(name: str) -> str:
