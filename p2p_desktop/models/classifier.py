@@ -28,7 +28,12 @@ __all__ = [
     "Classifier",
     "build_architecture",
     "load_classifier",
+    "NonFiniteLogits",
 ]
+
+class NonFiniteLogits(ModelError):
+    """The classifier computed NaN or Inf logits (broken weights, or an input it overflows on)."""
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -240,7 +245,7 @@ class Classifier:
 
         out = self.module(self.preprocess(x))
         if not bool(torch.isfinite(out.detach()).all()):
-            raise ModelError(f"classifier {self.name} returned non-finite logits (NaN or Inf): its weights are "
+            raise NonFiniteLogits(f"classifier {self.name} returned non-finite logits (NaN or Inf): its weights are "
                              "broken, or the input overflows it; no verdict was made")
         return out
 
