@@ -28,7 +28,7 @@ from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
 __all__ = ["OutputSet", "safe_name", "check_output_dir", "unique_path", "atomic_write_bytes", "atomic_replace_bytes",
-           "atomic_replace_text", "atomic_replace_json", "FolderLock", "LOCK_FILE"]
+           "atomic_replace_text", "atomic_replace_json", "FolderLock", "LOCK_FILE", "deferred_signals"]
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
 #: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
@@ -99,7 +99,10 @@ def _umask() -> int:
 
 class _deferred_signals:
     """Ctrl-C and SIGTERM wait (POSIX, main thread) while a file is linked into place and
-    recorded, so a cancel can never leave a file that its OutputSet does not know about."""
+    recorded, so a cancel can never leave a file that its OutputSet does not know about.
+    Nests; leaving one that was never entered does nothing."""
+
+    _mask = None
 
     def __enter__(self):
         import signal
@@ -114,7 +117,11 @@ class _deferred_signals:
         import signal
 
         if self._mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            mask, self._mask = self._mask, None
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+deferred_signals = _deferred_signals
 
 
 def _write_temp(path: Path, data: Content, *, private: bool) -> str:
