@@ -319,7 +319,13 @@ class FolderLock:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise OutputError(f"{self.folder} is in use by another run{holder}; wait for it to finish, "
                                       "or choose another output folder") from None
-                raise OutputError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+                # a file system without locks (some network or FUSE mounts): run unlocked, as before
+                import logging
+
+                logging.getLogger(__name__).warning("cannot lock %s (%s); two runs there would not be told "
+                                                    "apart", self.path, exc.strerror or exc)
+                self._cleanup_unlocked()
+                return
             try:  # the file locked is still the one at the path (a finishing run removes it)
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
@@ -333,6 +339,13 @@ class FolderLock:
         except OSError:
             pass  # the pid is only for the refusal's message
         self._fd = fd
+
+    def _cleanup_unlocked(self) -> None:
+        try:
+            if self.path.stat().st_size == 0:
+                self.path.unlink()
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is None:
