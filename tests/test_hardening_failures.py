@@ -180,7 +180,7 @@ def test_read_only_out_is_one_line_exit_2_for_evaluate_and_attack(tmp_path, data
 # -- item 13: one run at a time in an output folder ------------------------------------------------
 def test_a_second_evaluate_into_the_same_out_is_refused_and_a_dead_ones_folder_resumes(tmp_path, data, capsys):
     out = tmp_path / "ev"
-    args = ["evaluate", str(data), "--attacks", "pgd", "--param", "pgd.steps=200", "--classifiers",
+    args = ["evaluate", str(data), "--attacks", "pgd", "--param", "pgd.steps=60", "--classifiers",
             "demo-squeezenet1_1", "--limit", "1", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
            "OMP_NUM_THREADS": "1"}
@@ -193,6 +193,7 @@ def test_a_second_evaluate_into_the_same_out_is_refused_and_a_dead_ones_folder_r
         first.send_signal(signal.SIGSTOP)  # the first run holds the folder, frozen mid-job
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         before = (out / "per_image.csv").read_bytes()
+        assert len(before.splitlines()) <= 1, "the first run finished its job before it was stopped"
         code = main(*args)
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and "in use" in err, err
