@@ -33,6 +33,7 @@ an explicit path overrides it.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import hmac
 import json
@@ -186,6 +187,31 @@ def _tail(fh) -> tuple[bytes, int, bool]:
     return last, offset, terminated
 
 
+def _write_at(fd: int, offset: int, data: bytes, *, restore: int) -> None:
+    """Write ``data`` at ``offset`` and end the file there, fsynced; all or nothing.
+
+    Whatever goes wrong (disk full after part of a page, an interrupt), the file is cut back to
+    ``restore`` bytes (its size before, less trailing blank lines that hold nothing) and fsynced:
+    no byte of a torn record stays to block the next append."""
+    try:
+        os.ftruncate(fd, offset)  # drops trailing blank lines (they hold nothing)
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view):  # a short write (disk full) writes part; the next one raises
+            n = os.pwrite(fd, view[pos:], offset + pos)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            pos += n
+        os.fsync(fd)
+    except BaseException:
+        try:
+            os.ftruncate(fd, restore)
+            os.fsync(fd)
+        except OSError:  # pragma: no cover - truncating never needs space
+            pass
+        raise
+
+
 class AuditLog:
     """One audit log file. ``append`` is safe across threads and processes."""
 
@@ -201,8 +227,11 @@ class AuditLog:
         key = load_key(self.key_path, create=True)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "r+b" if self.path.exists() else "a+b") as fh:
+            # unbuffered: every byte written is a system call whose failure is seen here, never a
+            # buffer flushed again by truncate() or close() after the file was cut back
+            with open(self.path, "r+b" if self.path.exists() else "a+b", buffering=0) as fh:
                 with _exclusive(self.path):
+                    original = os.fstat(fh.fileno()).st_size
                     last, offset, terminated = _tail(fh)
                     prev, seq = GENESIS, 0
                     if last:
@@ -218,30 +247,16 @@ class AuditLog:
                             # A damaged (edited) last line: chain onto its bytes; `verify` reports it.
                             prev = hashlib.sha256(last).hexdigest()
                             seq = sum(1 for line in _iter_lines(self.path) if line.strip())
-                        if not terminated:  # a complete record whose end of line was lost
-                            fh.seek(0, os.SEEK_END)
-                            fh.write(b"\n")
-                            offset += 1
                     record = {"seq": seq, "time": _now(), "event": str(event), "data": finite_json(data),
                               "prev": prev,
                               "key": key_id(key)}
                     record["hash"] = record_hash(record)
                     record["mac"] = record_mac(record, key)
                     line = canonical_json(record) + b"\n"
-                    try:
-                        fh.truncate(offset)  # drops trailing blank lines (they hold nothing)
-                        fh.seek(offset)
-                        fh.write(line)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    except BaseException:
-                        try:  # all or nothing: no half record stays behind
-                            fh.truncate(offset)
-                            fh.flush()
-                            os.fsync(fh.fileno())
-                        except OSError:
-                            pass
-                        raise
+                    if not terminated:  # a complete record whose end of line was lost
+                        line = b"\n" + line
+                    _write_at(fh.fileno(), offset, line, restore=min(original, offset))
+
         except OSError as exc:
             raise OutputError(f"cannot append to the audit log {self.path}: {exc.strerror or exc}") from None
         return record

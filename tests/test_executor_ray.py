@@ -99,10 +99,10 @@ def cluster():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """Four unseen phantoms and the serial executor's results on them."""
+    import torch
+
     from p2p_desktop.jobs.evaluate import evaluate
     from p2p_desktop.phantoms import write_png_dataset
-
-    import torch
 
     base = tmp_path_factory.mktemp("ray")
     write_png_dataset(base / "data", 4, seed=5000000, size=96)
@@ -304,3 +304,30 @@ def test_an_existing_token_is_narrowed_and_a_token_of_the_users_choice_left_alon
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert _private_token() is None and token.stat().st_mode & 0o777 == 0o644
+
+
+def test_sigterm_cancels_like_ctrl_c_and_is_audited_cancelled(cluster, study, tmp_path):
+    """Ray's driver set-up replaced the program's SIGTERM handler with ``sys.exit(15)``: the run
+    ended in Ray's native abort (exit 134), audited "failed"."""
+    import json
+
+    base, _ = study
+    out, log = tmp_path / "t", tmp_path / "audit.jsonl"
+    env = {**cluster["env"], "P2P_DESKTOP_AUDIT_LOG": str(log)}
+    proc = subprocess.Popen([sys.executable, "-m", "p2p_desktop", "evaluate", str(base / "data"), "--attacks",
+                             ",".join(ATTACKS), "--classifiers", CLASSIFIER, "--param", "pgd.steps=30", "--out",
+                             str(out), "--executor", "ray", "--ray-address", cluster["address"], "--workers", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    csv_path = out / "per_image.csv"
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) >= 2:  # header + one finished row
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3 and "cancelled" in err, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "*** SIG" not in err and "core dumped" not in err, err[-3000:]
+    assert 1 <= len(_rows(out)) < 8
+    records = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    assert records[-1]["event"] == "evaluate" and records[-1]["data"]["status"] == "cancelled", records[-1]

@@ -33,7 +33,10 @@ from p2p_desktop.errors import InputError, ModelError, OutOfMemory
 from p2p_desktop.io.study import Study
 from p2p_desktop.jsonsafe import jsonable
 from p2p_desktop.metrics import compute_metrics
-from p2p_desktop.models.classifier import Classifier, to_numpy, to_tensor
+from p2p_desktop.models.classifier import Classifier, NonFiniteLogits, to_numpy, to_tensor
+
+NON_FINITE_ATTACKED = ("the classifier returned non-finite probabilities (NaN or Inf) for the attacked image; "
+                       "nothing was written")
 
 __all__ = ["AttackResult", "run_attack", "software_versions", "is_out_of_memory"]
 
@@ -200,51 +203,54 @@ def run_attack(
                         backbone=backbone, on_step=on_step, cancel=cancel, generator=generator,
                         written=written)
 
-    # 3. the attack (after an out-of-memory error: one retry at lower cost, where one exists)
-    cancel.check()
-    t0 = time.perf_counter()
-    try:
-        out = attack.run(x, ctx)
-    except BaseException as exc:
-        if not is_out_of_memory(exc):
-            raise
-        _free_memory()
-        cheaper = attack.cheaper()
-        what = f"{attack.name} ran out of memory on {device}"
-        if cheaper is None:
-            raise OutOfMemory(f"{what}; free memory (close other jobs), use a smaller model or --device cpu") from None
-        changes = {k: v for k, v in cheaper.config.to_dict().items() if cfg.to_dict().get(k) != v}
-        notes.append(f"{what}; retried at lower cost with {changes}")
-        ctx.history.clear()
-        torch.manual_seed(cfg.seed)
-        ctx.generator = torch.Generator().manual_seed(cfg.seed)
-        attack, cfg = cheaper, cheaper.config
+    try:  # a classifier giving NaN/Inf on a moved image: one line about the attacked image
+        # 3. the attack (after an out-of-memory error: one retry at lower cost, where one exists)
+        cancel.check()
+        t0 = time.perf_counter()
         try:
             out = attack.run(x, ctx)
-        except BaseException as exc2:
-            if is_out_of_memory(exc2):
-                _free_memory()
-                raise OutOfMemory(f"{what}, also at lower cost {changes}; use --device cpu or a smaller "
-                                  "backbone") from None
-            raise
-    seconds = time.perf_counter() - t0
-    cancel.check()
+        except BaseException as exc:
+            if not is_out_of_memory(exc):
+                raise
+            _free_memory()
+            cheaper = attack.cheaper()
+            what = f"{attack.name} ran out of memory on {device}"
+            if cheaper is None:
+                raise OutOfMemory(f"{what}; free memory (close other jobs), use a smaller model or "
+                                  "--device cpu") from None
+            changes = {k: v for k, v in cheaper.config.to_dict().items() if cfg.to_dict().get(k) != v}
+            notes.append(f"{what}; retried at lower cost with {changes}")
+            ctx.history.clear()
+            torch.manual_seed(cfg.seed)
+            ctx.generator = torch.Generator().manual_seed(cfg.seed)
+            attack, cfg = cheaper, cheaper.config
+            try:
+                out = attack.run(x, ctx)
+            except BaseException as exc2:
+                if is_out_of_memory(exc2):
+                    _free_memory()
+                    raise OutOfMemory(f"{what}, also at lower cost {changes}; use --device cpu or a smaller "
+                                      "backbone") from None
+                raise
+        seconds = time.perf_counter() - t0
+        cancel.check()
 
-    # 4. back to the source geometry, quantised as it will be written
-    with torch.no_grad():
-        adv = out.adversarial.detach().to(x.device, dtype=torch.float32)
-        if not bool(torch.isfinite(adv).all()):  # never quantise NaN/Inf into an image
-            raise ModelError(f"{attack.name} produced non-finite pixel values (NaN or Inf): the classifier or "
-                             "backbone is broken or incomplete; nothing was written")
-        p_int = classifier.probs(adv)[0].float().cpu().numpy()
-        adv_src = to_source_geometry(adv, x, str(out.info.get("output", "residual")))
-    written = study.quantise(to_numpy(adv_src))
-    # 5. the verdict on the written image
-    with torch.no_grad():
-        p1 = classifier.probs(to_tensor(written).to(classifier.device))[0].float().cpu().numpy()
-    if not (np.isfinite(p1).all() and np.isfinite(p_int).all()):
-        raise ModelError("the classifier returned non-finite probabilities (NaN or Inf) for the attacked image; "
-                         "nothing was written")
+        # 4. back to the source geometry, quantised as it will be written
+        with torch.no_grad():
+            adv = out.adversarial.detach().to(x.device, dtype=torch.float32)
+            if not bool(torch.isfinite(adv).all()):  # never quantise NaN/Inf into an image
+                raise ModelError(f"{attack.name} produced non-finite pixel values (NaN or Inf): the classifier or "
+                                 "backbone is broken or incomplete; nothing was written")
+            p_int = classifier.probs(adv)[0].float().cpu().numpy()
+            adv_src = to_source_geometry(adv, x, str(out.info.get("output", "residual")))
+        written = study.quantise(to_numpy(adv_src))
+        # 5. the verdict on the written image
+        with torch.no_grad():
+            p1 = classifier.probs(to_tensor(written).to(classifier.device))[0].float().cpu().numpy()
+        if not (np.isfinite(p1).all() and np.isfinite(p_int).all()):
+            raise ModelError(NON_FINITE_ATTACKED)
+    except NonFiniteLogits:
+        raise ModelError(NON_FINITE_ATTACKED) from None
     adv_idx, int_idx = int(p1.argmax()), int(p_int.argmax())
     success, success_internal = ctx.is_adversarial(adv_idx), ctx.is_adversarial(int_idx)
     if success != success_internal:

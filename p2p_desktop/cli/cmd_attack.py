@@ -13,6 +13,7 @@ from p2p_desktop.cli.common import (
     add_dtype_arg,
     apply_dtype,
     emit_json,
+    outputs_complete,
     progress_bar,
     seed_arg,
     split_list,
@@ -186,7 +187,8 @@ def run(args) -> int:
     summary = job.save_run(result, study, args.out, input_path=args.input, input_sha256=sha256_file(args.input),
                            audit=audit, command="attack", exports=exports, deidentify=bool(args.deidentify),
                            classifier_spec=clf_spec, backbone_spec=bb_spec, label=args.label, cancel=cancel,
-                           pseudonym_map=args.pseudonym_map if args.deidentify else None)
+                           pseudonym_map=args.pseudonym_map if args.deidentify else None,
+                           on_complete=outputs_complete)  # from here a SIGTERM keeps them: exit 0
     from p2p_desktop.input_check import WARNING_PREFIX
 
     if send_node is not None:

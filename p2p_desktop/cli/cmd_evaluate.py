@@ -13,7 +13,15 @@ import signal
 import sys
 import threading
 
-from p2p_desktop.cli.common import add_device_arg, add_dtype_arg, emit_json, progress_bar, seed_arg, split_list
+from p2p_desktop.cli.common import (
+    add_device_arg,
+    add_dtype_arg,
+    emit_json,
+    outputs_complete,
+    progress_bar,
+    seed_arg,
+    split_list,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -149,6 +157,7 @@ def run(args) -> int:
     finally:
         if state["bar"] is not None:
             state["bar"].close()
+    outputs_complete()  # the tables are written and audited: a SIGTERM from here on keeps them (exit 0)
 
     sent = None
     if send_node is not None:

@@ -9,7 +9,7 @@ attack runs with the same config, seed, true label and export options. The JSON 
 
 from __future__ import annotations
 
-from p2p_desktop.cli.common import progress_bar
+from p2p_desktop.cli.common import outputs_complete, progress_bar
 
 __all__ = ["add_parser", "run"]
 
@@ -42,7 +42,7 @@ def run(args) -> int:
             bar.update(1)
 
         summary, result = rerun(record, args.out, device=args.device, audit_log=args.audit_log, on_step=on_step,
-                                dtype=args.dtype)
+                                dtype=args.dtype, on_complete=outputs_complete)
     warnings = [n for n in result.notes if n.startswith(("de-identification", "classifier:", "backbone:"))
                 or "differs from the recorded" in n]
     print_run(summary, result, args, warnings=warnings)

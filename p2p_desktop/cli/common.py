@@ -9,7 +9,31 @@ from typing import Any
 from p2p_desktop.jsonsafe import finite_json
 
 __all__ = ["emit_json", "progress_bar", "add_device_arg", "add_dtype_arg", "apply_dtype", "split_list", "seed_arg",
-           "finite_json"]
+           "finite_json", "outputs_complete", "TERMINATION"]
+
+
+class _Termination:
+    """Where the running command stands for a SIGTERM or Ctrl-C (``p2p_desktop.cli.main``):
+    before :func:`outputs_complete` it cancels (everything written rolled back, exit 3); after,
+    the outputs are complete and stay, so it ends the command with exit 0 and says so."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.complete = False  # the command's outputs are written and audited
+        self.requested = False  # a SIGTERM arrived (also one whose exception was swallowed)
+
+
+TERMINATION = _Termination()
+
+
+def outputs_complete() -> None:
+    """Say that the command's outputs are written and audited: a termination from now on keeps
+    them and exits 0 (one that arrived while they were committed is acted on now)."""
+    TERMINATION.complete = True
+    if TERMINATION.requested:
+        raise KeyboardInterrupt("terminated")
 
 
 def emit_json(obj: Any) -> None:

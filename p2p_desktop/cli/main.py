@@ -110,11 +110,34 @@ class _EscapingStream:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled exactly like Ctrl-C: everything written is rolled back, nothing audited."""
+    """SIGTERM, handled exactly like Ctrl-C: everything written is rolled back, nothing audited
+    (once the outputs are complete, see :func:`p2p_desktop.cli.common.outputs_complete`, they stay)."""
 
 
 def _on_sigterm(signum, frame) -> None:
+    from p2p_desktop.cli.common import TERMINATION
+
+    TERMINATION.requested = True
     raise _Terminated()
+
+
+def _quiet_unraisable(previous):
+    """``sys.unraisablehook`` while a command runs: a SIGTERM or Ctrl-C that lands in a finaliser
+    (``__del__``, a weakref callback) cannot propagate; it is noted, not printed as a traceback."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            from p2p_desktop.cli.common import TERMINATION
+
+            TERMINATION.requested = True
+            return
+        previous(unraisable)
+
+    return hook
+
+
+_COMPLETE_NOTE = ("p2p-desktop: terminated after the outputs were complete: they are written, audited and kept; "
+                  "only what came after them (printing, sending) was stopped")
 
 
 _QUIET_LOGGERS = ("diffusers", "transformers", "pydicom", "PIL", "torch", "huggingface_hub", "matplotlib")
@@ -122,10 +145,13 @@ _QUIET_LOGGERS = ("diffusers", "transformers", "pydicom", "PIL", "torch", "huggi
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: open the desktop app, or run a sub-command; the exit code (3 when cancelled)."""
+    from p2p_desktop.cli.common import TERMINATION
     from p2p_desktop.errors import Cancelled, P2PError
 
+    program = argv is None  # the program itself (not a caller in this process): see _command_scope
     parser = build_parser()
     args = parser.parse_args(argv)
+    TERMINATION.reset()
     try:
         if args.command is None:
             if args.screenshot and not args.smoke_test:
@@ -133,19 +159,25 @@ def main(argv: list[str] | None = None) -> int:
             from p2p_desktop.gui.app import run_app
 
             return run_app(smoke_test=args.smoke_test, screenshot=args.screenshot)
-        with _command_scope(verbose=bool(args.verbose)):
+        with _command_scope(verbose=bool(args.verbose), program=program):
             from p2p_desktop.plugins import load_plugins
 
             load_plugins()  # once, at start-up: the registries never look for plugins themselves
-            return int(args.handler(args) or 0)
+            code = int(args.handler(args) or 0)
+            if TERMINATION.requested:  # a SIGTERM swallowed by a finaliser: the command finished anyway
+                sys.stderr.write(_COMPLETE_NOTE + "\n")
+            return code
+    except KeyboardInterrupt as exc:
+        if TERMINATION.complete:
+            sys.stderr.write(_COMPLETE_NOTE + "\n")
+            return 0
+        if isinstance(exc, _Terminated) or TERMINATION.requested:
+            sys.stderr.write("p2p-desktop: cancelled (terminated); nothing half-written was left behind\n")
+        else:
+            sys.stderr.write("p2p-desktop: cancelled (Ctrl-C); nothing half-written was left behind\n")
+        return 3
     except Cancelled as exc:
         sys.stderr.write(f"p2p-desktop: cancelled: {escape_controls(str(exc))}\n")
-        return 3
-    except _Terminated:
-        sys.stderr.write("p2p-desktop: cancelled (terminated); nothing half-written was left behind\n")
-        return 3
-    except KeyboardInterrupt:
-        sys.stderr.write("p2p-desktop: cancelled (Ctrl-C); nothing half-written was left behind\n")
         return 3
     except P2PError as exc:
         sys.stderr.write(f"p2p-desktop: error: {escape_controls(str(exc))}\n")
@@ -162,8 +194,9 @@ class _command_scope:
     Ctrl-C (outputs rolled back, nothing audited), library warnings and log records stay off
     stderr unless --verbose (a refusal is one line)."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, program: bool = False) -> None:
         self.verbose = verbose
+        self.program = program  # the process ends after this command: its end is not interruptible
 
     def __enter__(self):
         import logging
@@ -179,6 +212,8 @@ class _command_scope:
                 self._previous = signal.signal(signal.SIGTERM, _on_sigterm)
             except (ValueError, OSError):  # pragma: no cover
                 self._previous = None
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = _quiet_unraisable(self._unraisable)
         self._warnings = warnings.catch_warnings(record=True)
         self._caught = self._warnings.__enter__()
         warnings.simplefilter("always")
@@ -198,8 +233,14 @@ class _command_scope:
         if self.verbose:
             for w in self._caught:
                 sys.stderr.write(f"p2p-desktop: library warning: {w.category.__name__}: {w.message}\n")
-        if self._previous is not None:
+        if self.program and self._previous is not None:
+            # the command is over and the process only ends now: a SIGTERM or Ctrl-C from here on
+            # would turn a finished run into exit 143 or a traceback from interpreter shutdown
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        elif self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+        sys.unraisablehook = self._unraisable
         sys.stdout, sys.stderr = self._streams
 
 

@@ -223,18 +223,19 @@ class RayExecutor:
         """Join the cluster (or start a local one); refuse one that cannot give the GPUs asked for."""
         ray = _import_ray()
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if ray.is_initialized():
-            pass
-        elif self.address:
-            _reachable(self.address)
-            try:
-                ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise InputError(f"cannot join the Ray cluster at {self.address}: {first}") from None
-        else:
-            _init_local(ray, self.workers or max(1, (os.cpu_count() or 1)))
-            self.started_local = True
+        with _keep_sigterm():  # ray.init replaces the driver's SIGTERM handler with sys.exit
+            if ray.is_initialized():
+                pass
+            elif self.address:
+                _reachable(self.address)
+                try:
+                    ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    raise InputError(f"cannot join the Ray cluster at {self.address}: {first}") from None
+            else:
+                _init_local(ray, self.workers or max(1, (os.cpu_count() or 1)))
+                self.started_local = True
         resources = ray.cluster_resources()
         if self.gpus_per_worker > 0 and float(resources.get("GPU", 0)) < self.gpus_per_worker:
             self.shutdown()
@@ -322,6 +323,27 @@ class RayExecutor:
                     yield result
         finally:
             self.shutdown()
+
+
+class _keep_sigterm:
+    """Keep the caller's SIGTERM handler across ``ray.init``, which installs its own
+    (``sys.exit(15)``) in the driver: a terminated evaluation then ran no clean-up of its own,
+    was audited "failed" and ended in Ray's native abort (exit 134). With the caller's handler
+    (the CLI's: cancel like Ctrl-C) SIGTERM cancels it cleanly, exit 3."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._main = threading.current_thread() is threading.main_thread()
+        self._handler = signal.getsignal(signal.SIGTERM) if self._main else None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._main and self._handler is not None:
+            signal.signal(signal.SIGTERM, self._handler)
 
 
 def _one_line(exc: BaseException) -> P2PError:

@@ -24,7 +24,10 @@ def run_unit(unit: Unit, image_file: Path, classifier, attack, backbone, worker:
         row = {"image": unit.image_id, "label": unit.label or "", "classifier": unit.classifier,
                "attack": unit.attack, "error": f"cannot load the image: {exc}"}
         return UnitResult(unit, row, worker=worker)
-    clean_pred, _ = classifier.predict(study.image)
+    clean_pred, error = clean_verdict(classifier, study.image)
+    if error is not None:
+        return UnitResult(unit, {"image": unit.image_id, "label": unit.label, "classifier": unit.classifier,
+                                 "attack": unit.attack, "procedure": unit.procedure, "error": error}, worker=worker)
     if clean_pred != unit.label:
         return UnitResult(unit, None, skipped="misclassified", worker=worker)
     row: dict[str, Any] = {"image": unit.image_id, "label": unit.label, "classifier": unit.classifier,
@@ -35,6 +38,15 @@ def run_unit(unit: Unit, image_file: Path, classifier, attack, backbone, worker:
     if res is not None and res.success:
         png = encode_png(res.adversarial, bits=study.bits_stored)
     return UnitResult(unit, row, png=png, attacked=True, worker=worker)
+
+
+def clean_verdict(classifier, image) -> tuple[str | None, str | None]:
+    """``(label, None)``: the classifier's verdict on the clean image; ``(None, error)`` when it
+    cannot give one (non-finite logits): the job's row is an error, never a class."""
+    try:
+        return classifier.predict(image)[0], None
+    except InputError as exc:
+        return None, f"cannot classify the clean image: {' '.join(str(exc).split())[:300]}"
 
 
 def attack_into_row(row: dict[str, Any], study, classifier, attack, backbone, true_label, *, what: str,
@@ -49,8 +61,9 @@ def attack_into_row(row: dict[str, Any], study, classifier, attack, backbone, tr
     except (Cancelled, KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one image never stops the batch
-        log.warning("%s failed", what, exc_info=True)
         text = " ".join(str(exc).split())[:300]
+        # bad input (a broken model, an image it cannot take) is its one line; a bug keeps its traceback
+        log.warning("%s failed: %s", what, text, exc_info=not isinstance(exc, InputError))
         row["error"] = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
         return None
     from p2p_desktop.metrics import image_metrics

@@ -28,7 +28,8 @@ from p2p_desktop.errors import OutputError
 from p2p_desktop.hashing import sha256_bytes
 
 __all__ = ["OutputSet", "safe_name", "check_output_dir", "export_start_folder", "unique_path", "atomic_write_bytes",
-           "atomic_replace_bytes", "atomic_replace_text", "atomic_replace_json"]
+           "atomic_replace_bytes", "atomic_replace_text", "atomic_replace_json", "FolderLock", "LOCK_FILE",
+           "deferred_signals"]
 
 #: What a writer takes: the bytes themselves, or a function that writes them to a binary file
 #: (``lambda fh: torch.save(obj, fh)``), so a large object need not be held in memory twice.
@@ -116,7 +117,10 @@ def _umask() -> int:
 
 class _deferred_signals:
     """Ctrl-C and SIGTERM wait (POSIX, main thread) while a file is linked into place and
-    recorded, so a cancel can never leave a file that its OutputSet does not know about."""
+    recorded, so a cancel can never leave a file that its OutputSet does not know about.
+    Nests; leaving one that was never entered does nothing."""
+
+    _mask = None
 
     def __enter__(self):
         import signal
@@ -131,7 +135,11 @@ class _deferred_signals:
         import signal
 
         if self._mask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            mask, self._mask = self._mask, None
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+deferred_signals = _deferred_signals
 
 
 def _write_temp(path: Path, data: Content, *, private: bool) -> str:
@@ -315,6 +323,98 @@ class OutputSet:
                 self.out_dir.rmdir()
             except OSError:
                 pass
+
+
+LOCK_FILE = ".p2p-desktop.lock"
+
+
+class FolderLock:
+    """One job at a time in an output folder (``evaluate --out``): an exclusive ``flock`` on
+    ``LOCK_FILE`` inside it, held for the job's life. The kernel drops the lock when the holder
+    dies however it dies, so a killed run's folder is free at once (and resumes); a finishing
+    run removes the file. A second run is refused with one line (:class:`OutputError`).
+    Creates the folder (and its parents) when missing. Without ``fcntl`` (Windows) no lock."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder {self.folder}: {exc.strerror or exc}") from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write in {self.folder}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_pid(fd)
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(f"{self.folder} is in use by another run{holder}; wait for it to finish, "
+                                      "or choose another output folder") from None
+                # a file system without locks (some network or FUSE mounts): run unlocked, as before
+                import logging
+
+                logging.getLogger(__name__).warning("cannot lock %s (%s); two runs there would not be told "
+                                                    "apart", self.path, exc.strerror or exc)
+                self._cleanup_unlocked()
+                return
+            try:  # the file locked is still the one at the path (a finishing run removes it)
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid is only for the refusal's message
+        self._fd = fd
+
+    def _cleanup_unlocked(self) -> None:
+        try:
+            if self.path.stat().st_size == 0:
+                self.path.unlink()
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                os.unlink(self.path)  # while still locked: a waiting run then locks a fresh file
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (process {text})" if text.isdigit() else ""
 
 
 def safe_name(name: str) -> str:

@@ -111,26 +111,37 @@ def run_summary(result, study, input_sha256: str, *, deidentified: bool = False)
 def save_run(result, study, out_dir, *, input_path, input_sha256: str, audit, command: str,
              exports: Mapping[str, Any] | None = None, deidentify: bool = False, classifier_spec=None,
              backbone_spec=None, label: str | None = None, cancel=None, pseudonym_map=None,
-             audit_extra: Callable[[list[dict]], dict] | None = None) -> dict:
+             audit_extra: Callable[[list[dict]], dict] | None = None,
+             on_complete: Callable[[], None] | None = None) -> dict:
     """Write the run's outputs (:func:`write_run_outputs`) into ``out_dir`` and append its
     ``command`` record to ``audit`` (an :class:`~p2p_desktop.audit.AuditLog`) in one
     :class:`~p2p_desktop.io.outputs.OutputSet` block: all of it or nothing. ``study`` is already
     named by its pseudonym when ``deidentify``; ``pseudonym_map`` (only then) gets the one line
     that links the pseudonym to the source. ``audit_extra(records)`` adds fields to the record.
-    Returns the summary, with ``audit`` (log, seq, hash)."""
-    from p2p_desktop.io.outputs import OutputSet
+    ``on_complete()`` is called once all of it is written and audited, before a Ctrl-C or SIGTERM
+    that arrived from the audit record on is acted on (they wait until then: a cancel can never
+    roll back outputs that the audit log already records). Returns the summary, with ``audit``
+    (log, seq, hash)."""
+    from p2p_desktop.io.outputs import OutputSet, deferred_signals
 
-    with OutputSet(out_dir, [input_path], cancel=cancel) as outs:
-        summary = write_run_outputs(result, study, outs, input_sha256=input_sha256, exports=exports,
-                                    deidentify=deidentify, classifier_spec=classifier_spec,
-                                    backbone_spec=backbone_spec, label=label, audit_log=audit.path)
-        extra = audit_extra(list(outs.records)) if audit_extra else {}
-        data = run_record(command, result, study, outs.records, input_sha256=input_sha256,
-                          deidentified=bool(deidentify), **extra)
-        entry = record(command, data, audit)
-        if deidentify and pseudonym_map:  # only when asked: the one link to the source
-            from p2p_desktop.jobs.pseudonyms import record_pseudonym
+    held = deferred_signals()
+    try:
+        with OutputSet(out_dir, [input_path], cancel=cancel) as outs:
+            summary = write_run_outputs(result, study, outs, input_sha256=input_sha256, exports=exports,
+                                        deidentify=deidentify, classifier_spec=classifier_spec,
+                                        backbone_spec=backbone_spec, label=label, audit_log=audit.path)
+            extra = audit_extra(list(outs.records)) if audit_extra else {}
+            data = run_record(command, result, study, outs.records, input_sha256=input_sha256,
+                              deidentified=bool(deidentify), **extra)
+            held.__enter__()  # from the audit record to the end: all of it, or (rolled back) none
+            entry = record(command, data, audit)
+            if deidentify and pseudonym_map:  # only when asked: the one link to the source
+                from p2p_desktop.jobs.pseudonyms import record_pseudonym
 
-            record_pseudonym(pseudonym_map, study.output_name, study, input_sha256)
-    summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
+                record_pseudonym(pseudonym_map, study.output_name, study, input_sha256)
+        summary["audit"] = {"log": str(audit.path), "seq": entry["seq"], "hash": entry["hash"]}
+        if on_complete is not None:
+            on_complete()
+    finally:
+        held.__exit__(None, None, None)
     return summary

@@ -41,7 +41,7 @@ def _check_plugin(record: dict) -> None:
 
 
 def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit_log: str | None = None,
-          on_step=None, cancel=None, dtype: str | None = None):
+          on_step=None, cancel=None, dtype: str | None = None, on_complete=None):
     """Reproduce the run described by ``record`` into ``out_dir``: ``(summary, result)``.
 
     ``summary`` is the ``attack`` JSON contract plus ``reproduced`` (new PNG bytes equal to the
@@ -121,7 +121,7 @@ def rerun(record: dict, out_dir: str | Path, *, device: str | None = None, audit
         classifier_spec={k: v for k, v in clf_spec.items() if k not in ("weights_sha256", "identity")},
         backbone_spec={k: v for k, v in bb_spec.items() if k not in ("weights_sha256", "identity")}
         if bb_spec else None,
-        label=info.get("true_label"), cancel=cancel, audit_extra=reproduction)
+        label=info.get("true_label"), cancel=cancel, audit_extra=reproduction, on_complete=on_complete)
     summary.update(outcome)
     if not outcome["reproduced"]:
         why = ("the record has no PNG hash" if not recorded_png else

@@ -29,7 +29,12 @@ __all__ = [
     "build_architecture",
     "load_classifier",
     "classifier_sha256",
+    "NonFiniteLogits",
 ]
+
+class NonFiniteLogits(ModelError):
+    """The classifier computed NaN or Inf logits (broken weights, or an input it overflows on)."""
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -233,7 +238,17 @@ class Classifier:
         return (x - self._mean) / self._std
 
     def logits(self, x):
-        return self.module(self.preprocess(x))
+        """The network's logits for a batch in [0,1]; non-finite logits (NaN or Inf: broken weights,
+        or an input the network overflows on) raise :class:`ModelError`, so no verdict, gradient or
+        probability is ever made of them (the one check that attack, classify, evaluate and the
+        desktop app share)."""
+        import torch
+
+        out = self.module(self.preprocess(x))
+        if not bool(torch.isfinite(out.detach()).all()):
+            raise NonFiniteLogits(f"classifier {self.name} returned non-finite logits (NaN or Inf): its weights are "
+                             "broken, or the input overflows it; no verdict was made")
+        return out
 
     def probs(self, x):
         import torch

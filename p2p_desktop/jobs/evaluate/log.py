@@ -73,7 +73,10 @@ class RowLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         new = not path.exists() or path.stat().st_size == 0
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         if new:
             self._write(csv_line(PER_IMAGE_COLUMNS))
 

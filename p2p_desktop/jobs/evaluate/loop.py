@@ -57,6 +57,7 @@ from typing import Any
 from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, InputError
+from p2p_desktop.io.outputs import FolderLock
 from p2p_desktop.jobs.evaluate import fid as fid_glue
 from p2p_desktop.jobs.evaluate.audit import record_evaluation
 from p2p_desktop.jobs.evaluate.files import (
@@ -193,29 +194,30 @@ def evaluate(
     p = plan(dataset_dir, attacks, classifiers, out_dir, backbone=backbone, limit=limit, seed=seed, device=device,
              params=params, preset=preset, report=report, metrics=metrics, dtype=dtype, dicom=dicom,
              executor=executor, cancel=cancel)
-    # 2. state: the same settings resume, others are refused
-    tally = _open_state(p, notify)
-    try:
-        # 3. the jobs: image × classifier × attack
-        tally.report("resuming" if tally.resumed else "starting")
+    # 2. state: one run at a time in the folder; the same settings resume, others are refused
+    with FolderLock(p.out):
+        tally = _open_state(p, notify)
         try:
-            if p.executor is not None:
-                _run_elsewhere(p, tally, cancel)
-            else:
-                _run_here(p, tally, cancel, on_step)
-        except (Cancelled, KeyboardInterrupt):
-            kept = len(tally.done_keys & p.keys)
-            raise Cancelled(f"evaluation cancelled after {kept} of {p.total} result(s); they are kept in "
-                            f"{tally.per_image} — run the same command again to resume") from None
-        finally:
-            tally.rowlog.close()
-        # 4. the tables (written whole, only now)
-        result = _tables(p, tally, cancel, t_start)
-    except BaseException as exc:
-        _record_unfinished(p, tally, exc, command)
-        raise
-    # 5. the audit record
-    record_evaluation(p, result.outputs, counts=tally.counts(), command=command)
+            # 3. the jobs: image × classifier × attack
+            tally.report("resuming" if tally.resumed else "starting")
+            try:
+                if p.executor is not None:
+                    _run_elsewhere(p, tally, cancel)
+                else:
+                    _run_here(p, tally, cancel, on_step)
+            except (Cancelled, KeyboardInterrupt):
+                kept = len(tally.done_keys & p.keys)
+                raise Cancelled(f"evaluation cancelled after {kept} of {p.total} result(s); they are kept in "
+                                f"{tally.per_image} — run the same command again to resume") from None
+            finally:
+                tally.rowlog.close()
+            # 4. the tables (written whole, only now)
+            result = _tables(p, tally, cancel, t_start)
+        except BaseException as exc:
+            _record_unfinished(p, tally, exc, command)
+            raise
+        # 5. the audit record
+        record_evaluation(p, result.outputs, counts=tally.counts(), command=command)
     tally.done = tally.total
     tally.report("done")
     return result
@@ -224,8 +226,7 @@ def evaluate(
 # -- 2. state ------------------------------------------------------------------------------------------
 def _open_state(p: Plan, notify: ProgressCallback) -> _Tally:
     """Refuse another run's folder; write the state of a new run; the keys finished earlier."""
-    resuming = check_state(p.out, p.config, p.fingerprint)
-    p.out.mkdir(parents=True, exist_ok=True)
+    resuming = check_state(p.out, p.config, p.fingerprint)  # the folder exists: its lock is in it
     if not resuming:
         write_state(p.out, p.config, p.fingerprint, p.root)
     per_image = p.out / PER_IMAGE_FILE
@@ -270,7 +271,15 @@ def _attack_image(p: Plan, tally: _Tally, cancel: CancelToken, on_step, image_id
         tally.skipped_label[clf.name].add(image_id)
         tally.skip(len(todo))
         return
-    clean_pred, _ = clf.predict(study.image)
+    from p2p_desktop.executors.unit import clean_verdict
+
+    clean_pred, error = clean_verdict(clf, study.image)
+    if error is not None:  # an error row per job: never counted as a class nor as misclassified
+        for attack in todo:
+            tally.record({"image": image_id, "label": item.label, "classifier": clf.name, "attack": attack.name,
+                          "procedure": p.procedures[attack.name]["label"], "error": error})
+        tally.report(f"{clf.name}: {image_id}: {error}")
+        return
     if clean_pred != item.label:
         tally.skipped[clf.name].add(image_id)
         tally.skip(len(todo))

@@ -147,8 +147,8 @@ def transfer_matrix(rows: Sequence[Mapping[str, Any]], classifiers: Sequence, at
                     continue
                 check()
                 image = load_study(path, attach_mask=False).image
-                preds[_key(r)] = {t.name: (t.predict(image)[0] if r["label"] in t.classes else "")
-                                  for t in classifiers}
+                preds[_key(r)] = {t.name: (t.predict(image)[0] if (r["image"], t.name) in correct else "")
+                                  for t in classifiers}  # only targets that judge it (a broken one never does)
             for tgt in classifiers:
                 judged = [r for r in wins if _key(r) in preds and (r["image"], tgt.name) in correct]
                 fooled = [r for r in judged if preds[_key(r)][tgt.name] != r["label"]]
