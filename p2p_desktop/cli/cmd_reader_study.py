@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
                    help="single: one image per case (altered?); pair: original and adversarial side by side "
                         "in random order (which one is altered?) (default: single)")
     m.add_argument("--readers", type=int, default=1, metavar="N", help="readers: one shuffled order each (default 1)")
+    m.add_argument("--cases", type=int, metavar="N",
+                   help="exactly N cases, adversarial images chosen at random (default: all of them)")
     m.add_argument("--seed", type=seed_arg, help="seed of the orders and pair sides (default: random)")
     m.add_argument("--send-dicom", metavar="NODE", help="C-STORE the study's cases to NODE (no key is sent)")
     m.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -81,7 +83,7 @@ def _make(args) -> int:
                                     for o in summary["outputs"]]})
 
     summary = make_study(sources, args.out, args.key, design=args.design, readers=args.readers, seed=args.seed,
-                         on_written=audit)
+                         cases=args.cases, on_written=audit)
     sent = None
     if node is not None:
         from p2p_desktop.pacs import load_settings, send

@@ -140,6 +140,25 @@ def _refuse_unblinding(sources: list[Source], pixels: dict[Path, tuple[Any, dict
                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
+def _choose(sources: list[Source], n: int, design: str, rng: random.Random) -> list[Source]:
+    """A random subset of ``sources`` that makes exactly ``n`` cases (an original and its
+    adversarial image are two cases in a single-image study, one in a pair study)."""
+    if n < 1:
+        raise InputError(f"--cases must be at least 1, got {n}")
+    pool = list(sources)
+    rng.shuffle(pool)
+    chosen, originals, count = [], set(), 0
+    for s in pool:
+        cost = 1 if design == "pair" or s.original in originals else 2
+        if count + cost <= n:
+            chosen.append(s)
+            originals.add(s.original)
+            count += cost
+        if count == n:
+            return chosen
+    raise InputError(f"--cases {n}: the sources make at most {count} cases in a {design} study")
+
+
 def _case_numbers(n: int) -> list[str]:
     numbers: set[str] = set()
     while len(numbers) < n:
@@ -164,7 +183,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def make_study(sources: list[Source], out: str | os.PathLike, key: str | os.PathLike, *, design: str = "single",
-               readers: int = 1, seed: int | None = None, on_written=None) -> dict[str, Any]:
+               readers: int = 1, seed: int | None = None, cases: int | None = None, on_written=None) -> dict[str, Any]:
     """Write the study folder ``out`` and the key file ``key``; return a summary (no key content).
 
     ``on_written(summary)`` is called after the last write (the audit record); if it fails,
@@ -187,6 +206,8 @@ def make_study(sources: list[Source], out: str | os.PathLike, key: str | os.Path
     seed = secrets.randbelow(2**63) if seed is None else int(seed)
     rng = random.Random(seed)
 
+    if cases is not None:
+        sources = _choose(sources, cases, design, rng)
     pixels = {p: read_pixels(p) for s in sources for p in (s.original, s.adversarial)}
     _refuse_unblinding(sources, pixels)
 
