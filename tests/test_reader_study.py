@@ -334,3 +334,109 @@ def test_a_reader_resumes_in_the_same_order(evaluated, tmp_path):
     assert reader_order(study, meta, "bob")[0] == 1
     assert reader_order(study, meta, "ann") == (0, order)
     assert list(load_answers(study)["ann"]) == [order[0]]
+
+
+# -- a real node: the study sent to Orthanc, and what its web viewer shows ----------------------
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    from tests.orthanc import WEBVIEWER_PLUGIN, orthanc_server, require_orthanc
+
+    require_orthanc()
+    plugins = (WEBVIEWER_PLUGIN,) if Path(WEBVIEWER_PLUGIN).is_file() else ()
+    with orthanc_server(tmp_path_factory.mktemp("orthanc-rs"), extra_plugins=plugins) as server:
+        yield server
+
+
+def test_make_sends_the_blinded_cases_without_the_key(evaluated, tmp_path, capsys, orthanc):
+    from tests.orthanc import OUR_AET
+
+    assert main(["pacs", "config", "--ae-title", OUR_AET, "--storage-port", str(orthanc.storage_port)]) == 0
+    study, key = tmp_path / "study", tmp_path / "KEY.json"
+    capsys.readouterr()
+    assert main(["reader-study", "make", str(evaluated), "--out", str(study), "--key", str(key), "--cases", "6",
+                 "--send-dicom", orthanc.address, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sent"]["instances"] == 6
+    for f in (study / "cases").glob("*.dcm"):
+        iid = orthanc.find_instance(pydicom.dcmread(f).SOPInstanceUID)
+        assert iid
+        tags = orthanc.tags(iid)
+        assert tags["SeriesDescription"] == "Reader study case" and "DerivationDescription" in tags
+    events = [r["event"] for r in _audit(tmp_path)]
+    assert events[-2:] == ["reader-study", "pacs-send"]
+
+
+def _rendered(orthanc, instance: dict, out: Path) -> np.ndarray:
+    """The series of ``instance`` as Orthanc's web viewer shows it in headless Chromium (grey)."""
+    import subprocess
+
+    from PIL import Image
+
+    url = f"http://127.0.0.1:{orthanc.http_port}/web-viewer/app/viewer.html?series={instance['ParentSeries']}"
+    subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={out.parent / 'chromium-profile'}", "--window-size=800,800",
+                    "--virtual-time-budget=15000", f"--screenshot={out}", url],
+                   check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(out).convert("L"), dtype=float)
+
+
+_REGION = (slice(100, 700), slice(60, 740))  # the centre of the screenshot: no overlay text
+
+
+def _place(shot: np.ndarray, pixels: np.ndarray, scale: float, windowed: bool) -> np.ndarray:
+    from skimage.registration import phase_cross_correlation
+    from skimage.transform import rescale
+
+    img = np.clip((pixels - 64.0) * 2.0, 0, 255) if windowed else pixels
+    big = rescale(img, scale, order=1)
+    canvas = np.zeros_like(shot)
+    h, w = min(big.shape[0], shot.shape[0]), min(big.shape[1], shot.shape[1])
+    canvas[:h, :w] = big[:h, :w]
+    shift = phase_cross_correlation(shot, canvas)[0]
+    return np.roll(canvas, tuple(int(x) for x in shift), axis=(0, 1))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a[_REGION].ravel(), b[_REGION].ravel())[0, 1])
+
+
+def _geometry(shot: np.ndarray, pixels: np.ndarray) -> tuple[float, bool]:
+    """How the viewer fitted the image: its scale, and whether the default window 128/128 applies."""
+    best = (-1.0, 1.0, False)
+    for windowed in (True, False):
+        _r, coarse = max((_ncc(shot, _place(shot, pixels, s, windowed)), s) for s in np.arange(3.0, 8.0, 0.1))
+        r, s = max((_ncc(shot, _place(shot, pixels, s, windowed)), s)
+                   for s in np.arange(coarse - 0.1, coarse + 0.1001, 0.02))
+        best = max(best, (r, s, windowed))
+    return best[1], best[2]
+
+
+def test_orthanc_web_viewer_shows_the_exported_pixels(evaluated, tmp_path, orthanc):
+    """An adversarial DICOM as `evaluate --export-dicom` wrote it and its original, sent to a real
+    Orthanc (C-STORE) and opened in its web viewer (Debian orthanc-webviewer) in headless Chromium
+    (Debian chromium): each rendering matches its own DICOM's pixels, and better than the other's."""
+    from p2p_desktop.pacs import resolve_node, send
+    from tests.orthanc import OUR_AET, WEBVIEWER_PLUGIN
+    from tests.tools import require_tool
+
+    require_tool("chromium")
+    if not Path(WEBVIEWER_PLUGIN).is_file():
+        pytest.skip("Orthanc's web viewer plugin is not installed (Debian package orthanc-webviewer)")
+    adv = sorted((evaluated / "dicom").rglob("*.dcm"))[0]
+    rel = adv.relative_to(evaluated / "dicom").parts[2:]
+    orig = evaluated.parent / "ph" / Path(*rel)
+    send(resolve_node(orthanc.address), [adv, orig], ae_title=OUR_AET, audit_log=tmp_path / "audit.jsonl")
+    shots, pixels = {}, {}
+    for name, path in (("adversarial", adv), ("original", orig)):
+        ds = pydicom.dcmread(path)
+        instance = orthanc.rest(f"/instances/{orthanc.find_instance(ds.SOPInstanceUID)}")
+        shots[name] = _rendered(orthanc, instance, tmp_path / f"{name}.png")
+        pixels[name] = ds.pixel_array.astype(float)
+    assert not np.array_equal(pixels["adversarial"], pixels["original"])
+    for name, other in (("adversarial", "original"), ("original", "adversarial")):
+        # one geometry for both candidates (same size, same viewer), found on the mean image
+        scale, windowed = _geometry(shots[name], (pixels[name] + pixels[other]) / 2)
+        own = _ncc(shots[name], _place(shots[name], pixels[name], scale, windowed))
+        theirs = _ncc(shots[name], _place(shots[name], pixels[other], scale, windowed))
+        assert own > 0.98, (name, own, theirs, scale, windowed)
+        assert own > theirs, (name, own, theirs, scale, windowed)
