@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Optional system tools used by tests when present: DICOM validator (dciodvfy),
 # DCMTK (dcm2pnm, storescu), poppler (pdftoppm, pdftotext), the Orthanc DICOM server and its
-# DICOMweb plugin (the PACS tests start their own instance on loopback ports), the libraries Qt
+# DICOMweb and web viewer plugins and headless Chromium (the PACS and reader-study tests start their own instance on loopback ports), the libraries Qt
 # needs offscreen, every library Qt 6's X11 (xcb) platform plugin loads (without them `make run`
 # aborts on a fresh machine; p2p_desktop/gui/platform_check.py names the same packages), and
 # Xvfb + xdotool for the test that opens the real window on the xcb platform.
@@ -14,6 +14,9 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   { command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null; } || need+=(poppler-utils)
   command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
   [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+  # the reader-study test opens exported DICOMs in Orthanc's web viewer in headless Chromium
+  [ -f /usr/share/orthanc/plugins/libOrthancWebViewer.so ] || need+=(orthanc-webviewer)
+  command -v chromium >/dev/null || need+=(chromium)
   command -v Xvfb     >/dev/null || need+=(xvfb)
   command -v xdotool  >/dev/null || need+=(xdotool)
   for lib in libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 \

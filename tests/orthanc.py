@@ -25,6 +25,7 @@ import pytest
 
 ORTHANC_AET = "ORTHANC_TEST"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian package orthanc-dicomweb
+WEBVIEWER_PLUGIN = "/usr/share/orthanc/plugins/libOrthancWebViewer.so"  # Debian package orthanc-webviewer
 OUR_AET = "P2P_TEST"
 
 
@@ -124,7 +125,7 @@ def make_tls_files(folder: Path) -> dict[str, Path]:
 
 
 @contextmanager
-def orthanc_server(folder: Path, tls: dict[str, Path] | None = None):
+def orthanc_server(folder: Path, tls: dict[str, Path] | None = None, extra_plugins: tuple[str, ...] = ()):
     binary = require_orthanc()
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port, storage_port = free_port(), free_port(), free_port()
@@ -149,6 +150,9 @@ def orthanc_server(folder: Path, tls: dict[str, Path] | None = None):
     if web:
         config["Plugins"] = [DICOMWEB_PLUGIN]
         config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}
+    config["Plugins"] = [*config["Plugins"], *extra_plugins]
+    if "WebViewer" not in config and WEBVIEWER_PLUGIN in extra_plugins:
+        config["WebViewer"] = {"CachePath": str(folder / "webviewer-cache"), "CacheSize": 10, "Threads": 2}
     if tls is not None:
         config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls["server.crt"]),
                        "DicomTlsPrivateKey": str(tls["server.key"]),

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 PACKAGES = {"dciodvfy": "dicom3tools", "dcm2pnm": "dcmtk", "pdftotext": "poppler-utils",
-            "pdftoppm": "poppler-utils"}
+            "pdftoppm": "poppler-utils", "chromium": "chromium"}
 
 
 def require_tool(name: str) -> str:

@@ -26,6 +26,7 @@ from p2p_desktop.cli import (
     cmd_pacs,
     cmd_phantoms,
     cmd_plugins,
+    cmd_reader_study,
     cmd_rerun,
 )
 
@@ -33,7 +34,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 # Order = order in --help.
 COMMANDS = (cmd_classify, cmd_attack, cmd_evaluate, cmd_phantoms, cmd_oracle, cmd_models, cmd_plugins, cmd_audit,
-            cmd_rerun, cmd_pacs)
+            cmd_rerun, cmd_pacs, cmd_reader_study)
 COMMAND_MODULES = tuple(m.__name__.rsplit(".cmd_", 1)[1] for m in COMMANDS)
 
 # Offline by construction: nothing in this program talks to a model hub.

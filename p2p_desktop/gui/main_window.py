@@ -229,8 +229,10 @@ class MainWindow(QMainWindow):
 
         build_actions(self)  # menus and tool bars (gui/actions.py)
         from p2p_desktop.gui.pacs_dialog import install_pacs_actions
+        from p2p_desktop.gui.reader_study import install_reader_study_action
 
         install_pacs_actions(self)  # "Send to PACS…" beside Export DICOM, Tools > PACS…
+        install_reader_study_action(self)  # Tools > Reader study…
         self._restore_layout()
         self._update_actions()
         if load_demo:
