@@ -4,6 +4,7 @@ job thread running (napari's ``conftest.py`` does the same for its Qt tests)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -72,6 +73,19 @@ def settings(tmp_path):
     for fmt in (QSettings.Format.IniFormat, QSettings.Format.NativeFormat):
         QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
     return AppSettings.at(tmp_path / "settings.ini")
+
+
+@pytest.fixture(autouse=True)
+def collect_earlier_windows():
+    """Collect the earlier tests' Qt garbage now, at a safe point.
+
+    A dead window's pyqtgraph menus sit in reference cycles; left to the garbage collector's own
+    timing, they were once collected inside a QObject::disconnect of the next test's new window
+    (both needing the same Qt mutex): the suite hung in MainWindow.__init__ with no timeout firing
+    (py-spy: gc_collect_main -> ~QMenu -> QBasicMutex::lockInternal under QObject::disconnect).
+    """
+    gc.collect()
+    yield
 
 
 @pytest.fixture(autouse=True)
