@@ -9,13 +9,17 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QBoxLayout, QProgressBar, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
+
+from p2p_desktop.gui.elide import ElidedLabel
 
 __all__ = ["RunMonitor", "format_duration", "CLASS_COLOURS"]
 
 REFRESH_MS = 250
+#: Below twice this width the two plots are stacked rather than side by side.
+NARROW_PLOT_WIDTH = 280
 CLASS_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -48,7 +52,8 @@ def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot.setLabel("bottom", "iteration")
     plot.setLabel("left", y_label)
     plot.showGrid(x=True, y=True, alpha=0.25)
-    plot.setMinimumHeight(110)
+    plot.setMinimumHeight(80)
+    plot.getAxis("left").setWidth(44)  # tick values and the axis label side by side, never overlapping
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
     plot.disableAutoRange()
@@ -61,16 +66,15 @@ class RunMonitor(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.title = QLabel("No job running")
+        self.title = ElidedLabel("No job running")  # a run's title names its file (a PACS UID)
         self.title.setObjectName("heading")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
-        self.eta = QLabel("")
+        self.eta = ElidedLabel("", mode=Qt.TextElideMode.ElideRight)  # status lines name files too
         self.eta.setObjectName("muted")
-        self.eta.setMinimumWidth(360)  # a changing text must not re-lay out the plots
-        self.eta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.eta.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.loss_plot = _plot("Loss", "loss")
         self.prob_plot = _plot("Class probabilities", "p")
         self.prob_plot.setYRange(0, 1.04, padding=0)
@@ -79,17 +83,17 @@ class RunMonitor(QWidget):
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#444", width=2))
         self.prob_curves: dict[str, pg.PlotDataItem] = {}
 
-        top = QHBoxLayout()
-        top.addWidget(self.title, 1)
-        top.addWidget(self.eta)
-        plots = QHBoxLayout()
-        plots.addWidget(self.loss_plot)
-        plots.addWidget(self.prob_plot)
+        # title and ETA on lines of their own (a changing text never re-lays out the plots); the
+        # plots side by side when the panel is wide, one above the other in a narrow column
+        self.plots = QBoxLayout(QBoxLayout.Direction.LeftToRight)
+        self.plots.addWidget(self.loss_plot)
+        self.plots.addWidget(self.prob_plot)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(top)
+        layout.addWidget(self.title)
+        layout.addWidget(self.eta)
         layout.addWidget(self.progress)
-        layout.addLayout(plots, 1)
+        layout.addLayout(self.plots, 1)
 
         self.steps: list[int] = []
         self.losses: list[float] = []
@@ -102,6 +106,11 @@ class RunMonitor(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.flush)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        wide = self.width() >= 2 * NARROW_PLOT_WIDTH
+        self.plots.setDirection(QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom)
 
     def start(self, title: str, total: int, classes=()) -> None:
         """Clear the plots for a new run of ``total`` iterations (0: unknown yet)."""
