@@ -310,8 +310,7 @@ class MainWindow(QMainWindow):
         self.fit_to_screen(restored=geometry is not None)
         # a state saved by an older layout (another version) is ignored: the default comes back
         if state is None or not self.restoreState(state, LAYOUT_VERSION):
-            self._default_dock_layout()
-            self._default_dock_sizes()
+            self._default_dock_sizes()  # (a refused state leaves the default arrangement as it was)
         else:
             self._clamp_docks()
 
@@ -341,7 +340,10 @@ class MainWindow(QMainWindow):
 
     def reset_layout(self) -> None:
         """View ▸ Reset layout: the first start's dock arrangement and sizes."""
-        self._default_dock_layout()
+        geometry = self.geometry()
+        self._default_dock_layout()  # (re-docking stacks every panel for a moment: the window may grow)
+        self.setGeometry(geometry)
+        self.fit_to_screen(restored=True)
         self._default_dock_sizes()
 
     def show_warning_banner(self, text: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QBoxLayout, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QBoxLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
 
@@ -66,7 +66,11 @@ class RunMonitor(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.title = ElidedLabel("No job running")  # a run's title names its file (a PACS UID)
+        # a run's title names its file (a PACS study: its UID): wrapped at spaces and never
+        # widening the panel (an unbroken UID is cut; the tooltip has it), the outcome at its end
+        self.title = QLabel("No job running")
+        self.title.setWordWrap(True)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.title.setObjectName("heading")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -121,6 +125,7 @@ class RunMonitor(QWidget):
         self._span = 0
         self._loss_range = None
         self.title.setText(title)
+        self.title.setToolTip(title)
         self.eta.setText("starting…")
         self.progress.setRange(0, max(self.total, 1))
         self.progress.setValue(0)
@@ -200,6 +205,7 @@ class RunMonitor(QWidget):
         self.flush()
         self._timer.stop()
         self.title.setText(text)
+        self.title.setToolTip(text)
         if self.last_event is not None:
             if completed:
                 self.progress.setValue(self.progress.maximum())

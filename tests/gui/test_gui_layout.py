@@ -28,8 +28,14 @@ def drawn_width(pane) -> float:
 @pytest.fixture
 def uid_study(tmp_path):
     src = samples_dir() / "dicom" / "malignant" / "malignant_9000001.dcm"
-    dst = tmp_path / UID_NAME
+    (tmp_path / "pacs").mkdir()
+    dst = tmp_path / "pacs" / UID_NAME
     shutil.copy(src, dst)
+    import pydicom
+
+    ds = pydicom.dcmread(dst)
+    ds.BurnedInAnnotation = "YES"  # as many ultrasound studies from a PACS: pixels carry text
+    ds.save_as(dst)
     return dst
 
 
@@ -193,11 +199,18 @@ def test_batch_notes_leave_the_lists_and_columns_are_titled(qtbot, window):
     assert batch.attack_list.height() >= 60 and batch.classifier_list.height() >= 60
 
 
-def test_deidentify_warning_is_shown_where_it_can_be_read(qtbot, window):
-    text = "burned-in patient text and the pixel data was NOT cleaned — inspect the image"
-    window.show_warning_banner(text)
-    assert window.warning_banner.isVisible() and "NOT cleaned" in window.warning_banner.text()
-    assert window.warning_banner.wordWrap()
+def test_deidentify_warning_is_shown_where_it_can_be_read(qtbot, window, open_study, run_attack, uid_study,
+                                                          tmp_path):
+    _at_1280x800(qtbot, window)
+    open_study([uid_study])
+    run_attack("fgsm", eps=0.03)
+    with qtbot.waitSignal(window.export_runner.finished, timeout=60000):
+        assert window.export_dicom(str(tmp_path / "out"), deidentify=True)
+    banner = window.warning_banner
+    assert banner.isVisible() and "NOT cleaned" in banner.text() and banner.wordWrap()
+    assert banner.width() < window.width()  # wrapped inside the window, not cut at its edge
+    window.warning_close.click()
+    assert not banner.isVisible()
 
 
 def test_compare_chart_labels_do_not_run_together(qtbot):
