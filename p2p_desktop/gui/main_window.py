@@ -319,7 +319,7 @@ class MainWindow(QMainWindow):
         about a quarter of the window, the image tabs the rest."""
         side = max(290, min(380, self.width() * 2 // 9))
         self.resizeDocks([self.attack_dock], [side], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.attack_dock, self.monitor_dock], [self.height() * 3 // 5, self.height() * 2 // 5],
+        self.resizeDocks([self.attack_dock, self.monitor_dock], [self.height() // 2, self.height() // 2],
                          Qt.Orientation.Vertical)
 
     def _clamp_docks(self) -> None:

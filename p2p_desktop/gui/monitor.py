@@ -9,7 +9,16 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QBoxLayout, QLabel, QProgressBar, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QBoxLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QSizePolicy,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 import pyqtgraph as pg
 
@@ -52,7 +61,7 @@ def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot.setLabel("bottom", "iteration")
     plot.setLabel("left", y_label)
     plot.showGrid(x=True, y=True, alpha=0.25)
-    plot.setMinimumHeight(80)
+    plot.setMinimumHeight(100)
     plot.getAxis("left").setWidth(44)  # tick values and the axis label side by side, never overlapping
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
@@ -90,13 +99,19 @@ class RunMonitor(QWidget):
         # title and ETA on lines of their own (a changing text never re-lays out the plots); the
         # plots side by side when the panel is wide, one above the other in a narrow column
         self.plots = QBoxLayout(QBoxLayout.Direction.LeftToRight)
-        self.plots.addWidget(self.loss_plot)
-        self.plots.addWidget(self.prob_plot)
+        self.plot_tabs = QTabWidget()  # the narrow column's arrangement: one plot at a time, full size
+        self.plot_tabs.setDocumentMode(True)
+        self.plot_tabs.setTabPosition(QTabWidget.TabPosition.South)
+        self.plots.addWidget(self.plot_tabs)
+        self._wide: bool | None = None
+        self._arrange(wide=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
-        layout.addWidget(self.eta)
-        layout.addWidget(self.progress)
+        bar = QHBoxLayout()
+        bar.addWidget(self.progress, 3)
+        bar.addWidget(self.eta, 2)
+        layout.addLayout(bar)
         layout.addLayout(self.plots, 1)
 
         self.steps: list[int] = []
@@ -113,8 +128,25 @@ class RunMonitor(QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)
-        wide = self.width() >= 2 * NARROW_PLOT_WIDTH
-        self.plots.setDirection(QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom)
+        self._arrange(self.width() >= 2 * NARROW_PLOT_WIDTH)
+
+    def _arrange(self, wide: bool) -> None:
+        """Loss and probabilities side by side when the panel is wide; in a narrow column, tabs."""
+        if wide == self._wide:
+            return
+        self._wide = wide
+        plots = ((self.loss_plot, "Loss"), (self.prob_plot, "Probabilities"))
+        if wide:
+            self.plot_tabs.clear()
+            for plot, _name in plots:
+                self.plots.addWidget(plot, 1)
+                plot.show()
+            self.plot_tabs.hide()
+        else:
+            for plot, name in plots:
+                self.plots.removeWidget(plot)
+                self.plot_tabs.addTab(plot, name)
+            self.plot_tabs.show()
 
     def start(self, title: str, total: int, classes=()) -> None:
         """Clear the plots for a new run of ``total`` iterations (0: unknown yet)."""
@@ -136,7 +168,7 @@ class RunMonitor(QWidget):
         self.prob_curves.clear()
         for i, c in enumerate(classes):
             self._curve(c, i)
-        self.prob_plot.setTitle(legend_title("Class probabilities", [
+        self.prob_plot.setTitle(legend_title("p", [
             (c, CLASS_COLOURS[i % len(CLASS_COLOURS)]) for i, c in enumerate(classes)]), color="#333", size="9pt")
         self._timer.start()
 

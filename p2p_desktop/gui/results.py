@@ -237,8 +237,8 @@ class ResultsView(QWidget):
         self.verdict = QLabel("")
         self.verdict.setObjectName("heading")
         self.verdict.setTextFormat(Qt.TextFormat.RichText)
-        self.toolbar = QToolBar()
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toolbar = QToolBar()  # icons only: the title keeps the room (each has its tooltip)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
 
         self.original_pane = ImagePane("Original")
         self.adversarial_pane = ImagePane("Adversarial")

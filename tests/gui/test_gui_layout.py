@@ -62,6 +62,11 @@ def test_results_images_dominate_a_1280x800_window_and_refit(qtbot, window, open
         assert drawn_width(pane) >= 200, drawn_width(pane)
     # the header elides the long name, and its tooltip has it all
     assert UID_NAME in res.header.toolTip()
+    # the live plots keep a readable size in the panel column (one at a time when it is narrow)
+    for plot in (window.monitor.loss_plot, window.monitor.prob_plot):
+        window.monitor.plot_tabs.setCurrentWidget(plot) if window.monitor.plot_tabs.isVisible() else None
+        qtbot.wait(20)
+        assert plot.width() >= 250 and plot.height() >= 140, plot.size()
     # refitted on resize: smaller window, the whole image is still shown, then larger again
     window.resize(1024, 700)
     qtbot.wait(150)
