@@ -234,3 +234,15 @@ def test_compare_chart_labels_do_not_run_together(qtbot):
     per_class = chart.getPlotItem().vb.width() / 3
     assert all(fm.horizontalAdvance(t) < per_class for t in labels), (labels, per_class)
     assert "benign" in chart.getAxis("bottom").toolTip()
+
+
+def test_reset_layout_and_the_image_context_menu(qtbot, window):
+    _at_1280x800(qtbot, window)
+    window.details_dock.setFloating(True)
+    window.browser_dock.hide()
+    window.reset_layout()
+    qtbot.wait(100)
+    assert not window.details_dock.isFloating() and window.browser_dock.isVisible()
+    assert window.height() <= 800 and window.width() <= 1280
+    texts = [a.text() for a in window.results.original_pane.actions()]
+    assert any(t.startswith("Fit") for t in texts) and any(t.startswith("1:1") for t in texts)
