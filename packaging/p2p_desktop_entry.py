@@ -22,7 +22,8 @@ for _k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE", "HF_HU
 
 
 def gui_may_open(argv: list[str]) -> bool:
-    """False when the arguments ask for a sub-command, ``--version`` or ``--help`` (no Qt then)."""
+    """False when the arguments ask for a sub-command, ``--version`` or ``--help`` (no Qt then);
+    True for no arguments or studies to open."""
     value_next = False
     for arg in argv:
         if value_next:
@@ -34,8 +35,15 @@ def gui_may_open(argv: list[str]) -> bool:
             value_next = True
             continue
         if not arg.startswith("-"):
-            return False  # a sub-command
+            # a sub-command, or a study to open (``p2p-desktop FILE|FOLDER ...``: the app opens)
+            return os.path.exists(arg) and arg not in _command_names()
     return True
+
+
+def _command_names() -> tuple[str, ...]:
+    from p2p_desktop.cli.main import COMMAND_MODULES  # no Qt, no torch: safe before torch
+
+    return COMMAND_MODULES
 
 
 if sys.platform == "win32" or gui_may_open(sys.argv[1:]):

@@ -1,11 +1,11 @@
-"""Retake the README screenshots (docs/screenshots) at 1280 x 800 and 1600 x 1000.
+"""Retake the README screenshots (docs/screenshots) at 1280 x 800 and 1920 x 1080.
 
     QT_QPA_PLATFORM=offscreen python scripts/take_screenshots.py [--out docs/screenshots]
 
 Opens the real main window with throw-away settings, loads the bundled demo sample, runs FGSM
 and PGD on a demo phantom with the demo SqueezeNet (CPU) through the Run button's worker, and
 grabs the window: ``main-window`` (results of the PGD run), ``viewer`` (the Image tab) and
-``compare`` (the two runs side by side), each as ``NAME.png`` (1600 x 1000) and
+``compare`` (the two runs side by side), each as ``NAME.png`` (1920 x 1080) and
 ``NAME-1280x800.png``. Nothing on screen names a path of this machine (files are shown by name).
 """
 
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SIZES = {"": (1600, 1000), "-1280x800": (1280, 800)}
+SIZES = {"": (1920, 1080), "-1280x800": (1280, 800)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             window._default_dock_sizes()
             wait_until(lambda: False, 0.3)
             window.show_entry(entries[-1])
+            window.details_dock.raise_()  # the run's probabilities, metrics and notes beside the images
             window.results._on_hover(-1, -1)
             wait_until(lambda: False, 0.2)
             window.results.original_pane.fit()  # the linked panes follow

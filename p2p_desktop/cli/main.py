@@ -1,6 +1,8 @@
 """``p2p-desktop`` entry point.
 
-With no arguments it opens the desktop app. Sub-commands live one per module,
+With no arguments it opens the desktop app; ``p2p-desktop FILE|FOLDER …`` opens it with those
+studies, the first selected (desktop file associations and PACS viewers' "open with" rely on
+it: a path that exists and is not a sub-command's name). Sub-commands live one per module,
 ``p2p_desktop.cli.cmd_<name>``, each exposing ``add_parser(subparsers)`` and ``run(args) -> int``.
 
 Exit codes: 0 ran, 1 internal error (log file named), 2 bad input (one line), 3 cancelled.
@@ -144,13 +146,36 @@ _COMPLETE_NOTE = ("p2p-desktop: terminated after the outputs were complete: they
 _QUIET_LOGGERS = ("diffusers", "transformers", "pydicom", "PIL", "torch", "huggingface_hub", "matplotlib")
 
 
+def split_paths(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(options, paths): the leading positional arguments that are not sub-command names are
+    studies to open (``p2p-desktop FILE|FOLDER …``); with a sub-command, nothing is split off."""
+    options, paths = [], []
+    for i, arg in enumerate(argv):
+        if arg in COMMAND_MODULES:
+            return argv, []
+        if arg.startswith("-") and arg != "-":
+            options.append(arg)
+            if arg == "--screenshot" and i + 1 < len(argv):
+                return argv, []  # (its value is a file to write, not a study)
+            continue
+        paths.append(arg)
+    return options, paths
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: open the desktop app, or run a sub-command; the exit code (3 when cancelled)."""
+    """Entry point: open the desktop app (with studies given as paths), or run a sub-command;
+    the exit code (3 when cancelled)."""
     from p2p_desktop.cli.common import TERMINATION
     from p2p_desktop.errors import Cancelled, P2PError
 
     program = argv is None  # the program itself (not a caller in this process): see _command_scope
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    argv, paths = split_paths(argv)
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        parser.error(f"no such file or folder: {missing[0]} (and not a command: "
+                     f"{', '.join(COMMAND_MODULES)})")
     args = parser.parse_args(argv)
     TERMINATION.reset()
     try:
@@ -159,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--screenshot needs --smoke-test")
             from p2p_desktop.gui.app import run_app
 
-            return run_app(smoke_test=args.smoke_test, screenshot=args.screenshot)
+            if paths and args.smoke_test:
+                parser.error("--smoke-test opens the demo sample; give no files with it")
+            return run_app(smoke_test=args.smoke_test, screenshot=args.screenshot, paths=[Path(p) for p in paths])
         with _command_scope(verbose=bool(args.verbose), program=program):
             from p2p_desktop.plugins import load_plugins
 

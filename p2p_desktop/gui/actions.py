@@ -69,8 +69,13 @@ def build_actions(window) -> None:
     run_menu.addAction(window.run_action)
     run_menu.addAction(window.cancel_action)
     view_menu = menus.addMenu("&View")
-    for dock in (window.browser_dock, window.attack_dock, window.monitor_dock, window.history_dock, window.log_dock):
+    window.view_menu = view_menu
+    for dock in (window.browser_dock, window.attack_dock, window.details_dock, window.monitor_dock,
+                 window.history_dock, window.log_dock):
         view_menu.addAction(dock.toggleViewAction())
+    view_menu.addSeparator()
+    view_menu.addAction(make_action(window, "Reset layout", window.reset_layout, None, None,
+                                    "Back to the first start's panels: one column on the right, the images the rest"))
     tools_menu = menus.addMenu("&Tools")
     tools_menu.addAction(act(window, "Plugins…", window.show_plugins, None, None,
                              "Plugins (attacks, classifiers): path, SHA-256, enable/disable"))

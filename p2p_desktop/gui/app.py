@@ -139,8 +139,9 @@ def _close_on_ctrl_c(window):
     return timer
 
 
-def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
-    """Open the desktop app; with ``smoke_test`` run the smoke test instead and return 0/1."""
+def run_app(smoke_test: bool = False, screenshot: str | None = None, paths=()) -> int:
+    """Open the desktop app (with ``paths``: those studies, the first selected, instead of the
+    demo sample); with ``smoke_test`` run the smoke test instead and return 0/1."""
     if smoke_test and _headless():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from p2p_desktop.gui.platform_check import platform_problem
@@ -158,7 +159,7 @@ def run_app(smoke_test: bool = False, screenshot: str | None = None) -> int:
 
     if not smoke_test:
         _file_logging()
-        window = MainWindow(AppSettings.user())
+        window = MainWindow(AppSettings.user(), paths=[Path(p) for p in paths] or None)
         window.show()
         from PySide6.QtCore import QTimer
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -25,6 +26,8 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -59,6 +62,29 @@ def result_rows(result: Any, table: str = "summary") -> list[dict[str, Any]]:
     return [dict(v) for v in value or ()]
 
 
+#: The widest a results column starts (a long file name is cut; the tooltip has it).
+MAX_COLUMN_WIDTH = 220
+#: Words shown in capitals in the column titles.
+_ACRONYMS = {"ssim": "SSIM", "psnr": "PSNR", "lpips": "LPIPS", "fid": "FID", "asr": "ASR", "l2": "L2",
+             "linf": "L∞", "id": "ID", "db": "dB", "sha256": "SHA-256", "p2p": "P2P", "n": "n"}
+
+
+def column_title(key: str) -> str:
+    """A results column's title for people: the metric table's heading (``ssim`` → "SSIM"),
+    else the snake_case name in words (``attack_success_rate`` → "Attack success rate")."""
+    from p2p_desktop.metrics.table import METRICS
+
+    if key in METRICS:
+        return METRICS[key].heading
+    words = [w for w in str(key).split("_") if w]
+    if not words:
+        return str(key)
+    shown = [_ACRONYMS.get(w.lower(), w) for w in words]
+    if shown[0] == words[0]:
+        shown[0] = shown[0][:1].upper() + shown[0][1:]
+    return " ".join(shown)
+
+
 class BatchView(QWidget):
     """Arguments, progress and the resulting table of one batch evaluation."""
 
@@ -86,6 +112,7 @@ class BatchView(QWidget):
         self.classifier_list = QListWidget()
         for lst in (self.attack_list, self.classifier_list):
             lst.setMaximumHeight(96)
+            lst.setMinimumHeight(64)  # a finished batch's notes never squeeze them
             lst.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.limit_spin = QSpinBox()
         self.limit_spin.setRange(0, 100000)
@@ -127,6 +154,15 @@ class BatchView(QWidget):
         self.status = QLabel("")
         self.status.setObjectName("muted")
         self.status.setWordWrap(True)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # the notes scroll in a few lines of their own, whatever their number
+        self.status_scroll = QScrollArea()
+        self.status_scroll.setWidgetResizable(True)
+        self.status_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.status_scroll.setWidget(self.status)
+        self.status_scroll.setMaximumHeight(5 * self.status.fontMetrics().lineSpacing() + 8)
+        self.status_scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -146,7 +182,7 @@ class BatchView(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(form_box)
         layout.addLayout(buttons)
-        layout.addWidget(self.status)
+        layout.addWidget(self.status_scroll)
         layout.addWidget(self.table_combo)
         layout.addWidget(self.table, 1)
 
@@ -310,7 +346,9 @@ class BatchView(QWidget):
         self.table.clear()
         self.table.setColumnCount(len(columns))
         self.table.setRowCount(len(rows))
-        self.table.setHorizontalHeaderLabels(columns)
+        self.table.setHorizontalHeaderLabels([column_title(c) for c in columns])
+        for j, c in enumerate(columns):
+            self.table.horizontalHeaderItem(j).setToolTip(c)  # the CSV's column name
         for i, r in enumerate(rows):
             for j, c in enumerate(columns):
                 v = r.get(c)
@@ -324,4 +362,6 @@ class BatchView(QWidget):
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
         self.table.resizeColumnsToContents()
+        for j in range(len(columns)):  # no column wider than a long title needs: less scrolling
+            self.table.setColumnWidth(j, min(self.table.columnWidth(j), MAX_COLUMN_WIDTH))
 

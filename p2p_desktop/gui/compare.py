@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 import pyqtgraph as pg
 
@@ -27,6 +27,7 @@ class CompareView(QWidget):
                                   "“Compare selected”.")
         self.placeholder.setObjectName("placeholder")
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
         self.columns = []
         grid = QGridLayout()
         grid.setContentsMargins(0, 0, 0, 0)
@@ -34,6 +35,7 @@ class CompareView(QWidget):
             title = QLabel("")
             title.setObjectName("heading")
             title.setWordWrap(True)
+            title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # a UID never widens it
             adv = ImagePane("Adversarial")
             heat = ImagePane("δ, shared scale")
             chart = ProbabilityChart()
@@ -73,6 +75,7 @@ class CompareView(QWidget):
         for col, entry, pm in zip(self.columns, self.entries, maps):
             r = entry.result
             col["title"].setText(f"<b>{html.escape(entry.title)}</b><br>{html.escape(entry.verdict)}")
+            col["title"].setToolTip(f"{entry.title}\n{entry.verdict}")
             col["adversarial"].set_image(r.adversarial, auto_range=True)
             col["heatmap"].set_image(pm.signed(), levels=(-top, top), auto_range=True)
             col["colorbar"].setLevels((-top, top))
@@ -86,7 +89,6 @@ class CompareView(QWidget):
                 if same_geometry or col is first:
                     pane.link(first["adversarial"])
                 else:
-                    pane.view.setXLink(None)
-                    pane.view.setYLink(None)
+                    pane.unlink()
         if not same_geometry:
             self.columns[1]["heatmap"].link(self.columns[1]["adversarial"])

@@ -167,6 +167,8 @@ class Exports(QObject):
         folder = str(Path(paths[0]).parent) if paths else ""
         self.window.show_status(f"{self.label()} export: {plural(len(paths), 'file')} in {folder}"
                                 + (f" — {warnings[0]}" if warnings else ""))
+        # a warning must be read in full (e.g. pixels NOT cleaned): a banner above the images
+        self.window.show_warning_banner("\n".join(f"⚠ {self.label()} export: {w}" for w in warnings))
         results = self.window.results
         if results.entry is not None:
             results.show_entry(results.entry)  # exporters may add notes

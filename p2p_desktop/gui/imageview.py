@@ -74,13 +74,20 @@ class _TitleLabel(pg.LabelItem):
 class ImagePane(pg.GraphicsLayoutWidget):
     """One image in a zoomable, pannable view (wheel zooms, drag pans, aspect locked).
 
-    ``hovered(row, col)`` reports the pixel under the mouse (-1, -1 outside the image).
+    The image is fitted to the pane and refitted whenever the pane changes size, until the user
+    zooms or pans (napari's canvas and Slicer's slice views do the same); double-click, the
+    context menu's Fit or :meth:`fit` fit it again, :meth:`one_to_one` shows it at 1 image pixel
+    per screen pixel. ``hovered(row, col)`` reports the pixel under the mouse (-1, -1 outside).
     """
 
     hovered = Signal(int, int)
+    fitted = True
+    _shape: tuple[int, int] | None = None
+    _links: list = []
 
     def __init__(self, title: str = "", parent=None) -> None:
         super().__init__(parent=parent)
+        self._links = []
         self.setBackground(VIEW_BACKGROUND)
         self.ci.setContentsMargins(2, 2, 2, 2)
         self.title_label = _TitleLabel(title, color=LABEL_COLOUR, size="9pt")
@@ -96,9 +103,19 @@ class ImagePane(pg.GraphicsLayoutWidget):
         self.overlay_item.setZValue(10)
         for item in (self.base_item, self.image_item, self.overlay_item):
             self.view.addItem(item)
-        self._shape: tuple[int, int] | None = None
+        self._shape = None
+        self.fitted = True  # refit on resize until the user zooms or pans
+        self.view.sigRangeChangedManually.connect(self._on_manual_range)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.setMinimumSize(120, 120)
+        from PySide6.QtGui import QAction
+
+        self.fit_action = QAction("Fit to pane (double-click)", self)
+        self.fit_action.triggered.connect(lambda _c=False: self.fit())
+        self.one_to_one_action = QAction("1:1 (one image pixel per screen pixel)", self)
+        self.one_to_one_action.triggered.connect(lambda _c=False: self.one_to_one())
+        self.addActions([self.fit_action, self.one_to_one_action])
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
 
     # -- content ----------------------------------------------------------------------------
     def set_title(self, text: str) -> None:
@@ -153,14 +170,75 @@ class ImagePane(pg.GraphicsLayoutWidget):
 
     # -- view ---------------------------------------------------------------------------------
     def fit(self) -> None:
+        """The whole image, as large as the pane allows (linked panes follow)."""
+        for pane in self._linked():
+            pane.fitted = True
         if self._shape is not None:
             h, w = self._shape
             self.view.setRange(xRange=(0, w), yRange=(0, h), padding=0.01)
 
+    def one_to_one(self) -> None:
+        """One image pixel per screen pixel, about the current centre (linked panes follow)."""
+        if self._shape is None:
+            return
+        for pane in self._linked():
+            pane.fitted = False
+        rect = self.view.sceneBoundingRect()
+        ratio = self.devicePixelRatioF() or 1.0
+        vw, vh = rect.width() * ratio, rect.height() * ratio
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        self.view.setRange(xRange=(cx - vw / 2, cx + vw / 2), yRange=(cy - vh / 2, cy + vh / 2), padding=0)
+
+    def drawn_size(self) -> tuple[float, float]:
+        """The image's visible size on screen, in device pixels (from the ViewBox mapping)."""
+        if self._shape is None:
+            return 0.0, 0.0
+        from PySide6.QtCore import QRectF
+
+        h, w = self._shape
+        rect = self.view.mapViewToScene(QRectF(0, 0, w, h)).boundingRect()
+        seen = rect.intersected(self.view.sceneBoundingRect())
+        ratio = self.devicePixelRatioF() or 1.0
+        return seen.width() * ratio, seen.height() * ratio
+
+    def _linked(self) -> list[ImagePane]:
+        panes = [self]
+        for other in getattr(self, "_links", ()):
+            if other not in panes:
+                panes.append(other)
+        return panes
+
+    def _on_manual_range(self, *_args) -> None:
+        for pane in self._linked():
+            pane.fitted = False
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().mouseDoubleClickEvent(event)
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if self.fitted and self._shape is not None:
+            h, w = self._shape
+            # (its own range only: each linked pane refits itself when it is resized)
+            self.view.setRange(xRange=(0, w), yRange=(0, h), padding=0.01)
+
     def link(self, other: ImagePane) -> None:
-        """Share zoom and pan with ``other``."""
+        """Share zoom and pan with ``other`` (and its Fit / 1:1 state)."""
         self.view.setXLink(other.view)
         self.view.setYLink(other.view)
+        group = {id(p): p for p in (*self._linked(), *other._linked())}
+        for pane in group.values():
+            pane._links = [p for p in group.values() if p is not pane]
+
+    def unlink(self) -> None:
+        self.view.setXLink(None)
+        self.view.setYLink(None)
+        for other in getattr(self, "_links", ()):
+            other._links = [p for p in other._links if p is not self]
+        self._links = []
 
     def _on_mouse_moved(self, pos: QPointF) -> None:
         if self._shape is None or not self.view.sceneBoundingRect().contains(pos):

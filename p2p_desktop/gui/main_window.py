@@ -18,11 +18,14 @@ from PySide6.QtCore import QObject, QRect, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
     QTabWidget,
+    QToolButton,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -32,6 +35,7 @@ from p2p_desktop.gui.attack_panel import AttackPanel
 from p2p_desktop.gui.batch import BatchView
 from p2p_desktop.gui.browser import StudyBrowser
 from p2p_desktop.gui.compare import CompareView
+from p2p_desktop.gui.elide import ElidedLabel
 from p2p_desktop.gui.exports import Exports
 from p2p_desktop.gui.history import HistoryPanel, RunEntry
 from p2p_desktop.gui.monitor import RunMonitor
@@ -74,6 +78,9 @@ def fallback_sample() -> Path | None:
         return None
     return Path(path) if path else None
 
+
+#: Saved dock layouts carry this; one saved by another layout is not restored.
+LAYOUT_VERSION = 2
 
 #: The first window's size when the screen has room for it.
 PREFERRED_SIZE = (1500, 940)
@@ -146,7 +153,8 @@ class MainWindow(QMainWindow):
     run_finished = Signal()  # after every attack job (success, failure or cancel)
     closed = Signal()  # the window was closed (the app quits even if a dialog is still open)
 
-    def __init__(self, settings: AppSettings | None = None, load_demo: bool = True, parent=None) -> None:
+    def __init__(self, settings: AppSettings | None = None, load_demo: bool = True, parent=None,
+                 paths=None) -> None:
         super().__init__(parent)
         from p2p_desktop.gui import refguard
 
@@ -179,7 +187,6 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.results, "Results")
         self.tabs.addTab(self.compare, "Compare")
         self.tabs.addTab(self.batch, "Batch")
-        self.setCentralWidget(self.tabs)
 
         self.browser = StudyBrowser()
         self.panel = AttackPanel(self.settings)
@@ -187,18 +194,46 @@ class MainWindow(QMainWindow):
         self.history = HistoryPanel()
         self.log_panel = LogPanel()
 
-        self.panel.setMinimumWidth(310)
-        self.browser_dock = self._dock("Studies", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.attack_dock = self._dock("Attack", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.monitor_dock = self._dock("Progress", self.monitor, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.history_dock = self._dock("History", self.history, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.log_dock = self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.history_dock, self.log_dock)
-        self.history_dock.raise_()
+        # The images get the window (napari's canvas, 3D Slicer's view layouts): every panel
+        # lives in one column on the right, as tabbed docks the user can move, float or close —
+        # Attack, Studies and the run's details above; Progress, History and Log below.
+        self.panel.setMinimumWidth(280)
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        self.attack_dock = self._dock("Attack", self.panel, right)
+        self.browser_dock = self._dock("Studies", self.browser, right)
+        self.details_dock = self._dock("Run details", self.results.details, right)
+        self.monitor_dock = self._dock("Progress", self.monitor, right)
+        self.history_dock = self._dock("History", self.history, right)
+        self.log_dock = self._dock("Log", self.log_panel, right)
+        self._default_dock_layout()
         self.browser.setMinimumWidth(180)
 
-        self.status_label = QLabel("")
+        self.status_label = ElidedLabel("", mode=Qt.TextElideMode.ElideRight)  # never widens the window
         self.statusBar().addWidget(self.status_label, 1)
+        # a warning that must be read (e.g. an export whose pixels were NOT cleaned): above the
+        # images, wrapped, until dismissed — not a status-bar line cut at the window's edge
+        self.warning_banner = QLabel("")
+        self.warning_banner.setObjectName("inputWarning")
+        self.warning_banner.setWordWrap(True)
+        self.warning_banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warning_banner.setStyleSheet("background:#fff4e0;color:#7a4a00;border-left:4px solid #e08a00;"
+                                          "padding:4px 8px;")
+        self.warning_close = QToolButton()
+        self.warning_close.setText("✕")
+        self.warning_close.setToolTip("Dismiss the warning")
+        self.warning_close.clicked.connect(lambda: self.show_warning_banner(""))
+        banner = QHBoxLayout()
+        banner.setContentsMargins(0, 0, 0, 0)
+        banner.addWidget(self.warning_banner, 1)
+        banner.addWidget(self.warning_close, 0, Qt.AlignmentFlag.AlignTop)
+        central = QWidget()
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(0, 0, 0, 0)
+        central_layout.setSpacing(2)
+        central_layout.addLayout(banner)
+        central_layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.show_warning_banner("")
 
         # -- jobs
         self.runner = JobRunner(self)
@@ -235,7 +270,9 @@ class MainWindow(QMainWindow):
         install_reader_study_action(self)  # Tools > Reader study…
         self._restore_layout()
         self._update_actions()
-        if load_demo:
+        if paths:
+            self.open_paths(paths)  # ``p2p-desktop FILE|FOLDER …``: the first study is selected
+        elif load_demo:
             self.load_demo()
 
     # -- construction ----------------------------------------------------------------------------
@@ -249,23 +286,74 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         return dock
 
+    def _default_dock_layout(self) -> None:
+        """The first start's dock arrangement: one column on the right, tabbed."""
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        for dock in self.docks():
+            dock.setFloating(False)
+            self.addDockWidget(right, dock)
+            dock.show()
+        self.splitDockWidget(self.attack_dock, self.monitor_dock, Qt.Orientation.Vertical)
+        self.tabifyDockWidget(self.attack_dock, self.browser_dock)
+        self.tabifyDockWidget(self.browser_dock, self.details_dock)
+        self.tabifyDockWidget(self.monitor_dock, self.history_dock)
+        self.tabifyDockWidget(self.history_dock, self.log_dock)
+        self.attack_dock.raise_()
+        self.monitor_dock.raise_()
+
+    def docks(self) -> tuple[QDockWidget, ...]:
+        return (self.attack_dock, self.browser_dock, self.details_dock, self.monitor_dock, self.history_dock,
+                self.log_dock)
+
     def _restore_layout(self) -> None:
         geometry, state = self.settings.window_state()
         if geometry is not None:
             self.restoreGeometry(geometry)
         self.fit_to_screen(restored=geometry is not None)
-        if state is not None:
-            self.restoreState(state)
+        # a state saved by an older layout (another version) is ignored: the default comes back
+        if state is None or not self.restoreState(state, LAYOUT_VERSION):
+            self._default_dock_sizes()  # (a refused state leaves the default arrangement as it was)
         else:
-            self._default_dock_sizes()
+            self._clamp_docks()
 
     def _default_dock_sizes(self) -> None:
-        """Dock sizes of a first start, scaled to the window (which fits the screen)."""
-        w = self.width()
-        side = max(200, min(300, w // 5))
-        self.resizeDocks([self.browser_dock, self.attack_dock], [side, max(330, side)], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.monitor_dock], [min(200, self.height() // 4)], Qt.Orientation.Vertical)
-        self.resizeDocks([self.monitor_dock, self.history_dock], [w * 2 // 3, w // 3], Qt.Orientation.Horizontal)
+        """Dock sizes of a first start, scaled to the window (which fits the screen): the column
+        about a quarter of the window, the image tabs the rest."""
+        side = max(290, min(380, self.width() * 2 // 9))
+        self.resizeDocks([self.attack_dock], [side], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.attack_dock, self.monitor_dock], [self.height() // 2, self.height() // 2],
+                         Qt.Orientation.Vertical)
+
+    def _clamp_docks(self) -> None:
+        """A restored layout kept usable: docked panels at least their minimum width (never
+        squeezed to "#1" labels), floating ones moved onto the screen."""
+        screen = self.screen()
+        avail = screen.availableGeometry() if screen is not None else None
+        for dock in self.docks():
+            if dock.isFloating():
+                if avail is not None:
+                    dock.setGeometry(fitted_geometry(avail, dock.geometry(), dock.minimumSizeHint()))
+                continue
+            if not dock.isVisible() and not self.tabifiedDockWidgets(dock):
+                continue
+            need = max(dock.widget().minimumWidth(), dock.widget().minimumSizeHint().width())
+            if 0 < dock.width() < need:
+                self.resizeDocks([dock], [need], Qt.Orientation.Horizontal)
+
+    def reset_layout(self) -> None:
+        """View ▸ Reset layout: the first start's dock arrangement and sizes."""
+        geometry = self.geometry()
+        self._default_dock_layout()  # (re-docking stacks every panel for a moment: the window may grow)
+        self.setGeometry(geometry)
+        self.fit_to_screen(restored=True)
+        self._default_dock_sizes()
+
+    def show_warning_banner(self, text: str) -> None:
+        """A warning above the images that wraps and stays until dismissed (empty hides it)."""
+        self.warning_banner.setText(text)
+        self.warning_banner.setToolTip(text)
+        self.warning_banner.setVisible(bool(text))
+        self.warning_close.setVisible(bool(text))
 
     def fit_to_screen(self, restored: bool = False) -> None:
         """Fit the window to the screen's available area: a first start opens at most
@@ -497,6 +585,7 @@ class MainWindow(QMainWindow):
         self.history.add(entry, select=False)
         self.show_entry(entry)
         self.history.select(entry.number)
+        self.details_dock.raise_()  # the run's probabilities, metrics and notes
         verdict = result.outcome
         self.monitor.finish(f"{entry.title}: {verdict}")
         log.info("run #%d finished: %s, %s → %s, SSIM %s, %.2f s", entry.number, verdict, result.original_label,
@@ -691,7 +780,7 @@ class MainWindow(QMainWindow):
                 runner.cancel()
             log.info("window closed during a job: the job was cancelled")
         self.browser.cancel()
-        self.settings.save_window_state(self.saveGeometry(), self.saveState())
+        self.settings.save_window_state(self.saveGeometry(), self.saveState(LAYOUT_VERSION))
         self.settings.sync()
         self.log_panel.detach()
         self._closed = True

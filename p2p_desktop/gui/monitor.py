@@ -9,13 +9,26 @@ from __future__ import annotations
 import math
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QBoxLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QSizePolicy,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 import pyqtgraph as pg
+
+from p2p_desktop.gui.elide import ElidedLabel
 
 __all__ = ["RunMonitor", "format_duration", "CLASS_COLOURS"]
 
 REFRESH_MS = 250
+#: Below twice this width the two plots are stacked rather than side by side.
+NARROW_PLOT_WIDTH = 280
 CLASS_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -48,7 +61,8 @@ def _plot(title: str, y_label: str) -> pg.PlotWidget:
     plot.setLabel("bottom", "iteration")
     plot.setLabel("left", y_label)
     plot.showGrid(x=True, y=True, alpha=0.25)
-    plot.setMinimumHeight(110)
+    plot.setMinimumHeight(100)
+    plot.getAxis("left").setWidth(44)  # tick values and the axis label side by side, never overlapping
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
     plot.disableAutoRange()
@@ -61,16 +75,19 @@ class RunMonitor(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
+        # a run's title names its file (a PACS study: its UID): wrapped at spaces and never
+        # widening the panel (an unbroken UID is cut; the tooltip has it), the outcome at its end
         self.title = QLabel("No job running")
+        self.title.setWordWrap(True)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.title.setObjectName("heading")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
-        self.eta = QLabel("")
+        self.eta = ElidedLabel("", mode=Qt.TextElideMode.ElideRight)  # status lines name files too
         self.eta.setObjectName("muted")
-        self.eta.setMinimumWidth(360)  # a changing text must not re-lay out the plots
-        self.eta.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.eta.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.loss_plot = _plot("Loss", "loss")
         self.prob_plot = _plot("Class probabilities", "p")
         self.prob_plot.setYRange(0, 1.04, padding=0)
@@ -79,17 +96,23 @@ class RunMonitor(QWidget):
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#444", width=2))
         self.prob_curves: dict[str, pg.PlotDataItem] = {}
 
-        top = QHBoxLayout()
-        top.addWidget(self.title, 1)
-        top.addWidget(self.eta)
-        plots = QHBoxLayout()
-        plots.addWidget(self.loss_plot)
-        plots.addWidget(self.prob_plot)
+        # title and ETA on lines of their own (a changing text never re-lays out the plots); the
+        # plots side by side when the panel is wide, one above the other in a narrow column
+        self.plots = QBoxLayout(QBoxLayout.Direction.LeftToRight)
+        self.plot_tabs = QTabWidget()  # the narrow column's arrangement: one plot at a time, full size
+        self.plot_tabs.setDocumentMode(True)
+        self.plot_tabs.setTabPosition(QTabWidget.TabPosition.South)
+        self.plots.addWidget(self.plot_tabs)
+        self._wide: bool | None = None
+        self._arrange(wide=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(top)
-        layout.addWidget(self.progress)
-        layout.addLayout(plots, 1)
+        layout.addWidget(self.title)
+        bar = QHBoxLayout()
+        bar.addWidget(self.progress, 3)
+        bar.addWidget(self.eta, 2)
+        layout.addLayout(bar)
+        layout.addLayout(self.plots, 1)
 
         self.steps: list[int] = []
         self.losses: list[float] = []
@@ -103,6 +126,28 @@ class RunMonitor(QWidget):
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.flush)
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._arrange(self.width() >= 2 * NARROW_PLOT_WIDTH)
+
+    def _arrange(self, wide: bool) -> None:
+        """Loss and probabilities side by side when the panel is wide; in a narrow column, tabs."""
+        if wide == self._wide:
+            return
+        self._wide = wide
+        plots = ((self.loss_plot, "Loss"), (self.prob_plot, "Probabilities"))
+        if wide:
+            self.plot_tabs.clear()
+            for plot, _name in plots:
+                self.plots.addWidget(plot, 1)
+                plot.show()
+            self.plot_tabs.hide()
+        else:
+            for plot, name in plots:
+                self.plots.removeWidget(plot)
+                self.plot_tabs.addTab(plot, name)
+            self.plot_tabs.show()
+
     def start(self, title: str, total: int, classes=()) -> None:
         """Clear the plots for a new run of ``total`` iterations (0: unknown yet)."""
         self.steps, self.losses = [], []
@@ -112,6 +157,7 @@ class RunMonitor(QWidget):
         self._span = 0
         self._loss_range = None
         self.title.setText(title)
+        self.title.setToolTip(title)
         self.eta.setText("starting…")
         self.progress.setRange(0, max(self.total, 1))
         self.progress.setValue(0)
@@ -122,7 +168,7 @@ class RunMonitor(QWidget):
         self.prob_curves.clear()
         for i, c in enumerate(classes):
             self._curve(c, i)
-        self.prob_plot.setTitle(legend_title("Class probabilities", [
+        self.prob_plot.setTitle(legend_title("p", [
             (c, CLASS_COLOURS[i % len(CLASS_COLOURS)]) for i, c in enumerate(classes)]), color="#333", size="9pt")
         self._timer.start()
 
@@ -191,6 +237,7 @@ class RunMonitor(QWidget):
         self.flush()
         self._timer.stop()
         self.title.setText(text)
+        self.title.setToolTip(text)
         if self.last_event is not None:
             if completed:
                 self.progress.setValue(self.progress.maximum())

@@ -19,7 +19,9 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSlider,
     QSplitter,
     QTableWidget,
@@ -38,6 +40,7 @@ from p2p_desktop.export.report import (
     attack_detail_rows,
     nearest_word_lines,
 )
+from p2p_desktop.gui.elide import ElidedLabel
 from p2p_desktop.gui.imageview import ImagePane, colormap
 from p2p_desktop.gui.monitor import legend_title
 from p2p_desktop.metrics.perturbation import MODES, PerturbationMap
@@ -150,8 +153,9 @@ class ProbabilityChart(pg.PlotWidget):
         self.after = pg.BarGraphItem(x=[], height=[], width=0.38, brush=AFTER_COLOUR, pen=None)
         self.addItem(self.before)
         self.addItem(self.after)
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(110)
         self.values: tuple[list[float], list[float]] = ([], [])
+        self.classes: list[str] = []
 
     def set_probs(self, classes, before: dict, after: dict) -> None:
         x = np.arange(len(classes), dtype=float)
@@ -160,8 +164,27 @@ class ProbabilityChart(pg.PlotWidget):
         self.values = (b, a)
         self.before.setOpts(x=x - 0.2, height=b, width=0.38)
         self.after.setOpts(x=x + 0.2, height=a, width=0.38)
-        self.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(classes)]])
+        self.classes = [str(c) for c in classes]
+        self.getAxis("bottom").setToolTip(", ".join(self.classes))
+        self._label_classes()
         self.setXRange(-0.6, len(classes) - 0.4, padding=0)
+
+    def _label_classes(self) -> None:
+        """Class names under their bars, elided to the room each bar has (in a narrow chart,
+        "benign malignant normal" never runs together); the axis' tooltip names them all."""
+        from PySide6.QtGui import QFont, QFontMetrics
+
+        axis = self.getAxis("bottom")
+        n = max(len(self.classes), 1)
+        room = max(int(self.getPlotItem().vb.width() / n) - 8, 12)
+        fm = QFontMetrics(axis.style.get("tickFont") or QFont())
+        axis.setTicks([[(i, fm.elidedText(c, Qt.TextElideMode.ElideRight, room))
+                        for i, c in enumerate(self.classes)]])
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if self.__dict__.get("classes"):
+            self._label_classes()
 
 
 class MetricsTable(QTableWidget):
@@ -207,11 +230,15 @@ class ResultsView(QWidget):
         self.entry = None
         self.perturbation: PerturbationMap | None = None
 
-        self.header = QLabel("No results yet: choose an attack and press Run.")
+        # one line: the run's title (elided, whole in the tooltip: a PACS study is named by its
+        # UID) and its verdict; no file name can widen the window
+        self.header = ElidedLabel("No results yet: choose an attack and press Run.")
         self.header.setObjectName("heading")
-        self.header.setWordWrap(True)
-        self.toolbar = QToolBar()
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.verdict = QLabel("")
+        self.verdict.setObjectName("heading")
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)
+        self.toolbar = QToolBar()  # icons only: the title keeps the room (each has its tooltip)
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
 
         self.original_pane = ImagePane("Original")
         self.adversarial_pane = ImagePane("Adversarial")
@@ -279,8 +306,9 @@ class ResultsView(QWidget):
         self.roi_check.toggled.connect(self._toggle_roi)
         self.mask_check.toggled.connect(self._update_masks)
 
+        self.overlay_check.setText("Overlay")
+        self.opacity_slider.setMaximumWidth(80)
         controls = QHBoxLayout()
-        controls.addWidget(QLabel("Heatmap"))
         controls.addWidget(self.mode_combo)
         controls.addWidget(QLabel("Amplify"))
         controls.addWidget(self.amp_spin)
@@ -289,6 +317,15 @@ class ResultsView(QWidget):
         controls.addWidget(self.roi_check)
         controls.addWidget(self.mask_check)
         controls.addStretch(1)
+        self.fit_button = QPushButton("Fit")
+        self.fit_button.setToolTip("Fit the images to their panes (or double-click an image); "
+                                   "they stay fitted when the window is resized")
+        self.fit_button.clicked.connect(self.original_pane.fit)
+        self.one_to_one_button = QPushButton("1:1")
+        self.one_to_one_button.setToolTip("One image pixel per screen pixel")
+        self.one_to_one_button.clicked.connect(self.original_pane.one_to_one)
+        controls.addWidget(self.fit_button)
+        controls.addWidget(self.one_to_one_button)
 
         self.readout = QLabel(READOUT_HINT)
         self.readout.setObjectName("readout")
@@ -322,40 +359,47 @@ class ResultsView(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(images, 1)
         top_layout.addLayout(controls)
+        # the hover readout on a line of its own (never cut), ROI and lesion statistics below; a
+        # fixed height: the layout does not jump when a readout appears or wraps
         stats_box = QWidget()
-        stats = QHBoxLayout(stats_box)
+        stats_rows = QVBoxLayout(stats_box)
+        stats_rows.setContentsMargins(0, 0, 0, 0)
+        stats_rows.setSpacing(2)
+        stats_rows.addWidget(self.readout)
+        stats = QHBoxLayout()
         stats.setContentsMargins(0, 0, 0, 0)
-        stats.addWidget(self.readout, 2)
         stats.addWidget(self.roi_label, 3)
         stats.addWidget(self.lesion_label, 2)
-        # a fixed height: the layout does not jump when a readout appears or wraps
-        stats_box.setFixedHeight(3 * self.readout.fontMetrics().lineSpacing() + 6)
+        stats_rows.addLayout(stats)
+        self.readout.setWordWrap(False)
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        stats_box.setFixedHeight(4 * self.readout.fontMetrics().lineSpacing() + 8)
         for label in (self.readout, self.roi_label, self.lesion_label):
             label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.stats_box = stats_box
         top_layout.addWidget(stats_box)
 
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(self.chart)
-        bottom.addWidget(self.metrics)
-        bottom.addWidget(notes_scroll)
-        bottom.setStretchFactor(0, 3)
-        bottom.setStretchFactor(1, 2)
-        bottom.setStretchFactor(2, 2)
-        bottom.setSizes([420, 260, 300])
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(top)
-        split.addWidget(bottom)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
+        # the run's details (probabilities, metrics, notes): a panel of their own, which the
+        # main window puts in a dock (movable, floatable, closable) so the images keep the room
+        self.details = QSplitter(Qt.Orientation.Vertical)
+        self.details.setObjectName("run-details")
+        self.details.setChildrenCollapsible(True)
+        self.details.addWidget(self.chart)
+        self.details.addWidget(self.metrics)
+        self.details.addWidget(notes_scroll)
+        for i, stretch in enumerate((2, 3, 2)):
+            self.details.setStretchFactor(i, stretch)
+        self.metrics.setMinimumHeight(60)
+        notes_scroll.setMinimumHeight(40)
 
         head = QHBoxLayout()
         head.addWidget(self.header, 1)
+        head.addWidget(self.verdict)
         head.addWidget(self.toolbar)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(head)
-        layout.addWidget(split, 1)
+        layout.addWidget(top, 1)
 
     # -- content ------------------------------------------------------------------------------------
     def show_entry(self, entry) -> None:
@@ -367,11 +411,11 @@ class ResultsView(QWidget):
         self.perturbation = PerturbationMap(r.original, r.adversarial, mask)
         colour = SUCCESS_COLOUR if r.success else FAILURE_COLOUR  # as in the report
         verdict = r.outcome
-        self.header.setText(
-            f"<b>{html.escape(entry.title)}</b> &nbsp; <span style='color:{colour}'><b>{verdict}</b></span>"
-            f" &nbsp; {html.escape(r.original_label)} → {html.escape(r.adversarial_label)}")
+        self.header.setText(entry.title)
+        self.verdict.setText(f"<span style='color:{colour}'><b>{html.escape(verdict)}</b></span>"
+                             f" &nbsp; {html.escape(r.original_label)} → {html.escape(r.adversarial_label)}")
         same_shape = self.original_pane.image_shape == tuple(r.original.shape[:2])
-        self.original_pane.set_image(r.original, auto_range=not same_shape)
+        self.original_pane.set_image(r.original, auto_range=False)
         self.adversarial_pane.set_image(r.adversarial, auto_range=False)
         self.heatmap_pane.set_base(r.original)
         self._update_heatmap()
@@ -384,6 +428,7 @@ class ResultsView(QWidget):
         self.chart.set_probs(r.classes, r.original_probs, r.adversarial_probs)
         self.metrics.set_rows(metric_rows(r))
         self._update_notes()
+        self.original_pane.fit()  # every new run starts fitted (the linked panes follow)
 
     def _reset_roi(self) -> None:
         pm = self.perturbation

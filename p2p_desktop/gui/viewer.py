@@ -54,12 +54,16 @@ class ViewerPanel(QWidget):
             spin.setKeyboardTracking(False)
             spin.setToolTip(tip)
             spin.valueChanged.connect(self._on_window_edited)
-        self.reset_window_button = QPushButton("Reset W/L")
-        self.reset_window_button.setToolTip("Back to the file's window (or the full range)")
+        self.reset_window_button = QPushButton("Reset")
+        self.reset_window_button.setToolTip("Reset window / level: back to the file's window (or the full range)")
         self.reset_window_button.clicked.connect(self.reset_window)
         self.fit_button = QPushButton("Fit")
-        self.fit_button.setToolTip("Zoom to fit the whole image (wheel zooms, drag pans)")
+        self.fit_button.setToolTip("Fit the whole image to the pane, or double-click it (wheel zooms, drag pans); "
+                                   "it stays fitted when the window is resized")
         self.fit_button.clicked.connect(self.pane.fit)
+        self.one_to_one_button = QPushButton("1:1")
+        self.one_to_one_button.setToolTip("One image pixel per screen pixel")
+        self.one_to_one_button.clicked.connect(self.pane.one_to_one)
         self.mask_check = QCheckBox("Lesion mask")
         self.mask_check.setToolTip("Overlay the lesion mask stored next to the image (X_mask.png)")
         self.mask_check.setChecked(True)
@@ -82,6 +86,7 @@ class ViewerPanel(QWidget):
         controls.addWidget(self.mask_opacity)
         controls.addStretch(1)
         controls.addWidget(self.fit_button)
+        controls.addWidget(self.one_to_one_button)
 
         # cine frames
         self.frame_slider = QSlider(Qt.Orientation.Horizontal)

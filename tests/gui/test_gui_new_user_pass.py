@@ -356,7 +356,7 @@ def test_one_outcome_wording_and_cancelled_runs_record_the_classifier_hash(qtbot
     outcome = r.outcome
     assert outcome == "no success: class unchanged"
     history_text = window.history.list.item(0).text()
-    shown = {"progress": window.monitor.title.text(), "results": window.results.header.text(),
+    shown = {"progress": window.monitor.title.text(), "results": window.results.verdict.text(),
              "history": history_text, "status bar": window.status_label.text()}
     for where, text in shown.items():
         assert outcome in text, (where, text)

@@ -172,3 +172,61 @@ def test_the_app_opens_a_real_window_that_fits_a_1280x800_screen(xvfb, tmp_path)
         log.close()
     text = (tmp_path / "app.log").read_text()
     assert "Could not load the Qt platform plugin" not in text, text
+
+
+UID_NAME = "1.2.826.0.1.3680043.8.498.1234567890123456789012345678901234.dcm"
+
+
+@needs_xvfb
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool is not installed")
+def test_a_uid_named_study_opened_from_the_command_line_and_run_with_ctrl_r_fits_and_shows_big_images(
+        xvfb, tmp_path):
+    """Issue 27: ``p2p-desktop UID.dcm`` (a study retrieved from a PACS is named by its UID), then
+    Ctrl+R: the window still fits the 1280 x 800 screen and the original and adversarial images
+    are each drawn at least 200 px wide (measured from the ViewBox mapping, in screen pixels)."""
+    import json
+
+    from p2p_desktop.paths import samples_dir
+
+    (tmp_path / "pacs").mkdir()
+    study = tmp_path / "pacs" / UID_NAME
+    shutil.copy(samples_dir() / "dicom" / "malignant" / "malignant_9000001.dcm", study)
+    display = xvfb(1280, 800)
+    env = _env(display, tmp_path)
+    (tmp_path / "settings.ini").write_text("[run]\nattack=fgsm\ndevice=cpu\n")
+    out = tmp_path / "probe.json"
+    log = (tmp_path / "app.log").open("w")
+    probe = Path(__file__).with_name("xcb_probe.py")
+    app = subprocess.Popen([sys.executable, str(probe), str(out), str(study)], env=env, stdout=log,
+                           stderr=subprocess.STDOUT)
+    try:
+        _window_geometry(display, tmp_path, "breast-ultrasound")
+        wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "breast-ultrasound"], env=env,
+                             capture_output=True, text=True, timeout=30).stdout.split()[0]
+        deadline = time.monotonic() + 240
+        while not out.exists() and time.monotonic() < deadline:  # (Ctrl+R is refused until the study is shown)
+            subprocess.run(["xdotool", "windowfocus", "--sync", wid, "key", "--clearmodifiers", "ctrl+r"], env=env,
+                           capture_output=True, timeout=30)
+            for _ in range(20):
+                if out.exists():
+                    break
+                time.sleep(0.5)
+        assert out.exists(), (tmp_path / "app.log").read_text()
+        time.sleep(0.5)
+        probe_data = json.loads(out.read_text())
+        x, y, w, h = _window_geometry(display, tmp_path, "breast-ultrasound")
+        assert app.poll() is None, (tmp_path / "app.log").read_text()
+        assert probe_data["study"] == UID_NAME and UID_NAME in probe_data["entry"], probe_data
+        assert x >= 0 and y >= 0 and x + w <= 1280 and y + h <= 800, ((x, y, w, h), probe_data)
+        fx, fy, fw, fh = probe_data["frame"]
+        assert fx >= 0 and fy >= 0 and fx + fw <= 1280 and fy + fh <= 800, probe_data
+        assert probe_data["minimum_hint"][0] <= 1280, probe_data
+        for name in ("original", "adversarial"):
+            assert probe_data["drawn"][name][0] >= 200, probe_data
+        app.send_signal(signal.SIGINT)
+        assert app.wait(60) == 0, (tmp_path / "app.log").read_text()
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+        log.close()
