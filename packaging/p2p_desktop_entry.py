@@ -35,15 +35,10 @@ def gui_may_open(argv: list[str]) -> bool:
             value_next = True
             continue
         if not arg.startswith("-"):
-            # a sub-command, or a study to open (``p2p-desktop FILE|FOLDER ...``: the app opens)
-            return os.path.exists(arg) and arg not in _command_names()
+            # a sub-command, or a study to open (``p2p-desktop FILE|FOLDER ...``: the app opens);
+            # a folder named like a sub-command only costs torch's start-up time here
+            return os.path.exists(arg)
     return True
-
-
-def _command_names() -> tuple[str, ...]:
-    from p2p_desktop.cli.main import COMMAND_MODULES  # no Qt, no torch: safe before torch
-
-    return COMMAND_MODULES
 
 
 if sys.platform == "win32" or gui_may_open(sys.argv[1:]):
