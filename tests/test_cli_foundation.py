@@ -210,3 +210,18 @@ def test_console_entry_point_subprocess(squeezenet_weights, tmp_path):
                            str(squeezenet_weights), "--arch", "squeezenet1_1", "--classes", CLASSES],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_every_sub_command_is_dispatched_as_a_command_not_a_path(capsys):
+    """``p2p-desktop FILE`` opens a study, so every sub-command name must be known as one
+    (``reader-study`` is the command of module ``cmd_reader_study``)."""
+    from p2p_desktop.cli.main import COMMAND_MODULES, build_parser, split_paths
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(COMMAND_MODULES) == set(sub.choices)
+    for name in COMMAND_MODULES:
+        assert split_paths([name, "x"]) == ([name, "x"], [])
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0, name
+    capsys.readouterr()

@@ -440,3 +440,16 @@ def test_orthanc_web_viewer_shows_the_exported_pixels(evaluated, tmp_path, ortha
         theirs = _ncc(shots[name], _place(shots[name], pixels[other], scale, windowed))
         assert own > 0.98, (name, own, theirs, scale, windowed)
         assert own > theirs, (name, own, theirs, scale, windowed)
+
+
+def test_a_study_is_made_from_an_evaluate_folder_of_png_images(tmp_path, capsys):
+    """evaluate keeps a PNG image's name for its adversarial (``X.png``, not ``X.png.png``)."""
+    assert main(["phantoms", "--n", "4", "--seed", "7340000", "--out", str(tmp_path / "ph"), "--size", "96"]) == 0
+    assert main(["evaluate", str(tmp_path / "ph"), "--attacks", "fgsm", "--classifiers", CLASSIFIER, "--out",
+                 str(tmp_path / "ev"), "--device", "cpu"]) == 0
+    successes = sorted((tmp_path / "ev" / "adversarial").rglob("*.png"))
+    assert successes and not any(p.name.endswith(".png.png") for p in successes)
+    capsys.readouterr()
+    study, key = _make(tmp_path / "ev", tmp_path)
+    cases = json.loads(key.read_text())["cases"]
+    assert sum(c["altered"] for c in cases) == len(successes)

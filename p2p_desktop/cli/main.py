@@ -37,7 +37,8 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 # Order = order in --help.
 COMMANDS = (cmd_classify, cmd_attack, cmd_evaluate, cmd_phantoms, cmd_oracle, cmd_models, cmd_plugins, cmd_audit,
             cmd_rerun, cmd_pacs, cmd_reader_study)
-COMMAND_MODULES = tuple(m.__name__.rsplit(".cmd_", 1)[1] for m in COMMANDS)
+#: the sub-command names (module cmd_reader_study is the command reader-study)
+COMMAND_MODULES = tuple(m.__name__.rsplit(".cmd_", 1)[1].replace("_", "-") for m in COMMANDS)
 
 # Offline by construction: nothing in this program talks to a model hub.
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"), ("TRANSFORMERS_OFFLINE", "1"),

@@ -65,7 +65,9 @@ def _from_evaluate(folder: Path) -> list[Source]:
             rel, clf, attack = row["image"], row["classifier"], row["attack"]
             base = Path(safe_name(clf)) / safe_name(attack) / rel
             dcm = (folder / "dicom" / base).with_suffix(".dcm")
-            png = folder / summary.get("adversarial_dir", "adversarial") / base.parent / (base.name + ".png")
+            # evaluate's naming (jobs/evaluate/files.adversarial_path): a PNG keeps its name, others get ".png"
+            png_name = base.name if base.suffix.lower() == ".png" else base.name + ".png"
+            png = folder / summary.get("adversarial_dir", "adversarial") / base.parent / png_name
             adv = dcm if dcm.is_file() else png
             if not adv.is_file():
                 raise InputError(f"{folder}: the adversarial image of {rel} ({clf}, {attack}) is missing")
