@@ -156,6 +156,8 @@ def test_evaluate_names_controls_and_keeps_the_validity_columns(tmp_path, tiny_s
     assert doc["metrics"]["ssim"] == {"window": "7×7 uniform", "data_range": 1.0,
                                       "on": "the images as written (source geometry)"}
     assert doc["warnings"] == []  # tiny SD: 32 px, as it was built
+    assert any(n.startswith("random-prompt (control): ") for n in doc["notes"])
+    assert any(n.startswith("rerender (control): ") for n in doc["notes"])
 
 
 def test_a_run_off_the_backbones_training_resolution_says_so(bb, clf, tmp_path):
@@ -186,3 +188,17 @@ def test_a_run_off_the_backbones_training_resolution_says_so(bb, clf, tmp_path):
     prov = provenance_record(res, study)
     assert prov["attack"]["metric_protocol"] == summary["metric_protocol"]
     assert prov["attack"]["procedure"]["resolution_warning"] == warned[0]
+
+
+def test_evaluate_runs_the_controls_at_p2ps_preset():
+    from p2p_desktop.jobs.evaluate.params import build_attacks, default_presets
+
+    def presets(names, preset):
+        return {a.name: a.config.preset for a in build_attacks(names, preset=default_presets(names, preset))
+                if hasattr(a.config, "preset")}
+
+    both = ["p2p", "random-prompt", "p2p-lr0", "rerender"]
+    assert presets(both, None) == {"p2p": "paper", "random-prompt": "paper", "p2p-lr0": "paper"}
+    assert presets(both, "p2p=fast") == {"p2p": "fast", "random-prompt": "fast", "p2p-lr0": "fast"}
+    assert presets(both, "p2p=fast,p2p-lr0=paper") == {"p2p": "fast", "random-prompt": "fast", "p2p-lr0": "paper"}
+    assert presets(["random-prompt"], None) == {"random-prompt": "paper"}  # evaluate's P2P default

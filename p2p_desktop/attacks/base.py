@@ -120,6 +120,8 @@ class Attack(ABC):
     control: ClassVar[bool] = False
     #: The attack a control stands against (its presets follow that attack's in ``evaluate``).
     control_for: ClassVar[str | None] = None
+    #: One line on what a control compares against (the tables' notes print it).
+    control_note: ClassVar[str] = ""
 
     def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
         if config is None:

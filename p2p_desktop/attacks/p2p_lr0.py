@@ -36,6 +36,7 @@ class P2PLr0(P2P):
     summary = "Control for P2P: the same pipeline with learning rate 0 (only timesteps and noise are searched)"
     control = True
     control_for = "p2p"
+    control_note = "p2p-lr0 (control): P2P with learning rate 0 — only its timesteps and noise are searched"
     presets = {"paper": {**PAPER, "lr": 0.0}, "fast": {**FAST, "lr": 0.0}}
     config: P2PLr0Config
 

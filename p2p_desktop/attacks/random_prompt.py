@@ -59,6 +59,9 @@ class RandomPrompt(D.DiffusionAttack):
     requires_backbone = True
     control = True
     control_for = "p2p"
+    control_note = ("random-prompt (control): P2P's pipeline with the text parameters moved in random directions of "
+                    "the norm P2P learned on the same image (when p2p ran first on the serial executor; else the "
+                    "configured norm), best of at most P2P's iterations, no gradient")
     presets = {"paper": PAPER, "fast": FAST}
     config: RandomPromptConfig
 

@@ -77,6 +77,9 @@ class Rerender(Attack):
     summary = "Control for P2P (phantoms only): best of N random re-acquisitions by the simulator above an SSIM floor"
     control = True
     control_for = "p2p"
+    control_note = ("rerender (control): best of N random re-acquisitions of the same phantom by the simulator, at "
+                    "SSIM no lower than P2P's success on that image (when p2p ran first on the serial executor; "
+                    "else ssim_floor); a successful re-acquisition keeps the finding by construction")
     requires_phantom = True  # runs only on phantoms with a generator record
     config: RerenderConfig
 

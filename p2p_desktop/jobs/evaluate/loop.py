@@ -365,6 +365,7 @@ def _tables(p: Plan, tally: _Tally, cancel: CancelToken, t_start: float) -> Eval
                         unavailable=() if ok else ("lpips",))
     label_summary(summary, p.procedures, p.metrics)
     notes[:0] = list(p.warnings) + [f"metrics: {METRIC_PROTOCOL_TEXT[p.metrics]}"]
+    notes += [a.control_note for a in p.attacks if getattr(a, "control", False) and getattr(a, "control_note", "")]
     # 4d. valid success and transfer (images skipped in an earlier session are re-checked there), DICOMs
     honest = validity_and_transfer(summary, rows, p.root, p.out, p.classifiers, p.attack_names, cancel, p.total,
                                    tally.per_image, p.backbone, p.procedures)
