@@ -1,10 +1,11 @@
 """The contract every registered attack keeps (torchattacks' one test over ``__all__``).
 
-For every built-in attack: its registry row and its class agree (name, summary), its config is
-a frozen, validated dataclass, its module cites its paper. For those that need no diffusion
-backbone, a run on a small trained classifier: one ``ctx.step`` per iteration with the class
-probabilities, an output in [0, 1] in the source's geometry, the same output for the same
-seed, and a cancel honoured at the first step with nothing returned.
+For every built-in attack (controls included): its registry row and its class agree (name, summary,
+control), its config is a frozen, validated dataclass, its module cites its paper. For those that need
+no diffusion backbone, a run on a small trained classifier: one ``ctx.step`` per iteration with the
+class probabilities, an output in [0, 1] in the source's geometry, the same output for the same
+seed, and a cancel honoured at the first step with nothing returned (an attack that runs on phantoms
+only, ``requires_phantom``, is given a phantom of the simulator).
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ def _study(label: int = 0, seed: int = 5) -> Study:
     return Study(path=Path(f"toy{label}.png"), image=img.astype(np.float32), kind="image")
 
 
+@pytest.fixture(scope="module")
+def phantom_study(tmp_path_factory):
+    from p2p_desktop.io import load_study
+    from p2p_desktop.phantoms import write_png_dataset
+
+    path = write_png_dataset(tmp_path_factory.mktemp("phantoms"), 1, 1100001, size=32)[0]
+    return load_study(path)
+
+
+def _study_for(name, phantom_study):
+    return phantom_study if getattr(registry.get(name), "requires_phantom", False) else _study()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_registry_row_and_class_agree(name):
     import sys
@@ -45,6 +59,7 @@ def test_registry_row_and_class_agree(name):
     assert issubclass(cls, Attack) and cls.name == name
     assert cls.summary and registry.spec(name).summary == cls.summary
     assert registry.spec(name).requires_backbone is bool(cls.requires_backbone)
+    assert registry.spec(name).control is bool(getattr(cls, "control", False))
     assert issubclass(cls.Config, AttackConfig) and cls.Config.__dataclass_params__.frozen
     config = cls.Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -56,8 +71,8 @@ def test_registry_row_and_class_agree(name):
 
 
 @pytest.mark.parametrize("name", GRADIENT_ONLY)
-def test_a_run_reports_every_step_and_is_reproducible(clf, name):
-    study = _study()
+def test_a_run_reports_every_step_and_is_reproducible(clf, name, phantom_study):
+    study = _study_for(name, phantom_study)
     events = []
     attack = registry.get(name)(seed=3)
     res = run_attack(study, clf, attack, on_step=events.append)
@@ -71,7 +86,7 @@ def test_a_run_reports_every_step_and_is_reproducible(clf, name):
 
 
 @pytest.mark.parametrize("name", GRADIENT_ONLY)
-def test_a_cancel_is_honoured_at_the_first_step(clf, name):
+def test_a_cancel_is_honoured_at_the_first_step(clf, name, phantom_study):
     cancel = CancelToken()
     events = []
 
@@ -80,5 +95,5 @@ def test_a_cancel_is_honoured_at_the_first_step(clf, name):
         cancel.cancel()
 
     with pytest.raises(Cancelled):
-        run_attack(_study(), clf, registry.get(name)(seed=0), on_step=on_step, cancel=cancel)
+        run_attack(_study_for(name, phantom_study), clf, registry.get(name)(seed=0), on_step=on_step, cancel=cancel)
     assert len(events) == 1

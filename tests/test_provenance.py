@@ -41,7 +41,9 @@ def test_attack_then_rerun_is_byte_identical(attack, extra, source, model_card, 
     record = json.loads(prov.read_text())
     assert record["input"]["sha256"] == first["input_sha256"] and record["input"]["frame"] == 0
     # issue 12: the record also names the procedure (preset, resolution, output mode, precision)
-    assert record["attack"] == {"name": attack, "config": first["config"], "procedure": first["procedure"]}
+    assert record["attack"] == {"name": attack, "config": first["config"], "procedure": first["procedure"],
+                                "metric_protocol": first["metric_protocol"]}  # issue 25: SSIM window, data range
+    assert first["metric_protocol"]["ssim"]["window"] == "7×7 uniform"
     assert record["attack"]["procedure"]["label"].startswith(f"{attack}[default, ")
     assert record["classifier"]["spec"] == str(model_card.resolve())
     assert record["classifier"]["weights_sha256"] == first["classifier"]["sha256"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from p2p_desktop.attacks.procedure import metric_protocol
 from p2p_desktop.errors import InputError, ModelError
 from p2p_desktop.export import provenance as prov
 from tests.test_export_dicom import attack_result, load, tiny_classifier
@@ -41,7 +42,8 @@ def test_the_record_names_everything_a_rerun_needs(cine_result, tmp_path):
     assert rec["input"] == {"path": str(Path(study.path).resolve()), "sha256": digest, "frame": 3,
                             "n_frames": 30, "kind": "dicom", "true_label": "benign", "true_label_source": "given"}
     assert rec["attack"] == {"name": "fgsm", "config": result.config,
-                             "procedure": json.loads(json.dumps(result.procedure))}
+                             "procedure": json.loads(json.dumps(result.procedure)),
+                             "metric_protocol": metric_protocol("native")}
     assert rec["attack"]["config"]["seed"] == 4
     assert rec["classifier"]["spec"] == "demo-x" and rec["classifier"]["arch"] == "a"
     assert rec["classifier"]["identity"] == json.loads(json.dumps(result.classifier))

@@ -56,7 +56,8 @@ def test_summary_and_needs_come_from_the_class():
         assert s.summary == cls.summary and cls.summary
         assert s.requires_backbone is cls.requires_backbone
     assert registry.spec("fgsm").summary == FGSM.summary  # one text: it used to be written twice, differently
-    assert [s.name for s in registry.BUILTIN if s.requires_backbone] == ["diff-pgd", "p2p"]
+    assert [s.name for s in registry.BUILTIN if s.requires_backbone] == ["diff-pgd", "p2p", "random-prompt",
+                                                                         "p2p-lr0"]
 
 
 def test_a_plugin_shows_its_manifest_summary_until_imported_then_its_class():

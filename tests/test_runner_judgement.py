@@ -18,6 +18,7 @@ from PIL import Image
 
 from p2p_desktop.attacks.base import Attack, AttackConfig, AttackOutput
 from p2p_desktop.attacks.fgsm import FGSM
+from p2p_desktop.attacks.procedure import metric_protocol
 from p2p_desktop.attacks.runner import AttackResult, run_attack
 from p2p_desktop.errors import InputError
 from tests.toy import CLASSES, toy_image, toy_module
@@ -399,6 +400,7 @@ def test_the_backbone_identity_and_the_summary(png_study):
         "device": "cpu", "info": {"arr": [1, 2], "f": 0.5, "i": 3, "t": [1, "a"], "4": {"n": [1]}},
         "notes": r.notes, "frame": 0, "versions": r.versions,
         "procedure": {**r.procedure},  # what produced the image (issue 12): its own tests pin its fields
+        "metric_protocol": metric_protocol("native"),  # issue 25: SSIM window, data range
     }
     import json
 

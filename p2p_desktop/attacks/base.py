@@ -67,6 +67,11 @@ class AttackContext:
     # (source geometry, quantised to the source's levels), on the classifier's device. Set by
     # the runner; attacks that pick among candidates use it so their verdict is the written one.
     written: Callable[[Any], Any] | None = None
+    # The study being attacked (set by the runner): the rerender control reads its generator record.
+    study: Any = None
+    # What the attack a control stands against found on this image (its output info, e.g. P2P's
+    # ``parameter_change`` and iterations), when the caller ran it first (``evaluate`` does).
+    reference: dict[str, Any] | None = None
     _t0: float = field(default_factory=time.perf_counter)
 
     @property
@@ -109,6 +114,14 @@ class Attack(ABC):
     summary: ClassVar[str] = ""
     requires_backbone: ClassVar[bool] = False
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: A control: a baseline that shows how much of an attack's effect its optimisation does (a
+    #: random change of the same size, the same pipeline without learning, a re-acquisition).
+    #: Tables name controls as such (``"control": true``).
+    control: ClassVar[bool] = False
+    #: The attack a control stands against (its presets follow that attack's in ``evaluate``).
+    control_for: ClassVar[str | None] = None
+    #: One line on what a control compares against (the tables' notes print it).
+    control_note: ClassVar[str] = ""
 
     def __init__(self, config: AttackConfig | None = None, **overrides: Any) -> None:
         if config is None:

@@ -281,6 +281,185 @@ class _Prompt:
         return out
 
 
+class Candidates:
+    """One iteration's K candidates: timesteps, decoded images and their losses."""
+
+    def __init__(self, t, x_adv, logits, cls_loss, mse, loss) -> None:
+        self.t, self.x_adv, self.logits, self.cls_loss, self.mse, self.loss = t, x_adv, logits, cls_loss, mse, loss
+
+
+class Session:
+    """P2P's pipeline on one image: the prompt and its parameters, the encoded image, and
+    :meth:`candidates` (steps 3-6 of the method). The controls (random-prompt, p2p-lr0) reuse it."""
+
+    def __init__(self, cfg: P2PConfig, x, ctx: AttackContext, bb) -> None:
+        import torch
+
+        self.cfg, self.ctx, self.bb = cfg, ctx, bb
+        self.gen = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(cfg.seed)
+        self.clf = ctx.classifier
+        self.dev = torch.device(bb.device)
+        self.lpips_net = _lpips(self.dev) if cfg.fidelity == "lpips" else None
+        self.channels = int(x.shape[1])
+        self.R = D.working_resolution(bb, cfg.resolution, "p2p")
+        self.K = cfg.batch_timesteps
+        self.y = torch.full((self.K,), ctx.label, device=self.clf.device, dtype=torch.long)
+        # 1. Prompt and learnable parameters (fresh for every image).
+        cls_name = ctx.classes[ctx.label]
+        self.word = parse_class_words(cfg.class_words).get(cls_name, cls_name)
+        self.prompt = _Prompt(bb, cfg, self.word, self.gen)
+        # 2. Encode the image once: posterior mean (and std for encode="sample").
+        self.x_src = x.detach().float().to(self.dev)
+        self.x_ref = D.resize(self.x_src, self.R).clamp(0, 1)  # (1, C, R, R): the fidelity reference
+        with torch.no_grad(), D.autocast(bb):
+            self.z_mean, self.z_std = D.encode(bb, self.x_ref)
+
+    def candidates(self) -> Candidates:
+        """Steps 3-6: t, noise, z_t, the text conditioning, one UNet call, ẑ0 decoded, the loss
+        (differentiable in the prompt's parameters unless called under ``torch.no_grad``)."""
+        import torch
+        import torch.nn.functional as F
+        from torch.profiler import record_function
+
+        cfg, bb, K, gen, dev = self.cfg, self.bb, self.K, self.gen, self.dev
+        z_mean, ctx = self.z_mean, self.ctx
+        # 3. Timesteps t ~ U{0..t_max-1} and noise, all from the attack's generator.
+        t = torch.randint(0, cfg.t_max, (K,), generator=gen).to(dev)
+        noise = torch.randn((K, *z_mean.shape[1:]), generator=gen).to(dev)
+        z0 = z_mean.expand(K, -1, -1, -1)
+        if cfg.encode == "sample":
+            z0 = z0 + self.z_std * torch.randn((K, *z_mean.shape[1:]), generator=gen).to(dev)
+
+        with D.autocast(bb):
+            # 4. Noisy latent z_t and the learnable text conditioning.
+            z_t = D.add_noise(bb, z0, t, noise)
+            with record_function("p2p.text_encoder"):
+                emb = self.prompt.embeddings(bb).expand(K, -1, -1)
+            # 5. One UNet call -> one-step estimate ẑ0 -> decoded candidates in [0,1].
+            with record_function("p2p.unet"):
+                z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
+            with record_function("p2p.vae_decode"):
+                x_adv = D.to_channels(D.decode(bb, z0_hat), self.channels)
+        x_adv = _project(x_adv, self.x_ref, cfg.bound, cfg.bound_eps)
+
+        # 6. Classifier loss on the image as it will be written (output mode, source geometry), + λ·fidelity.
+        y = self.y
+        with record_function("p2p.classifier"):
+            logits = self.clf.logits(D.to_source_geometry(x_adv, self.x_src, cfg.output, self.x_ref)).float()
+        if ctx.target is not None:
+            cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
+        elif cfg.loss == "neg_ce":
+            cls_loss = -F.cross_entropy(logits, y, reduction="none")
+        else:  # −log(1 − p_y) = logsumexp(all) − logsumexp(others)
+            others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+            cls_loss = torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
+        mse = ((x_adv - self.x_ref) ** 2).flatten(1).mean(1)
+        if cfg.fidelity == "mse":
+            fid = mse
+        elif cfg.fidelity == "lpips":
+            fid = self.lpips_net(D.to_rgb(x_adv) * 2 - 1, D.to_rgb(self.x_ref) * 2 - 1).flatten()
+        else:
+            fid = torch.zeros_like(mse)
+        loss = (cfg.cls_scale * cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
+        return Candidates(t, x_adv, logits, cls_loss, mse, loss)
+
+    def info(self, sel: Selection) -> dict[str, Any]:
+        """Step 9: what the run found and how (the attack's output info)."""
+        cfg, bb, ctx = self.cfg, self.bb, self.ctx
+        chosen = sel.chosen
+        info: dict[str, Any] = {
+            "success": sel.best is not None,
+            "chosen_t": chosen["t"],
+            "found_at": chosen["iteration"],
+            "first_success_at": sel.first_success,
+            "mse": chosen["mse"],
+            "predicted": ctx.classes[chosen["pred"]],
+            "probs": {c: float(p) for c, p in zip(ctx.classes, chosen["probs"].tolist())},
+            "stopped_early": sel.stopped_early,
+            "preset": cfg.preset,
+            "prompt": self.prompt.text,
+            "class_word": self.word,
+            "learn": cfg.learn,
+            "learned_parameters": self.prompt.count(),
+            "parameter_change": self.prompt.change(bb),
+            "nearest_words": _report_step(self.prompt.nearest_words, bb),
+            "resolution": self.R,
+            "output": cfg.output,
+            "precision": D.precision_name(bb.dtype),
+            "cls_scale": cfg.cls_scale,
+            "backbone": bb.name,
+        }
+        if cfg.bound != "none":
+            delta = (chosen["image"] - self.x_ref.cpu()).flatten()
+            info["bound"] = {"norm": cfg.bound, "eps": cfg.bound_eps,
+                             "linf": float(delta.abs().max()), "l2": float(delta.norm())}
+        return info
+
+    def output(self, sel: Selection, iterations: int, info: dict[str, Any]) -> AttackOutput:
+        return AttackOutput(adversarial=sel.chosen["image"], iterations=iterations, info=info)
+
+
+class Selection:
+    """Step 7: the best successful candidate so far (by ``cfg.selection``), the fallback (lowest
+    classification loss) while nothing succeeds, and the early-stop bookkeeping."""
+
+    def __init__(self, cfg: P2PConfig) -> None:
+        self.cfg = cfg
+        self.best: dict[str, Any] | None = None
+        self.fallback: dict[str, Any] | None = None
+        self.first_success: int | None = None
+        self.since_better = 0
+        self.stopped_early = False
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return self.best if self.best is not None else self.fallback
+
+    def judge_and_report(self, s: Session, c: Candidates, it: int) -> bool:
+        """Judge every candidate, keep the best, report the step; True when the run should stop early."""
+        import torch
+
+        cfg, ctx, clf, K = self.cfg, s.ctx, s.clf, s.K
+        with torch.no_grad():
+            probs = torch.softmax(c.logits.detach(), 1)
+            preds = probs.argmax(1).tolist()
+            t_list, mse_list, cl_list = c.t.tolist(), c.mse.detach().tolist(), c.cls_loss.detach().tolist()
+            improved = False
+            shown = min(range(K), key=lambda k: cl_list[k])
+            wins = [_succeeds(probs[k], ctx, cfg.margin) for k in range(K)]
+            for k in range(K):
+                cand = {"t": int(t_list[k]), "mse": float(mse_list[k]), "cls_loss": float(cl_list[k]),
+                        "iteration": it, "pred": int(preds[k])}
+                better = wins[k] and (self.best is None or _key(cand, cfg.selection) < _key(self.best, cfg.selection))
+                if better and ctx.written is not None:
+                    # a new best must also fool the classifier as written (8-bit rounding can undo it)
+                    wins[k] = better = _succeeds(
+                        clf.probs(ctx.written(c.x_adv[k:k + 1], output=cfg.output))[0].float(), ctx, cfg.margin)
+                if wins[k]:
+                    self.first_success = self.first_success or it
+                    if better:
+                        cand["image"] = c.x_adv[k:k + 1].detach().float().cpu().clone()
+                        cand["probs"] = probs[k].cpu()
+                        self.best, improved, shown = cand, True, k
+                elif self.best is None and (self.fallback is None or cand["cls_loss"] < self.fallback["cls_loss"]):
+                    cand["image"] = c.x_adv[k:k + 1].detach().float().cpu().clone()
+                    cand["probs"] = probs[k].cpu()
+                    self.fallback = cand
+            self.since_better = 0 if improved else self.since_better + 1
+            success_now = any(wins)
+
+        # 8. Report (raises Cancelled on user cancel: nothing is decoded or returned after it).
+        best = self.best
+        ctx.step(it, cfg.steps, float(c.loss.detach()), probs[shown], success=success_now,
+                 t=int(t_list[shown]), mse=float(mse_list[shown]),
+                 best_t=None if best is None else best["t"],
+                 best_mse=None if best is None else best["mse"])
+        if cfg.early_stop and best is not None and self.since_better >= cfg.patience:
+            self.stopped_early = True
+            return True
+        return False
+
+
 class P2P(D.DiffusionAttack):
     """Prompt2Perturb (CVPR 2025): optimise the prompt conditioning of a frozen latent diffusion model.
 
@@ -296,83 +475,25 @@ class P2P(D.DiffusionAttack):
 
     def _run(self, x: torch.Tensor, ctx: AttackContext, bb) -> AttackOutput:
         import torch
-        import torch.nn.functional as F
         from torch.profiler import record_function
 
         cfg = self.config
-        gen = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(cfg.seed)
-        clf = ctx.classifier
-        dev = torch.device(bb.device)
-        lpips_net = _lpips(dev) if cfg.fidelity == "lpips" else None
-        channels = int(x.shape[1])
-        R = D.working_resolution(bb, cfg.resolution, "p2p")
-        K = cfg.batch_timesteps
-        y = torch.full((K,), ctx.label, device=clf.device, dtype=torch.long)
-
-        # 1. Prompt and learnable parameters (fresh for every image).
-        cls_name = ctx.classes[ctx.label]
-        word = parse_class_words(cfg.class_words).get(cls_name, cls_name)
-        prompt = _Prompt(bb, cfg, word, gen)
-        optimizer = torch.optim.AdamW(prompt.trainable, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+        # 1.-2. Prompt and learnable parameters (fresh for every image); the image encoded once.
+        s = Session(cfg, x, ctx, bb)
+        optimizer = torch.optim.AdamW(s.prompt.trainable, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                       weight_decay=cfg.weight_decay, eps=cfg.eps_adam)
-        scaler = torch.amp.GradScaler("cuda") if (bb.dtype == torch.float16 and dev.type == "cuda") else None
-
-        # 2. Encode the image once: posterior mean (and std for encode="sample").
-        x_src = x.detach().float().to(dev)
-        x_ref = D.resize(x_src, R).clamp(0, 1)  # (1, C, R, R): the fidelity reference
-        with torch.no_grad(), D.autocast(bb):
-            z_mean, z_std = D.encode(bb, x_ref)
-
-        best: dict[str, Any] | None = None  # best successful candidate by the selection rule
-        fallback: dict[str, Any] | None = None  # lowest classification loss, when nothing succeeds
-        first_success = None
+        scaler = torch.amp.GradScaler("cuda") if (bb.dtype == torch.float16 and s.dev.type == "cuda") else None
+        sel = Selection(cfg)
         grad_norms: list[float] = []
-        since_better = 0
-        stopped_early = False
         it = 0
         for it in range(1, cfg.steps + 1):
-            # 3. Timesteps t ~ U{0..t_max-1} and noise, all from the attack's generator.
-            t = torch.randint(0, cfg.t_max, (K,), generator=gen).to(dev)
-            noise = torch.randn((K, *z_mean.shape[1:]), generator=gen).to(dev)
-            z0 = z_mean.expand(K, -1, -1, -1)
-            if cfg.encode == "sample":
-                z0 = z0 + z_std * torch.randn((K, *z_mean.shape[1:]), generator=gen).to(dev)
-
-            with D.autocast(bb):
-                # 4. Noisy latent z_t and the learnable text conditioning.
-                z_t = D.add_noise(bb, z0, t, noise)
-                with record_function("p2p.text_encoder"):
-                    emb = prompt.embeddings(bb).expand(K, -1, -1)
-                # 5. One UNet call -> one-step estimate ẑ0 -> decoded candidates in [0,1].
-                with record_function("p2p.unet"):
-                    z0_hat, _ = D.unet_x0_eps(bb, z_t, t, emb)
-                with record_function("p2p.vae_decode"):
-                    x_adv = D.to_channels(D.decode(bb, z0_hat), channels)
-            x_adv = _project(x_adv, x_ref, cfg.bound, cfg.bound_eps)
-
-            # 6. Classifier loss on the image as it will be written (output mode, source geometry), + λ·fidelity.
-            with record_function("p2p.classifier"):
-                logits = clf.logits(D.to_source_geometry(x_adv, x_src, cfg.output, x_ref)).float()
-            if ctx.target is not None:
-                cls_loss = F.cross_entropy(logits, torch.full_like(y, ctx.target), reduction="none")
-            elif cfg.loss == "neg_ce":
-                cls_loss = -F.cross_entropy(logits, y, reduction="none")
-            else:  # −log(1 − p_y) = logsumexp(all) − logsumexp(others)
-                others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
-                cls_loss = torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)
-            mse = ((x_adv - x_ref) ** 2).flatten(1).mean(1)
-            if cfg.fidelity == "mse":
-                fid = mse
-            elif cfg.fidelity == "lpips":
-                fid = lpips_net(D.to_rgb(x_adv) * 2 - 1, D.to_rgb(x_ref) * 2 - 1).flatten()
-            else:
-                fid = torch.zeros_like(mse)
-            loss = (cfg.cls_scale * cls_loss + cfg.fidelity_weight * fid.to(cls_loss.device)).mean()
-            scaled = loss / cfg.grad_accum
+            # 3.-6. Candidates and their loss.
+            c = s.candidates()
+            scaled = c.loss / cfg.grad_accum
             with record_function("p2p.backward"):
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if it % cfg.grad_accum == 0 or it == cfg.steps:
-                grad_norms.append(prompt.grad_norm())  # of every optimiser step (reported: first, min)
+                grad_norms.append(s.prompt.grad_norm())  # of every optimiser step (reported: first, min)
                 with record_function("p2p.optimizer"):
                     if scaler:
                         scaler.step(optimizer)
@@ -380,76 +501,14 @@ class P2P(D.DiffusionAttack):
                     else:
                         optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-
-            # 7. Judge every candidate; keep the best success (smallest t, then lowest MSE).
-            with torch.no_grad():
-                probs = torch.softmax(logits.detach(), 1)
-                preds = probs.argmax(1).tolist()
-                t_list, mse_list, cl_list = t.tolist(), mse.detach().tolist(), cls_loss.detach().tolist()
-                improved = False
-                shown = min(range(K), key=lambda k: cl_list[k])
-                wins = [_succeeds(probs[k], ctx, cfg.margin) for k in range(K)]
-                for k in range(K):
-                    cand = {"t": int(t_list[k]), "mse": float(mse_list[k]), "cls_loss": float(cl_list[k]),
-                            "iteration": it, "pred": int(preds[k])}
-                    better = wins[k] and (best is None or _key(cand, cfg.selection) < _key(best, cfg.selection))
-                    if better and ctx.written is not None:
-                        # a new best must also fool the classifier as written (8-bit rounding can undo it)
-                        wins[k] = better = _succeeds(
-                            clf.probs(ctx.written(x_adv[k:k + 1], output=cfg.output))[0].float(), ctx, cfg.margin)
-                    if wins[k]:
-                        first_success = first_success or it
-                        if better:
-                            cand["image"] = x_adv[k:k + 1].detach().float().cpu().clone()
-                            cand["probs"] = probs[k].cpu()
-                            best, improved, shown = cand, True, k
-                    elif best is None and (fallback is None or cand["cls_loss"] < fallback["cls_loss"]):
-                        cand["image"] = x_adv[k:k + 1].detach().float().cpu().clone()
-                        cand["probs"] = probs[k].cpu()
-                        fallback = cand
-                since_better = 0 if improved else since_better + 1
-                success_now = any(wins)
-
-            # 8. Report (raises Cancelled on user cancel: nothing is decoded or returned after it).
-            ctx.step(it, cfg.steps, float(loss.detach()), probs[shown], success=success_now,
-                     t=int(t_list[shown]), mse=float(mse_list[shown]),
-                     best_t=None if best is None else best["t"],
-                     best_mse=None if best is None else best["mse"])
-            if cfg.early_stop and best is not None and since_better >= cfg.patience:
-                stopped_early = True
+            # 7.-8. Judge every candidate, report (raises Cancelled on user cancel).
+            if sel.judge_and_report(s, c, it):
                 break
-
         # 9. The chosen candidate, with what the prompt drifted toward.
-        chosen = best if best is not None else fallback
-        info: dict[str, Any] = {
-            "success": best is not None,
-            "chosen_t": chosen["t"],
-            "found_at": chosen["iteration"],
-            "first_success_at": first_success,
-            "mse": chosen["mse"],
-            "predicted": ctx.classes[chosen["pred"]],
-            "probs": {c: float(p) for c, p in zip(ctx.classes, chosen["probs"].tolist())},
-            "stopped_early": stopped_early,
-            "preset": cfg.preset,
-            "prompt": prompt.text,
-            "class_word": word,
-            "learn": cfg.learn,
-            "learned_parameters": prompt.count(),
-            "parameter_change": prompt.change(bb),
-            "grad_norm_first": grad_norms[0] if grad_norms else 0.0,
-            "grad_norm_min": min(grad_norms) if grad_norms else 0.0,
-            "nearest_words": _report_step(prompt.nearest_words, bb),
-            "resolution": R,
-            "output": cfg.output,
-            "precision": D.precision_name(bb.dtype),
-            "cls_scale": cfg.cls_scale,
-            "backbone": bb.name,
-        }
-        if cfg.bound != "none":
-            delta = (chosen["image"] - x_ref.cpu()).flatten()
-            info["bound"] = {"norm": cfg.bound, "eps": cfg.bound_eps,
-                             "linf": float(delta.abs().max()), "l2": float(delta.norm())}
-        return AttackOutput(adversarial=chosen["image"], iterations=it, info=info)
+        info = s.info(sel)
+        info["grad_norm_first"] = grad_norms[0] if grad_norms else 0.0
+        info["grad_norm_min"] = min(grad_norms) if grad_norms else 0.0
+        return s.output(sel, it, info)
 
     def cheaper(self) -> P2P | None:
         """One timestep per step, gradient checkpointing and VAE slicing; None when already there."""

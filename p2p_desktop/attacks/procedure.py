@@ -10,14 +10,57 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["describe", "backbone_dtype", "apply_dtype", "METRIC_PROTOCOL_TEXT"]
+__all__ = ["describe", "backbone_dtype", "apply_dtype", "METRIC_PROTOCOL_TEXT", "FID_TEXT", "metric_protocol",
+           "training_resolution", "RESOLUTION_WARNING_PREFIX"]
 
 METRIC_PROTOCOL_TEXT = {
-    "paper": "paper protocol: LPIPS (AlexNet) and SSIM (11×11 Gaussian window, σ = 1.5) on Resize(256) + "
-             "CenterCrop(256) RGB; FID per class (originals of the class vs its adversarials), averaged over classes",
-    "native": "native protocol: SSIM (7×7 uniform window) and LPIPS (AlexNet) on the images as written "
-              "(source geometry); FID over all successful examples",
+    "paper": "paper protocol: LPIPS (AlexNet) and SSIM (11×11 Gaussian window, σ = 1.5, data range 1) on "
+             "Resize(256) + CenterCrop(256) RGB; FID per class (originals of the class vs its adversarials), "
+             "averaged over classes",
+    "native": "native protocol: SSIM (7×7 uniform window, data range 1) and LPIPS (AlexNet) on the images as "
+              "written (source geometry); FID over all successful examples",
 }
+_FID_COMMON = ("Fréchet distance between Gaussians fitted to InceptionV3 pool3 features (2048-d) of the originals and "
+               "of the adversarial images; pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth) give the "
+               "standard FID, torchvision's InceptionV3 a close but not identical one; not computed without either "
+               "(p2p-desktop models import-weights installs them); biased upward on few samples (below 2048)")
+#: What FID is under each metric protocol (tables and reports print it right under the protocol).
+FID_TEXT = {
+    "paper": f"FID (paper protocol): per class, the class's originals vs its successful adversarials, averaged over "
+             f"classes; {_FID_COMMON}",
+    "native": f"FID (native protocol): all successful examples, originals vs adversarials as written; {_FID_COMMON}",
+}
+_SSIM = {"paper": {"window": "11×11 Gaussian, σ = 1.5", "data_range": 1.0, "on": "Resize(256) + CenterCrop(256) RGB"},
+         "native": {"window": "7×7 uniform", "data_range": 1.0, "on": "the images as written (source geometry)"}}
+#: Notes that start so are warnings (the CLI, the report): the diffusion model runs off its training size.
+RESOLUTION_WARNING_PREFIX = "working resolution differs from the backbone's training resolution: "
+
+
+def metric_protocol(name: str = "native") -> dict[str, Any]:
+    """The metric protocol ``name`` as JSON: its description, SSIM window and data range, LPIPS, FID."""
+    return {"protocol": name, "description": METRIC_PROTOCOL_TEXT[name], "ssim": dict(_SSIM[name]),
+            "lpips": "AlexNet (lpips package), inputs scaled to [-1, 1]", "fid": FID_TEXT[name]}
+
+
+def training_resolution(backbone: Any) -> tuple[int | None, str]:
+    """(side in pixels, where it was read) the backbone was trained at: its card.json's ``trained_on.size``
+    (or ``training_resolution``), else its native size (the UNet's sample size × the VAE's factor)."""
+    import json
+    from pathlib import Path
+
+    path = getattr(backbone, "path", None)
+    if path:
+        try:
+            card = json.loads((Path(path) / "card.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            card = None
+        if isinstance(card, dict):
+            trained = card.get("trained_on") if isinstance(card.get("trained_on"), dict) else {}
+            size = trained.get("size") or card.get("training_resolution")
+            if isinstance(size, int) and size > 0:
+                return int(size), f"{getattr(backbone, 'name', 'backbone')} card.json"
+    res = getattr(backbone, "resolution", None)
+    return (int(res), "the backbone's native size") if res else (None, "")
 
 _IGNORED = ("seed", "target", "preset", "resolution", "output", "dtype")  # these have their own slots
 
@@ -59,8 +102,17 @@ def describe(attack, preset: str | None = None, backbone: Any = None, info: dict
     else:
         precision = "fp32"
     parts = [name, *(f"{k}={v}" for k, v in sorted(changes.items())), resolution, output, precision]
-    return {"label": f"{attack.name}[{', '.join(parts)}]", "attack": attack.name, "preset": name,
-            "changes": changes, "resolution": res, "output": output, "precision": precision}
+    out = {"label": f"{attack.name}[{', '.join(parts)}]", "attack": attack.name, "preset": name,
+           "changes": changes, "resolution": res, "output": output, "precision": precision,
+           "control": bool(getattr(type(attack), "control", False))}
+    if backbone is not None and res and getattr(type(attack), "requires_backbone", False):
+        trained, where = training_resolution(backbone)
+        out["training_resolution"] = trained
+        if trained and int(res) != trained:
+            out["resolution_warning"] = (
+                f"{RESOLUTION_WARNING_PREFIX}{attack.name} works at {res} px, but the {getattr(backbone, 'name', '')} "
+                f"backbone was trained at {trained} px ({where}); its diffusion model runs off the size it learned")
+    return out
 
 
 def backbone_dtype(attacks) -> str | None:

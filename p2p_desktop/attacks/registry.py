@@ -52,6 +52,14 @@ class AttackSpec:
         return self.manifest_summary or f"plugin {self.name}"
 
     @property
+    def control(self) -> bool:
+        """Whether the attack is a control (the class's ``control``), named so in every table."""
+        try:
+            return bool(getattr(self.attack_class(), "control", False))
+        except InputError:
+            return False
+
+    @property
     def requires_backbone(self) -> bool:
         """Whether the attack needs a latent diffusion backbone (the class's ``requires_backbone``)."""
         return bool(getattr(self.attack_class(), "requires_backbone", False))
@@ -64,6 +72,10 @@ BUILTIN: tuple[AttackSpec, ...] = (
     AttackSpec("diff-pgd", "p2p_desktop.attacks.diff_pgd:DiffPGD"),
     AttackSpec("p2p", "p2p_desktop.attacks.p2p:P2P"),
     AttackSpec("deepfool", "p2p_desktop.attacks.deepfool:DeepFool"),
+    # controls (``control = True``): baselines that show how much of P2P's effect its optimisation does
+    AttackSpec("random-prompt", "p2p_desktop.attacks.random_prompt:RandomPrompt"),
+    AttackSpec("p2p-lr0", "p2p_desktop.attacks.p2p_lr0:P2PLr0"),
+    AttackSpec("rerender", "p2p_desktop.attacks.rerender:Rerender"),
 )
 
 _specs: dict[str, AttackSpec] = {s.name: s for s in BUILTIN}

@@ -27,7 +27,7 @@ import numpy as np
 
 from p2p_desktop.attacks._diffusion import to_source_geometry
 from p2p_desktop.attacks.base import Attack, AttackContext, StepCallback, StepEvent
-from p2p_desktop.attacks.procedure import describe
+from p2p_desktop.attacks.procedure import describe, metric_protocol
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import InputError, ModelError, OutOfMemory
 from p2p_desktop.io.study import Study
@@ -111,6 +111,7 @@ class AttackResult:
             "notes": list(self.notes),
             "frame": self.frame,
             "versions": self.versions,
+            "metric_protocol": metric_protocol("native"),
         }
 
 
@@ -158,8 +159,12 @@ def run_attack(
     on_step: StepCallback | None = None,
     cancel: CancelToken | None = None,
     true_label: str | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> AttackResult:
-    """Run ``attack`` on ``study``; raises ``Cancelled`` (nothing produced) when cancelled."""
+    """Run ``attack`` on ``study``; raises ``Cancelled`` (nothing produced) when cancelled.
+
+    ``reference``: for a control, what the attack it stands against found on this study (its
+    output info; see :attr:`AttackContext.reference`)."""
     import torch
 
     cfg = attack.config
@@ -201,7 +206,7 @@ def run_attack(
 
     ctx = AttackContext(classifier=classifier, label=label_idx, target=target_idx, device=device,
                         backbone=backbone, on_step=on_step, cancel=cancel, generator=generator,
-                        written=written)
+                        written=written, study=study, reference=reference)
 
     try:  # a classifier giving NaN/Inf on a moved image: one line about the attacked image
         # 3. the attack (after an out-of-memory error: one retry at lower cost, where one exists)
@@ -267,6 +272,9 @@ def run_attack(
     from p2p_desktop.phantoms.oracle import study_verdict
 
     info["label_oracle"] = study_verdict(study, written, success)
+    procedure = describe(attack, None, backbone, info=out.info)
+    if procedure.get("resolution_warning"):
+        notes.insert(0, procedure["resolution_warning"])
     return AttackResult(
         attack=attack.name, config=cfg.to_dict(), classes=tuple(classes), true_label=label_name,
         original_label=classes[orig_idx], original_probs=dict(zip(classes, map(float, p0))),
@@ -277,5 +285,5 @@ def run_attack(
         history=list(ctx.history), info=info, seconds=seconds, iterations=out.iterations,
         seed=cfg.seed, device=device, classifier=classifier.identity(), backbone=backbone_id,
         study_path=str(study.path), frame=study.frame_index, versions=software_versions(),
-        procedure=describe(attack, None, backbone, info=out.info),
+        procedure=procedure,
     )

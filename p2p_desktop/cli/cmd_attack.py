@@ -193,6 +193,9 @@ def run(args) -> int:
 
     if send_node is not None:
         summary["sent"] = send_outputs(send_node, summary["outputs"], args)
-    warnings = [n for n in result.notes if n not in notes_before or n.startswith(WARNING_PREFIX)]
+    from p2p_desktop.attacks.procedure import RESOLUTION_WARNING_PREFIX
+
+    warnings = [n for n in result.notes
+                if n not in notes_before or n.startswith((WARNING_PREFIX, RESOLUTION_WARNING_PREFIX))]
     print_run(summary, result, args, warnings=warnings)
     return 0

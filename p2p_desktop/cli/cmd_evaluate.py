@@ -185,17 +185,18 @@ def run(args) -> int:
 
 def _print_summary(summary) -> None:
     """The headline table: success rate and the paper's metrics (labels and formats from the metric table)."""
-    from p2p_desktop.jobs.evaluate.summary import FID, PAPER_KEYS
+    from p2p_desktop.jobs.evaluate.summary import FID, PAPER_KEYS, attack_cell
     from p2p_desktop.metrics import METRICS
 
     shown = [METRICS[k] for k in (*PAPER_KEYS, FID)]
-    width = max([36] + [len(str(r.get("procedure", r["attack"]))) for r in summary])
-    print(f"{'classifier':<22} {'procedure':<{width}} {'success':>12} "
+    width = max([36] + [len(attack_cell(r)) for r in summary])
+    print(f"{'classifier':<22} {'procedure':<{width}} {'success':>12} {'valid':>6} "
           + " ".join(f"{m.label:>8}" for m in shown))
     for r in summary:
         rate = "n/a" if r["success_rate"] is None else f"{r['success_rate']:.2f} ({r['successes']}/{r['correct']})"
+        valid = "n/a" if r.get("valid_success_rate") is None else f"{r['valid_success_rate']:.2f}"
         cells = ["n/a" if r[m.key] is None else m.fmt.format(r[m.key]) for m in shown]
-        print(f"{r['classifier']:<22} {r.get('procedure', r['attack']):<{width}} {rate:>12} "
+        print(f"{r['classifier']:<22} {attack_cell(r):<{width}} {rate:>12} {valid:>6} "
               + " ".join(f"{c:>8}" for c in cells))
 
 

@@ -1,10 +1,14 @@
-"""``p2p-desktop models list|verify``: the registered models and whether their files are intact.
+"""``p2p-desktop models list|verify|import-weights``: the registered models and whether their files are
+intact, and the metric weights (LPIPS's AlexNet, FID's InceptionV3) imported onto an offline machine.
 
 ``list`` shows every registered model (the embedded demo bundle under ``resources/models`` and
 any plugin's) with its status: ``verified``, ``missing``, ``corrupted`` (SHA-256 differs from the
 card), ``unverified`` (the card records no hash) or ``invalid`` (unreadable card).
 ``verify`` re-hashes every file and exits 2 naming each model that is not ``verified``; such a
 model is never loaded.
+``import-weights FILE…`` checks each file against the published SHA-256 of torchvision's AlexNet
+(LPIPS) and pytorch-fid's InceptionV3 (FID) and copies it where the metrics find it
+(:mod:`p2p_desktop.metrics.import_weights`); another hash exits 2 with nothing copied.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ def add_parser(subparsers) -> None:
     pv = actions.add_parser("verify", help="re-hash every registered model against its card",
                             description="Re-hash every registered model's files; exit 2 if any is not verified.")
     pv.add_argument("--json", action="store_true", help='print {"models": [...], "ok": bool} on stdout')
+    pi = actions.add_parser(
+        "import-weights", help="install LPIPS/FID weights (checked against their published SHA-256)",
+        description="Check each FILE against the published SHA-256 of alexnet-owt-7be5be79.pth (LPIPS) and "
+                    "pt_inception-2015-12-05-6726825d.pth (FID) and copy it where the metrics find it "
+                    "($TORCH_HOME/hub/checkpoints). Another hash: exit 2, nothing copied.")
+    pi.add_argument("files", nargs="+", metavar="FILE", help="weight file(s) fetched on a connected machine")
+    pi.add_argument("--json", action="store_true", help='print {"imported": [...]} on stdout')
     p.set_defaults(handler=run)
 
 
@@ -97,6 +108,17 @@ def run(args) -> int:
     from p2p_desktop.errors import ModelError
     from p2p_desktop.paths import models_dir
 
+    if args.models_action == "import-weights":
+        from p2p_desktop.metrics.import_weights import import_weights
+
+        records = import_weights(args.files)
+        if args.json:
+            emit_json({"imported": records})
+        else:
+            for r in records:
+                how = "already in place" if r["already"] else "imported"
+                print(f"{r['name']}: SHA-256 verified, {how} at {r['path']}; enables {r['enables']}")
+        return 0
     if args.models_action == "list":
         rows = model_rows()
         if args.json:

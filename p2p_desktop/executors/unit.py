@@ -50,14 +50,14 @@ def clean_verdict(classifier, image) -> tuple[str | None, str | None]:
 
 
 def attack_into_row(row: dict[str, Any], study, classifier, attack, backbone, true_label, *, what: str,
-                    on_step=None, cancel=None):
+                    on_step=None, cancel=None, reference=None):
     """Run one job and fill its row (the verdict and metrics, or the error): the one place both the
     serial evaluate loop and a worker build a row. Returns the result, or None when the attack failed."""
     from p2p_desktop.attacks.runner import run_attack
 
     try:
         res = run_attack(study, classifier, attack, backbone=backbone, on_step=on_step, cancel=cancel,
-                         true_label=true_label)
+                         true_label=true_label, reference=reference)
     except (Cancelled, KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - one image never stops the batch

@@ -89,6 +89,13 @@ def provenance_name(study, attack: str) -> str:
     return f"{output_stem(study, attack)}_provenance.json"
 
 
+def _metric_protocol() -> dict[str, Any]:
+    """The metric protocol of a single run's metrics (always native: the images as written)."""
+    from p2p_desktop.attacks.procedure import metric_protocol
+
+    return metric_protocol("native")
+
+
 def provenance_record(result, study, *, input_sha256: str | None = None, classifier_spec: dict | None = None,
                       backbone_spec: dict | None = None, label: str | None = None,
                       options: dict[str, Any] | None = None, outputs: list[dict] | None = None,
@@ -124,6 +131,7 @@ def provenance_record(result, study, *, input_sha256: str | None = None, classif
         },
         "attack": {"name": result.attack, "config": jsonable(result.config),
                    "procedure": jsonable(result.procedure or {}),
+                   "metric_protocol": _metric_protocol(),
                    **_plugin_identity(result.attack, "attack")},
         "classifier": {
             **(classifier_spec or {"spec": clf_identity.get("name")}),

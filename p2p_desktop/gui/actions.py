@@ -79,6 +79,10 @@ def build_actions(window) -> None:
     tools_menu = menus.addMenu("&Tools")
     tools_menu.addAction(act(window, "Plugins…", window.show_plugins, None, None,
                              "Plugins (attacks, classifiers): path, SHA-256, enable/disable"))
+    window.import_weights_action = act(window, "Import metric weights…", window.import_metric_weights, None, None,
+                                       "Install the LPIPS (AlexNet) and FID (InceptionV3) weights, checked against "
+                                       "their published SHA-256")
+    tools_menu.addAction(window.import_weights_action)
     help_menu = menus.addMenu("&Help")
     help_menu.addAction(act(window, "Models…", window.show_models, None, None, "Registered models and their status"))
     help_menu.addAction(act(window, "About", window.show_about))

@@ -721,6 +721,30 @@ class MainWindow(QMainWindow):
 
         return ask_to_enable(self, info)
 
+    def import_metric_weights(self, files=None) -> list[dict] | None:
+        """Tools > Import metric weights…: the files chosen (or ``files``) through the same core function as
+        ``p2p-desktop models import-weights``; what it enabled, or why not, in a message box."""
+        from PySide6.QtWidgets import QMessageBox
+
+        from p2p_desktop.errors import InputError
+        from p2p_desktop.metrics.import_weights import PUBLISHED, import_weights
+
+        if files is None:
+            names = " ".join(PUBLISHED)
+            files, _ = QFileDialog.getOpenFileNames(self, "Import metric weights", self.settings.last_folder,
+                                                    f"Metric weights ({names});;All files (*)")
+            if not files:
+                return None
+        try:
+            records = import_weights(files)
+        except InputError as exc:
+            QMessageBox.warning(self, "Import metric weights", str(exc))
+            return None
+        QMessageBox.information(self, "Import metric weights", "\n".join(
+            f"{r['name']}: verified, {'already in place' if r['already'] else 'imported'}; enables {r['enables']}"
+            for r in records))
+        return records
+
     def show_plugins(self):
         """The Plugins dialog (non-modal); enabling refreshes the attack and classifier lists."""
         from p2p_desktop.gui.plugins_dialog import PluginsDialog

@@ -287,10 +287,11 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     if hist is not None:
         charts.append(("loss and class probabilities per iteration", hist))
     outs = [{"kind": r["kind"], "path": Path(r["path"]).name, "sha256": r["sha256"]} for r in outputs]
+    from p2p_desktop.attacks.procedure import RESOLUTION_WARNING_PREFIX
     from p2p_desktop.input_check import WARNING_PREFIX
     from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
 
-    warnings = [n for n in result.notes if n.startswith(WARNING_PREFIX)]
+    warnings = [n for n in result.notes if n.startswith((WARNING_PREFIX, RESOLUTION_WARNING_PREFIX))]
     notes = [n for n in result.notes if n not in warnings]
     if cross_class_backbone(result.backbone):
         notes.append(CROSS_CLASS_NOTE[0].upper() + CROSS_CLASS_NOTE[1:] + ".")

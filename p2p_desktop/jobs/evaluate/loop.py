@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
+from p2p_desktop.attacks.procedure import FID_TEXT, METRIC_PROTOCOL_TEXT, metric_protocol
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled, InputError
 from p2p_desktop.io.outputs import FolderLock
@@ -285,14 +285,23 @@ def _attack_image(p: Plan, tally: _Tally, cancel: CancelToken, on_step, image_id
         tally.skip(len(todo))
         tally.report(f"{clf.name}: {image_id} skipped (misclassified)")
         return
-    for attack in todo:
+    # a control runs after the attack it stands against and is given what that found on this image
+    # (random-prompt: P2P's learned-change norm and iterations; rerender: the SSIM of P2P's success)
+    found: dict[str, dict] = {}
+    for attack in sorted(todo, key=lambda a: bool(getattr(a, "control_for", None))):
         cancel.check()
-        _one_job(p, tally, cancel, on_step, image_id, item, study, clf, attack, clean_pred)
+        res = _one_job(p, tally, cancel, on_step, image_id, item, study, clf, attack, clean_pred,
+                       found.get(getattr(attack, "control_for", None) or ""))
+        if res is not None:
+            found[attack.name] = {**res.info, "iterations": res.iterations, "success": bool(res.success),
+                                  "ssim": res.metrics.get("ssim")}
 
 
 def _one_job(p: Plan, tally: _Tally, cancel: CancelToken, on_step, image_id: str, item, study, clf, attack,
-             clean_pred: str) -> None:
-    """3b. One attack: its row, the adversarial image of a success (and its DICOM), the row appended."""
+             clean_pred: str, reference: dict | None = None):
+    """3b. One attack: its row, the adversarial image of a success (and its DICOM), the row appended;
+    the result (None when the attack failed). ``reference``: for a control, what the attack it stands
+    against found on this image in this session."""
     from p2p_desktop.executors.unit import attack_into_row
     from p2p_desktop.io.encode import encode_png
 
@@ -301,7 +310,8 @@ def _one_job(p: Plan, tally: _Tally, cancel: CancelToken, on_step, image_id: str
     row: dict[str, Any] = {"image": image_id, "label": item.label, "classifier": clf.name, "attack": attack.name,
                            "clean_pred": clean_pred, "procedure": p.procedures[attack.name]["label"]}
     tally.attacked += 1
-    res = attack_into_row(row, study, clf, attack, p.backbone, item.label, what=what, on_step=on_step, cancel=cancel)
+    res = attack_into_row(row, study, clf, attack, p.backbone, item.label, what=what, on_step=on_step, cancel=cancel,
+                          reference=reference)
     if res is not None and res.success:
         replace_file(adversarial_path(p.out, clf.name, attack.name, image_id),
                      encode_png(res.adversarial, bits=study.bits_stored))
@@ -309,6 +319,7 @@ def _one_job(p: Plan, tally: _Tally, cancel: CancelToken, on_step, image_id: str
             p.dicom.export(p.out, res, study, clf.name, attack.name, image_id, p.root)
     tally.record(row)
     tally.report(what)
+    return res
 
 
 def _run_elsewhere(p: Plan, tally: _Tally, cancel: CancelToken) -> None:
@@ -363,9 +374,10 @@ def _tables(p: Plan, tally: _Tally, cancel: CancelToken, t_start: float) -> Eval
                         unavailable=() if ok else ("lpips",))
     label_summary(summary, p.procedures, p.metrics)
     notes[:0] = list(p.warnings) + [f"metrics: {METRIC_PROTOCOL_TEXT[p.metrics]}"]
+    notes += [a.control_note for a in p.attacks if getattr(a, "control", False) and getattr(a, "control_note", "")]
     # 4d. valid success and transfer (images skipped in an earlier session are re-checked there), DICOMs
     honest = validity_and_transfer(summary, rows, p.root, p.out, p.classifiers, p.attack_names, cancel, p.total,
-                                   tally.per_image, p.backbone)
+                                   tally.per_image, p.backbone, p.procedures)
     notes += honest["notes"]
     dicom_outputs = p.dicom.finish(p.out, rows, notes) if p.dicom is not None else []
     # 4e. the files
@@ -415,7 +427,7 @@ def _write_tables(p: Plan, tally: _Tally, summary, rows, notes, honest, dicom_ou
     summary_json = {"summary": summary, "columns": COLUMN_HELP, "notes": notes, "config": p.config,
                     "fingerprint": p.fingerprint, "dataset": str(p.root.resolve()), "per_image": PER_IMAGE_FILE,
                     "adversarial_dir": ADVERSARIAL_DIR, "seconds_this_run": round(seconds, 3),
-                    "metrics": {"protocol": p.metrics, "description": METRIC_PROTOCOL_TEXT[p.metrics]},
+                    "metrics": metric_protocol(p.metrics),
                     "procedures": {a: d["label"] for a, d in p.procedures.items()}, "warnings": p.warnings,
                     "transfer": honest["transfer"]}
     outputs = [{"kind": "per-image-csv", "path": str(tally.per_image), "sha256": sha256_file(tally.per_image)}]
@@ -432,6 +444,7 @@ def _write_tables(p: Plan, tally: _Tally, summary, rows, notes, honest, dicom_ou
         outputs += write_batch_report(p.out, p.root, summary, rows, outputs, notes, p.report_formats, {
             **{k: v for k, v in header.items() if k != "warnings"},
             "metric protocol": METRIC_PROTOCOL_TEXT[p.metrics],
+            "FID": FID_TEXT[p.metrics],
             "attacks": ", ".join(p.procedures[a]["label"] for a in p.attack_names),
             "classifiers": ", ".join(p.classifier_names),
             "backbone": (p.config["backbone"] or {}).get("name"), "fingerprint": p.fingerprint},

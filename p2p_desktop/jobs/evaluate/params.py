@@ -123,18 +123,25 @@ def select_items(items: Sequence, limit: int | None) -> list:
 
 # -- issue 12: procedures, precision, the demo-backbone warning ---------------------------------------
 def default_presets(attacks: Sequence[str], preset: str | Mapping[str, str] | None):
-    """P2P runs its ``paper`` preset unless ``preset`` names another for it (validated as usual)."""
-    from p2p_desktop.attacks.registry import spec
+    """P2P runs its ``paper`` preset unless ``preset`` names another for it (validated as usual); a
+    control of P2P with presets (random-prompt, p2p-lr0) runs P2P's preset unless one is named for it."""
+    from p2p_desktop.attacks.registry import get, spec
 
     try:
         names = [spec(a).name for a in attacks if a and str(a).strip()]
+        follows = {n: getattr(get(n), "control_for", None) for n in names}
     except InputError:
         return preset  # build_attacks reports the unknown attack
-    if "p2p" not in names or len(set(names)) != len(names):
+    controls = [n for n in names if follows[n] == "p2p" and get(n).presets]
+    if ("p2p" not in names and not controls) or len(set(names)) != len(names):
         return preset
     split = split_presets(preset, names)
-    if split["p2p"] is None:
-        split["p2p"] = "paper"
+    p2p_preset = split.get("p2p") or "paper"
+    if "p2p" in names:
+        split["p2p"] = p2p_preset
+    for n in controls:
+        if split[n] is None and p2p_preset in get(n).presets:
+            split[n] = p2p_preset
     return {a: v for a, v in split.items() if v}
 
 
@@ -175,6 +182,20 @@ def _demo_backbone_warnings(root: Path, image_ids: Sequence[str], attack_objs: l
             f"manifest lists them), but {names} ran with the DEMO backbone, which was trained only on those "
             "phantoms: its results on these images say nothing about a real diffusion model; use a Stable "
             "Diffusion backbone (--backbone FOLDER) for real data"]
+
+
+def _resolution_warning(procedures: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line naming every diffusion attack whose working resolution is not the backbone's training one."""
+    from p2p_desktop.attacks.procedure import RESOLUTION_WARNING_PREFIX
+
+    off = [d for d in procedures.values() if d.get("resolution_warning")]
+    if not off:
+        return []
+    if len(off) == 1:
+        return [off[0]["resolution_warning"]]
+    what = "; ".join(f"{d['attack']} at {d['resolution']} px" for d in off)
+    return [f"{RESOLUTION_WARNING_PREFIX}{what}, but the backbone was trained at {off[0]['training_resolution']} px; "
+            "its diffusion model runs off the size it learned"]
 
 
 # -- the plan -----------------------------------------------------------------------------------------
@@ -299,6 +320,7 @@ def plan(dataset_dir, attacks: Sequence[str], classifiers: Sequence[str], out_di
     config = json.loads(json.dumps(config, default=str))
     return Plan(root=root, out=out, items=items, image_ids=image_ids, attacks=attack_objs, classifiers=loaded,
                 clf_specs=clf_specs, backbone=bb, backbone_spec=backbone, device=dev, procedures=procedures,
-                warnings=_demo_backbone_warnings(root, image_ids, attack_objs, bb), config=config,
+                warnings=_demo_backbone_warnings(root, image_ids, attack_objs, bb) + _resolution_warning(procedures),
+                config=config,
                 fingerprint=fingerprint(config), limit=limit, seed=int(seed), metrics=metrics,
                 report_formats=report_formats, dicom=dicom, executor=executor)

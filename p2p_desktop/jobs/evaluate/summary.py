@@ -14,14 +14,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from p2p_desktop.attacks.procedure import METRIC_PROTOCOL_TEXT
+from p2p_desktop.attacks.procedure import FID_TEXT, METRIC_PROTOCOL_TEXT
 from p2p_desktop.cancel import CancelToken
 from p2p_desktop.errors import Cancelled
 from p2p_desktop.jobs.evaluate.log import cell, csv_line
 from p2p_desktop.jobs.evaluate.validity import VALIDITY_COLUMNS, VALIDITY_HELP
 from p2p_desktop.metrics import METRICS, image_metrics
 
-__all__ = ["SUMMARY_COLUMNS", "COLUMN_HELP", "PAPER_KEYS", "summarise", "summary_markdown", "summary_csv"]
+__all__ = ["SUMMARY_COLUMNS", "COLUMN_HELP", "PAPER_KEYS", "summarise", "summary_markdown", "summary_csv",
+           "attack_cell"]
 
 #: the per-image metrics the paper reports; also given in its averaging convention (``*_paper``) and
 #: recomputed under its protocol (``--metrics paper``)
@@ -36,7 +37,7 @@ SUMMARY_COLUMNS = ("classifier", "attack", "images", "correct", "skipped_misclas
                    "errors", "successes", "success_rate", *METRIC_COLUMNS, "seconds_mean", "iterations_mean",
                    *(f"{k}_paper" for k in PAPER_KEYS)) + VALIDITY_COLUMNS
 # issue 12: the summary also names the procedure and the metric protocol
-PROCEDURE_COLUMNS = ("procedure", "preset", "resolution", "output", "precision", "metrics")
+PROCEDURE_COLUMNS = ("procedure", "preset", "resolution", "output", "precision", "metrics", "control")
 SUMMARY_COLUMNS = SUMMARY_COLUMNS + PROCEDURE_COLUMNS
 
 
@@ -71,6 +72,8 @@ COLUMN_HELP = {
     "output": "what was written: decoded (the decoded image resized), residual (source + upsampled change), "
               "direct (a pixel attack)",
     "precision": "numeric precision of the diffusion backbone",
+    "control": "true for a control (random-prompt, p2p-lr0, rerender): a baseline that shows how much of an "
+               "attack's effect its optimisation does, not an attack of its own",
     "metrics": f"metric protocol of {', '.join(METRICS[k].label for k in (*PAPER_KEYS, FID))}: paper or native "
                "(see the notes)",
 }
@@ -144,7 +147,12 @@ def label_summary(summary: list[dict[str, Any]], procedures: Mapping[str, dict],
     for r in summary:
         p = procedures[r["attack"]]
         r.update(procedure=p["label"], preset=p["preset"], resolution=p["resolution"], output=p["output"],
-                 precision=p["precision"], metrics=metrics)
+                 precision=p["precision"], metrics=metrics, control=bool(p.get("control", False)))
+
+
+def attack_cell(r: Mapping[str, Any]) -> str:
+    """How a table names the procedure of a summary row: its label, with "(control)" for a control."""
+    return str(r.get("procedure", r["attack"])) + (" (control)" if r.get("control") else "")
 
 
 # -- tables ----------------------------------------------------------------------------------------------
@@ -168,7 +176,8 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
     for w in header.get("warnings") or ():
         lines += [f"**Warning:** {w}", ""]
     if header.get("metrics"):
-        lines += [f"Metric protocol: **{header['metrics']}** ({METRIC_PROTOCOL_TEXT[header['metrics']]}).", ""]
+        lines += [f"Metric protocol: **{header['metrics']}** ({METRIC_PROTOCOL_TEXT[header['metrics']]}).", "",
+                  f"{FID_TEXT[header['metrics']]}.", ""]
     lines.append(f"Dataset `{header.get('dataset', '')}`: {header.get('images', 0)} image(s)"
                  f"{' (limit ' + str(header['limit']) + ')' if header.get('limit') else ''}; "
                  f"seed {header.get('seed', 0)}; device {header.get('device', '')}.")
@@ -180,12 +189,14 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
         rate = f"{_fmt(r['success_rate'], 2)} ({r['successes']}/{r['correct']})"
         valid = (f"{_fmt(r.get('valid_success_rate'), 2)} ({r['valid_successes']}/{r['correct']})"
                  if r.get("valid_successes") is not None else "n/a")
-        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {rate} | {valid} | "
+        lines.append(f"| {r['classifier']} | {attack_cell(r)} | {rate} | {valid} | "
                      + " | ".join(_m(k, r[k]) for k in head) + " |")
     lines += ["", "Success rate = successes / images the clean classifier classifies correctly. LPIPS (AlexNet), "
               "SSIM and FID (InceptionV3 pool3) are computed on the successful examples only; n/a = not "
               "computable (see the notes). Valid success rate = successes whose true label is kept (phantom "
-              "label-preservation oracle; n/a on data without a generator record) / correct.", "",
+              "label-preservation oracle; n/a on data without a generator record) / correct. Rows marked "
+              "'(control)' are controls (random-prompt, p2p-lr0, rerender): what P2P's pipeline does without its "
+              "optimisation, or what a re-acquisition of the phantom does at the same similarity.", "",
               "## The paper's averaging convention", "",
               "The P2P authors' script sums each metric over the successful examples and divides by *all* "
               "attacked images (its captions say \"on successful examples\"). Same data, that convention:", "",
@@ -193,7 +204,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
               + " | ".join(f"{METRICS[k].label} (sum/attacked)" for k in PAPER_KEYS) + " |",
               "|---|---|---|" + "---|" * len(PAPER_KEYS)]
     for r in summary:
-        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {_fmt(r['success_rate'], 2)} | "
+        lines.append(f"| {r['classifier']} | {attack_cell(r)} | {_fmt(r['success_rate'], 2)} | "
                      + " | ".join(_m(k, r[f"{k}_paper"]) for k in PAPER_KEYS) + " |")
     lines += ["", "## Counts and other measures", "",
               "| Classifier | Attack | Images | Correct (attacked) | Skipped: misclassified | Errors | Successes | "
@@ -202,7 +213,7 @@ def summary_markdown(summary: Sequence[Mapping[str, Any]], notes: Sequence[str],
     for r in summary:
         skipped = str(r["skipped_misclassified"]) + (
             f" (+{r['skipped_unknown_label']} unknown class)" if r["skipped_unknown_label"] else "")
-        lines.append(f"| {r['classifier']} | {r.get('procedure', r['attack'])} | {r['images']} | {r['correct']} | "
+        lines.append(f"| {r['classifier']} | {attack_cell(r)} | {r['images']} | {r['correct']} | "
                      f"{skipped} | {r['errors']} | {r['successes']} | "
                      + " | ".join(_m(k, r[k]) for k in OTHER_KEYS) + f" | {_fmt(r['seconds_mean'], 2)} |")
     if notes:
@@ -217,7 +228,7 @@ def summary_csv(summary: Sequence[Mapping[str, Any]]) -> str:
 
 # -- validity, transfer, the batch report ----------------------------------------------------------------
 def validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_names, cancel: CancelToken,
-                          total: int, per_image_path: Path, backbone=None) -> dict[str, Any]:
+                          total: int, per_image_path: Path, backbone=None, procedures=None) -> dict[str, Any]:
     """Valid success (phantom oracle) into ``summary`` and the transfer matrix.
 
     See :mod:`p2p_desktop.jobs.evaluate.validity`.
@@ -226,7 +237,7 @@ def validity_and_transfer(summary, rows, root: Path, out: Path, loaded, attack_n
     from p2p_desktop.phantoms.oracle import CROSS_CLASS_NOTE, cross_class_backbone
 
     try:
-        honest = validity.apply(summary, rows, root, out, loaded, attack_names, cancel.check)
+        honest = validity.apply(summary, rows, root, out, loaded, attack_names, cancel.check, procedures)
     except Cancelled:
         raise Cancelled(f"evaluation cancelled while judging the adversarial images; all {total} result(s) are kept "
                         f"in {per_image_path} — run the same command again to write the tables") from None

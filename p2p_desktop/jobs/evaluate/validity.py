@@ -44,8 +44,8 @@ VALIDITY_HELP = {
     "semantic_change_rate": "semantic changes / correct: fooled by changing the finding (phantoms only)",
     "oracle_note": "why valid_success_rate / semantic_change_rate are null, when they are",
 }
-TRANSFER_COLUMNS = ("attack", "source", "target", "adversarials", "evaluated", "fooled", "fool_rate",
-                    "valid_fooled", "valid_fool_rate")
+TRANSFER_COLUMNS = ("attack", "procedure", "control", "source", "target", "adversarials", "evaluated", "fooled",
+                    "fool_rate", "valid_fooled", "valid_fool_rate")
 ORACLE_FILE = "oracle.csv"
 TRANSFER_FILE = "transfer.csv"
 _ORACLE_COLUMNS = ("image", "label", "classifier", "attack", "verdict", "reason", "progress", "rewrite",
@@ -130,8 +130,11 @@ def add_validity(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]
 
 
 def transfer_matrix(rows: Sequence[Mapping[str, Any]], classifiers: Sequence, attacks: Sequence[str], out_dir: Path,
-                    verdicts: Mapping, check: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """The transfer entries (see the module docstring); ``classifiers`` are loaded classifiers."""
+                    verdicts: Mapping, check: Callable[[], None] = lambda: None,
+                    procedures: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The transfer entries (see the module docstring); ``classifiers`` are loaded classifiers;
+    ``procedures`` (attack -> :func:`~p2p_desktop.attacks.procedure.describe`) label each entry."""
+    procedures = procedures or {}
     from p2p_desktop.io import load_study
     from p2p_desktop.jobs.evaluate.files import adversarial_path
 
@@ -155,7 +158,9 @@ def transfer_matrix(rows: Sequence[Mapping[str, Any]], classifiers: Sequence, at
                 vs = [verdicts.get(_key(r)) for r in fooled]
                 known = all(v is not None and v.verdict is not None for v in vs)
                 valid = sum(1 for v in vs if v is not None and v.label_kept) if known else None
-                entries.append({"attack": a, "source": src.name, "target": tgt.name, "adversarials": len(wins),
+                entries.append({"attack": a, "procedure": (procedures.get(a) or {}).get("label", a),
+                                "control": bool((procedures.get(a) or {}).get("control", False)),
+                                "source": src.name, "target": tgt.name, "adversarials": len(wins),
                                 "evaluated": len(judged), "fooled": len(fooled),
                                 "fool_rate": len(fooled) / len(judged) if judged else None,
                                 "valid_fooled": valid,
@@ -165,6 +170,11 @@ def transfer_matrix(rows: Sequence[Mapping[str, Any]], classifiers: Sequence, at
                            "fool_rate = fooled / evaluated; valid_fool_rate = fooled with the label kept (phantom "
                            "oracle) / evaluated, null without a generator record",
             "entries": entries}
+
+
+def _label(r: Mapping[str, Any]) -> str:
+    """The procedure label of a summary row or transfer entry, as the main tables name it."""
+    return str(r.get("procedure") or r["attack"]) + (" (control)" if r.get("control") else "")
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -180,7 +190,7 @@ def validity_markdown(summary: Sequence[Mapping[str, Any]], transfer: Mapping[st
              "| Classifier | Attack | Success rate | Valid success rate | Semantic change rate | SSIM ↑ | Note |",
              "|---|---|---|---|---|---|---|"]
     for r in summary:
-        lines.append(f"| {r['classifier']} | {r['attack']} | {_f(r.get('success_rate'))} | "
+        lines.append(f"| {r['classifier']} | {_label(r)} | {_f(r.get('success_rate'))} | "
                      f"{_f(r.get('valid_success_rate'))} | {_f(r.get('semantic_change_rate'))} | "
                      f"{_f(r.get('ssim'), 3)} | {r.get('oracle_note') or ''} |")
     entries = list(transfer.get("entries", []))
@@ -190,7 +200,8 @@ def validity_markdown(summary: Sequence[Mapping[str, Any]], transfer: Mapping[st
                   "Rows: the classifier the adversarial images were crafted against; columns: the classifier "
                   "that classifies them (only images it classifies correctly when clean; n = that count).", ""]
         for a in dict.fromkeys(e["attack"] for e in entries):
-            lines += [f"**{a}**", "", "| crafted against \\ classified by | " + " | ".join(names) + " |",
+            first = next(e for e in entries if e["attack"] == a)
+            lines += [f"**{_label(first)}**", "", "| crafted against \\ classified by | " + " | ".join(names) + " |",
                       "|---|" + "---|" * len(names)]
             for src in names:
                 cells = []
@@ -241,7 +252,8 @@ def oracle_csv(rows: Sequence[Mapping[str, Any]], verdicts: Mapping) -> str:
 
 
 def apply(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]], dataset_root: Path, out_dir: Path,
-          classifiers: Sequence, attacks: Sequence[str], check: Callable[[], None] = lambda: None) -> dict[str, Any]:
+          classifiers: Sequence, attacks: Sequence[str], check: Callable[[], None] = lambda: None,
+          procedures: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Everything :func:`~p2p_desktop.jobs.evaluate.evaluate` adds: validity columns (in ``summary``),
     ``transfer``, notes, and the bytes of ``oracle.csv`` / ``transfer.csv``."""
     from p2p_desktop.phantoms.oracle import phantom_record
@@ -249,7 +261,7 @@ def apply(summary: list[dict[str, Any]], rows: Sequence[Mapping[str, Any]], data
     verdicts = judge_successes(rows, dataset_root, out_dir, check)
     no_record = {i for i in {r["image"] for r in rows} if phantom_record(dataset_root / i) is None}
     notes = add_validity(summary, rows, verdicts, no_record)
-    transfer = transfer_matrix(rows, classifiers, attacks, out_dir, verdicts, check)
+    transfer = transfer_matrix(rows, classifiers, attacks, out_dir, verdicts, check, procedures)
     return {"notes": notes, "transfer": transfer, "verdicts": verdicts,
             "files": {ORACLE_FILE: oracle_csv(rows, verdicts).encode(),
                       TRANSFER_FILE: transfer_csv(transfer).encode()},
