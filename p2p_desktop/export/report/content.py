@@ -232,7 +232,8 @@ def build_run_report(result, study, outputs: Iterable[dict[str, str]] = (), *, i
     path = Path(study.path)
     if input_sha256 is None and path.is_file() and not deidentified:
         input_sha256 = sha256_file(path)
-    verdict = (f"{'SUCCESS' if result.success else 'FAILED'}: {result.original_label} → "
+    # the run's outcome in the window's one wording (AttackResult.outcome), capitalised as a heading
+    verdict = (f"{result.outcome[:1].upper()}{result.outcome[1:]}: {result.original_label} → "
                f"{result.adversarial_label}" + (f" (target {result.target})" if result.target else ""))
     meta = study.metadata.as_dict() if study.metadata is not None else {}
     inp: list[tuple[str, str]] = [
@@ -319,7 +320,7 @@ def verdict_rows(result, study, given_label: str | None = None) -> list[tuple[st
     the numbers every other part of the report uses. The attack's internal candidate (before
     writing) is shown once, labelled as such."""
     rows = [
-        ("verdict", f"{'SUCCESS' if result.success else 'FAILED'} (judged on the image as written)"),
+        ("verdict", f"{result.outcome} (judged on the image as written)"),
         ("true label", f"{result.true_label} ({true_label_source(result, study, given_label)})"),
         ("original image", f"{result.original_label} · {_probs(result.original_probs)}"),
         ("adversarial image as written", f"{result.adversarial_label} · {_probs(result.adversarial_probs)}"),
