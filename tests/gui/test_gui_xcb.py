@@ -8,6 +8,7 @@ start a real X server (Xvfb on a free display number, stopped by its pid), open 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -230,3 +231,50 @@ def test_a_uid_named_study_opened_from_the_command_line_and_run_with_ctrl_r_fits
             app.kill()
             app.wait()
         log.close()
+
+
+@needs_xvfb
+@pytest.mark.timeout(600)
+def test_a_20_case_study_from_an_evaluate_folder_is_read_in_the_real_window(xvfb, tmp_path):
+    """Issue 29: a blinded study made from an ``evaluate`` folder, read to the end in the real
+    reading view on xcb by a simulated reader (keyboard only), then scored from those answers."""
+    from p2p_desktop.cli.main import main
+    from p2p_desktop.readerstudy import load_answers
+
+    env = {"P2P_DESKTOP_HOME": str(tmp_path / "home"), "P2P_DESKTOP_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["phantoms", "--n", "24", "--seed", "7350000", "--out", str(tmp_path / "ph"), "--size", "96"]) == 0
+        assert main(["evaluate", str(tmp_path / "ph"), "--attacks", "fgsm,pgd", "--classifiers", "demo-squeezenet1_1",
+                     "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
+        study, key = tmp_path / "study", tmp_path / "private" / "KEY.json"
+        assert main(["reader-study", "make", str(tmp_path / "ev"), "--out", str(study), "--key", str(key),
+                     "--cases", "20", "--readers", "1", "--seed", "3"]) == 0
+        display = xvfb(1280, 800)
+        out, shot = tmp_path / "probe.json", tmp_path / "reading.png"
+        run_env = dict(_env(display, tmp_path), **env)
+        subprocess.run([sys.executable, str(Path(__file__).with_name("reader_xcb_probe.py")), str(study), "sim",
+                        str(out), str(shot)], env=run_env, check=True, timeout=300)
+        seen = json.loads(out.read_text())
+        assert seen["platform"] == "xcb" and seen["cases"] == 20
+        x, y, w, h = seen["frame"]
+        ax, ay, aw, ah = seen["available"]
+        assert ax <= x and ay <= y and x + w <= ax + aw and y + h <= ay + ah, seen  # fits the screen
+        assert min(seen["drawn"][0]) >= 200, seen  # the image is shown large enough to judge
+        for word in ("fgsm", "demo-squeezenet1_1", "benign_", "malignant_", "normal_", ".png", ".dcm"):
+            assert word not in seen["labels"], word  # nothing on screen unblinds
+        assert seen["shot"] and shot.stat().st_size > 10_000
+        assert seen["progress"].startswith("All 20 cases read")
+        answers = load_answers(study)["sim"]
+        assert len(answers) == 20 and all(a.seconds is not None for a in answers.values())
+        assert main(["reader-study", "score", str(study), "--key", str(key), "--json"]) == 0
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines() if line.strip()]
+    actions = [r["data"].get("action") for r in records if r["event"] == "reader-study"]
+    assert actions == ["make", "read", "score"], actions
