@@ -153,6 +153,7 @@ def test_lpips_is_null_with_a_note_when_alexnet_is_missing(tmp_path, monkeypatch
     ok, note = metrics.lpips_status()
     assert ok is False
     assert metrics.ALEXNET_FILE in note and str(tmp_path / "hub" / "checkpoints") in note
+    assert "models import-weights" in note  # the note names the command that installs the file
     a, b = _pair(3)
     got, notes = compute_metrics(a, b)
     assert got["lpips"] is None and note in notes

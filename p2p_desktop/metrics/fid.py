@@ -87,7 +87,8 @@ def fid_status() -> FIDStatus:
             return FIDStatus(folder / name, flavour, note)
     return FIDStatus(None, "", (
         f"FID not computed: no InceptionV3 weights on this machine; put {PYTORCH_FID_FILE} (pytorch-fid, "
-        f"standard FID) or {TORCHVISION_FILE} (torchvision) in {folder} to enable FID"))
+        f"standard FID) or {TORCHVISION_FILE} (torchvision) in {folder} to enable FID "
+        "(`p2p-desktop models import-weights FILE` checks the file's hash and puts it there)"))
 
 
 # -- the network ------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def lpips_status() -> tuple[bool, str]:
     if path.is_file():
         return True, ""
     return False, (f"LPIPS not computed: its AlexNet backbone weights ({ALEXNET_FILE}) are not on this "
-                   f"machine; put the file in {path.parent} to enable LPIPS")
+                   f"machine; `p2p-desktop models import-weights FILE` checks it and puts it in {path.parent}")
 
 
 def lpips_net(device="cpu"):
