@@ -96,7 +96,7 @@ if [ -d "$APP/_internal/nvidia" ]; then
 fi
 
 echo "build.sh: largest parts of _internal:"
-du -sh "$APP"/_internal/* 2>/dev/null | sort -rh | head -6 | sed 's/^/build.sh:   /'
+du -sh "$APP"/_internal/* 2>/dev/null | sort -rh | sed -n '1,6s/^/build.sh:   /p'  # sed reads all: no SIGPIPE under pipefail
 
 # --- the frozen end-to-end check ------------------------------------------------------------------
 if [ "$CHECK" = 1 ]; then
